@@ -1,0 +1,177 @@
+//! The content-addressed blob cache: `<root>/blobs/sha256/<hex>`.
+//!
+//! Every file is written under a temporary name in `<root>/tmp` and renamed into place only after
+//! its content hashed to the expected digest, so readers never see a partial or wrong blob and
+//! several imgbuild processes can share one cache.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::Digest;
+use tempfile::NamedTempFile;
+
+use crate::digest::{self, HashReader, HashWriter};
+use crate::error::{Error, IoContext, Result};
+
+#[derive(Clone, Debug)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+impl Cache {
+    /// The cache named by `IMGBUILD_CACHE`, else `$XDG_CACHE_HOME/imgbuild`, else `~/.cache/imgbuild`.
+    pub fn from_env() -> Result<Cache> {
+        let root = if let Some(dir) = std::env::var_os("IMGBUILD_CACHE").filter(|v| !v.is_empty()) {
+            PathBuf::from(dir)
+        } else if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+            PathBuf::from(dir).join("imgbuild")
+        } else if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            PathBuf::from(home).join(".cache").join("imgbuild")
+        } else {
+            return Err(Error::Input(
+                "no cache directory: set IMGBUILD_CACHE (or XDG_CACHE_HOME or HOME)".into(),
+            ));
+        };
+        Cache::open(root)
+    }
+
+    pub fn open(root: impl Into<PathBuf>) -> Result<Cache> {
+        let root = root.into();
+        for dir in [root.join("blobs").join("sha256"), root.join("tmp")] {
+            fs::create_dir_all(&dir).ctx("create cache directory", &dir)?;
+        }
+        Ok(Cache { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs").join("sha256").join(digest.digest())
+    }
+
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// A temporary file inside the cache, to be filled and then [`Cache::commit`]ted.
+    pub fn temp_file(&self) -> Result<NamedTempFile> {
+        let dir = self.root.join("tmp");
+        tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&dir)
+            .ctx("create temporary file in", &dir)
+    }
+
+    /// Move a fully written temporary file into place as the blob `digest`.
+    pub fn commit(&self, tmp: NamedTempFile, digest: &Digest) -> Result<PathBuf> {
+        let dest = self.blob_path(digest);
+        tmp.persist(&dest)
+            .map_err(|e| Error::io("store blob", &dest, e.error))?;
+        Ok(dest)
+    }
+
+    /// Store a small blob held in memory (manifests, configs) and return its digest.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
+        let digest = digest::sha256_of(bytes);
+        if !self.has_blob(&digest) {
+            let mut tmp = self.temp_file()?;
+            tmp.write_all(bytes).ctx("write", tmp.path())?;
+            self.commit(tmp, &digest)?;
+        }
+        Ok(digest)
+    }
+
+    /// Stream `reader` into the cache, checking it against `expected` before it becomes visible.
+    pub fn ingest(&self, reader: impl Read, expected: &Digest, what: &str) -> Result<u64> {
+        let tmp = self.temp_file()?;
+        let mut reader = HashReader::new(reader);
+        let mut out = BufWriter::new(tmp);
+        io::copy(&mut reader, &mut out).map_err(|e| Error::Image(format!("read {what}: {e}")))?;
+        let tmp = out
+            .into_inner()
+            .map_err(|e| Error::io("write", self.root.join("tmp"), e.into_error()))?;
+        let (actual, len) = reader.finish();
+        digest::verify(what, expected, &actual)?;
+        self.commit(tmp, expected)?;
+        Ok(len)
+    }
+
+    /// Read a small blob whole, verifying it. A corrupted cache entry is removed so the next
+    /// run fetches it again.
+    pub fn read_verified(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        let bytes = fs::read(&path).ctx("read cached blob", &path)?;
+        let actual = digest::sha256_of(&bytes);
+        if &actual != digest {
+            let _ = fs::remove_file(&path);
+            return Err(Error::DigestMismatch {
+                what: format!("cached blob {} (removed; run again to fetch it anew)", path.display()),
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Copy a cached blob into `out`, verifying its digest on the way.
+    pub fn copy_verified(&self, digest: &Digest, out: &mut impl Write) -> Result<u64> {
+        let path = self.blob_path(digest);
+        let file = File::open(&path).ctx("open cached blob", &path)?;
+        let mut reader = HashReader::new(BufReader::with_capacity(1 << 16, file));
+        let mut writer = HashWriter::new(out);
+        io::copy(&mut reader, &mut writer).ctx("copy cached blob", &path)?;
+        let (actual, len) = reader.finish();
+        if &actual != digest {
+            let _ = fs::remove_file(&path);
+            return Err(Error::DigestMismatch {
+                what: format!("cached blob {} (removed; run again to fetch it anew)", path.display()),
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(len)
+    }
+
+    pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
+        let path = self.blob_path(digest);
+        Ok(fs::metadata(&path).ctx("stat cached blob", &path)?.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let d = cache.put_bytes(b"abc").unwrap();
+        assert!(cache.has_blob(&d));
+        assert_eq!(cache.read_verified(&d).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn ingest_refuses_wrong_bytes_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let expected = digest::sha256_of(b"right");
+        let err = cache.ingest(&b"wrong"[..], &expected, "layer").unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+        assert!(!cache.has_blob(&expected));
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn corrupted_entry_is_detected_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let d = cache.put_bytes(b"original").unwrap();
+        fs::write(cache.blob_path(&d), b"tampered").unwrap();
+        assert!(cache.copy_verified(&d, &mut Vec::new()).is_err());
+        assert!(!cache.has_blob(&d));
+    }
+}

@@ -1,0 +1,21 @@
+defmodule Hello.MixProject do
+  use Mix.Project
+
+  # HELLO_WITH_CRYPTO=1 builds a variant whose boot loads :crypto (needs libcrypto.so.3).
+  @crypto if System.get_env("HELLO_WITH_CRYPTO") in ["1", "true"], do: [:crypto], else: []
+
+  def project do
+    [
+      app: :hello,
+      version: System.get_env("HELLO_VERSION", "0.1.0"),
+      elixir: "~> 1.14",
+      start_permanent: Mix.env() == :prod,
+      deps: [],
+      releases: [hello: [include_executables_for: [:unix], strip_beams: true]]
+    ]
+  end
+
+  def application do
+    [mod: {Hello.Application, []}, extra_applications: [:logger, :inets] ++ @crypto]
+  end
+end
