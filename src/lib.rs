@@ -3,5 +3,7 @@
 pub mod cache;
 pub mod digest;
 pub mod error;
+pub mod layer;
 pub mod platform;
 pub mod reference;
+pub mod release;

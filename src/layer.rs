@@ -1,0 +1,218 @@
+//! The layer writer: one streaming pass turns planned entries into a deterministic tar, hashes
+//! it (diff_id), gzips it and hashes the gzip (digest) on its way into the cache.
+//! Memory stays flat whatever the layer size.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+
+use flate2::{Compression, GzBuilder};
+use oci_spec::image::Digest;
+
+use crate::cache::Cache;
+use crate::digest::HashWriter;
+use crate::error::{Error, IoContext, Result};
+use crate::release::{Entry, EntryKind};
+
+pub const MEDIA_TYPE_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// A layer blob stored in the cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerBlob {
+    /// sha256 of the compressed blob.
+    pub digest: Digest,
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Size of the compressed blob.
+    pub size: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct TarOptions {
+    /// Every entry's mtime (`SOURCE_DATE_EPOCH`, else 0).
+    pub mtime: u64,
+    /// gzip level, 0-9.
+    pub level: u32,
+}
+
+/// Write `entries` as one gzip layer into `cache`.
+pub fn write_layer(entries: &[Entry], opts: TarOptions, cache: &Cache) -> Result<LayerBlob> {
+    let tmp = cache.temp_file()?;
+    let tmp_path = tmp.path().to_path_buf();
+    let compressed = HashWriter::new(BufWriter::with_capacity(1 << 20, tmp));
+    let gz = GzBuilder::new().write(compressed, Compression::new(opts.level.min(9)));
+    let mut builder = tar::Builder::new(HashWriter::new(gz));
+    for entry in entries {
+        append_entry(&mut builder, entry, opts.mtime)?;
+    }
+    let tar = builder.into_inner().ctx("write layer", &tmp_path)?;
+    let (gz, diff_id, _) = tar.finish();
+    let compressed = gz.finish().ctx("compress layer", &tmp_path)?;
+    let (buffered, digest, size) = compressed.finish();
+    let tmp = buffered.into_inner().map_err(|e| Error::io("write layer", &tmp_path, e.into_error()))?;
+    cache.commit(tmp, &digest)?;
+    Ok(LayerBlob { digest, diff_id, size })
+}
+
+/// Append one entry with a fully controlled header: numeric ids, no user or group names,
+/// one mtime, and PAX records for names ustar cannot hold.
+pub fn append_entry<W: Write>(builder: &mut tar::Builder<W>, entry: &Entry, mtime: u64) -> Result<()> {
+    let mut header = tar::Header::new_ustar();
+    header.set_mode(entry.mode);
+    header.set_uid(entry.uid);
+    header.set_gid(entry.gid);
+    header.set_mtime(mtime);
+    let name = match entry.kind {
+        EntryKind::Dir => format!("{}/", entry.path),
+        _ => entry.path.clone(),
+    };
+    let mut pax: Vec<(&str, &[u8])> = Vec::new();
+    set_name_field(header_name(&mut header), name.as_bytes(), "path", &mut pax);
+    match &entry.kind {
+        EntryKind::Dir => {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_size(0);
+        }
+        EntryKind::Symlink { target } => {
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            set_name_field(header_linkname(&mut header), target.as_bytes(), "linkpath", &mut pax);
+        }
+        EntryKind::File { size } => {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(*size);
+        }
+    }
+    let io_err = |e| Error::io("write tar entry for", &entry.path, e);
+    if !pax.is_empty() {
+        builder.append_pax_extensions(pax).map_err(io_err)?;
+    }
+    header.set_cksum();
+    match (&entry.kind, &entry.source) {
+        (EntryKind::File { size }, Some(source)) => {
+            let file = File::open(source).map_err(|e| Error::Input(format!("cannot read {}: {e}", source.display())))?;
+            let mut reader = ExactReader { inner: file, remaining: *size, path: source };
+            builder.append(&header, &mut reader).map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    Error::Input(format!("{} changed size while it was read: rebuild the release and try again", source.display()))
+                } else {
+                    Error::io("write tar entry for", source, e)
+                }
+            })
+        }
+        (EntryKind::File { size: 0 }, None) | (EntryKind::Dir | EntryKind::Symlink { .. }, _) => {
+            builder.append(&header, io::empty()).map_err(io_err)
+        }
+        (EntryKind::File { .. }, None) => Err(Error::Input(format!("no content given for {}", entry.path))),
+    }
+}
+
+fn header_name(h: &mut tar::Header) -> &mut [u8; 100] {
+    h.as_ustar_mut().map(|u| &mut u.name).unwrap_or_else(|| unreachable!("ustar header"))
+}
+
+fn header_linkname(h: &mut tar::Header) -> &mut [u8; 100] {
+    h.as_ustar_mut().map(|u| &mut u.linkname).unwrap_or_else(|| unreachable!("ustar header"))
+}
+
+/// Fill a 100-byte ustar name field. Names that do not fit, or are not ASCII, go into a PAX
+/// record and the field keeps an ASCII prefix for readers that ignore PAX.
+fn set_name_field<'a>(field: &mut [u8; 100], name: &'a [u8], pax_key: &'static str, pax: &mut Vec<(&'static str, &'a [u8])>) {
+    field.fill(0);
+    if name.len() <= 100 && name.is_ascii() {
+        field[..name.len()].copy_from_slice(name);
+    } else {
+        pax.push((pax_key, name));
+        for (slot, b) in field.iter_mut().zip(name.iter().take(100)) {
+            *slot = if b.is_ascii() && *b != 0 { *b } else { b'_' };
+        }
+    }
+}
+
+/// Reads exactly `remaining` bytes: a file that shrank is an error, one that grew is cut at
+/// the size recorded in its header, so the tar stays well-formed.
+struct ExactReader<'a> {
+    inner: File,
+    remaining: u64,
+    path: &'a std::path::Path,
+}
+
+impl Read for ExactReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let max = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} is shorter than when it was listed", self.path.display()),
+            ));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::sha256_of;
+    use flate2::read::GzDecoder;
+    use std::fs;
+
+    fn entry(path: &str, kind: EntryKind, source: Option<std::path::PathBuf>) -> Entry {
+        Entry { path: path.into(), source, kind, mode: 0o755, uid: 65534, gid: 0 }
+    }
+
+    #[test]
+    fn deterministic_layer_with_long_and_unicode_names() {
+        let src = tempfile::tempdir().unwrap();
+        let file = src.path().join("f");
+        fs::write(&file, b"content").unwrap();
+        let long = format!("app/{}", "x".repeat(150));
+        let entries = vec![
+            entry("app", EntryKind::Dir, None),
+            entry("app/f", EntryKind::File { size: 7 }, Some(file.clone())),
+            entry(&long, EntryKind::File { size: 7 }, Some(file.clone())),
+            entry("app/héllo", EntryKind::Symlink { target: "f".into() }, None),
+            entry("app/l", EntryKind::Symlink { target: "t".repeat(120) }, None),
+        ];
+        let c1 = Cache::open(tempfile::tempdir().unwrap().keep()).unwrap();
+        let c2 = Cache::open(tempfile::tempdir().unwrap().keep()).unwrap();
+        let opts = TarOptions { mtime: 1_700_000_000, level: 6 };
+        let a = write_layer(&entries, opts, &c1).unwrap();
+        let b = write_layer(&entries, opts, &c2).unwrap();
+        assert_eq!(a, b);
+        let blob = fs::read(c1.blob_path(&a.digest)).unwrap();
+        assert_eq!(sha256_of(&blob), a.digest);
+        assert_eq!(blob.len() as u64, a.size);
+        let mut tar_bytes = Vec::new();
+        GzDecoder::new(&blob[..]).read_to_end(&mut tar_bytes).unwrap();
+        assert_eq!(sha256_of(&tar_bytes), a.diff_id);
+
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let mut seen = Vec::new();
+        for e in archive.entries().unwrap() {
+            let e = e.unwrap();
+            let h = e.header();
+            assert_eq!((h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()), (65534, 0, 1_700_000_000));
+            assert_eq!(h.username_bytes(), Some(&b""[..]));
+            seen.push((e.path().unwrap().to_string_lossy().into_owned(), e.link_name().unwrap().map(|l| l.to_string_lossy().into_owned())));
+        }
+        assert_eq!(seen[0].0, "app/");
+        assert_eq!(seen[2].0, long);
+        assert_eq!(seen[3], ("app/héllo".into(), Some("f".into())));
+        assert_eq!(seen[4].1.as_deref(), Some("t".repeat(120).as_str()));
+    }
+
+    #[test]
+    fn file_that_shrank_is_an_error() {
+        let src = tempfile::tempdir().unwrap();
+        let file = src.path().join("f");
+        fs::write(&file, b"abc").unwrap();
+        let cache = Cache::open(tempfile::tempdir().unwrap().keep()).unwrap();
+        let err = write_layer(&[entry("f", EntryKind::File { size: 10 }, Some(file))], TarOptions { mtime: 0, level: 1 }, &cache).unwrap_err();
+        assert!(err.to_string().contains("changed size"), "{err}");
+    }
+}
