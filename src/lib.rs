@@ -6,4 +6,5 @@ pub mod error;
 pub mod layer;
 pub mod platform;
 pub mod reference;
+pub mod registry;
 pub mod release;

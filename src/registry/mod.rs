@@ -1,0 +1,527 @@
+//! Registry client for the OCI distribution API: ping and challenge discovery, Basic and
+//! Bearer auth with cached tokens, manifests, and blobs streamed into the cache and verified.
+//!
+//! Written here rather than on oci-client because a builder needs what it lacks: hashing while
+//! streaming into our own cache, multi-scope tokens (push + mount), and retries with backoff.
+
+pub mod challenge;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use oci_spec::image::Digest;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::cache::Cache;
+use crate::digest;
+use crate::error::{Error, IoContext, Result};
+use crate::reference::Reference;
+use challenge::Challenge;
+
+pub const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MEDIA_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+/// Registries cap manifests at about 4 MB; refuse anything far beyond that rather than buffer it.
+const MAX_MANIFEST_BYTES: usize = 8 << 20;
+
+/// A credential for one registry, and where it came from (for error messages).
+#[derive(Clone)]
+pub enum Secret {
+    Basic { username: String, password: String },
+    /// An OAuth2 refresh token (`identitytoken` in Docker's config).
+    IdentityToken(String),
+    /// A bearer token used as is (`registrytoken`).
+    RegistryToken(String),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print secrets, not even in debug output.
+        match self {
+            Secret::Basic { username, .. } => write!(f, "Basic({username}, ***)"),
+            Secret::IdentityToken(_) => f.write_str("IdentityToken(***)"),
+            Secret::RegistryToken(_) => f.write_str("RegistryToken(***)"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Credential {
+    pub secret: Secret,
+    /// Where it was found, e.g. `/root/.docker/config.json (auths)`.
+    pub source: String,
+}
+
+/// Finds credentials for a registry host. Returns `Ok(None)` for anonymous access.
+pub trait CredentialStore: Send + Sync {
+    fn lookup(&self, registry: &str) -> Result<Option<Credential>>;
+    /// What was searched, for an error message when nothing matched.
+    fn describe(&self) -> String;
+}
+
+/// Anonymous access only.
+pub struct Anonymous;
+
+impl CredentialStore for Anonymous {
+    fn lookup(&self, _: &str) -> Result<Option<Credential>> {
+        Ok(None)
+    }
+    fn describe(&self) -> String {
+        "no credentials (anonymous)".into()
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// Hosts (host[:port]) that may be spoken to over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// Extra PEM CA certificates trusted besides the system store.
+    pub ca_certs: Vec<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+struct Endpoint {
+    base_url: String,
+    challenge: Option<Challenge>,
+}
+
+struct CachedToken {
+    value: String,
+    expires: Instant,
+}
+
+pub struct RegistryClient {
+    http: reqwest::Client,
+    opts: ClientOptions,
+    credentials: Arc<dyn CredentialStore>,
+    endpoints: Mutex<HashMap<String, Endpoint>>,
+    tokens: Mutex<HashMap<(String, String), CachedToken>>,
+}
+
+/// The repository scopes a request needs, e.g. `repository:team/app:pull,push`.
+pub fn scope(repository: &str, actions: &str) -> String {
+    format!("repository:{repository}:{actions}")
+}
+
+impl RegistryClient {
+    pub fn new(opts: ClientOptions, credentials: Arc<dyn CredentialStore>) -> Result<RegistryClient> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(120))
+            .pool_max_idle_per_host(8);
+        let mut certs = Vec::new();
+        for path in &opts.ca_certs {
+            let pem = std::fs::read(path).ctx("read CA certificate", path)?;
+            let found = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Error::Usage(format!("--ca-cert {}: not a PEM certificate: {e}", path.display())))?;
+            certs.extend(found);
+        }
+        if !certs.is_empty() {
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder.build().map_err(|e| Error::Registry(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(RegistryClient {
+            http,
+            opts,
+            credentials,
+            endpoints: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Plain HTTP is allowed only for loopback hosts and those the user named.
+    pub fn allows_plain_http(&self, host: &str) -> bool {
+        is_loopback(host) || self.opts.insecure_registries.iter().any(|h| h == host)
+    }
+
+    /// Find the registry's base URL and auth challenge (`GET /v2/`), once per host.
+    async fn endpoint(&self, host: &str) -> Result<Endpoint> {
+        if let Some(e) = self.endpoints.lock().ok().and_then(|m| m.get(host).cloned()) {
+            return Ok(e);
+        }
+        let https = format!("https://{host}");
+        let endpoint = match self.ping(&https).await {
+            Ok(challenge) => Endpoint { base_url: https, challenge },
+            Err(tls_err) if self.allows_plain_http(host) => {
+                let http = format!("http://{host}");
+                match self.ping(&http).await {
+                    Ok(challenge) => Endpoint { base_url: http, challenge },
+                    Err(e) => {
+                        return Err(Error::Registry(format!(
+                            "registry {host} is unreachable: over HTTPS: {tls_err}; over HTTP: {e}; check the host and port and that the registry is running"
+                        )));
+                    }
+                }
+            }
+            Err(e) => {
+                let hint = if is_loopback(host) { "" } else { " (for a registry without TLS, pass --insecure-registry HOST)" };
+                return Err(Error::Registry(format!("registry {host} is unreachable: {e}{hint}")));
+            }
+        };
+        if let Ok(mut m) = self.endpoints.lock() {
+            m.insert(host.to_string(), endpoint.clone());
+        }
+        Ok(endpoint)
+    }
+
+    async fn ping(&self, base: &str) -> std::result::Result<Option<Challenge>, String> {
+        let resp = self.http.get(format!("{base}/v2/")).send().await.map_err(|e| error_chain(&e))?;
+        match resp.status() {
+            s if s.is_success() => Ok(None),
+            StatusCode::UNAUTHORIZED => Ok(challenge_of(&resp)),
+            s => Err(format!("GET {base}/v2/ answered {s}: not an OCI registry API")),
+        }
+    }
+
+    /// The Authorization header value for `scopes` on `host`, if the registry wants one.
+    async fn authorization(&self, host: &str, endpoint: &Endpoint, scopes: &[String]) -> Result<Option<String>> {
+        let Some(challenge) = &endpoint.challenge else { return Ok(None) };
+        let cred = self.credentials.lookup(host)?;
+        match challenge.scheme.as_str() {
+            "basic" => Ok(match cred.map(|c| c.secret) {
+                Some(Secret::Basic { username, password }) => Some(basic_header(&username, &password)),
+                _ => None,
+            }),
+            "bearer" => {
+                let key = (host.to_string(), scopes.join(" "));
+                if let Some(t) = self.tokens.lock().ok().and_then(|m| m.get(&key).filter(|t| t.expires > Instant::now()).map(|t| t.value.clone())) {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
+                if let Some(Credential { secret: Secret::RegistryToken(t), .. }) = &cred {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
+                let (token, ttl) = self.fetch_token(host, challenge, scopes, cred.as_ref()).await?;
+                if let Ok(mut m) = self.tokens.lock() {
+                    // Renew a little before the registry's deadline.
+                    let ttl = ttl.saturating_sub(5).max(1);
+                    m.insert(key, CachedToken { value: token.clone(), expires: Instant::now() + Duration::from_secs(ttl) });
+                }
+                Ok(Some(format!("Bearer {token}")))
+            }
+            other => Err(Error::Registry(format!("registry {host} asks for unsupported auth scheme {other:?}"))),
+        }
+    }
+
+    async fn fetch_token(&self, host: &str, challenge: &Challenge, scopes: &[String], cred: Option<&Credential>) -> Result<(String, u64)> {
+        let realm = challenge
+            .param("realm")
+            .ok_or_else(|| Error::Registry(format!("registry {host} sent a Bearer challenge without a realm")))?;
+        let service = challenge.param("service");
+        let request = match cred.map(|c| &c.secret) {
+            Some(Secret::IdentityToken(refresh)) => {
+                // OAuth2 refresh-token grant (Docker's `identitytoken`, ACR, GCR).
+                let mut form: Vec<(&str, &str)> = vec![("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", "imgbuild")];
+                if let Some(s) = service {
+                    form.push(("service", s));
+                }
+                let scope_str = scopes.join(" ");
+                form.push(("scope", &scope_str));
+                let body = form
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+                    .collect::<Vec<_>>()
+                    .join("&");
+                self.http.post(realm).header("Content-Type", "application/x-www-form-urlencoded").body(body)
+            }
+            other => {
+                let mut query: Vec<(&str, &str)> = Vec::new();
+                if let Some(s) = service {
+                    query.push(("service", s));
+                }
+                for s in scopes {
+                    query.push(("scope", s));
+                }
+                let url = append_query(realm, &query);
+                let rb = self.http.get(url);
+                match other {
+                    Some(Secret::Basic { username, password }) => rb.header("Authorization", basic_header(username, password)),
+                    _ => rb,
+                }
+            }
+        };
+        let resp = request.send().await.map_err(|e| {
+            Error::Registry(format!("token service {realm} for registry {host} is unreachable: {}", error_chain(&e)))
+        })?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| Error::Registry(format!("token service {realm}: {e}")))?;
+        if !status.is_success() {
+            let source = cred.map_or_else(|| self.credentials.describe(), |c| c.source.clone());
+            return Err(Error::Registry(format!(
+                "registry {host} refused to issue a token for {} ({status}): {}; credentials tried: {source}. Log in with `imgbuild login {host}` or set IMGBUILD_USERNAME/IMGBUILD_PASSWORD",
+                scopes.join(" "),
+                registry_error_text(&body)
+            )));
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenResponse {
+            token: Option<String>,
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        let parsed: TokenResponse = serde_json::from_slice(&body)
+            .map_err(|e| Error::Registry(format!("token service {realm} answered something that is not a token: {e}")))?;
+        let token = parsed
+            .token
+            .or(parsed.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::Registry(format!("token service {realm} answered without a token")))?;
+        Ok((token, parsed.expires_in.unwrap_or(60)))
+    }
+
+    /// Send an authorised request. `make` builds it against the base URL and may be called
+    /// twice: a 401 drops the cached token and retries once with a fresh one.
+    pub async fn send(&self, host: &str, scopes: &[String], make: impl Fn(&reqwest::Client, &str) -> RequestBuilder) -> Result<Response> {
+        let mut endpoint = self.endpoint(host).await?;
+        let mut scopes = scopes.to_vec();
+        for attempt in 0..2 {
+            let mut rb = make(&self.http, &endpoint.base_url);
+            if let Some(auth) = self.authorization(host, &endpoint, &scopes).await? {
+                rb = rb.header("Authorization", auth);
+            }
+            let resp = rb.send().await.map_err(|e| Error::Registry(format!("request to registry {host} failed: {}", error_chain(&e))))?;
+            if resp.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
+                return Ok(resp);
+            }
+            // A 401 may name a scope we lacked (e.g. a mount source): ask for the union.
+            if let Some(ch) = challenge_of(&resp) {
+                if let Some(s) = ch.param("scope") {
+                    for extra in s.split(' ') {
+                        if !scopes.iter().any(|have| have == extra) {
+                            scopes.push(extra.to_string());
+                        }
+                    }
+                }
+                if endpoint.challenge.is_none() || ch.scheme != endpoint.challenge.as_ref().map(|c| c.scheme.clone()).unwrap_or_default() {
+                    endpoint.challenge = Some(ch);
+                }
+            }
+            if let Ok(mut m) = self.tokens.lock() {
+                m.remove(&(host.to_string(), scopes.join(" ")));
+            }
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
+    /// Fetch a manifest (or index) by tag or digest. Returns its bytes, media type and digest;
+    /// a manifest asked for by digest is verified against it.
+    pub async fn get_manifest(&self, r: &Reference, reference: &str) -> Result<(Vec<u8>, String, Digest)> {
+        let host = r.api_host();
+        let path = format!("/v2/{}/manifests/{reference}", r.repository);
+        let resp = self
+            .send(host, &[scope(&r.repository, "pull")], |c, base| c.get(format!("{base}{path}")).header("Accept", MANIFEST_ACCEPT))
+            .await?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Err(Error::Registry(format!("image {} not found on {}: check the name and tag", r.canonical(), r.registry)));
+        }
+        if !status.is_success() {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(self.status_error(host, "GET", &path, status, &body));
+        }
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
+            .unwrap_or_default();
+        let bytes = read_capped(resp, MAX_MANIFEST_BYTES, &path).await?;
+        let actual = digest::sha256_of(&bytes);
+        if let Ok(expected) = digest::parse(reference) {
+            digest::verify(format!("manifest {}@{reference} served by {}", r.name(), r.registry), &expected, &actual)?;
+        }
+        Ok((bytes, content_type, actual))
+    }
+
+    /// Download a blob into the cache, verifying it as it arrives. Cached blobs are not fetched.
+    pub async fn pull_blob(&self, r: &Reference, digest: &Digest, cache: &Cache) -> Result<()> {
+        if cache.has_blob(digest) {
+            return Ok(());
+        }
+        let host = r.api_host();
+        let path = format!("/v2/{}/blobs/{digest}", r.repository);
+        let resp = self.send(host, &[scope(&r.repository, "pull")], |c, base| c.get(format!("{base}{path}"))).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(self.status_error(host, "GET", &path, status, &body));
+        }
+        let tmp = cache.temp_file()?;
+        let file = tmp.reopen().ctx("open", tmp.path())?;
+        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
+        let mut hasher = Sha256::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Error::Registry(format!("download of {digest} from {host} broke off: {}", error_chain(&e))))?;
+            hasher.update(&chunk);
+            out.write_all(&chunk).await.ctx("write", tmp.path())?;
+        }
+        out.flush().await.ctx("write", tmp.path())?;
+        digest::verify(format!("blob {digest} served by {host}"), digest, &digest::from_hasher(hasher))?;
+        cache.commit(tmp, digest)?;
+        Ok(())
+    }
+
+    pub fn status_error(&self, host: &str, method: &str, path: &str, status: StatusCode, body: &[u8]) -> Error {
+        let hint = match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => format!(
+                "; credentials tried: {}. Log in with `imgbuild login {host}` or set IMGBUILD_USERNAME/IMGBUILD_PASSWORD",
+                self.credentials.lookup(host).ok().flatten().map_or_else(|| self.credentials.describe(), |c| c.source)
+            ),
+            _ => String::new(),
+        };
+        Error::Registry(format!("registry {host}: {method} {path} answered {status}: {}{hint}", registry_error_text(body)))
+    }
+
+    /// Convenience for other modules: an authorised request of `method` to `path` on `r`'s registry.
+    pub async fn request(&self, r: &Reference, method: Method, path: &str, actions: &str) -> Result<Response> {
+        self.send(r.api_host(), &[scope(&r.repository, actions)], |c, base| c.request(method.clone(), format!("{base}{path}")))
+            .await
+    }
+}
+
+fn challenge_of(resp: &Response) -> Option<Challenge> {
+    let mut all: Vec<Challenge> = resp
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(challenge::parse)
+        .collect();
+    // Prefer Bearer when a registry offers both.
+    all.sort_by_key(|c| c.scheme != "bearer");
+    all.into_iter().find(|c| c.scheme == "bearer" || c.scheme == "basic")
+}
+
+fn basic_header(username: &str, password: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")))
+}
+
+pub fn is_loopback(host: &str) -> bool {
+    let h = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    h == "localhost" || h.ends_with(".localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The text of a registry error body: the OCI `errors` array when present, else the body start.
+pub fn registry_error_text(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorItem>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorItem {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    if let Ok(e) = serde_json::from_slice::<Errors>(body) {
+        let parts: Vec<String> = e
+            .errors
+            .into_iter()
+            .map(|i| format!("{}: {}", i.code.unwrap_or_default(), i.message.unwrap_or_default()))
+            .collect();
+        if !parts.is_empty() {
+            return parts.join("; ");
+        }
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]).trim().to_string();
+    if text.is_empty() { "(empty body)".into() } else { text }
+}
+
+/// reqwest's Display hides the cause; show the whole chain (e.g. "connection refused").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        src = cause.source();
+    }
+    s
+}
+
+async fn read_capped(resp: Response, cap: usize, what: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::Registry(format!("reading {what} broke off: {}", error_chain(&e))))?;
+        if out.len() + chunk.len() > cap {
+            return Err(Error::Image(format!("{what} is larger than {cap} bytes: refusing it")));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub fn append_query(url: &str, pairs: &[(&str, &str)]) -> String {
+    let mut out = url.to_string();
+    for (k, v) in pairs {
+        out.push(if out.contains('?') { '&' } else { '?' });
+        out.push_str(&urlencode(k));
+        out.push('=');
+        out.push_str(&urlencode(v));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_detection() {
+        for h in ["localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000", "x.localhost"] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in ["registry.example.com", "10.0.0.1:5000", "ghcr.io"] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn error_bodies() {
+        assert_eq!(
+            registry_error_text(br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#),
+            "MANIFEST_UNKNOWN: manifest unknown"
+        );
+        assert_eq!(registry_error_text(b"<html>oops</html>"), "<html>oops</html>");
+        assert_eq!(registry_error_text(b""), "(empty body)");
+    }
+
+    #[test]
+    fn queries() {
+        assert_eq!(append_query("https://a/token", &[("service", "r"), ("scope", "repository:x:pull,push")]), "https://a/token?service=r&scope=repository%3Ax%3Apull%2Cpush");
+        assert_eq!(append_query("https://a/up?x=1", &[("digest", "sha256:ab")]), "https://a/up?x=1&digest=sha256%3Aab");
+        assert_eq!(format!("{:?}", Secret::Basic { username: "u".into(), password: "p".into() }), "Basic(u, ***)");
+    }
+}
