@@ -108,7 +108,10 @@ impl Cache {
         if &actual != digest {
             let _ = fs::remove_file(&path);
             return Err(Error::DigestMismatch {
-                what: format!("cached blob {} (removed; run again to fetch it anew)", path.display()),
+                what: format!(
+                    "cached blob {} (removed; run again to fetch it anew)",
+                    path.display()
+                ),
                 expected: digest.to_string(),
                 actual: actual.to_string(),
             });
@@ -127,7 +130,10 @@ impl Cache {
         if &actual != digest {
             let _ = fs::remove_file(&path);
             return Err(Error::DigestMismatch {
-                what: format!("cached blob {} (removed; run again to fetch it anew)", path.display()),
+                what: format!(
+                    "cached blob {} (removed; run again to fetch it anew)",
+                    path.display()
+                ),
                 expected: digest.to_string(),
                 actual: actual.to_string(),
             });

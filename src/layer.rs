@@ -48,14 +48,24 @@ pub fn write_layer(entries: &[Entry], opts: TarOptions, cache: &Cache) -> Result
     let (gz, diff_id, _) = tar.finish();
     let compressed = gz.finish().ctx("compress layer", &tmp_path)?;
     let (buffered, digest, size) = compressed.finish();
-    let tmp = buffered.into_inner().map_err(|e| Error::io("write layer", &tmp_path, e.into_error()))?;
+    let tmp = buffered
+        .into_inner()
+        .map_err(|e| Error::io("write layer", &tmp_path, e.into_error()))?;
     cache.commit(tmp, &digest)?;
-    Ok(LayerBlob { digest, diff_id, size })
+    Ok(LayerBlob {
+        digest,
+        diff_id,
+        size,
+    })
 }
 
 /// Append one entry with a fully controlled header: numeric ids, no user or group names,
 /// one mtime, and PAX records for names ustar cannot hold.
-pub fn append_entry<W: Write>(builder: &mut tar::Builder<W>, entry: &Entry, mtime: u64) -> Result<()> {
+pub fn append_entry<W: Write>(
+    builder: &mut tar::Builder<W>,
+    entry: &Entry,
+    mtime: u64,
+) -> Result<()> {
     let mut header = tar::Header::new_ustar();
     header.set_mode(entry.mode);
     header.set_uid(entry.uid);
@@ -75,7 +85,12 @@ pub fn append_entry<W: Write>(builder: &mut tar::Builder<W>, entry: &Entry, mtim
         EntryKind::Symlink { target } => {
             header.set_entry_type(tar::EntryType::Symlink);
             header.set_size(0);
-            set_name_field(header_linkname(&mut header), target.as_bytes(), "linkpath", &mut pax);
+            set_name_field(
+                header_linkname(&mut header),
+                target.as_bytes(),
+                "linkpath",
+                &mut pax,
+            );
         }
         EntryKind::File { size } => {
             header.set_entry_type(tar::EntryType::Regular);
@@ -89,11 +104,19 @@ pub fn append_entry<W: Write>(builder: &mut tar::Builder<W>, entry: &Entry, mtim
     header.set_cksum();
     match (&entry.kind, &entry.source) {
         (EntryKind::File { size }, Some(source)) => {
-            let file = File::open(source).map_err(|e| Error::Input(format!("cannot read {}: {e}", source.display())))?;
-            let mut reader = ExactReader { inner: file, remaining: *size, path: source };
+            let file = File::open(source)
+                .map_err(|e| Error::Input(format!("cannot read {}: {e}", source.display())))?;
+            let mut reader = ExactReader {
+                inner: file,
+                remaining: *size,
+                path: source,
+            };
             builder.append(&header, &mut reader).map_err(|e| {
                 if e.kind() == io::ErrorKind::UnexpectedEof {
-                    Error::Input(format!("{} changed size while it was read: rebuild the release and try again", source.display()))
+                    Error::Input(format!(
+                        "{} changed size while it was read: rebuild the release and try again",
+                        source.display()
+                    ))
                 } else {
                     Error::io("write tar entry for", source, e)
                 }
@@ -102,21 +125,32 @@ pub fn append_entry<W: Write>(builder: &mut tar::Builder<W>, entry: &Entry, mtim
         (EntryKind::File { size: 0 }, None) | (EntryKind::Dir | EntryKind::Symlink { .. }, _) => {
             builder.append(&header, io::empty()).map_err(io_err)
         }
-        (EntryKind::File { .. }, None) => Err(Error::Input(format!("no content given for {}", entry.path))),
+        (EntryKind::File { .. }, None) => {
+            Err(Error::Input(format!("no content given for {}", entry.path)))
+        }
     }
 }
 
 fn header_name(h: &mut tar::Header) -> &mut [u8; 100] {
-    h.as_ustar_mut().map(|u| &mut u.name).unwrap_or_else(|| unreachable!("ustar header"))
+    h.as_ustar_mut()
+        .map(|u| &mut u.name)
+        .unwrap_or_else(|| unreachable!("ustar header"))
 }
 
 fn header_linkname(h: &mut tar::Header) -> &mut [u8; 100] {
-    h.as_ustar_mut().map(|u| &mut u.linkname).unwrap_or_else(|| unreachable!("ustar header"))
+    h.as_ustar_mut()
+        .map(|u| &mut u.linkname)
+        .unwrap_or_else(|| unreachable!("ustar header"))
 }
 
 /// Fill a 100-byte ustar name field. Names that do not fit, or are not ASCII, go into a PAX
 /// record and the field keeps an ASCII prefix for readers that ignore PAX.
-fn set_name_field<'a>(field: &mut [u8; 100], name: &'a [u8], pax_key: &'static str, pax: &mut Vec<(&'static str, &'a [u8])>) {
+fn set_name_field<'a>(
+    field: &mut [u8; 100],
+    name: &'a [u8],
+    pax_key: &'static str,
+    pax: &mut Vec<(&'static str, &'a [u8])>,
+) {
     field.fill(0);
     if name.len() <= 100 && name.is_ascii() {
         field[..name.len()].copy_from_slice(name);
@@ -141,7 +175,9 @@ impl Read for ExactReader<'_> {
         if self.remaining == 0 {
             return Ok(0);
         }
-        let max = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let max = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..max])?;
         if n == 0 {
             return Err(io::Error::new(
@@ -162,7 +198,14 @@ mod tests {
     use std::fs;
 
     fn entry(path: &str, kind: EntryKind, source: Option<std::path::PathBuf>) -> Entry {
-        Entry { path: path.into(), source, kind, mode: 0o755, uid: 65534, gid: 0 }
+        Entry {
+            path: path.into(),
+            source,
+            kind,
+            mode: 0o755,
+            uid: 65534,
+            gid: 0,
+        }
     }
 
     #[test]
@@ -176,11 +219,20 @@ mod tests {
             entry("app/f", EntryKind::File { size: 7 }, Some(file.clone())),
             entry(&long, EntryKind::File { size: 7 }, Some(file.clone())),
             entry("app/héllo", EntryKind::Symlink { target: "f".into() }, None),
-            entry("app/l", EntryKind::Symlink { target: "t".repeat(120) }, None),
+            entry(
+                "app/l",
+                EntryKind::Symlink {
+                    target: "t".repeat(120),
+                },
+                None,
+            ),
         ];
         let c1 = Cache::open(tempfile::tempdir().unwrap().keep()).unwrap();
         let c2 = Cache::open(tempfile::tempdir().unwrap().keep()).unwrap();
-        let opts = TarOptions { mtime: 1_700_000_000, level: 6 };
+        let opts = TarOptions {
+            mtime: 1_700_000_000,
+            level: 6,
+        };
         let a = write_layer(&entries, opts, &c1).unwrap();
         let b = write_layer(&entries, opts, &c2).unwrap();
         assert_eq!(a, b);
@@ -188,7 +240,9 @@ mod tests {
         assert_eq!(sha256_of(&blob), a.digest);
         assert_eq!(blob.len() as u64, a.size);
         let mut tar_bytes = Vec::new();
-        GzDecoder::new(&blob[..]).read_to_end(&mut tar_bytes).unwrap();
+        GzDecoder::new(&blob[..])
+            .read_to_end(&mut tar_bytes)
+            .unwrap();
         assert_eq!(sha256_of(&tar_bytes), a.diff_id);
 
         let mut archive = tar::Archive::new(&tar_bytes[..]);
@@ -196,9 +250,17 @@ mod tests {
         for e in archive.entries().unwrap() {
             let e = e.unwrap();
             let h = e.header();
-            assert_eq!((h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()), (65534, 0, 1_700_000_000));
+            assert_eq!(
+                (h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()),
+                (65534, 0, 1_700_000_000)
+            );
             assert_eq!(h.username_bytes(), Some(&b""[..]));
-            seen.push((e.path().unwrap().to_string_lossy().into_owned(), e.link_name().unwrap().map(|l| l.to_string_lossy().into_owned())));
+            seen.push((
+                e.path().unwrap().to_string_lossy().into_owned(),
+                e.link_name()
+                    .unwrap()
+                    .map(|l| l.to_string_lossy().into_owned()),
+            ));
         }
         assert_eq!(seen[0].0, "app/");
         assert_eq!(seen[2].0, long);
@@ -212,7 +274,12 @@ mod tests {
         let file = src.path().join("f");
         fs::write(&file, b"abc").unwrap();
         let cache = Cache::open(tempfile::tempdir().unwrap().keep()).unwrap();
-        let err = write_layer(&[entry("f", EntryKind::File { size: 10 }, Some(file))], TarOptions { mtime: 0, level: 1 }, &cache).unwrap_err();
+        let err = write_layer(
+            &[entry("f", EntryKind::File { size: 10 }, Some(file))],
+            TarOptions { mtime: 0, level: 1 },
+            &cache,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("changed size"), "{err}");
     }
 }

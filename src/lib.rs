@@ -1,10 +1,22 @@
 //! imgbuild: build OCI images from Elixir releases without a daemon, root or RUN steps.
+//!
+//! The pipeline, one module per concern: [`reference`] and [`platform`] name images;
+//! [`registry`] talks to registries; [`cache`] stores blobs by digest; [`base`] resolves the base
+//! image; [`release`] inspects the release and plans its layers; [`layer`] writes them;
+//! [`image`] assembles config and manifest; [`output`] writes tarballs and layouts;
+//! [`build`] runs it all; [`cli`] and [`project`] are the user's side.
 
+pub mod base;
+pub mod build;
 pub mod cache;
+pub mod cli;
 pub mod digest;
 pub mod error;
+pub mod image;
 pub mod layer;
+pub mod output;
 pub mod platform;
+pub mod project;
 pub mod reference;
 pub mod registry;
 pub mod release;

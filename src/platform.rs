@@ -21,7 +21,9 @@ impl Platform {
             ))
         };
         if !(2..=3).contains(&parts.len())
-            || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_'))
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || !p.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_'))
         {
             return Err(bad());
         }
@@ -45,7 +47,11 @@ impl Platform {
             "riscv64" => ("riscv64", None),
             other => (other, None),
         };
-        Platform { os: "linux".into(), architecture: arch.into(), variant: variant.map(Into::into) }
+        Platform {
+            os: "linux".into(),
+            architecture: arch.into(),
+            variant: variant.map(Into::into),
+        }
     }
 
     pub fn normalized(mut self) -> Platform {
@@ -77,7 +83,12 @@ impl Platform {
 
     /// Whether an index entry's platform is this one, after normalisation of both.
     pub fn matches(&self, os: &str, architecture: &str, variant: Option<&str>) -> bool {
-        let other = Platform { os: os.to_string(), architecture: architecture.to_string(), variant: variant.map(str::to_string) }.normalized();
+        let other = Platform {
+            os: os.to_string(),
+            architecture: architecture.to_string(),
+            variant: variant.map(str::to_string),
+        }
+        .normalized();
         let me = self.clone().normalized();
         me.os == other.os && me.architecture == other.architecture && me.variant == other.variant
     }
@@ -99,9 +110,18 @@ mod tests {
 
     #[test]
     fn parse_and_normalise() {
-        assert_eq!(Platform::parse("linux/arm64/v8").unwrap().to_string(), "linux/arm64");
-        assert_eq!(Platform::parse("linux/arm").unwrap().to_string(), "linux/arm/v7");
-        assert_eq!(Platform::parse("linux/x86_64").unwrap().to_string(), "linux/amd64");
+        assert_eq!(
+            Platform::parse("linux/arm64/v8").unwrap().to_string(),
+            "linux/arm64"
+        );
+        assert_eq!(
+            Platform::parse("linux/arm").unwrap().to_string(),
+            "linux/arm/v7"
+        );
+        assert_eq!(
+            Platform::parse("linux/x86_64").unwrap().to_string(),
+            "linux/amd64"
+        );
         assert!(Platform::parse("linux").is_err());
         assert!(Platform::parse("linux/amd64/v1/x").is_err());
         assert!(Platform::parse("linux//v7").is_err());

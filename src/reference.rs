@@ -33,7 +33,13 @@ impl Reference {
             return Err(bad("it is empty"));
         }
         let (name_tag, digest) = match input.split_once('@') {
-            Some((n, d)) => (n, Some(digest::parse(d).map_err(|_| bad("the digest is not sha256:<64 lowercase hex>"))?)),
+            Some((n, d)) => (
+                n,
+                Some(
+                    digest::parse(d)
+                        .map_err(|_| bad("the digest is not sha256:<64 lowercase hex>"))?,
+                ),
+            ),
             None => (input, None),
         };
         // A tag is what follows the last ':' when no '/' comes after it (else it is a port).
@@ -48,13 +54,20 @@ impl Reference {
         }
         let (registry, path) = match name.split_once('/') {
             Some((first, rest))
-                if first.contains('.') || first.contains(':') || first == "localhost" || first.chars().any(|c| c.is_ascii_uppercase()) =>
+                if first.contains('.')
+                    || first.contains(':')
+                    || first == "localhost"
+                    || first.chars().any(|c| c.is_ascii_uppercase()) =>
             {
                 (first.to_string(), rest.to_string())
             }
             _ => (DOCKER_HUB.to_string(), name.to_string()),
         };
-        let registry = if registry == "index.docker.io" { DOCKER_HUB.to_string() } else { registry };
+        let registry = if registry == "index.docker.io" {
+            DOCKER_HUB.to_string()
+        } else {
+            registry
+        };
         if !valid_registry(&registry) {
             return Err(bad("the registry host is not a valid host[:port]"));
         }
@@ -64,7 +77,8 @@ impl Reference {
         if path.len() > 255 {
             return Err(bad("the repository name is longer than 255 characters"));
         }
-        if path.len() == 64 && path.chars().all(|c| c.is_ascii_hexdigit()) && registry == DOCKER_HUB {
+        if path.len() == 64 && path.chars().all(|c| c.is_ascii_hexdigit()) && registry == DOCKER_HUB
+        {
             return Err(bad("a 64-character hex string is an image ID, not a name"));
         }
         for component in path.split('/') {
@@ -74,13 +88,26 @@ impl Reference {
                 )));
             }
         }
-        let repository = if registry == DOCKER_HUB && !path.contains('/') { format!("library/{path}") } else { path };
-        Ok(Reference { registry, repository, tag: tag.map(str::to_string), digest })
+        let repository = if registry == DOCKER_HUB && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path
+        };
+        Ok(Reference {
+            registry,
+            repository,
+            tag: tag.map(str::to_string),
+            digest,
+        })
     }
 
     /// The host to talk to for the registry API.
     pub fn api_host(&self) -> &str {
-        if self.registry == DOCKER_HUB { DOCKER_HUB_API } else { &self.registry }
+        if self.registry == DOCKER_HUB {
+            DOCKER_HUB_API
+        } else {
+            &self.registry
+        }
     }
 
     /// The tag, `latest` when neither tag nor digest was given.
@@ -104,7 +131,11 @@ impl Reference {
     /// `foo:1.0`, as Docker shows names (RepoTags).
     pub fn familiar(&self) -> String {
         let name = if self.registry == DOCKER_HUB {
-            self.repository.strip_prefix("library/").filter(|r| !r.contains('/')).unwrap_or(&self.repository).to_string()
+            self.repository
+                .strip_prefix("library/")
+                .filter(|r| !r.contains('/'))
+                .unwrap_or(&self.repository)
+                .to_string()
         } else {
             format!("{}/{}", self.registry, self.repository)
         };
@@ -209,7 +240,9 @@ fn valid_registry(host: &str) -> bool {
             !h.is_empty()
                 && h.split('.').all(|label| {
                     !label.is_empty()
-                        && label.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                        && label
+                            .bytes()
+                            .all(|c| c.is_ascii_alphanumeric() || c == b'-')
                         && !label.starts_with('-')
                         && !label.ends_with('-')
                 })
@@ -232,7 +265,10 @@ mod tests {
         assert_eq!(r.familiar(), "debian:bookworm-slim");
         assert_eq!(r.api_host(), "registry-1.docker.io");
         assert_eq!(p("busybox").canonical(), "docker.io/library/busybox:latest");
-        assert_eq!(p("index.docker.io/library/busybox").canonical(), "docker.io/library/busybox:latest");
+        assert_eq!(
+            p("index.docker.io/library/busybox").canonical(),
+            "docker.io/library/busybox:latest"
+        );
         assert_eq!(p("user/app:1").familiar(), "user/app:1");
         assert_eq!(p("user/app:1").repository, "user/app");
     }
@@ -240,7 +276,10 @@ mod tests {
     #[test]
     fn registries_ports_and_digests() {
         let r = p("localhost:5000/team/app:v1");
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), ("localhost:5000", "team/app", Some("v1")));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("localhost:5000", "team/app", Some("v1"))
+        );
         assert_eq!(r.familiar(), "localhost:5000/team/app:v1");
         let hex = "a".repeat(64);
         let r = p(&format!("ghcr.io/o/r@sha256:{hex}"));

@@ -41,7 +41,11 @@ pub fn locate(given: Option<&Path>, cwd: &Path) -> Result<PathBuf> {
     }
     let rel = cwd.join("_build").join("prod").join("rel");
     let found: Vec<PathBuf> = match fs::read_dir(&rel) {
-        Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect(),
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect(),
         Err(_) => Vec::new(),
     };
     match found.len() {
@@ -70,7 +74,10 @@ impl Release {
             ))
         })?;
         if !meta.is_dir() {
-            return Err(Error::Input(format!("release path {} is not a directory", dir.display())));
+            return Err(Error::Input(format!(
+                "release path {} is not a directory",
+                dir.display()
+            )));
         }
         let root = fs::canonicalize(dir).ctx("resolve", dir)?;
         let not_release = |what: &str| {
@@ -80,11 +87,16 @@ impl Release {
             ))
         };
         let start_erl = root.join("releases").join("start_erl.data");
-        let data = fs::read_to_string(&start_erl).map_err(|_| not_release("releases/start_erl.data is missing"))?;
+        let data = fs::read_to_string(&start_erl)
+            .map_err(|_| not_release("releases/start_erl.data is missing"))?;
         let mut words = data.split_whitespace();
         let (erts_version, version) = match (words.next(), words.next()) {
             (Some(e), Some(v)) => (e.to_string(), v.to_string()),
-            _ => return Err(not_release("releases/start_erl.data does not hold \"<erts_vsn> <release_vsn>\"")),
+            _ => {
+                return Err(not_release(
+                    "releases/start_erl.data does not hold \"<erts_vsn> <release_vsn>\"",
+                ));
+            }
         };
         let rel_dir = root.join("releases").join(&version);
         let rel_file = fs::read_dir(&rel_dir)
@@ -93,7 +105,11 @@ impl Release {
             .map(|e| e.path())
             .find(|p| p.extension().is_some_and(|x| x == "rel"))
             .ok_or_else(|| not_release(&format!("releases/{version}/ holds no <name>.rel file")))?;
-        let name = rel_file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let name = rel_file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
         let rel_text = fs::read_to_string(&rel_file).ctx("read", &rel_file)?;
         let applications = parse_rel_file(&rel_text)
             .map_err(|why| Error::Input(format!("cannot read {}: {why}", rel_file.display())))?;
@@ -102,7 +118,15 @@ impl Release {
         }
         let includes_erts = root.join(format!("erts-{erts_version}")).is_dir();
         let has_server = root.join("bin").join("server").is_file();
-        Ok(Release { root, name, version, erts_version, includes_erts, applications, has_server })
+        Ok(Release {
+            root,
+            name,
+            version,
+            erts_version,
+            includes_erts,
+            applications,
+            has_server,
+        })
     }
 }
 
@@ -110,7 +134,9 @@ impl Release {
 pub fn parse_rel_file(text: &str) -> std::result::Result<Vec<AppVersion>, String> {
     let term = erl_term::parse(text)?;
     let items = match &term {
-        erl_term::Term::Tuple(items) if items.len() == 4 && items[0].atom() == Some("release") => items,
+        erl_term::Term::Tuple(items) if items.len() == 4 && items[0].atom() == Some("release") => {
+            items
+        }
         _ => return Err("expected {release, {Name, Vsn}, {erts, Vsn}, [Apps]}".into()),
     };
     let erl_term::Term::List(apps) = &items[3] else {
@@ -118,10 +144,15 @@ pub fn parse_rel_file(text: &str) -> std::result::Result<Vec<AppVersion>, String
     };
     apps.iter()
         .map(|app| match app {
-            erl_term::Term::Tuple(t) if (2..=4).contains(&t.len()) => match (t[0].atom(), t[1].string()) {
-                (Some(name), Some(vsn)) => Ok(AppVersion { name: name.to_string(), version: vsn.to_string() }),
-                _ => Err("an application entry is not {Name, \"Vsn\", ...}".to_string()),
-            },
+            erl_term::Term::Tuple(t) if (2..=4).contains(&t.len()) => {
+                match (t[0].atom(), t[1].string()) {
+                    (Some(name), Some(vsn)) => Ok(AppVersion {
+                        name: name.to_string(),
+                        version: vsn.to_string(),
+                    }),
+                    _ => Err("an application entry is not {Name, \"Vsn\", ...}".to_string()),
+                }
+            }
             _ => Err("an application entry is not a tuple".to_string()),
         })
         .collect()
@@ -141,16 +172,28 @@ pub mod erl_term {
 
     impl Term {
         pub fn atom(&self) -> Option<&str> {
-            if let Term::Atom(a) = self { Some(a) } else { None }
+            if let Term::Atom(a) = self {
+                Some(a)
+            } else {
+                None
+            }
         }
         pub fn string(&self) -> Option<&str> {
-            if let Term::Str(s) = self { Some(s) } else { None }
+            if let Term::Str(s) = self {
+                Some(s)
+            } else {
+                None
+            }
         }
     }
 
     /// Parse the first term of `text`, which must end with a `.`.
     pub fn parse(text: &str) -> Result<Term, String> {
-        let mut p = Parser { s: text.as_bytes(), i: 0, depth: 0 };
+        let mut p = Parser {
+            s: text.as_bytes(),
+            i: 0,
+            depth: 0,
+        };
         let t = p.term()?;
         p.skip_ws();
         if p.peek() != Some(b'.') {
@@ -195,9 +238,18 @@ pub mod erl_term {
                 Some(b'[') => Term::List(self.seq(b']')?),
                 Some(b'"') => Term::Str(self.quoted(b'"')?),
                 Some(b'\'') => Term::Atom(self.quoted(b'\'')?),
-                Some(c) if c.is_ascii_lowercase() => Term::Atom(self.take_while(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'@')),
-                Some(c) if c.is_ascii_digit() || c == b'-' => Term::Num(self.take_while(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-' || c == b'#')),
-                Some(c) => return Err(format!("unexpected character {:?} at byte {}", c as char, self.i)),
+                Some(c) if c.is_ascii_lowercase() => Term::Atom(
+                    self.take_while(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'@'),
+                ),
+                Some(c) if c.is_ascii_digit() || c == b'-' => Term::Num(self.take_while(|c| {
+                    c.is_ascii_alphanumeric() || c == b'.' || c == b'-' || c == b'#'
+                })),
+                Some(c) => {
+                    return Err(format!(
+                        "unexpected character {:?} at byte {}",
+                        c as char, self.i
+                    ));
+                }
                 None => return Err("unexpected end of input".into()),
             };
             self.depth -= 1;
@@ -221,7 +273,12 @@ pub mod erl_term {
                         self.i += 1;
                         return Ok(items);
                     }
-                    _ => return Err(format!("expected ',' or '{}' at byte {}", close as char, self.i)),
+                    _ => {
+                        return Err(format!(
+                            "expected ',' or '{}' at byte {}",
+                            close as char, self.i
+                        ));
+                    }
                 }
             }
         }
@@ -234,7 +291,8 @@ pub mod erl_term {
                     None => return Err("unterminated string".into()),
                     Some(c) if c == q => {
                         self.i += 1;
-                        return String::from_utf8(out).map_err(|_| "string is not UTF-8".to_string());
+                        return String::from_utf8(out)
+                            .map_err(|_| "string is not UTF-8".to_string());
                     }
                     Some(b'\\') => {
                         self.i += 1;
@@ -331,7 +389,11 @@ pub type Warnings = Vec<String>;
 /// Split the release into layers. Entries in each layer are sorted with parents before children.
 pub fn plan_layers(release: &Release, opts: &PlanOptions) -> Result<(Vec<LayerPlan>, Warnings)> {
     let workdir = opts.workdir.trim_matches('/');
-    if workdir.is_empty() || workdir.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if workdir.is_empty()
+        || workdir
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return Err(Error::Usage(format!(
             "invalid working directory {:?}: give an absolute path such as /app",
             opts.workdir
@@ -355,10 +417,18 @@ pub fn plan_layers(release: &Release, opts: &PlanOptions) -> Result<(Vec<LayerPl
     let mut own: Vec<&str> = vec![release.name.as_str()];
     own.extend(opts.own_apps.iter().map(String::as_str));
 
-    let mut plans: Vec<LayerPlan> = [LayerKind::Erts, LayerKind::Deps, LayerKind::App, LayerKind::Release]
-        .into_iter()
-        .map(|kind| LayerPlan { kind, entries: prefix.clone() })
-        .collect();
+    let mut plans: Vec<LayerPlan> = [
+        LayerKind::Erts,
+        LayerKind::Deps,
+        LayerKind::App,
+        LayerKind::Release,
+    ]
+    .into_iter()
+    .map(|kind| LayerPlan {
+        kind,
+        entries: prefix.clone(),
+    })
+    .collect();
     let mut warnings = Vec::new();
     let index = |k: LayerKind| match k {
         LayerKind::Erts => 0,
@@ -372,17 +442,37 @@ pub fn plan_layers(release: &Release, opts: &PlanOptions) -> Result<(Vec<LayerPl
         if name == "lib" && fs::symlink_metadata(&path).ctx("read", &path)?.is_dir() {
             let lib_dir = entry_for(&path, &image_path, &mut warnings)?;
             for (app_dir, app_path) in sorted_children(&path)? {
-                let app = app_dir.rsplit_once('-').map_or(app_dir.as_str(), |(n, _)| n);
-                let kind = if own.contains(&app) { LayerKind::App } else { LayerKind::Deps };
+                let app = app_dir
+                    .rsplit_once('-')
+                    .map_or(app_dir.as_str(), |(n, _)| n);
+                let kind = if own.contains(&app) {
+                    LayerKind::App
+                } else {
+                    LayerKind::Deps
+                };
                 let plan = &mut plans[index(kind)];
-                if plan.entries.last().map(|e| &e.path) != Some(&lib_dir.path) {
+                if !plan.entries.iter().any(|e| e.path == lib_dir.path) {
                     plan.entries.push(lib_dir.clone());
                 }
-                walk(&app_path, &format!("{image_path}/{app_dir}"), &mut plan.entries, &mut warnings)?;
+                walk(
+                    &app_path,
+                    &format!("{image_path}/{app_dir}"),
+                    &mut plan.entries,
+                    &mut warnings,
+                )?;
             }
         } else {
-            let kind = if name.starts_with("erts-") { LayerKind::Erts } else { LayerKind::Release };
-            walk(&path, &image_path, &mut plans[index(kind)].entries, &mut warnings)?;
+            let kind = if name.starts_with("erts-") {
+                LayerKind::Erts
+            } else {
+                LayerKind::Release
+            };
+            walk(
+                &path,
+                &image_path,
+                &mut plans[index(kind)].entries,
+                &mut warnings,
+            )?;
         }
     }
     let cookie = format!("{workdir}/releases/COOKIE");
@@ -403,7 +493,9 @@ pub fn plan_layers(release: &Release, opts: &PlanOptions) -> Result<(Vec<LayerPl
 /// Children of `dir` sorted by name bytes, so the plan does not depend on directory order.
 fn sorted_children(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| Error::Input(format!("cannot read directory {}: {e}", dir.display())))? {
+    for entry in fs::read_dir(dir)
+        .map_err(|e| Error::Input(format!("cannot read directory {}: {e}", dir.display())))?
+    {
         let entry = entry.ctx("read directory", dir)?;
         let name = entry.file_name().into_string().map_err(|raw| {
             Error::Input(format!(
@@ -419,7 +511,8 @@ fn sorted_children(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 }
 
 fn entry_for(path: &Path, image_path: &str, warnings: &mut Warnings) -> Result<Entry> {
-    let meta = fs::symlink_metadata(path).map_err(|e| Error::Input(format!("cannot read {}: {e}", path.display())))?;
+    let meta = fs::symlink_metadata(path)
+        .map_err(|e| Error::Input(format!("cannot read {}: {e}", path.display())))?;
     let ft = meta.file_type();
     let raw_mode = meta.permissions().mode();
     if raw_mode & 0o7000 != 0 && !ft.is_symlink() {
@@ -438,7 +531,10 @@ fn entry_for(path: &Path, image_path: &str, warnings: &mut Warnings) -> Result<E
     } else if ft.is_symlink() {
         let target = fs::read_link(path).ctx("read symlink", path)?;
         let target = target.into_os_string().into_string().map_err(|raw| {
-            Error::Input(format!("symlink {} points at a non-UTF-8 path {raw:?}", path.display()))
+            Error::Input(format!(
+                "symlink {} points at a non-UTF-8 path {raw:?}",
+                path.display()
+            ))
         })?;
         EntryKind::Symlink { target }
     } else {
@@ -456,7 +552,11 @@ fn entry_for(path: &Path, image_path: &str, warnings: &mut Warnings) -> Result<E
             path.display()
         )));
     };
-    let mode = if matches!(kind, EntryKind::Symlink { .. }) { 0o777 } else { mode };
+    let mode = if matches!(kind, EntryKind::Symlink { .. }) {
+        0o777
+    } else {
+        mode
+    };
     Ok(Entry {
         path: image_path.to_string(),
         source: matches!(kind, EntryKind::File { .. }).then(|| path.to_path_buf()),
@@ -467,7 +567,12 @@ fn entry_for(path: &Path, image_path: &str, warnings: &mut Warnings) -> Result<E
     })
 }
 
-fn walk(path: &Path, image_path: &str, out: &mut Vec<Entry>, warnings: &mut Warnings) -> Result<()> {
+fn walk(
+    path: &Path,
+    image_path: &str,
+    out: &mut Vec<Entry>,
+    warnings: &mut Warnings,
+) -> Result<()> {
     let entry = entry_for(path, image_path, warnings)?;
     let is_dir = entry.kind == EntryKind::Dir;
     out.push(entry);
@@ -496,7 +601,13 @@ mod tests {
     fn parses_rel_file() {
         let apps = parse_rel_file(REL).unwrap();
         assert_eq!(apps.len(), 4);
-        assert_eq!(apps[0], AppVersion { name: "kernel".into(), version: "8.5.3".into() });
+        assert_eq!(
+            apps[0],
+            AppVersion {
+                name: "kernel".into(),
+                version: "8.5.3".into()
+            }
+        );
         assert_eq!(apps[2].name, "my-app");
         assert!(parse_rel_file("{release, x}.").is_err());
         assert!(parse_rel_file("{release,").is_err());
@@ -516,6 +627,7 @@ mod tests {
         mk("bin/server", "#!/bin/sh\n");
         mk("erts-13.1.5/bin/beam.smp", "ELF");
         mk("lib/kernel-8.5.3/ebin/kernel.app", "{}");
+        mk("lib/stdlib-4.2/ebin/stdlib.app", "{}");
         mk("lib/hello-0.1.0/ebin/hello.app", "{}");
         fs::set_permissions(dir.join("bin/hello"), fs::Permissions::from_mode(0o777)).unwrap();
         std::os::unix::fs::symlink("hello", dir.join("bin/link")).unwrap();
@@ -526,54 +638,141 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fake_release(dir.path());
         let rel = Release::inspect(dir.path()).unwrap();
-        assert_eq!((rel.name.as_str(), rel.version.as_str(), rel.erts_version.as_str()), ("hello", "0.1.0", "13.1.5"));
+        assert_eq!(
+            (
+                rel.name.as_str(),
+                rel.version.as_str(),
+                rel.erts_version.as_str()
+            ),
+            ("hello", "0.1.0", "13.1.5")
+        );
         assert!(rel.has_server && rel.includes_erts);
-        let opts = PlanOptions { workdir: "/app".into(), ..Default::default() };
+        let opts = PlanOptions {
+            workdir: "/app".into(),
+            ..Default::default()
+        };
         let (plans, warnings) = plan_layers(&rel, &opts).unwrap();
         assert!(warnings.is_empty());
         let kinds: Vec<_> = plans.iter().map(|p| p.kind).collect();
-        assert_eq!(kinds, [LayerKind::Erts, LayerKind::Deps, LayerKind::App, LayerKind::Release]);
-        let paths = |i: usize| plans[i].entries.iter().map(|e| e.path.as_str()).collect::<Vec<_>>();
-        assert_eq!(paths(2), ["app", "app/lib", "app/lib/hello-0.1.0", "app/lib/hello-0.1.0/ebin", "app/lib/hello-0.1.0/ebin/hello.app"]);
+        assert_eq!(
+            kinds,
+            [
+                LayerKind::Erts,
+                LayerKind::Deps,
+                LayerKind::App,
+                LayerKind::Release
+            ]
+        );
+        let paths = |i: usize| {
+            plans[i]
+                .entries
+                .iter()
+                .map(|e| e.path.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            paths(2),
+            [
+                "app",
+                "app/lib",
+                "app/lib/hello-0.1.0",
+                "app/lib/hello-0.1.0/ebin",
+                "app/lib/hello-0.1.0/ebin/hello.app"
+            ]
+        );
         assert!(paths(1).contains(&"app/lib/kernel-8.5.3/ebin/kernel.app"));
         let release = &plans[3].entries;
         let hello = release.iter().find(|e| e.path == "app/bin/hello").unwrap();
         assert_eq!((hello.mode, hello.uid, hello.gid), (0o755, 65534, 0));
-        let cookie = release.iter().find(|e| e.path == "app/releases/COOKIE").unwrap();
+        let cookie = release
+            .iter()
+            .find(|e| e.path == "app/releases/COOKIE")
+            .unwrap();
         assert_eq!(cookie.mode, 0o400);
         let link = release.iter().find(|e| e.path == "app/bin/link").unwrap();
-        assert_eq!(link.kind, EntryKind::Symlink { target: "hello".into() });
-        // Parents come before children everywhere.
+        assert_eq!(
+            link.kind,
+            EntryKind::Symlink {
+                target: "hello".into()
+            }
+        );
+        // Parents come before children everywhere, and no path appears twice in a layer.
         for plan in &plans {
+            let unique: std::collections::HashSet<_> =
+                plan.entries.iter().map(|e| &e.path).collect();
+            assert_eq!(
+                unique.len(),
+                plan.entries.len(),
+                "duplicate paths in {:?}",
+                plan.kind
+            );
             for (i, e) in plan.entries.iter().enumerate() {
                 if let Some((parent, _)) = e.path.rsplit_once('/') {
-                    assert!(plan.entries[..i].iter().any(|p| p.path == parent), "{} before its parent", e.path);
+                    assert!(
+                        plan.entries[..i].iter().any(|p| p.path == parent),
+                        "{} before its parent",
+                        e.path
+                    );
                 }
             }
         }
-        let (dropped, _) = plan_layers(&rel, &PlanOptions { drop_cookie: true, ..opts }).unwrap();
-        assert!(dropped.iter().flat_map(|p| &p.entries).all(|e| !e.path.ends_with("COOKIE")));
+        let (dropped, _) = plan_layers(
+            &rel,
+            &PlanOptions {
+                drop_cookie: true,
+                ..opts
+            },
+        )
+        .unwrap();
+        assert!(
+            dropped
+                .iter()
+                .flat_map(|p| &p.entries)
+                .all(|e| !e.path.ends_with("COOKIE"))
+        );
     }
 
     #[test]
     fn refuses_special_files_and_non_releases() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(Release::inspect(dir.path()).unwrap_err().to_string().contains("is not a mix release"));
+        assert!(
+            Release::inspect(dir.path())
+                .unwrap_err()
+                .to_string()
+                .contains("is not a mix release")
+        );
         fake_release(dir.path());
         let sock = dir.path().join("bin/ctl.sock");
         let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         let rel = Release::inspect(dir.path()).unwrap();
-        let err = plan_layers(&rel, &PlanOptions { workdir: "/app".into(), ..Default::default() }).unwrap_err();
+        let err = plan_layers(
+            &rel,
+            &PlanOptions {
+                workdir: "/app".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("ctl.sock is a socket"), "{err}");
     }
 
     #[test]
     fn locate_finds_the_single_release() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(locate(None, dir.path()).unwrap_err().to_string().contains("no release found"));
+        assert!(
+            locate(None, dir.path())
+                .unwrap_err()
+                .to_string()
+                .contains("no release found")
+        );
         fs::create_dir_all(dir.path().join("_build/prod/rel/a")).unwrap();
         assert!(locate(None, dir.path()).unwrap().ends_with("a"));
         fs::create_dir_all(dir.path().join("_build/prod/rel/b")).unwrap();
-        assert!(locate(None, dir.path()).unwrap_err().to_string().contains("several releases"));
+        assert!(
+            locate(None, dir.path())
+                .unwrap_err()
+                .to_string()
+                .contains("several releases")
+        );
     }
 }

@@ -67,7 +67,10 @@ pub fn parse(header: &str) -> Vec<Challenge> {
             }
             i = j;
         } else {
-            out.push(Challenge { scheme: token.to_ascii_lowercase(), params: BTreeMap::new() });
+            out.push(Challenge {
+                scheme: token.to_ascii_lowercase(),
+                params: BTreeMap::new(),
+            });
         }
     }
     out
@@ -79,22 +82,39 @@ mod tests {
 
     #[test]
     fn bearer_challenge() {
-        let c = parse(r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/debian:pull,push""#);
+        let c = parse(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/debian:pull,push""#,
+        );
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].scheme, "bearer");
         assert_eq!(c[0].param("realm"), Some("https://auth.docker.io/token"));
-        assert_eq!(c[0].param("scope"), Some("repository:library/debian:pull,push"));
+        assert_eq!(
+            c[0].param("scope"),
+            Some("repository:library/debian:pull,push")
+        );
     }
 
     #[test]
     fn several_challenges_and_junk() {
         let c = parse(r#"Basic realm="x", Bearer realm="https://r/t",error="insufficient_scope""#);
-        assert_eq!(c.iter().map(|c| c.scheme.as_str()).collect::<Vec<_>>(), ["basic", "bearer"]);
+        assert_eq!(
+            c.iter().map(|c| c.scheme.as_str()).collect::<Vec<_>>(),
+            ["basic", "bearer"]
+        );
         assert_eq!(c[1].param("error"), Some("insufficient_scope"));
         assert!(parse("").is_empty());
-        for junk in ["=", "\"", "Bearer realm=\"unterminated", "Bearer ,,, =x", "\u{1F600}"] {
+        for junk in [
+            "=",
+            "\"",
+            "Bearer realm=\"unterminated",
+            "Bearer ,,, =x",
+            "\u{1F600}",
+        ] {
             let _ = parse(junk);
         }
-        assert_eq!(parse(r#"Bearer realm="a\"b""#)[0].param("realm"), Some("a\"b"));
+        assert_eq!(
+            parse(r#"Bearer realm="a\"b""#)[0].param("realm"),
+            Some("a\"b")
+        );
     }
 }

@@ -34,7 +34,10 @@ const MAX_MANIFEST_BYTES: usize = 8 << 20;
 /// A credential for one registry, and where it came from (for error messages).
 #[derive(Clone)]
 pub enum Secret {
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// An OAuth2 refresh token (`identitytoken` in Docker's config).
     IdentityToken(String),
     /// A bearer token used as is (`registrytoken`).
@@ -111,7 +114,10 @@ pub fn scope(repository: &str, actions: &str) -> String {
 }
 
 impl RegistryClient {
-    pub fn new(opts: ClientOptions, credentials: Arc<dyn CredentialStore>) -> Result<RegistryClient> {
+    pub fn new(
+        opts: ClientOptions,
+        credentials: Arc<dyn CredentialStore>,
+    ) -> Result<RegistryClient> {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
@@ -120,14 +126,20 @@ impl RegistryClient {
         let mut certs = Vec::new();
         for path in &opts.ca_certs {
             let pem = std::fs::read(path).ctx("read CA certificate", path)?;
-            let found = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| Error::Usage(format!("--ca-cert {}: not a PEM certificate: {e}", path.display())))?;
+            let found = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::Usage(format!(
+                    "--ca-cert {}: not a PEM certificate: {e}",
+                    path.display()
+                ))
+            })?;
             certs.extend(found);
         }
         if !certs.is_empty() {
             builder = builder.tls_certs_merge(certs);
         }
-        let http = builder.build().map_err(|e| Error::Registry(format!("cannot set up the HTTP client: {e}")))?;
+        let http = builder
+            .build()
+            .map_err(|e| Error::Registry(format!("cannot set up the HTTP client: {e}")))?;
         Ok(RegistryClient {
             http,
             opts,
@@ -148,16 +160,27 @@ impl RegistryClient {
 
     /// Find the registry's base URL and auth challenge (`GET /v2/`), once per host.
     async fn endpoint(&self, host: &str) -> Result<Endpoint> {
-        if let Some(e) = self.endpoints.lock().ok().and_then(|m| m.get(host).cloned()) {
+        if let Some(e) = self
+            .endpoints
+            .lock()
+            .ok()
+            .and_then(|m| m.get(host).cloned())
+        {
             return Ok(e);
         }
         let https = format!("https://{host}");
         let endpoint = match self.ping(&https).await {
-            Ok(challenge) => Endpoint { base_url: https, challenge },
+            Ok(challenge) => Endpoint {
+                base_url: https,
+                challenge,
+            },
             Err(tls_err) if self.allows_plain_http(host) => {
                 let http = format!("http://{host}");
                 match self.ping(&http).await {
-                    Ok(challenge) => Endpoint { base_url: http, challenge },
+                    Ok(challenge) => Endpoint {
+                        base_url: http,
+                        challenge,
+                    },
                     Err(e) => {
                         return Err(Error::Registry(format!(
                             "registry {host} is unreachable: over HTTPS: {tls_err}; over HTTP: {e}; check the host and port and that the registry is running"
@@ -166,8 +189,14 @@ impl RegistryClient {
                 }
             }
             Err(e) => {
-                let hint = if is_loopback(host) { "" } else { " (for a registry without TLS, pass --insecure-registry HOST)" };
-                return Err(Error::Registry(format!("registry {host} is unreachable: {e}{hint}")));
+                let hint = if is_loopback(host) {
+                    ""
+                } else {
+                    " (for a registry without TLS, pass --insecure-registry HOST)"
+                };
+                return Err(Error::Registry(format!(
+                    "registry {host} is unreachable: {e}{hint}"
+                )));
             }
         };
         if let Ok(mut m) = self.endpoints.lock() {
@@ -177,52 +206,98 @@ impl RegistryClient {
     }
 
     async fn ping(&self, base: &str) -> std::result::Result<Option<Challenge>, String> {
-        let resp = self.http.get(format!("{base}/v2/")).send().await.map_err(|e| error_chain(&e))?;
+        let resp = self
+            .http
+            .get(format!("{base}/v2/"))
+            .send()
+            .await
+            .map_err(|e| error_chain(&e))?;
         match resp.status() {
             s if s.is_success() => Ok(None),
             StatusCode::UNAUTHORIZED => Ok(challenge_of(&resp)),
-            s => Err(format!("GET {base}/v2/ answered {s}: not an OCI registry API")),
+            s => Err(format!(
+                "GET {base}/v2/ answered {s}: not an OCI registry API"
+            )),
         }
     }
 
     /// The Authorization header value for `scopes` on `host`, if the registry wants one.
-    async fn authorization(&self, host: &str, endpoint: &Endpoint, scopes: &[String]) -> Result<Option<String>> {
-        let Some(challenge) = &endpoint.challenge else { return Ok(None) };
+    async fn authorization(
+        &self,
+        host: &str,
+        endpoint: &Endpoint,
+        scopes: &[String],
+    ) -> Result<Option<String>> {
+        let Some(challenge) = &endpoint.challenge else {
+            return Ok(None);
+        };
         let cred = self.credentials.lookup(host)?;
         match challenge.scheme.as_str() {
             "basic" => Ok(match cred.map(|c| c.secret) {
-                Some(Secret::Basic { username, password }) => Some(basic_header(&username, &password)),
+                Some(Secret::Basic { username, password }) => {
+                    Some(basic_header(&username, &password))
+                }
                 _ => None,
             }),
             "bearer" => {
                 let key = (host.to_string(), scopes.join(" "));
-                if let Some(t) = self.tokens.lock().ok().and_then(|m| m.get(&key).filter(|t| t.expires > Instant::now()).map(|t| t.value.clone())) {
+                if let Some(t) = self.tokens.lock().ok().and_then(|m| {
+                    m.get(&key)
+                        .filter(|t| t.expires > Instant::now())
+                        .map(|t| t.value.clone())
+                }) {
                     return Ok(Some(format!("Bearer {t}")));
                 }
-                if let Some(Credential { secret: Secret::RegistryToken(t), .. }) = &cred {
+                if let Some(Credential {
+                    secret: Secret::RegistryToken(t),
+                    ..
+                }) = &cred
+                {
                     return Ok(Some(format!("Bearer {t}")));
                 }
-                let (token, ttl) = self.fetch_token(host, challenge, scopes, cred.as_ref()).await?;
+                let (token, ttl) = self
+                    .fetch_token(host, challenge, scopes, cred.as_ref())
+                    .await?;
                 if let Ok(mut m) = self.tokens.lock() {
                     // Renew a little before the registry's deadline.
                     let ttl = ttl.saturating_sub(5).max(1);
-                    m.insert(key, CachedToken { value: token.clone(), expires: Instant::now() + Duration::from_secs(ttl) });
+                    m.insert(
+                        key,
+                        CachedToken {
+                            value: token.clone(),
+                            expires: Instant::now() + Duration::from_secs(ttl),
+                        },
+                    );
                 }
                 Ok(Some(format!("Bearer {token}")))
             }
-            other => Err(Error::Registry(format!("registry {host} asks for unsupported auth scheme {other:?}"))),
+            other => Err(Error::Registry(format!(
+                "registry {host} asks for unsupported auth scheme {other:?}"
+            ))),
         }
     }
 
-    async fn fetch_token(&self, host: &str, challenge: &Challenge, scopes: &[String], cred: Option<&Credential>) -> Result<(String, u64)> {
-        let realm = challenge
-            .param("realm")
-            .ok_or_else(|| Error::Registry(format!("registry {host} sent a Bearer challenge without a realm")))?;
+    async fn fetch_token(
+        &self,
+        host: &str,
+        challenge: &Challenge,
+        scopes: &[String],
+        cred: Option<&Credential>,
+    ) -> Result<(String, u64)> {
+        let realm = challenge.param("realm").ok_or_else(|| {
+            Error::Registry(format!(
+                "registry {host} sent a Bearer challenge without a realm"
+            ))
+        })?;
         let service = challenge.param("service");
         let request = match cred.map(|c| &c.secret) {
             Some(Secret::IdentityToken(refresh)) => {
                 // OAuth2 refresh-token grant (Docker's `identitytoken`, ACR, GCR).
-                let mut form: Vec<(&str, &str)> = vec![("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", "imgbuild")];
+                let mut form: Vec<(&str, &str)> = vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh),
+                    ("client_id", "imgbuild"),
+                ];
                 if let Some(s) = service {
                     form.push(("service", s));
                 }
@@ -233,7 +308,10 @@ impl RegistryClient {
                     .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
                     .collect::<Vec<_>>()
                     .join("&");
-                self.http.post(realm).header("Content-Type", "application/x-www-form-urlencoded").body(body)
+                self.http
+                    .post(realm)
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(body)
             }
             other => {
                 let mut query: Vec<(&str, &str)> = Vec::new();
@@ -246,16 +324,24 @@ impl RegistryClient {
                 let url = append_query(realm, &query);
                 let rb = self.http.get(url);
                 match other {
-                    Some(Secret::Basic { username, password }) => rb.header("Authorization", basic_header(username, password)),
+                    Some(Secret::Basic { username, password }) => {
+                        rb.header("Authorization", basic_header(username, password))
+                    }
                     _ => rb,
                 }
             }
         };
         let resp = request.send().await.map_err(|e| {
-            Error::Registry(format!("token service {realm} for registry {host} is unreachable: {}", error_chain(&e)))
+            Error::Registry(format!(
+                "token service {realm} for registry {host} is unreachable: {}",
+                error_chain(&e)
+            ))
         })?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| Error::Registry(format!("token service {realm}: {e}")))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| Error::Registry(format!("token service {realm}: {e}")))?;
         if !status.is_success() {
             let source = cred.map_or_else(|| self.credentials.describe(), |c| c.source.clone());
             return Err(Error::Registry(format!(
@@ -270,19 +356,29 @@ impl RegistryClient {
             access_token: Option<String>,
             expires_in: Option<u64>,
         }
-        let parsed: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|e| Error::Registry(format!("token service {realm} answered something that is not a token: {e}")))?;
+        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
+            Error::Registry(format!(
+                "token service {realm} answered something that is not a token: {e}"
+            ))
+        })?;
         let token = parsed
             .token
             .or(parsed.access_token)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| Error::Registry(format!("token service {realm} answered without a token")))?;
+            .ok_or_else(|| {
+                Error::Registry(format!("token service {realm} answered without a token"))
+            })?;
         Ok((token, parsed.expires_in.unwrap_or(60)))
     }
 
     /// Send an authorised request. `make` builds it against the base URL and may be called
     /// twice: a 401 drops the cached token and retries once with a fresh one.
-    pub async fn send(&self, host: &str, scopes: &[String], make: impl Fn(&reqwest::Client, &str) -> RequestBuilder) -> Result<Response> {
+    pub async fn send(
+        &self,
+        host: &str,
+        scopes: &[String],
+        make: impl Fn(&reqwest::Client, &str) -> RequestBuilder,
+    ) -> Result<Response> {
         let mut endpoint = self.endpoint(host).await?;
         let mut scopes = scopes.to_vec();
         for attempt in 0..2 {
@@ -290,7 +386,12 @@ impl RegistryClient {
             if let Some(auth) = self.authorization(host, &endpoint, &scopes).await? {
                 rb = rb.header("Authorization", auth);
             }
-            let resp = rb.send().await.map_err(|e| Error::Registry(format!("request to registry {host} failed: {}", error_chain(&e))))?;
+            let resp = rb.send().await.map_err(|e| {
+                Error::Registry(format!(
+                    "request to registry {host} failed: {}",
+                    error_chain(&e)
+                ))
+            })?;
             if resp.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
                 return Ok(resp);
             }
@@ -303,7 +404,14 @@ impl RegistryClient {
                         }
                     }
                 }
-                if endpoint.challenge.is_none() || ch.scheme != endpoint.challenge.as_ref().map(|c| c.scheme.clone()).unwrap_or_default() {
+                if endpoint.challenge.is_none()
+                    || ch.scheme
+                        != endpoint
+                            .challenge
+                            .as_ref()
+                            .map(|c| c.scheme.clone())
+                            .unwrap_or_default()
+                {
                     endpoint.challenge = Some(ch);
                 }
             }
@@ -316,15 +424,26 @@ impl RegistryClient {
 
     /// Fetch a manifest (or index) by tag or digest. Returns its bytes, media type and digest;
     /// a manifest asked for by digest is verified against it.
-    pub async fn get_manifest(&self, r: &Reference, reference: &str) -> Result<(Vec<u8>, String, Digest)> {
+    pub async fn get_manifest(
+        &self,
+        r: &Reference,
+        reference: &str,
+    ) -> Result<(Vec<u8>, String, Digest)> {
         let host = r.api_host();
         let path = format!("/v2/{}/manifests/{reference}", r.repository);
         let resp = self
-            .send(host, &[scope(&r.repository, "pull")], |c, base| c.get(format!("{base}{path}")).header("Accept", MANIFEST_ACCEPT))
+            .send(host, &[scope(&r.repository, "pull")], |c, base| {
+                c.get(format!("{base}{path}"))
+                    .header("Accept", MANIFEST_ACCEPT)
+            })
             .await?;
         let status = resp.status();
         if status == StatusCode::NOT_FOUND {
-            return Err(Error::Registry(format!("image {} not found on {}: check the name and tag", r.canonical(), r.registry)));
+            return Err(Error::Registry(format!(
+                "image {} not found on {}: check the name and tag",
+                r.canonical(),
+                r.registry
+            )));
         }
         if !status.is_success() {
             let body = resp.bytes().await.unwrap_or_default();
@@ -339,7 +458,11 @@ impl RegistryClient {
         let bytes = read_capped(resp, MAX_MANIFEST_BYTES, &path).await?;
         let actual = digest::sha256_of(&bytes);
         if let Ok(expected) = digest::parse(reference) {
-            digest::verify(format!("manifest {}@{reference} served by {}", r.name(), r.registry), &expected, &actual)?;
+            digest::verify(
+                format!("manifest {}@{reference} served by {}", r.name(), r.registry),
+                &expected,
+                &actual,
+            )?;
         }
         Ok((bytes, content_type, actual))
     }
@@ -351,7 +474,11 @@ impl RegistryClient {
         }
         let host = r.api_host();
         let path = format!("/v2/{}/blobs/{digest}", r.repository);
-        let resp = self.send(host, &[scope(&r.repository, "pull")], |c, base| c.get(format!("{base}{path}"))).await?;
+        let resp = self
+            .send(host, &[scope(&r.repository, "pull")], |c, base| {
+                c.get(format!("{base}{path}"))
+            })
+            .await?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.bytes().await.unwrap_or_default();
@@ -363,31 +490,62 @@ impl RegistryClient {
         let mut hasher = Sha256::new();
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Error::Registry(format!("download of {digest} from {host} broke off: {}", error_chain(&e))))?;
+            let chunk = chunk.map_err(|e| {
+                Error::Registry(format!(
+                    "download of {digest} from {host} broke off: {}",
+                    error_chain(&e)
+                ))
+            })?;
             hasher.update(&chunk);
             out.write_all(&chunk).await.ctx("write", tmp.path())?;
         }
         out.flush().await.ctx("write", tmp.path())?;
-        digest::verify(format!("blob {digest} served by {host}"), digest, &digest::from_hasher(hasher))?;
+        digest::verify(
+            format!("blob {digest} served by {host}"),
+            digest,
+            &digest::from_hasher(hasher),
+        )?;
         cache.commit(tmp, digest)?;
         Ok(())
     }
 
-    pub fn status_error(&self, host: &str, method: &str, path: &str, status: StatusCode, body: &[u8]) -> Error {
+    pub fn status_error(
+        &self,
+        host: &str,
+        method: &str,
+        path: &str,
+        status: StatusCode,
+        body: &[u8],
+    ) -> Error {
         let hint = match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => format!(
                 "; credentials tried: {}. Log in with `imgbuild login {host}` or set IMGBUILD_USERNAME/IMGBUILD_PASSWORD",
-                self.credentials.lookup(host).ok().flatten().map_or_else(|| self.credentials.describe(), |c| c.source)
+                self.credentials
+                    .lookup(host)
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| self.credentials.describe(), |c| c.source)
             ),
             _ => String::new(),
         };
-        Error::Registry(format!("registry {host}: {method} {path} answered {status}: {}{hint}", registry_error_text(body)))
+        Error::Registry(format!(
+            "registry {host}: {method} {path} answered {status}: {}{hint}",
+            registry_error_text(body)
+        ))
     }
 
     /// Convenience for other modules: an authorised request of `method` to `path` on `r`'s registry.
-    pub async fn request(&self, r: &Reference, method: Method, path: &str, actions: &str) -> Result<Response> {
-        self.send(r.api_host(), &[scope(&r.repository, actions)], |c, base| c.request(method.clone(), format!("{base}{path}")))
-            .await
+    pub async fn request(
+        &self,
+        r: &Reference,
+        method: Method,
+        path: &str,
+        actions: &str,
+    ) -> Result<Response> {
+        self.send(r.api_host(), &[scope(&r.repository, actions)], |c, base| {
+            c.request(method.clone(), format!("{base}{path}"))
+        })
+        .await
     }
 }
 
@@ -401,12 +559,16 @@ fn challenge_of(resp: &Response) -> Option<Challenge> {
         .collect();
     // Prefer Bearer when a registry offers both.
     all.sort_by_key(|c| c.scheme != "bearer");
-    all.into_iter().find(|c| c.scheme == "bearer" || c.scheme == "basic")
+    all.into_iter()
+        .find(|c| c.scheme == "bearer" || c.scheme == "basic")
 }
 
 fn basic_header(username: &str, password: &str) -> String {
     use base64::Engine;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+    )
 }
 
 pub fn is_loopback(host: &str) -> bool {
@@ -415,7 +577,10 @@ pub fn is_loopback(host: &str) -> bool {
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
-    h == "localhost" || h.ends_with(".localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    h == "localhost"
+        || h.ends_with(".localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The text of a registry error body: the OCI `errors` array when present, else the body start.
@@ -433,14 +598,26 @@ pub fn registry_error_text(body: &[u8]) -> String {
         let parts: Vec<String> = e
             .errors
             .into_iter()
-            .map(|i| format!("{}: {}", i.code.unwrap_or_default(), i.message.unwrap_or_default()))
+            .map(|i| {
+                format!(
+                    "{}: {}",
+                    i.code.unwrap_or_default(),
+                    i.message.unwrap_or_default()
+                )
+            })
             .collect();
         if !parts.is_empty() {
             return parts.join("; ");
         }
     }
-    let text = String::from_utf8_lossy(&body[..body.len().min(300)]).trim().to_string();
-    if text.is_empty() { "(empty body)".into() } else { text }
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)])
+        .trim()
+        .to_string();
+    if text.is_empty() {
+        "(empty body)".into()
+    } else {
+        text
+    }
 }
 
 /// reqwest's Display hides the cause; show the whole chain (e.g. "connection refused").
@@ -462,9 +639,13 @@ async fn read_capped(resp: Response, cap: usize, what: &str) -> Result<Vec<u8>> 
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::Registry(format!("reading {what} broke off: {}", error_chain(&e))))?;
+        let chunk = chunk.map_err(|e| {
+            Error::Registry(format!("reading {what} broke off: {}", error_chain(&e)))
+        })?;
         if out.len() + chunk.len() > cap {
-            return Err(Error::Image(format!("{what} is larger than {cap} bytes: refusing it")));
+            return Err(Error::Image(format!(
+                "{what} is larger than {cap} bytes: refusing it"
+            )));
         }
         out.extend_from_slice(&chunk);
     }
@@ -500,7 +681,13 @@ mod tests {
 
     #[test]
     fn loopback_detection() {
-        for h in ["localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000", "x.localhost"] {
+        for h in [
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+            "x.localhost",
+        ] {
             assert!(is_loopback(h), "{h}");
         }
         for h in ["registry.example.com", "10.0.0.1:5000", "ghcr.io"] {
@@ -511,17 +698,40 @@ mod tests {
     #[test]
     fn error_bodies() {
         assert_eq!(
-            registry_error_text(br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#),
+            registry_error_text(
+                br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#
+            ),
             "MANIFEST_UNKNOWN: manifest unknown"
         );
-        assert_eq!(registry_error_text(b"<html>oops</html>"), "<html>oops</html>");
+        assert_eq!(
+            registry_error_text(b"<html>oops</html>"),
+            "<html>oops</html>"
+        );
         assert_eq!(registry_error_text(b""), "(empty body)");
     }
 
     #[test]
     fn queries() {
-        assert_eq!(append_query("https://a/token", &[("service", "r"), ("scope", "repository:x:pull,push")]), "https://a/token?service=r&scope=repository%3Ax%3Apull%2Cpush");
-        assert_eq!(append_query("https://a/up?x=1", &[("digest", "sha256:ab")]), "https://a/up?x=1&digest=sha256%3Aab");
-        assert_eq!(format!("{:?}", Secret::Basic { username: "u".into(), password: "p".into() }), "Basic(u, ***)");
+        assert_eq!(
+            append_query(
+                "https://a/token",
+                &[("service", "r"), ("scope", "repository:x:pull,push")]
+            ),
+            "https://a/token?service=r&scope=repository%3Ax%3Apull%2Cpush"
+        );
+        assert_eq!(
+            append_query("https://a/up?x=1", &[("digest", "sha256:ab")]),
+            "https://a/up?x=1&digest=sha256%3Aab"
+        );
+        assert_eq!(
+            format!(
+                "{:?}",
+                Secret::Basic {
+                    username: "u".into(),
+                    password: "p".into()
+                }
+            ),
+            "Basic(u, ***)"
+        );
     }
 }

@@ -1,0 +1,75 @@
+//! `imgbuild.toml`: the project file in the current directory. It holds the same settings as
+//! the flags; flags override it (maps are merged key by key, lists are replaced).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+pub const FILE_NAME: &str = "imgbuild.toml";
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ProjectFile {
+    pub release: Option<PathBuf>,
+    pub from: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub output: Option<PathBuf>,
+    pub oci_layout: Option<PathBuf>,
+    pub platform: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    pub expose: Option<Vec<String>>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub cmd: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    /// Applications besides the release's namesake that go into the app layer.
+    pub apps: Option<Vec<String>>,
+    pub drop_cookie: Option<bool>,
+    pub insecure_registries: Option<Vec<String>>,
+    pub ca_certs: Option<Vec<PathBuf>>,
+}
+
+impl ProjectFile {
+    /// Load `imgbuild.toml` from `dir` if it exists.
+    pub fn load(dir: &Path) -> Result<ProjectFile> {
+        let path = dir.join(FILE_NAME);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                toml::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ProjectFile::default()),
+            Err(e) => Err(Error::io("read", &path, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_and_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(ProjectFile::load(dir.path()).unwrap().from.is_none());
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            "from = \"debian:bookworm\"\ntags = [\"a:1\"]\n[env]\nPORT = \"8080\"\n",
+        )
+        .unwrap();
+        let p = ProjectFile::load(dir.path()).unwrap();
+        assert_eq!(p.from.as_deref(), Some("debian:bookworm"));
+        assert_eq!(p.env.get("PORT").map(String::as_str), Some("8080"));
+        std::fs::write(dir.path().join(FILE_NAME), "form = \"typo\"\n").unwrap();
+        let e = ProjectFile::load(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+    }
+}
