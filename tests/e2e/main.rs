@@ -1,1 +1,838 @@
-fn main() {}
+//! End-to-end tests against real peers: docker-registry, Docker Engine, podman, skopeo, umoci,
+//! containerd's ctr, and a real Elixir release. Run with `scripts/test` (it installs the tools).
+
+mod lab;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use lab::{TestResult, fail, run, stdout};
+use libtest_mimic::{Arguments, Trial};
+use serde_json::Value;
+
+const TOOLS: &[&str] = &["docker-registry", "skopeo", "umoci", "debootstrap", "mix"];
+
+/// The result of building the sample release on the registry base, shared by the loader tests.
+#[derive(Clone, Debug)]
+struct Built {
+    tarball: PathBuf,
+    layout: PathBuf,
+    report: Value,
+}
+
+fn build_json(args: &[&str]) -> Result<Value, libtest_mimic::Failed> {
+    let out = run(lab::imgbuild().arg("build").args(args).arg("--json"))?;
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| fail(format!("--json output is not JSON: {e}: {}", stdout(&out))))
+}
+
+fn built() -> Result<Built, libtest_mimic::Failed> {
+    static BUILT: OnceLock<Result<Built, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            (|| {
+                let rel = lab::release()?;
+                let base = lab::base_in_registry()?;
+                let dir = lab::workdir().join("built");
+                let _ = std::fs::create_dir_all(&dir);
+                let tarball = dir.join("hello.tar");
+                let layout = dir.join("layout");
+                let report = build_json(&[
+                    rel.to_str().unwrap_or_default(),
+                    "--from",
+                    &base,
+                    "-t",
+                    "imgbuild-e2e/hello:0.1.0",
+                    "-o",
+                    tarball.to_str().unwrap_or_default(),
+                    "--oci-layout",
+                    layout.to_str().unwrap_or_default(),
+                ])?;
+                Ok(Built {
+                    tarball,
+                    layout,
+                    report,
+                })
+            })()
+            .map_err(|e: libtest_mimic::Failed| e.message().unwrap_or("build failed").to_string())
+        })
+        .clone()
+        .map_err(|m| fail(format!("shared build failed: {m}")))
+}
+
+fn check_body(body: &str) -> TestResult {
+    for want in ["hello from imgbuild", "uid=65534", "encoding=utf8"] {
+        if !body.contains(want) {
+            return Err(fail(format!(
+                "the release's answer lacks {want:?}:\n{body}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn test_json_report() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let b = built()?;
+    let r = &b.report;
+    let digest = r["digest"].as_str().ok_or_else(|| fail("no digest"))?;
+    assert_eq!(r["tags"][0], "docker.io/imgbuild-e2e/hello:0.1.0");
+    assert_eq!(
+        r["output"].as_str().map(PathBuf::from),
+        Some(b.tarball.clone())
+    );
+    let kinds: Vec<&str> = r["layers"]
+        .as_array()
+        .ok_or_else(|| fail("no layers"))?
+        .iter()
+        .filter_map(|l| l["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["base", "erts", "deps", "app", "release"]);
+    for l in r["layers"].as_array().into_iter().flatten() {
+        assert!(
+            l["digest"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("sha256:"))
+                && l["diff_id"].as_str().is_some()
+                && l["size"].as_u64() > Some(0)
+        );
+    }
+    // index.json in the tarball points at the manifest the report names.
+    let out = run(Command::new("tar")
+        .arg("-xOf")
+        .arg(&b.tarball)
+        .arg("index.json"))?;
+    let index: Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
+    assert_eq!(index["manifests"].as_array().map(Vec::len), Some(1));
+    assert_eq!(index["manifests"][0]["digest"], digest);
+    assert_eq!(
+        index["manifests"][0]["annotations"]["io.containerd.image.name"],
+        "docker.io/imgbuild-e2e/hello:0.1.0"
+    );
+    assert_eq!(
+        index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        "0.1.0"
+    );
+    let out = run(Command::new("tar")
+        .arg("-xOf")
+        .arg(&b.tarball)
+        .arg("manifest.json"))?;
+    let m: Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
+    assert_eq!(m[0]["RepoTags"][0], "imgbuild-e2e/hello:0.1.0");
+    assert_eq!(m[0]["Layers"].as_array().map(Vec::len), Some(5));
+    Ok(())
+}
+
+fn test_docker_load_and_run() -> TestResult {
+    if !lab::require(&[TOOLS, &["dockerd", "docker"]].concat())? {
+        return Ok(());
+    }
+    let b = built()?;
+    let docker = lab::docker()?;
+    let out = run(docker.cmd().arg("load").arg("-i").arg(&b.tarball))?;
+    assert!(
+        stdout(&out).contains("imgbuild-e2e/hello:0.1.0"),
+        "{}",
+        stdout(&out)
+    );
+    let port = lab::free_port();
+    let name = format!("imgbuild-e2e-{port}");
+    run(docker.cmd().args([
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network=host",
+        "-e",
+        &format!("PORT={port}"),
+        "-e",
+        "RELEASE_DISTRIBUTION=none",
+        "imgbuild-e2e/hello:0.1.0",
+    ]))?;
+    let answer = lab::http_get(port, "/");
+    let logs = docker
+        .cmd()
+        .args(["logs", &name])
+        .output()
+        .map(|o| format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr)))
+        .unwrap_or_default();
+    let _ = docker.cmd().args(["rm", "-f", &name]).output();
+    let (status, body) = answer.map_err(|e| {
+        fail(format!(
+            "{}; container logs:\n{logs}",
+            e.message().unwrap_or("")
+        ))
+    })?;
+    assert!(status.contains("200"), "{status}");
+    check_body(&body)?;
+    // Ownership and modes as COPY --chown=nobody:root gives, cookie private to the runtime user.
+    let out = run(docker.cmd().args([
+        "run",
+        "--rm",
+        "--entrypoint",
+        "stat",
+        "imgbuild-e2e/hello:0.1.0",
+        "-c",
+        "%n %u:%g %a",
+        "/app",
+        "/app/bin/server",
+        "/app/releases/COOKIE",
+        "/app/lib",
+    ]))?;
+    assert_eq!(
+        stdout(&out).trim(),
+        "/app 65534:0 755\n/app/bin/server 65534:0 755\n/app/releases/COOKIE 65534:0 400\n/app/lib 65534:0 755"
+    );
+    let out = run(docker.cmd().args([
+        "image",
+        "inspect",
+        "imgbuild-e2e/hello:0.1.0",
+        "--format",
+        "{{.Config.User}}|{{.Config.WorkingDir}}|{{json .Config.Cmd}}|{{json .Config.Env}}",
+    ]))?;
+    let s = stdout(&out);
+    assert!(s.starts_with("65534|/app|[\"/app/bin/server\"]|"), "{s}");
+    for env in [
+        "LANG=C.UTF-8",
+        "MIX_ENV=prod",
+        "RELEASE_TMP=/tmp",
+        "PATH=/usr/local/sbin",
+    ] {
+        assert!(s.contains(env), "{env} missing from {s}");
+    }
+    Ok(())
+}
+
+fn test_podman_load_and_run() -> TestResult {
+    if !lab::require(&[TOOLS, &["podman", "runc"]].concat())? {
+        return Ok(());
+    }
+    let b = built()?;
+    let out = run(lab::podman().arg("load").arg("-i").arg(&b.tarball))?;
+    assert!(
+        stdout(&out).contains("docker.io/imgbuild-e2e/hello:0.1.0"),
+        "{}",
+        stdout(&out)
+    );
+    let port = lab::free_port();
+    let name = format!("imgbuild-e2e-p{port}");
+    run(lab::podman().args([
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network=host",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "-e",
+        &format!("PORT={port}"),
+        "-e",
+        "RELEASE_DISTRIBUTION=none",
+        "docker.io/imgbuild-e2e/hello:0.1.0",
+    ]))?;
+    let answer = lab::http_get(port, "/");
+    let logs = lab::podman()
+        .args(["logs", &name])
+        .output()
+        .map(|o| format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr)))
+        .unwrap_or_default();
+    let _ = lab::podman().args(["rm", "-f", &name]).output();
+    let (status, body) = answer.map_err(|e| {
+        fail(format!(
+            "{}; container logs:\n{logs}",
+            e.message().unwrap_or("")
+        ))
+    })?;
+    assert!(status.contains("200"), "{status}");
+    check_body(&body)
+}
+
+fn test_skopeo_reads_both_transports() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let b = built()?;
+    let digest = b.report["digest"].as_str().unwrap_or_default();
+    let oci = run(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci-archive:{}", b.tarball.display())))?;
+    let oci: Value = serde_json::from_slice(&oci.stdout).map_err(|e| fail(e.to_string()))?;
+    assert_eq!(oci["Digest"], digest, "oci-archive: must see our manifest");
+    assert_eq!(oci["Layers"].as_array().map(Vec::len), Some(5));
+    let dock = run(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("docker-archive:{}", b.tarball.display())))?;
+    let dock: Value = serde_json::from_slice(&dock.stdout).map_err(|e| fail(e.to_string()))?;
+    assert_eq!(dock["Layers"].as_array().map(Vec::len), Some(5));
+    let cfg = run(Command::new("skopeo")
+        .args(["inspect", "--config"])
+        .arg(format!("docker-archive:{}", b.tarball.display())))?;
+    let cfg: Value = serde_json::from_slice(&cfg.stdout).map_err(|e| fail(e.to_string()))?;
+    assert_eq!(cfg["config"]["User"], "65534");
+    assert_eq!(cfg["config"]["WorkingDir"], "/app");
+    assert_eq!(cfg["config"]["Cmd"][0], "/app/bin/server");
+    assert!(cfg["config"]["ExposedPorts"]["4000/tcp"].is_object());
+    assert_eq!(
+        cfg["config"]["Labels"]["org.opencontainers.image.title"],
+        "hello"
+    );
+    assert_eq!(
+        cfg["config"]["Labels"]["org.opencontainers.image.version"],
+        "0.1.0"
+    );
+    assert_eq!(
+        cfg["config"]["Labels"]["org.opencontainers.image.base.digest"],
+        b.report["base"]["digest"]
+    );
+    // One history entry per layer (entries marked empty_layer do not count).
+    let layered = cfg["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["empty_layer"] != true)
+        .count();
+    assert_eq!(layered, 5);
+    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().map(Vec::len), Some(5));
+    Ok(())
+}
+
+fn test_umoci_unpacks_layout() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let b = built()?;
+    let dir = lab::scratch_dir("umoci");
+    let bundle = dir.join("bundle");
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:0.1.0", b.layout.display()))
+        .arg(&bundle))?;
+    let rootfs = bundle.join("rootfs");
+    for p in [
+        "app/bin/server",
+        "app/bin/hello",
+        "app/releases/start_erl.data",
+        "app/lib/hello-0.1.0/ebin/hello.app",
+        "bin/sh",
+    ] {
+        if !rootfs.join(p).exists() {
+            return Err(fail(format!("{p} missing from the unpacked image")));
+        }
+    }
+    let erts: Vec<_> = std::fs::read_dir(rootfs.join("app"))
+        .map_err(|e| fail(e.to_string()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("erts-"))
+        .collect();
+    assert_eq!(erts.len(), 1);
+    let config: Value = serde_json::from_slice(
+        &std::fs::read(bundle.join("config.json")).map_err(|e| fail(e.to_string()))?,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    assert_eq!(config["process"]["args"][0], "/app/bin/server");
+    Ok(())
+}
+
+fn test_ctr_imports() -> TestResult {
+    if !lab::require(&[TOOLS, &["dockerd", "ctr"]].concat())? {
+        return Ok(());
+    }
+    let b = built()?;
+    let docker = lab::docker()?;
+    let addr = docker.containerd_socket.display().to_string();
+    let out = run(Command::new("ctr")
+        .args(["--address", &addr, "-n", "imgbuild-e2e", "images", "import"])
+        .arg(&b.tarball))?;
+    let s = stdout(&out);
+    assert!(s.contains("docker.io/imgbuild-e2e/hello:0.1.0"), "{s}");
+    assert!(
+        s.contains(b.report["digest"].as_str().unwrap_or("?")),
+        "ctr must import our manifest: {s}"
+    );
+    let out = run(Command::new("ctr").args([
+        "--address",
+        &addr,
+        "-n",
+        "imgbuild-e2e",
+        "images",
+        "check",
+    ]))?;
+    assert!(stdout(&out).contains("complete"), "{}", stdout(&out));
+    Ok(())
+}
+
+/// Copy a release to `dest` with every mtime set to `stamp`.
+fn copy_with_mtime(src: &Path, dest: &Path, stamp: &str) -> TestResult {
+    let _ = std::fs::remove_dir_all(dest);
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
+    }
+    run(Command::new("cp").arg("-a").arg(src).arg(dest))?;
+    run(Command::new("find")
+        .arg(dest)
+        .args(["-exec", "touch", "-h", "-d", stamp, "{}", "+"]))?;
+    Ok(())
+}
+
+fn test_reproducible_to_the_byte() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let rel = lab::release()?;
+    let base = lab::base_in_registry()?;
+    let dir = lab::scratch_dir("repro");
+    copy_with_mtime(&rel, &dir.join("a-copy"), "2001-02-03 04:05:06")?;
+    copy_with_mtime(&rel, &dir.join("elsewhere/b"), "2022-12-31 23:59:59")?;
+    let mut digests = Vec::new();
+    for (i, src) in [dir.join("a-copy"), dir.join("elsewhere/b")]
+        .iter()
+        .enumerate()
+    {
+        let out = dir.join(format!("out{i}.tar"));
+        // Separate caches: nothing may be shared between the two builds.
+        let r = run(lab::imgbuild()
+            .env("IMGBUILD_CACHE", dir.join(format!("cache{i}")))
+            .args(["build", "--quiet", "--from", &base, "-t", "repro:1", "-o"])
+            .arg(&out)
+            .arg(src))?;
+        digests.push(stdout(&r));
+    }
+    let a = std::fs::read(dir.join("out0.tar")).map_err(|e| fail(e.to_string()))?;
+    let b = std::fs::read(dir.join("out1.tar")).map_err(|e| fail(e.to_string()))?;
+    assert_eq!(digests[0], digests[1]);
+    if a != b {
+        return Err(fail(
+            "two builds of the same release gave different tarballs",
+        ));
+    }
+    // SOURCE_DATE_EPOCH sets `created`.
+    let r = build_json(&[
+        "--from",
+        &base,
+        "-t",
+        "repro:2",
+        "-o",
+        dir.join("epoch.tar").to_str().unwrap_or_default(),
+        rel.to_str().unwrap_or_default(),
+    ]);
+    let plain = r?;
+    let out = run(lab::imgbuild()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--json", "--from", &base, "-t", "repro:2", "-o"])
+        .arg(dir.join("epoch2.tar"))
+        .arg(&rel))?;
+    let with_epoch: Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
+    assert_ne!(plain["digest"], with_epoch["digest"]);
+    let cfg = run(Command::new("skopeo")
+        .args(["inspect", "--config"])
+        .arg(format!("oci-archive:{}", dir.join("epoch2.tar").display())))?;
+    let cfg: Value = serde_json::from_slice(&cfg.stdout).map_err(|e| fail(e.to_string()))?;
+    assert_eq!(cfg["created"], "2023-11-14T22:13:20Z");
+    Ok(())
+}
+
+fn test_one_module_change_touches_only_app_and_release_layers() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let base = lab::base_in_registry()?;
+    let v1 = lab::release()?;
+    let dir = lab::scratch_dir("layering");
+    let v2 = lab::build_release(&dir.join("hello-v2"), Some("hello from a changed module"))?;
+    let layers = |rel: &Path, out: &str| -> Result<Vec<(String, String)>, libtest_mimic::Failed> {
+        let r = build_json(&[
+            rel.to_str().unwrap_or_default(),
+            "--from",
+            &base,
+            "-o",
+            dir.join(out).to_str().unwrap_or_default(),
+        ])?;
+        Ok(r["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| {
+                (
+                    l["kind"].as_str().unwrap_or("").to_string(),
+                    l["digest"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect())
+    };
+    let a = layers(&v1, "v1.tar")?;
+    let b = layers(&v2, "v2.tar")?;
+    assert_eq!(a.len(), b.len());
+    for ((kind, da), (_, db)) in a.iter().zip(&b) {
+        let changed = da != db;
+        let should_change = kind == "app" || kind == "release";
+        assert_eq!(
+            changed, should_change,
+            "layer {kind}: changed={changed}, expected {should_change}"
+        );
+    }
+    Ok(())
+}
+
+fn test_local_bases() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let rel = lab::release()?;
+    let layout = lab::base_layout()?;
+    let dir = lab::scratch_dir("local-bases");
+    let docker_archive = dir.join("base-docker.tar");
+    let oci_archive = dir.join("base-oci.tar");
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("oci:{}:bookworm", layout.display()))
+        .arg(format!(
+            "docker-archive:{}:base:bookworm",
+            docker_archive.display()
+        )))?;
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("oci:{}:bookworm", layout.display()))
+        .arg(format!("oci-archive:{}:bookworm", oci_archive.display())))?;
+    let mut diff_ids = Vec::new();
+    for from in [
+        format!("oci:{}:bookworm", layout.display()),
+        format!("oci-archive:{}", oci_archive.display()),
+        format!("docker-archive:{}", docker_archive.display()),
+    ] {
+        let r = build_json(&[
+            rel.to_str().unwrap_or_default(),
+            "--from",
+            &from,
+            "-o",
+            dir.join("out.tar").to_str().unwrap_or_default(),
+        ])?;
+        let layers = r["layers"].as_array().cloned().unwrap_or_default();
+        assert_eq!(layers.len(), 5, "{from}");
+        assert!(
+            layers
+                .iter()
+                .all(|l| l["media_type"] == "application/vnd.oci.image.layer.v1.tar+gzip"),
+            "{from}: {layers:?}"
+        );
+        diff_ids.push(
+            layers
+                .iter()
+                .map(|l| l["diff_id"].clone())
+                .collect::<Vec<_>>(),
+        );
+        run(Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci-archive:{}", dir.join("out.tar").display())))?;
+    }
+    // Whatever the container, the base's content is the same.
+    assert!(diff_ids.windows(2).all(|w| w[0] == w[1]));
+    Ok(())
+}
+
+fn test_pinned_cached_base_needs_no_network() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let rel = lab::release()?;
+    let layout = lab::base_layout()?;
+    let reg = lab::start_registry("pinned")?;
+    let dir = lab::scratch_dir("pinned");
+    let reference = format!("{}/base/debian:pinned", reg.host());
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:bookworm", layout.display()))
+        .arg(format!("docker://{reference}")))?;
+    let out = run(Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .arg(format!("docker://{reference}")))?;
+    let pinned = format!("{}/base/debian@{}", reg.host(), stdout(&out).trim());
+    let cache = dir.join("cache");
+    let build = |out: &str| {
+        run(lab::imgbuild()
+            .env("IMGBUILD_CACHE", &cache)
+            .args(["build", "-q", "--from", &pinned, "-o"])
+            .arg(dir.join(out))
+            .arg(&rel))
+    };
+    let first = build("a.tar")?;
+    // Take the registry away: the second build must not need it.
+    std::fs::remove_dir_all(reg.dir.join("data")).map_err(|e| fail(e.to_string()))?;
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!("pkill -f 'registry-pinned-{}'", reg.port))
+        .status();
+    let second = build("b.tar")?;
+    assert_eq!(stdout(&first), stdout(&second));
+    // And an unpinned reference to the vanished registry fails with the host and cause.
+    let err = lab::imgbuild()
+        .env("IMGBUILD_CACHE", &cache)
+        .args(["build", "-q", "--from", &reference, "-o"])
+        .arg(dir.join("c.tar"))
+        .arg(&rel)
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    assert_eq!(err.status.code(), Some(1));
+    let msg = String::from_utf8_lossy(&err.stderr);
+    assert!(
+        msg.contains(&reg.host()) && msg.contains("unreachable"),
+        "{msg}"
+    );
+    assert!(!dir.join("c.tar").exists());
+    Ok(())
+}
+
+fn test_bad_input_errors() -> TestResult {
+    if !lab::require(&["mix"])? {
+        return Ok(());
+    }
+    let rel = lab::release()?;
+    let dir = lab::scratch_dir("errors");
+    let out = dir.join("out.tar");
+    let cases: Vec<(Vec<String>, i32, &str)> = vec![
+        (
+            vec![
+                "build".into(),
+                dir.join("missing").display().to_string(),
+                "-o".into(),
+                out.display().to_string(),
+            ],
+            1,
+            "cannot be read",
+        ),
+        (
+            vec![
+                "build".into(),
+                dir.display().to_string(),
+                "-o".into(),
+                out.display().to_string(),
+            ],
+            1,
+            "is not a mix release",
+        ),
+        (
+            vec![
+                "build".into(),
+                rel.display().to_string(),
+                "--env".into(),
+                "NOVALUE".into(),
+                "-o".into(),
+                out.display().to_string(),
+            ],
+            2,
+            "expected KEY=VALUE",
+        ),
+        (
+            vec![
+                "build".into(),
+                rel.display().to_string(),
+                "--from".into(),
+                "Bad Ref".into(),
+                "-o".into(),
+                out.display().to_string(),
+            ],
+            2,
+            "invalid image reference",
+        ),
+        (
+            vec![
+                "build".into(),
+                rel.display().to_string(),
+                "--platform".into(),
+                "linux".into(),
+                "-o".into(),
+                out.display().to_string(),
+            ],
+            2,
+            "invalid platform",
+        ),
+        (
+            vec![
+                "build".into(),
+                rel.display().to_string(),
+                "--expose".into(),
+                "99999".into(),
+                "-o".into(),
+                out.display().to_string(),
+            ],
+            2,
+            "invalid --expose",
+        ),
+        (
+            vec!["build".into(), rel.display().to_string()],
+            2,
+            "nothing to write",
+        ),
+        (
+            vec![
+                "build".into(),
+                rel.display().to_string(),
+                "--from".into(),
+                "scratch".into(),
+                "--platform".into(),
+                "linux/amd64".into(),
+                "--from".into(),
+                "x".into(),
+            ],
+            2,
+            "cannot be used multiple times",
+        ),
+        (
+            vec![
+                "build".into(),
+                rel.display().to_string(),
+                "--from".into(),
+                "127.0.0.1:1/nothing:here".into(),
+                "-o".into(),
+                out.display().to_string(),
+            ],
+            1,
+            "127.0.0.1:1 is unreachable",
+        ),
+        (
+            vec![
+                "build".into(),
+                rel.display().to_string(),
+                "--from".into(),
+                format!("oci:{}", dir.join("none").display()),
+                "-o".into(),
+                out.display().to_string(),
+            ],
+            1,
+            "cannot open",
+        ),
+    ];
+    for (args, code, want) in cases {
+        let o = lab::imgbuild()
+            .args(&args)
+            .output()
+            .map_err(|e| fail(e.to_string()))?;
+        let err = String::from_utf8_lossy(&o.stderr);
+        if o.status.code() != Some(code) || !err.contains(want) {
+            return Err(fail(format!(
+                "imgbuild {args:?}: expected exit {code} and {want:?}, got {:?}: {err}",
+                o.status.code()
+            )));
+        }
+        if out.exists() {
+            return Err(fail(format!("imgbuild {args:?} left {}", out.display())));
+        }
+    }
+    // A fifo inside the release is named, and no output appears.
+    let copy = dir.join("with-fifo");
+    run(Command::new("cp").arg("-a").arg(&rel).arg(&copy))?;
+    run(Command::new("mkfifo").arg(copy.join("bin/pipe")))?;
+    let o = lab::imgbuild()
+        .args(["build", "--from", "scratch", "-o"])
+        .arg(&out)
+        .arg(&copy)
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("bin/pipe is a fifo"), "{err}");
+    assert!(!out.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| fail(e.to_string()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    Ok(())
+}
+
+fn test_default_release_and_project_file() -> TestResult {
+    if !lab::require(&["mix"])? {
+        return Ok(());
+    }
+    let rel = lab::release()?;
+    let dir = lab::scratch_dir("project");
+    std::fs::create_dir_all(dir.join("_build/prod/rel")).map_err(|e| fail(e.to_string()))?;
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(&rel)
+        .arg(dir.join("_build/prod/rel/hello")))?;
+    std::fs::write(
+        dir.join("imgbuild.toml"),
+        "from = \"scratch\"\ntags = [\"example.com/team/hello:7\"]\noutput = \"img.tar\"\nexpose = [\"8080\"]\n[env]\nPORT = \"8080\"\n[labels]\nteam = \"core\"\n",
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let out = run(lab::imgbuild().current_dir(&dir).args([
+        "build",
+        "--json",
+        "--label",
+        "team=platform",
+        "--env",
+        "EXTRA=1",
+    ]))?;
+    let r: Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
+    assert_eq!(r["tags"][0], "example.com/team/hello:7");
+    assert!(dir.join("img.tar").is_file());
+    let cfg = run(Command::new("tar")
+        .arg("-xOf")
+        .arg(dir.join("img.tar"))
+        .arg(format!(
+            "blobs/sha256/{}",
+            r["config"]
+                .as_str()
+                .unwrap_or("")
+                .trim_start_matches("sha256:")
+        )))?;
+    let cfg: Value = serde_json::from_slice(&cfg.stdout).map_err(|e| fail(e.to_string()))?;
+    assert_eq!(
+        cfg["config"]["Labels"]["team"], "platform",
+        "flags override the project file"
+    );
+    let env: Vec<&str> = cfg["config"]["Env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        env.contains(&"PORT=8080") && env.contains(&"EXTRA=1") && env.contains(&"LANG=C.UTF-8"),
+        "{env:?}"
+    );
+    assert!(cfg["config"]["ExposedPorts"]["8080/tcp"].is_object());
+    Ok(())
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let tests = vec![
+        Trial::test("build::json_report_and_tarball_layout", test_json_report),
+        Trial::test("build::docker_load_and_run", test_docker_load_and_run),
+        Trial::test("build::podman_load_and_run", test_podman_load_and_run),
+        Trial::test(
+            "build::skopeo_reads_both_transports",
+            test_skopeo_reads_both_transports,
+        ),
+        Trial::test("build::umoci_unpacks_layout", test_umoci_unpacks_layout),
+        Trial::test("build::ctr_imports", test_ctr_imports),
+        Trial::test(
+            "build::reproducible_to_the_byte",
+            test_reproducible_to_the_byte,
+        ),
+        Trial::test(
+            "build::one_module_change_touches_only_app_and_release_layers",
+            test_one_module_change_touches_only_app_and_release_layers,
+        ),
+        Trial::test("build::local_bases", test_local_bases),
+        Trial::test(
+            "build::pinned_cached_base_needs_no_network",
+            test_pinned_cached_base_needs_no_network,
+        ),
+        Trial::test("build::bad_input_errors", test_bad_input_errors),
+        Trial::test(
+            "build::default_release_and_project_file",
+            test_default_release_and_project_file,
+        ),
+    ];
+    let conclusion = libtest_mimic::run(&args, tests);
+    lab::shutdown();
+    conclusion.exit();
+}

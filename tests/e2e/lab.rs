@@ -1,0 +1,418 @@
+//! The lab: real peers started on demand for the end-to-end tests, and torn down at the end.
+//! Registry (docker-registry), Docker Engine, a Debian minbase base image, and the sample
+//! Elixir release built with Debian's Elixir. Tool missing: under CI=true that is a failure,
+//! elsewhere the test says it skipped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub type TestResult = Result<(), libtest_mimic::Failed>;
+
+pub fn fail(msg: impl Into<String>) -> libtest_mimic::Failed {
+    msg.into().into()
+}
+
+static CHILDREN: Mutex<Vec<Child>> = Mutex::new(Vec::new());
+
+/// Stop every server the lab started.
+pub fn shutdown() {
+    if let Ok(mut children) = CHILDREN.lock() {
+        for c in children.iter_mut() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+        }
+        for c in children.iter_mut() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn spawn(cmd: &mut Command, log: &Path) -> Result<(), libtest_mimic::Failed> {
+    let log_file =
+        std::fs::File::create(log).map_err(|e| fail(format!("create {}: {e}", log.display())))?;
+    let child = cmd
+        .stdout(log_file.try_clone().map_err(|e| fail(e.to_string()))?)
+        .stderr(log_file)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| fail(format!("spawn {cmd:?}: {e}")))?;
+    CHILDREN
+        .lock()
+        .map_err(|_| fail("lab lock poisoned"))?
+        .push(child);
+    Ok(())
+}
+
+/// Whether `tool` is on PATH. Missing under CI=true fails; otherwise the caller skips.
+pub fn require(tools: &[&str]) -> Result<bool, libtest_mimic::Failed> {
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !on_path(t)).collect();
+    if missing.is_empty() {
+        return Ok(true);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        return Err(fail(format!(
+            "required tools missing under CI=true: {} (scripts/test installs them)",
+            missing.join(", ")
+        )));
+    }
+    eprintln!("SKIPPED: tools missing: {}", missing.join(", "));
+    Ok(false)
+}
+
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))
+        || Path::new(tool).is_file()
+}
+
+/// Run a command; fail with its output unless it exits 0.
+pub fn run(cmd: &mut Command) -> Result<Output, libtest_mimic::Failed> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| fail(format!("run {cmd:?}: {e}")))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(out)
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// GET http://127.0.0.1:PORT/PATH until it answers (or 60 s pass); returns (status line, body).
+pub fn http_get(port: u16, path: &str) -> Result<(String, String), libtest_mimic::Failed> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(mut s) => {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let req = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+                if s.write_all(req.as_bytes()).is_ok() {
+                    let mut buf = String::new();
+                    if s.read_to_string(&mut buf).is_ok() && !buf.is_empty() {
+                        let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+                        return Ok((
+                            head.lines().next().unwrap_or("").to_string(),
+                            body.to_string(),
+                        ));
+                    }
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Err(fail(format!(
+        "no HTTP answer on port {port} within 60 s ({last})"
+    )))
+}
+
+pub fn wait_for_port(port: u16, what: &str) -> Result<(), libtest_mimic::Failed> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(fail(format!("{what} did not listen on port {port}")))
+}
+
+pub fn workdir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// A fresh directory for one test.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = workdir()
+        .join("runs")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+pub fn imgbuild() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
+    c.env("IMGBUILD_CACHE", workdir().join("cache"));
+    c.env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+type Shared<T> = OnceLock<Result<T, String>>;
+
+fn shared<T: Clone>(
+    cell: &Shared<T>,
+    make: impl FnOnce() -> Result<T, libtest_mimic::Failed>,
+) -> Result<T, libtest_mimic::Failed> {
+    cell.get_or_init(|| {
+        make().map_err(|e| {
+            e.message()
+                .map(str::to_string)
+                .unwrap_or_else(|| "fixture failed".into())
+        })
+    })
+    .clone()
+    .map_err(|m| fail(format!("shared fixture failed: {m}")))
+}
+
+// ---------- registry ----------
+
+#[derive(Clone, Debug)]
+pub struct Registry {
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Registry {
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// Start a plain-HTTP registry on a free loopback port.
+pub fn start_registry(name: &str) -> Result<Registry, libtest_mimic::Failed> {
+    let port = free_port();
+    let dir = workdir().join(format!("registry-{name}-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
+    let config = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+        dir.join("data").display()
+    );
+    std::fs::write(dir.join("config.yml"), config).map_err(|e| fail(e.to_string()))?;
+    spawn(
+        Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.join("config.yml")),
+        &dir.join("registry.log"),
+    )?;
+    wait_for_port(port, "docker-registry")?;
+    Ok(Registry { port, dir })
+}
+
+static REGISTRY: Shared<Registry> = OnceLock::new();
+
+pub fn registry() -> Result<Registry, libtest_mimic::Failed> {
+    shared(&REGISTRY, || start_registry("main"))
+}
+
+// ---------- base image ----------
+
+/// A Debian bookworm minbase root filesystem as a tar (made once, kept in target/).
+pub fn minbase_rootfs_tar() -> Result<PathBuf, libtest_mimic::Failed> {
+    static TAR: Shared<PathBuf> = OnceLock::new();
+    shared(&TAR, || {
+        let tar = workdir().join("bookworm-minbase.tar");
+        if tar.is_file() {
+            return Ok(tar);
+        }
+        let root = workdir().join("bookworm-minbase");
+        let _ = std::fs::remove_dir_all(&root);
+        let sources =
+            std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
+        let mirror = sources
+            .lines()
+            .find_map(|l| l.strip_prefix("URIs:"))
+            .and_then(|u| u.split_whitespace().next())
+            .ok_or_else(|| fail("no URIs: line in /etc/apt/sources.list.d/debian.sources to take the Debian mirror from"))?
+            .to_string();
+        run(Command::new("debootstrap")
+            .args(["--variant=minbase", "bookworm"])
+            .arg(&root)
+            .arg(&mirror))?;
+        // Leave out what debootstrap caches: it is not part of a base image.
+        let _ = run(Command::new("sh").arg("-c").arg(format!(
+            "rm -rf {0}/var/cache/apt/archives/*.deb {0}/var/lib/apt/lists/* {0}/var/log/*",
+            root.display()
+        )));
+        let tmp = tar.with_extension("tmp");
+        run(Command::new("tar")
+            .args(["--numeric-owner", "--sort=name", "-C"])
+            .arg(&root)
+            .args(["-cf"])
+            .arg(&tmp)
+            .arg("."))?;
+        std::fs::rename(&tmp, &tar).map_err(|e| fail(e.to_string()))?;
+        let _ = std::fs::remove_dir_all(&root);
+        Ok(tar)
+    })
+}
+
+/// An OCI layout holding the minbase image, tagged `bookworm` (made with umoci).
+pub fn base_layout() -> Result<PathBuf, libtest_mimic::Failed> {
+    static LAYOUT: Shared<PathBuf> = OnceLock::new();
+    shared(&LAYOUT, || {
+        let tar = minbase_rootfs_tar()?;
+        let layout = workdir().join("base-layout");
+        let _ = std::fs::remove_dir_all(&layout);
+        let img = format!("{}:bookworm", layout.display());
+        run(Command::new("umoci")
+            .args(["init", "--layout"])
+            .arg(&layout))?;
+        run(Command::new("umoci").args(["new", "--image", &img]))?;
+        run(Command::new("umoci")
+            .args(["raw", "add-layer", "--image", &img])
+            .arg(&tar))?;
+        run(Command::new("umoci").args([
+            "config",
+            "--image",
+            &img,
+            "--config.env",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "--config.cmd",
+            "bash",
+            "--os",
+            "linux",
+            "--architecture",
+            "amd64",
+        ]))?;
+        Ok(layout)
+    })
+}
+
+/// The base pushed to the shared registry; returns its reference.
+pub fn base_in_registry() -> Result<String, libtest_mimic::Failed> {
+    static BASE: Shared<String> = OnceLock::new();
+    shared(&BASE, || {
+        let reg = registry()?;
+        let layout = base_layout()?;
+        let reference = format!("{}/base/debian:bookworm-minbase", reg.host());
+        run(Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:bookworm", layout.display()))
+            .arg(format!("docker://{reference}")))?;
+        Ok(reference)
+    })
+}
+
+// ---------- Elixir release ----------
+
+/// Build the sample release from testdata/hello into `dest` (a copy of the project).
+pub fn build_release(
+    dest: &Path,
+    greeting: Option<&str>,
+) -> Result<PathBuf, libtest_mimic::Failed> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join("hello");
+    let _ = std::fs::remove_dir_all(dest);
+    std::fs::create_dir_all(dest).map_err(|e| fail(e.to_string()))?;
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", src.display()))
+        .arg(dest))?;
+    let _ = std::fs::remove_dir_all(dest.join("_build"));
+    if let Some(g) = greeting {
+        let lib = dest.join("lib").join("hello.ex");
+        let text = std::fs::read_to_string(&lib).map_err(|e| fail(e.to_string()))?;
+        std::fs::write(&lib, text.replace("hello from imgbuild", g))
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    run(Command::new("mix")
+        .args(["release", "--overwrite", "--quiet"])
+        .current_dir(dest)
+        .env("MIX_ENV", "prod"))?;
+    Ok(dest.join("_build").join("prod").join("rel").join("hello"))
+}
+
+/// The sample release, built once.
+pub fn release() -> Result<PathBuf, libtest_mimic::Failed> {
+    static REL: Shared<PathBuf> = OnceLock::new();
+    shared(&REL, || build_release(&workdir().join("hello-v1"), None))
+}
+
+// ---------- Docker Engine ----------
+
+#[derive(Clone, Debug)]
+pub struct Docker {
+    pub host: String,
+    pub containerd_socket: PathBuf,
+}
+
+impl Docker {
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new("docker");
+        c.env("DOCKER_HOST", &self.host);
+        c
+    }
+}
+
+pub fn docker() -> Result<Docker, libtest_mimic::Failed> {
+    static DOCKER: Shared<Docker> = OnceLock::new();
+    shared(&DOCKER, || {
+        // Short paths: unix socket names are limited to 108 bytes.
+        let dir = PathBuf::from(format!("/tmp/imgbuild-e2e-docker-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let sock = dir.join("docker.sock");
+        spawn(
+            Command::new("dockerd")
+                .args(["--iptables=false", "--ip-forward=false", "--bridge=none"])
+                .arg(format!("--host=unix://{}", sock.display()))
+                .arg(format!("--data-root={}", dir.join("data").display()))
+                .arg(format!("--exec-root={}", dir.join("exec").display()))
+                .arg(format!("--pidfile={}", dir.join("dockerd.pid").display())),
+            &workdir().join("dockerd.log"),
+        )?;
+        let docker = Docker {
+            host: format!("unix://{}", sock.display()),
+            containerd_socket: dir.join("exec/containerd/containerd.sock"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if docker
+                .cmd()
+                .arg("info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                return Ok(docker);
+            }
+            if Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(workdir().join("dockerd.log")).unwrap_or_default();
+                return Err(fail(format!("dockerd did not start:\n{log}")));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    })
+}
+
+pub fn podman() -> Command {
+    let mut c = Command::new("podman");
+    c.args(["--runtime", "/usr/sbin/runc", "--cgroup-manager=cgroupfs"]);
+    c
+}
