@@ -156,8 +156,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 /// A parsed manifest-or-index document.
 enum Document {
-    Manifest(ImageManifest),
-    Index(ImageIndex),
+    Manifest(Box<ImageManifest>),
+    Index(Box<ImageIndex>),
 }
 
 fn parse_document(bytes: &[u8], fallback_media_type: &str, what: &str) -> Result<Document> {
@@ -314,14 +314,14 @@ async fn from_registry(
     };
     let (manifest, manifest_digest) =
         match parse_document(&bytes, &content_type, &format!("base image {name}"))? {
-            Document::Manifest(m) => (m, top_digest),
+            Document::Manifest(m) => (*m, top_digest),
             Document::Index(index) => {
                 let chosen = select_from_index(&index, platform, &format!("base image {name}"))?;
                 let d = chosen.digest().clone();
                 let bytes = if cache.has_blob(&d) {
                     cache.read_verified(&d)?
                 } else {
-                    let (b, _, _) = client.get_manifest(r, &d.to_string()).await?;
+                    let (b, _, _) = client.get_manifest(r, d.as_ref()).await?;
                     cache.put_bytes(&b)?;
                     b
                 };
@@ -330,7 +330,7 @@ async fn from_registry(
                     chosen.media_type().to_string().as_str(),
                     &format!("base image {name}@{d}"),
                 )? {
-                    Document::Manifest(m) => (m, d),
+                    Document::Manifest(m) => (*m, d),
                     Document::Index(_) => {
                         return Err(Error::Image(format!(
                             "base image {name}: nested indexes are not supported"
@@ -339,7 +339,7 @@ async fn from_registry(
                 }
             }
         };
-    let config_digest = digest::parse(&manifest.config().digest().to_string())?;
+    let config_digest = digest::parse(manifest.config().digest().as_ref())?;
     client.pull_blob(r, &config_digest, cache).await?;
     let config = parse_config(&cache.read_verified(&config_digest)?, &name)?;
     check_platform(&config, platform, &format!("base image {name}"))?;
@@ -489,26 +489,26 @@ fn from_layout(
     let mut warnings = Vec::new();
     let mut desc = top;
     let manifest = loop {
-        let d = digest::parse(&desc.digest().to_string())?;
+        let d = digest::parse(desc.digest().as_ref())?;
         fetch(&d)?;
         match parse_document(
             &cache.read_verified(&d)?,
             desc.media_type().to_string().as_str(),
             what,
         )? {
-            Document::Manifest(m) => break (m, d),
+            Document::Manifest(m) => break (*m, d),
             Document::Index(i) => desc = select_from_index(&i, platform, what)?,
         }
     };
     let (manifest, manifest_digest) = manifest;
-    let config_digest = digest::parse(&manifest.config().digest().to_string())?;
+    let config_digest = digest::parse(manifest.config().digest().as_ref())?;
     fetch(&config_digest)?;
     let config: ImageConfiguration = serde_json::from_slice(&cache.read_verified(&config_digest)?)
         .map_err(|e| Error::Image(format!("{what}: malformed image config: {e}")))?;
     check_platform(&config, platform, what)?;
     let mut layers = Vec::new();
     for (d, diff_id, media) in base_layers(&manifest, &config, what, &mut warnings)? {
-        let blob = digest::parse(&d.digest().to_string())?;
+        let blob = digest::parse(d.digest().as_ref())?;
         fetch(&blob)?;
         let (digest, size, media_type) = gzip_if_plain(cache, &blob, &diff_id, &media)?;
         layers.push(BaseLayer {

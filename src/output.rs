@@ -43,7 +43,7 @@ pub fn docker_manifest_json(image: &Image, tags: &[Reference]) -> Result<Vec<u8>
     let blob = |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
     let repo_tags: Vec<String> = tags.iter().map(Reference::familiar_tagged).collect();
     canonical_json(&serde_json::json!([{
-        "Config": blob(&image.config_digest.to_string()),
+        "Config": blob(image.config_digest.as_ref()),
         "RepoTags": repo_tags,
         "Layers": image.layers.iter().map(|l| blob(&l.digest)).collect::<Vec<_>>(),
     }]))

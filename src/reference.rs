@@ -161,7 +161,7 @@ impl Reference {
         }
         if let Some(d) = &self.digest {
             s.push('@');
-            s.push_str(&d.to_string());
+            s.push_str(d.as_ref());
         }
         s
     }
