@@ -27,13 +27,27 @@ fn tree() -> &'static Tree {
     TREE.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("rel");
-        let mut entries = vec![Entry { path: "app".into(), source: None, kind: EntryKind::Dir, mode: 0o755, uid: 65534, gid: 0 }];
+        let mut entries = vec![Entry {
+            path: "app".into(),
+            source: None,
+            kind: EntryKind::Dir,
+            mode: 0o755,
+            uid: 65534,
+            gid: 0,
+        }];
         let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut bytes = 0;
         for app in 0..30 {
             let app_dir = root.join(format!("lib/app{app}-1.0/ebin"));
             std::fs::create_dir_all(&app_dir).expect("mkdir");
-            entries.push(Entry { path: format!("app/lib/app{app}-1.0/ebin"), source: None, kind: EntryKind::Dir, mode: 0o755, uid: 65534, gid: 0 });
+            entries.push(Entry {
+                path: format!("app/lib/app{app}-1.0/ebin"),
+                source: None,
+                kind: EntryKind::Dir,
+                mode: 0o755,
+                uid: 65534,
+                gid: 0,
+            });
             for f in 0..20 {
                 let size = 40_000usize;
                 let data: Vec<u8> = (0..size)
@@ -41,16 +55,32 @@ fn tree() -> &'static Tree {
                         state ^= state << 13;
                         state ^= state >> 7;
                         state ^= state << 17;
-                        if f % 2 == 0 { (state % 16) as u8 + b'a' } else { (state >> 24) as u8 ^ (i as u8) }
+                        if f % 2 == 0 {
+                            (state % 16) as u8 + b'a'
+                        } else {
+                            (state >> 24) as u8 ^ (i as u8)
+                        }
                     })
                     .collect();
                 let p = app_dir.join(format!("m{f}.beam"));
                 std::fs::write(&p, &data).expect("write");
                 bytes += size as u64;
-                entries.push(Entry { path: format!("app/lib/app{app}-1.0/ebin/m{f}.beam"), source: Some(p), kind: EntryKind::File { size: size as u64 }, mode: 0o644, uid: 65534, gid: 0 });
+                entries.push(Entry {
+                    path: format!("app/lib/app{app}-1.0/ebin/m{f}.beam"),
+                    source: Some(p),
+                    kind: EntryKind::File { size: size as u64 },
+                    mode: 0o644,
+                    uid: 65534,
+                    gid: 0,
+                });
             }
         }
-        Tree { root, entries, bytes, _dir: dir }
+        Tree {
+            root,
+            entries,
+            bytes,
+            _dir: dir,
+        }
     })
 }
 
@@ -61,20 +91,27 @@ fn imgbuild_layer(bencher: divan::Bencher) {
     let cache = Cache::open(cache_dir.path()).expect("cache");
     bencher
         .counter(divan::counter::BytesCount::new(t.bytes))
-        .bench(|| write_layer(&t.entries, TarOptions { mtime: 0, level: 6 }, &cache).expect("layer"));
+        .bench(|| {
+            write_layer(&t.entries, TarOptions { mtime: 0, level: 6 }, &cache).expect("layer")
+        });
 }
 
 #[divan::bench(sample_count = 10)]
 fn tar_pipe_gzip6_sha256(bencher: divan::Bencher) {
     let t = tree();
     let root: &Path = &t.root;
-    bencher.counter(divan::counter::BytesCount::new(t.bytes)).bench(|| {
-        let status = Command::new("sh")
-            .arg("-c")
-            .arg(format!("tar -C {} -cf - lib | gzip -6 | sha256sum", root.display()))
-            .stdout(Stdio::null())
-            .status()
-            .expect("tar | gzip");
-        assert!(status.success());
-    });
+    bencher
+        .counter(divan::counter::BytesCount::new(t.bytes))
+        .bench(|| {
+            let status = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "tar -C {} -cf - lib | gzip -6 | sha256sum",
+                    root.display()
+                ))
+                .stdout(Stdio::null())
+                .status()
+                .expect("tar | gzip");
+            assert!(status.success());
+        });
 }

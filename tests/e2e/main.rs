@@ -801,6 +801,141 @@ fn test_default_release_and_project_file() -> TestResult {
     Ok(())
 }
 
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// A two-platform layout (amd64 + arm64, plus a BuildKit attestation entry) made from the base.
+fn multi_platform_layout(dir: &Path) -> Result<PathBuf, libtest_mimic::Failed> {
+    let src = lab::base_layout()?;
+    let layout = dir.join("multi");
+    run(Command::new("cp").arg("-a").arg(&src).arg(&layout))?;
+    let read_json = |p: PathBuf| -> Result<Value, libtest_mimic::Failed> {
+        serde_json::from_slice(
+            &std::fs::read(&p).map_err(|e| fail(format!("{}: {e}", p.display())))?,
+        )
+        .map_err(|e| fail(e.to_string()))
+    };
+    let blob = |hex: &str| layout.join("blobs/sha256").join(hex);
+    let index = read_json(layout.join("index.json"))?;
+    let amd64_desc = index["manifests"][0].clone();
+    let amd64_hex = amd64_desc["digest"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches("sha256:")
+        .to_string();
+    let manifest = read_json(blob(&amd64_hex))?;
+    let cfg_hex = manifest["config"]["digest"]
+        .as_str()
+        .unwrap_or("")
+        .trim_start_matches("sha256:")
+        .to_string();
+    let mut config = read_json(blob(&cfg_hex))?;
+    config["architecture"] = "arm64".into();
+    config["variant"] = "v8".into();
+    let put = |v: &Value| -> Result<(String, usize), libtest_mimic::Failed> {
+        let bytes = serde_json::to_vec(v).map_err(|e| fail(e.to_string()))?;
+        let hex = sha256_hex(&bytes);
+        std::fs::write(blob(&hex), &bytes).map_err(|e| fail(e.to_string()))?;
+        Ok((hex, bytes.len()))
+    };
+    let (arm_cfg, arm_cfg_size) = put(&config)?;
+    let mut arm_manifest = manifest.clone();
+    arm_manifest["config"]["digest"] = format!("sha256:{arm_cfg}").into();
+    arm_manifest["config"]["size"] = arm_cfg_size.into();
+    let (arm_hex, arm_size) = put(&arm_manifest)?;
+    let entry = |hex: &str, size: u64, os: &str, arch: &str, variant: Option<&str>| {
+        let mut platform = serde_json::json!({"os": os, "architecture": arch});
+        if let Some(v) = variant {
+            platform["variant"] = v.into();
+        }
+        serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{hex}"), "size": size, "platform": platform})
+    };
+    let mut attestation = entry(
+        &amd64_hex,
+        amd64_desc["size"].as_u64().unwrap_or(0),
+        "unknown",
+        "unknown",
+        None,
+    );
+    attestation["annotations"] =
+        serde_json::json!({"vnd.docker.reference.type": "attestation-manifest"});
+    let nested = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            attestation,
+            entry(&arm_hex, arm_size as u64, "linux", "arm64", Some("v8")),
+            entry(&amd64_hex, amd64_desc["size"].as_u64().unwrap_or(0), "linux", "amd64", None),
+        ]
+    });
+    let (nested_hex, nested_size) = put(&nested)?;
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": format!("sha256:{nested_hex}"), "size": nested_size,
+                       "annotations": {"org.opencontainers.image.ref.name": "multi"}}]
+    });
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&top).map_err(|e| fail(e.to_string()))?,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    Ok(layout)
+}
+
+fn test_platform_selection_from_index() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let rel = lab::release()?;
+    let dir = lab::scratch_dir("platforms");
+    let layout = multi_platform_layout(&dir)?;
+    let from = format!("oci:{}:multi", layout.display());
+    let out = dir.join("out.tar");
+    let host = build_json(&[
+        rel.to_str().unwrap_or_default(),
+        "--from",
+        &from,
+        "-o",
+        out.to_str().unwrap_or_default(),
+    ])?;
+    assert_eq!(
+        host["platform"], "linux/amd64",
+        "the host's platform is the default"
+    );
+    // arm64 with and without the v8 variant is the same platform after normalisation.
+    for p in ["linux/arm64", "linux/arm64/v8"] {
+        let arm = build_json(&[
+            rel.to_str().unwrap_or_default(),
+            "--from",
+            &from,
+            "--platform",
+            p,
+            "-o",
+            out.to_str().unwrap_or_default(),
+        ])?;
+        assert_eq!(arm["platform"], "linux/arm64", "{p}");
+        assert_ne!(arm["base"]["digest"], host["base"]["digest"]);
+    }
+    let o = lab::imgbuild()
+        .args(["build", "--from", &from, "--platform", "linux/s390x", "-o"])
+        .arg(&out)
+        .arg(&rel)
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no image for platform linux/s390x")
+            && err.contains("linux/arm64")
+            && err.contains("linux/amd64")
+            && !err.contains("unknown"),
+        "{err}"
+    );
+    Ok(())
+}
+
 fn main() {
     let args = Arguments::from_args();
     let tests = vec![
@@ -822,6 +957,10 @@ fn main() {
             test_one_module_change_touches_only_app_and_release_layers,
         ),
         Trial::test("build::local_bases", test_local_bases),
+        Trial::test(
+            "build::platform_selection_from_index",
+            test_platform_selection_from_index,
+        ),
         Trial::test(
             "build::pinned_cached_base_needs_no_network",
             test_pinned_cached_base_needs_no_network,
