@@ -103,6 +103,34 @@ impl BaseSource {
     }
 }
 
+/// Make sure every base layer is in the cache (only registry bases can lack some): outputs
+/// that carry the layers' bytes call this; a push mounts or pulls per blob instead.
+pub async fn fetch_layers(base: &BaseImage, cache: &Cache, client: &RegistryClient) -> Result<()> {
+    let missing: Vec<&BaseLayer> = base
+        .layers
+        .iter()
+        .filter(|l| !cache.has_blob(&l.digest))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let Some(r) = &base.reference else {
+        return Err(Error::Image(format!(
+            "base image {}: layer {} is missing from the cache",
+            base.name, missing[0].digest
+        )));
+    };
+    futures_util::stream::iter(
+        missing
+            .iter()
+            .map(|l| client.pull_blob(r, &l.digest, cache)),
+    )
+    .buffer_unordered(4)
+    .try_collect::<Vec<_>>()
+    .await?;
+    Ok(())
+}
+
 /// Resolve the base for `platform` (`None`: the host's when choosing from an index, any for a
 /// single image). A registry base pinned by digest and fully cached needs no network.
 pub async fn resolve(
@@ -349,9 +377,13 @@ async fn from_registry(
         &format!("base image {name}"),
         &mut warnings,
     )?;
+    // Compressed layers are fetched only when an output needs their bytes (see
+    // `fetch_layers`): a push to the registry that holds the base mounts them instead.
+    // Uncompressed ones are gzipped now, so their bytes are needed at once.
     futures_util::stream::iter(
         layers
             .iter()
+            .filter(|(_, _, media)| media == MEDIA_OCI_LAYER_TAR)
             .map(|(d, _, _)| client.pull_blob(r, d.digest(), cache)),
     )
     .buffer_unordered(4)
@@ -359,7 +391,8 @@ async fn from_registry(
     .await?;
     let mut out = Vec::new();
     for (d, diff_id, media) in layers {
-        let (digest, size, media_type) = gzip_if_plain(cache, d.digest(), &diff_id, &media)?;
+        let (digest, size, media_type) =
+            gzip_if_plain(cache, d.digest(), d.size(), &diff_id, &media)?;
         out.push(BaseLayer {
             digest,
             diff_id,
@@ -386,11 +419,18 @@ fn parse_config(bytes: &[u8], name: &str) -> Result<ImageConfiguration> {
 fn gzip_if_plain(
     cache: &Cache,
     blob: &Digest,
+    declared_size: u64,
     diff_id: &Digest,
     media: &str,
 ) -> Result<(Digest, u64, String)> {
     if media != MEDIA_OCI_LAYER_TAR {
-        return Ok((blob.clone(), cache.blob_size(blob)?, media.to_string()));
+        // A cached blob's true size wins over what a manifest declares.
+        let size = if cache.has_blob(blob) {
+            cache.blob_size(blob)?
+        } else {
+            declared_size
+        };
+        return Ok((blob.clone(), size, media.to_string()));
     }
     let src = cache.blob_path(blob);
     let file = File::open(&src).ctx("open", &src)?;
@@ -510,7 +550,7 @@ fn from_layout(
     for (d, diff_id, media) in base_layers(&manifest, &config, what, &mut warnings)? {
         let blob = digest::parse(d.digest().as_ref())?;
         fetch(&blob)?;
-        let (digest, size, media_type) = gzip_if_plain(cache, &blob, &diff_id, &media)?;
+        let (digest, size, media_type) = gzip_if_plain(cache, &blob, 0, &diff_id, &media)?;
         layers.push(BaseLayer {
             digest,
             diff_id,

@@ -12,6 +12,7 @@ use crate::image::{self, Image, ImageSettings, LayerRecord};
 use crate::layer::{self, LayerBlob, TarOptions};
 use crate::output;
 use crate::platform::Platform;
+use crate::progress::Progress;
 use crate::reference::Reference;
 use crate::registry::RegistryClient;
 use crate::release::{self, LayerKind, PlanOptions, Release};
@@ -49,25 +50,14 @@ pub struct BuildReport {
     pub base: BaseReport,
     pub layers: Vec<LayerRecord>,
     pub warnings: Vec<String>,
+    /// Set by `--push`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<crate::push::PushReport>,
     #[serde(skip)]
     pub image: Option<Image>,
-}
-
-/// Something to tell the user while building (stderr lines, or nothing with --quiet).
-pub trait Progress: Sync {
-    fn step(&self, message: &str);
-}
-
-pub struct Quiet;
-impl Progress for Quiet {
-    fn step(&self, _: &str) {}
-}
-
-pub struct Lines;
-impl Progress for Lines {
-    fn step(&self, message: &str) {
-        eprintln!("imgbuild: {message}");
-    }
+    /// The base's registry reference (a mount source when pushing).
+    #[serde(skip)]
+    pub base_reference: Option<Reference>,
 }
 
 pub fn human_size(n: u64) -> String {
@@ -148,6 +138,10 @@ pub async fn build(
         image.layers.len()
     ));
 
+    if req.output.is_some() || req.oci_layout.is_some() {
+        // Only outputs that carry the base's bytes fetch them.
+        base::fetch_layers(&base, cache, client).await?;
+    }
     if let Some(out) = &req.output {
         output::write_tarball(out, &image, &req.tags, cache, req.settings.epoch)?;
         progress.step(&format!("wrote {}", out.display()));
@@ -172,7 +166,9 @@ pub async fn build(
         },
         layers: image.layers.clone(),
         warnings,
+        push: None,
         image: Some(image),
+        base_reference: base.reference.clone(),
     })
 }
 

@@ -7,14 +7,18 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::base::BaseSource;
-use crate::build::{self, BuildRequest, Lines, Progress, Quiet};
+use crate::build::{self, BuildRequest};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::image::ImageSettings;
 use crate::platform::Platform;
+use crate::progress::{self, Progress};
 use crate::project::ProjectFile;
+use crate::push::{self, PushImage, PushOptions};
 use crate::reference::Reference;
-use crate::registry::{Anonymous, ClientOptions, RegistryClient};
+use crate::registry::credentials::{self, DockerCredentials};
+use crate::registry::upload::UploadOptions;
+use crate::registry::{ClientOptions, Credential, RegistryClient, Secret};
 use crate::release;
 
 pub const DEFAULT_BASE: &str = "debian:bookworm-slim";
@@ -33,7 +37,108 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Build an image from a `mix release` directory on a base image.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
+    /// Push an image tarball (from `imgbuild build -o`) to one or more registries.
+    Push(PushArgs),
+    /// Store credentials for a registry where `docker login` would.
+    Login(LoginArgs),
+    /// Remove stored credentials for a registry.
+    Logout(LogoutArgs),
+}
+
+/// How to reach registries (shared by every command that does).
+#[derive(Args, Debug, Default, Clone)]
+pub struct RegistryArgs {
+    /// A registry host[:port] that may be reached over plain HTTP (repeatable).
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// A PEM CA certificate to trust besides the system store (repeatable).
+    #[arg(long = "ca-cert")]
+    pub ca_certs: Vec<PathBuf>,
+    /// Retries of a failed request (connection reset, timeout, 408, 429, 5xx), with backoff.
+    #[arg(long, default_value_t = crate::registry::DEFAULT_RETRIES)]
+    pub retries: u32,
+}
+
+/// How to upload.
+#[derive(Args, Debug, Clone)]
+pub struct UploadArgs {
+    /// Blobs uploaded at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub jobs: u32,
+    /// Upload in chunks of at most SIZE bytes (suffixes k, M; e.g. 4M for GHCR) instead of one
+    /// streamed request per blob.
+    #[arg(long, value_parser = parse_size)]
+    pub chunk_size: Option<u64>,
+}
+
+impl Default for UploadArgs {
+    fn default() -> Self {
+        UploadArgs {
+            jobs: 4,
+            chunk_size: None,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// The image tarball.
+    pub tarball: PathBuf,
+    /// Destinations, e.g. registry.example.com/team/app:1.0 [default: the names in the tarball].
+    pub destinations: Vec<String>,
+    /// Print one JSON object describing the push on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Print nothing but errors (and --json).
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub upload: UploadArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// The registry host[:port] (docker.io for Docker Hub).
+    pub registry: String,
+    #[arg(short, long)]
+    pub username: String,
+    /// Read the password (or token) from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub registry_args: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct LogoutArgs {
+    /// The registry host[:port].
+    pub registry: String,
+}
+
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (t, 1u64),
+        Some((i, _)) => {
+            let m = match t[i..].to_ascii_lowercase().as_str() {
+                "k" | "kb" | "kib" => 1 << 10,
+                "m" | "mb" | "mib" => 1 << 20,
+                "g" | "gb" | "gib" => 1 << 30,
+                other => return Err(format!("unknown size suffix {other:?}: use k, M or G")),
+            };
+            (&t[..i], m)
+        }
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 4M"))?;
+    match n.checked_mul(mult) {
+        Some(v) if v > 0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive size")),
+    }
 }
 
 #[derive(Args, Debug, Default)]
@@ -89,12 +194,13 @@ pub struct BuildArgs {
     /// Leave releases/COOKIE out of the image (then give RELEASE_COOKIE at run time).
     #[arg(long)]
     pub drop_cookie: bool,
-    /// A registry host[:port] that may be reached over plain HTTP (repeatable).
-    #[arg(long = "insecure-registry")]
-    pub insecure_registries: Vec<String>,
-    /// A PEM CA certificate to trust besides the system store (repeatable).
-    #[arg(long = "ca-cert")]
-    pub ca_certs: Vec<PathBuf>,
+    /// Push the image to every -t destination after building it.
+    #[arg(long)]
+    pub push: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub upload: UploadArgs,
     /// gzip level for the release layers, 1-9.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub gzip_level: u32,
@@ -118,7 +224,10 @@ pub fn main() -> i32 {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Build(args) => run_build(args).await,
+            Command::Build(args) => run_build(*args).await,
+            Command::Push(args) => run_push(args).await,
+            Command::Login(args) => run_login(args).await,
+            Command::Logout(args) => run_logout(args),
         }
     });
     match result {
@@ -289,9 +398,9 @@ pub fn build_request(
         .oci_layout
         .clone()
         .or_else(|| project.oci_layout.clone());
-    if output.is_none() && oci_layout.is_none() {
+    if output.is_none() && oci_layout.is_none() && !args.push {
         return Err(Error::Usage(
-            "nothing to write: pass -o IMAGE.tar and/or --oci-layout DIR".into(),
+            "nothing to write: pass -o IMAGE.tar, --oci-layout DIR and/or --push".into(),
         ));
     }
     Ok(BuildRequest {
@@ -322,10 +431,11 @@ pub fn build_request(
     })
 }
 
-pub fn client_options(insecure: &[String], ca: &[PathBuf], project: &ProjectFile) -> ClientOptions {
+pub fn client_options(args: &RegistryArgs, project: &ProjectFile) -> ClientOptions {
     let mut opts = ClientOptions {
-        insecure_registries: insecure.to_vec(),
-        ca_certs: ca.to_vec(),
+        insecure_registries: args.insecure_registries.clone(),
+        ca_certs: args.ca_certs.clone(),
+        retries: args.retries,
     };
     opts.insecure_registries
         .extend(project.insecure_registries.clone().unwrap_or_default());
@@ -334,27 +444,174 @@ pub fn client_options(insecure: &[String], ca: &[PathBuf], project: &ProjectFile
     opts
 }
 
+fn push_options(args: &UploadArgs) -> PushOptions {
+    PushOptions {
+        jobs: args.jobs as usize,
+        upload: UploadOptions {
+            chunk_size: args.chunk_size,
+        },
+    }
+}
+
+/// A client whose credentials come from the user's usual places; the CI variables apply to
+/// the registries in `targets`.
+fn client_for(opts: ClientOptions, targets: &[Reference]) -> Result<RegistryClient> {
+    let hosts: Vec<String> = targets.iter().map(|t| t.api_host().to_string()).collect();
+    RegistryClient::new(opts, Arc::new(DockerCredentials::from_env(&hosts)?))
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let json =
+        serde_json::to_string_pretty(value).map_err(|e| Error::Image(format!("internal: {e}")))?;
+    println!("{json}");
+    Ok(())
+}
+
 async fn run_build(args: BuildArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
     let req = build_request(&args, &project, &cwd)?;
     let cache = Cache::from_env()?;
-    let client = RegistryClient::new(
-        client_options(&args.insecure_registries, &args.ca_certs, &project),
-        Arc::new(Anonymous),
-    )?;
-    let progress: &dyn Progress = if args.quiet || args.json {
-        &Quiet
-    } else {
-        &Lines
-    };
-    let report = build::build(&req, &cache, &client, progress).await?;
+    let push_targets = if args.push { req.tags.clone() } else { vec![] };
+    let client = client_for(client_options(&args.registry, &project), &push_targets)?;
+    let progress: Box<dyn Progress> = progress::choose(args.quiet || args.json);
+    let mut report = build::build(&req, &cache, &client, progress.as_ref()).await?;
+    if args.push {
+        let image = report
+            .image
+            .as_ref()
+            .ok_or_else(|| Error::Image("internal: the build kept no image".into()))?;
+        let pushable = PushImage::from_built(image, report.base_reference.as_ref(), &cache)?;
+        let pushed = push::push(
+            &pushable,
+            &req.tags,
+            &client,
+            &cache,
+            push_options(&args.upload),
+            progress.as_ref(),
+        )
+        .await?;
+        report.push = Some(pushed);
+    }
     if args.json {
-        let json = serde_json::to_string_pretty(&report)
-            .map_err(|e| Error::Image(format!("internal: {e}")))?;
-        println!("{json}");
+        print_json(&report)?;
     } else if !args.quiet {
         println!("{}", report.digest);
+    }
+    Ok(())
+}
+
+async fn run_push(args: PushArgs) -> Result<()> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
+    let project = ProjectFile::load(&cwd)?;
+    let path = args.tarball.clone();
+    let tarball = tokio::task::spawn_blocking(move || push::read_tarball(&path))
+        .await
+        .map_err(|e| Error::Image(format!("internal: {e}")))??;
+    let targets = if args.destinations.is_empty() {
+        if tarball.names.is_empty() {
+            return Err(Error::Usage(format!(
+                "{} names no image: give a destination such as registry.example.com/team/app:1.0",
+                args.tarball.display()
+            )));
+        }
+        tarball.names.clone()
+    } else {
+        let refs = args
+            .destinations
+            .iter()
+            .map(|d| Reference::parse(d))
+            .collect::<Result<Vec<_>>>()?;
+        if refs.iter().any(|r| r.digest.is_some()) {
+            return Err(Error::Usage(
+                "a push destination cannot carry a digest: give NAME[:TAG]".into(),
+            ));
+        }
+        refs
+    };
+    let cache = Cache::from_env()?;
+    let client = client_for(client_options(&args.registry, &project), &targets)?;
+    let progress = progress::choose(args.quiet || args.json);
+    let report = push::push(
+        &tarball.image,
+        &targets,
+        &client,
+        &cache,
+        push_options(&args.upload),
+        progress.as_ref(),
+    )
+    .await?;
+    if args.json {
+        print_json(&report)?;
+    } else if !args.quiet {
+        println!("{}", report.digest);
+    }
+    Ok(())
+}
+
+/// The registry host a user typed for login: a reference's registry part, Docker Hub aliases
+/// included (`docker.io`, `https://index.docker.io/v1/`).
+fn login_host(given: &str) -> Result<String> {
+    let host = credentials::normalize_host(given);
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(Error::Usage(format!(
+            "invalid registry {given:?}: give a host[:port] such as ghcr.io"
+        )));
+    }
+    Ok(host)
+}
+
+async fn run_login(args: LoginArgs) -> Result<()> {
+    let host = login_host(&args.registry)?;
+    if !args.password_stdin {
+        return Err(Error::Usage(
+            "pass the password on standard input with --password-stdin (it stays out of the shell history and process list)".into(),
+        ));
+    }
+    let mut password = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut password)
+        .map_err(|e| Error::Input(format!("cannot read the password from standard input: {e}")))?;
+    let password = password.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        return Err(Error::Usage(
+            "the password on standard input is empty".into(),
+        ));
+    }
+    let api_host = if host == "docker.io" {
+        "registry-1.docker.io".to_string()
+    } else {
+        host.clone()
+    };
+    let cred = Credential {
+        secret: Secret::Basic {
+            username: args.username.clone(),
+            password: password.clone(),
+        },
+        source: format!(
+            "the password given to `imgbuild login` for {}",
+            args.username
+        ),
+    };
+    let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
+    let project = ProjectFile::load(&cwd)?;
+    let client = RegistryClient::new(
+        client_options(&args.registry_args, &project),
+        Arc::new(credentials::Given(cred)),
+    )?;
+    if !client.check_login(&api_host).await? {
+        eprintln!("imgbuild: note: {host} asks for no authentication; storing the login anyway");
+    }
+    let place = credentials::store_login(&host, &args.username, &password)?;
+    eprintln!("imgbuild: login to {host} succeeded; credentials stored in {place}");
+    Ok(())
+}
+
+fn run_logout(args: LogoutArgs) -> Result<()> {
+    let host = login_host(&args.registry)?;
+    if credentials::remove_login(&host)? {
+        eprintln!("imgbuild: removed the login for {host}");
+    } else {
+        eprintln!("imgbuild: no stored login for {host}");
     }
     Ok(())
 }

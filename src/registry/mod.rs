@@ -5,6 +5,8 @@
 //! streaming into our own cache, multi-scope tokens (push + mount), and retries with backoff.
 
 pub mod challenge;
+pub mod credentials;
+pub mod upload;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -81,12 +83,76 @@ impl CredentialStore for Anonymous {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ClientOptions {
     /// Hosts (host[:port]) that may be spoken to over plain HTTP.
     pub insecure_registries: Vec<String>,
     /// Extra PEM CA certificates trusted besides the system store.
     pub ca_certs: Vec<PathBuf>,
+    /// How many times a transient failure is retried (with exponential backoff).
+    pub retries: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            insecure_registries: Vec::new(),
+            ca_certs: Vec::new(),
+            retries: DEFAULT_RETRIES,
+        }
+    }
+}
+
+pub const DEFAULT_RETRIES: u32 = 4;
+
+/// The failure of one attempt: worth retrying (the connection broke) or not.
+#[derive(Debug)]
+pub enum Transient {
+    Transport(String),
+    Fatal(Error),
+}
+
+impl Transient {
+    pub fn into_error(self, host: &str, attempts: u32) -> Error {
+        match self {
+            Transient::Transport(cause) => Error::Registry(format!(
+                "request to registry {host} failed after {attempts} attempt{}: {cause}",
+                if attempts == 1 { "" } else { "s" }
+            )),
+            Transient::Fatal(e) => e,
+        }
+    }
+}
+
+/// Statuses a registry (or the proxy or load balancer in front of it) uses for "try again".
+pub fn retryable_status(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+/// Errors that no retry will mend: bad certificates and malformed requests.
+fn is_permanent(e: &reqwest::Error) -> bool {
+    let text = error_chain(e).to_ascii_lowercase();
+    e.is_builder() || e.is_redirect() || text.contains("certificate")
+}
+
+/// Exponential backoff with jitter: about 250 ms, 500 ms, 1 s, 2 s, ... capped at 8 s, each
+/// scaled by a random factor in [0.5, 1) so parallel clients do not retry in step.
+pub fn backoff(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let base = 250u64.saturating_mul(1 << attempt.min(5)).min(8_000);
+    // RandomState is seeded randomly per instance: enough jitter without a rand dependency.
+    let noise = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let factor = 0.5 + (noise % 1000) as f64 / 2000.0;
+    Duration::from_millis((base as f64 * factor) as u64)
+}
+
+/// `Retry-After` in seconds (the form registries and their proxies send), capped at a minute.
+pub fn retry_after(resp: &Response) -> Option<Duration> {
+    let v = resp.headers().get("retry-after")?.to_str().ok()?;
+    let secs: u64 = v.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(60)))
 }
 
 #[derive(Clone, Debug)]
@@ -203,6 +269,15 @@ impl RegistryClient {
             m.insert(host.to_string(), endpoint.clone());
         }
         Ok(endpoint)
+    }
+
+    /// The base URL found for `host` (after a first request to it).
+    fn base_url(&self, host: &str) -> Result<String> {
+        self.endpoints
+            .lock()
+            .ok()
+            .and_then(|m| m.get(host).map(|e| e.base_url.clone()))
+            .ok_or_else(|| Error::Registry(format!("internal: registry {host} not yet contacted")))
     }
 
     async fn ping(&self, base: &str) -> std::result::Result<Option<Challenge>, String> {
@@ -371,28 +446,76 @@ impl RegistryClient {
         Ok((token, parsed.expires_in.unwrap_or(60)))
     }
 
-    /// Send an authorised request. `make` builds it against the base URL and may be called
-    /// twice: a 401 drops the cached token and retries once with a fresh one.
+    /// Send an authorised, idempotent request, retried with backoff on transient failures
+    /// (connection errors, timeouts, 408, 429 and 5xx; `Retry-After` honoured). `make` builds
+    /// the request against the base URL and is called once per attempt. A 401 drops the cached
+    /// token and tries once more with a fresh one.
     pub async fn send(
         &self,
         host: &str,
         scopes: &[String],
         make: impl Fn(&reqwest::Client, &str) -> RequestBuilder,
     ) -> Result<Response> {
-        let mut endpoint = self.endpoint(host).await?;
+        let mut attempt = 0;
+        loop {
+            let outcome = self.send_once(host, scopes, &make).await;
+            let Some(delay) = self.retry_delay(attempt, &outcome) else {
+                return outcome.map_err(|t| t.into_error(host, attempt + 1));
+            };
+            attempt += 1;
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// How long to wait before trying `outcome` again, or `None` when it is final.
+    pub(crate) fn retry_delay(
+        &self,
+        attempt: u32,
+        outcome: &std::result::Result<Response, Transient>,
+    ) -> Option<Duration> {
+        if attempt >= self.opts.retries {
+            return None;
+        }
+        match outcome {
+            Err(Transient::Transport(_)) => Some(backoff(attempt)),
+            Err(Transient::Fatal(_)) => None,
+            Ok(resp) if retryable_status(resp.status()) => {
+                Some(retry_after(resp).unwrap_or_else(|| backoff(attempt)))
+            }
+            Ok(_) => None,
+        }
+    }
+
+    /// One attempt (plus the 401 refresh), without retries: for requests whose body cannot be
+    /// replayed on the same upload session. Transport failures come back as `Transient`.
+    pub(crate) async fn send_once(
+        &self,
+        host: &str,
+        scopes: &[String],
+        make: &impl Fn(&reqwest::Client, &str) -> RequestBuilder,
+    ) -> std::result::Result<Response, Transient> {
+        let mut endpoint = self.endpoint(host).await.map_err(Transient::Fatal)?;
         let mut scopes = scopes.to_vec();
-        for attempt in 0..2 {
+        for refreshed in [false, true] {
             let mut rb = make(&self.http, &endpoint.base_url);
-            if let Some(auth) = self.authorization(host, &endpoint, &scopes).await? {
+            if let Some(auth) = self
+                .authorization(host, &endpoint, &scopes)
+                .await
+                .map_err(Transient::Fatal)?
+            {
                 rb = rb.header("Authorization", auth);
             }
             let resp = rb.send().await.map_err(|e| {
-                Error::Registry(format!(
-                    "request to registry {host} failed: {}",
-                    error_chain(&e)
-                ))
+                if is_permanent(&e) {
+                    Transient::Fatal(Error::Registry(format!(
+                        "request to registry {host} failed: {}",
+                        error_chain(&e)
+                    )))
+                } else {
+                    Transient::Transport(error_chain(&e))
+                }
             })?;
-            if resp.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
+            if resp.status() != StatusCode::UNAUTHORIZED || refreshed {
                 return Ok(resp);
             }
             // A 401 may name a scope we lacked (e.g. a mount source): ask for the union.
@@ -404,14 +527,8 @@ impl RegistryClient {
                         }
                     }
                 }
-                if endpoint.challenge.is_none()
-                    || ch.scheme
-                        != endpoint
-                            .challenge
-                            .as_ref()
-                            .map(|c| c.scheme.clone())
-                            .unwrap_or_default()
-                {
+                let known = endpoint.challenge.as_ref().map(|c| c.scheme.clone());
+                if known.as_deref() != Some(ch.scheme.as_str()) {
                     endpoint.challenge = Some(ch);
                 }
             }
@@ -420,6 +537,25 @@ impl RegistryClient {
             }
         }
         unreachable!("the loop returns on its second pass")
+    }
+
+    /// Check that the credentials for `host` are accepted (`GET /v2/` with them, after a token
+    /// exchange when the registry uses tokens), as `docker login` does.
+    pub async fn check_login(&self, host: &str) -> Result<bool> {
+        let endpoint = self.endpoint(host).await?;
+        if endpoint.challenge.is_none() {
+            // The registry asks for no authentication at all.
+            return Ok(false);
+        }
+        let resp = self
+            .send(host, &[], |c, base| c.get(format!("{base}/v2/")))
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(self.status_error(host, "GET", "/v2/", status, &body));
+        }
+        Ok(true)
     }
 
     /// Fetch a manifest (or index) by tag or digest. Returns its bytes, media type and digest;

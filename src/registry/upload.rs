@@ -1,0 +1,542 @@
+//! Writing to a registry: blob existence checks, cross-repository mounts, streamed monolithic
+//! and chunked uploads (hashed while they are sent), and manifest PUTs.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oci_spec::image::Digest;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::{Body, Response, StatusCode};
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::{RegistryClient, Transient, append_query, backoff, scope};
+use crate::digest;
+use crate::error::{Error, Result};
+use crate::progress::Transfer;
+use crate::reference::Reference;
+
+/// Where a blob's bytes are: a file (a cache entry, or a member inside a tarball) at an offset.
+#[derive(Clone, Debug)]
+pub struct BlobLocation {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// How blobs are sent.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UploadOptions {
+    /// Send blobs in PATCH chunks of at most this many bytes (raised to the registry's
+    /// `OCI-Chunk-Min-Length`) instead of one streamed PUT.
+    pub chunk_size: Option<u64>,
+}
+
+/// What a mount attempt gave.
+pub enum Mount {
+    /// The registry linked the blob from the source repository (201).
+    Mounted,
+    /// The registry opened an upload session instead (202): continue it.
+    Session(UploadSession),
+    /// The mount was refused; upload normally.
+    Refused(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct UploadSession {
+    url: String,
+    chunk_min: Option<u64>,
+}
+
+/// GHCR refuses request bodies over 4 MiB; the chunk size used when a registry answers 413.
+const FALLBACK_CHUNK: u64 = 4 << 20;
+const READ_CHUNK: usize = 256 << 10;
+
+impl RegistryClient {
+    /// Whether `target`'s repository already holds `digest` (HEAD; retried).
+    pub async fn blob_exists(&self, target: &Reference, digest: &Digest) -> Result<bool> {
+        let path = format!("/v2/{}/blobs/{digest}", target.repository);
+        let resp = self
+            .send(
+                target.api_host(),
+                &[scope(&target.repository, "pull,push")],
+                |c, base| c.head(format!("{base}{path}")),
+            )
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => Err(self.status_error(target.api_host(), "HEAD", &path, s, b"")),
+        }
+    }
+
+    /// Ask the registry to link `digest` from `from` (same registry) into `target`.
+    pub async fn mount_blob(
+        &self,
+        target: &Reference,
+        digest: &Digest,
+        from: &Reference,
+    ) -> Result<Mount> {
+        let path = append_query(
+            &format!("/v2/{}/blobs/uploads/", target.repository),
+            &[("mount", digest.as_ref()), ("from", &from.repository)],
+        );
+        let scopes = [
+            scope(&target.repository, "pull,push"),
+            scope(&from.repository, "pull"),
+        ];
+        let resp = self
+            .send(target.api_host(), &scopes, |c, base| {
+                c.post(format!("{base}{path}")).header(CONTENT_LENGTH, 0)
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(Mount::Mounted),
+            StatusCode::ACCEPTED => Ok(Mount::Session(self.session_of(target, &resp)?)),
+            s => {
+                let body = resp.bytes().await.unwrap_or_default();
+                Ok(Mount::Refused(format!(
+                    "{s}: {}",
+                    super::registry_error_text(&body)
+                )))
+            }
+        }
+    }
+
+    /// Open an upload session (POST; retried).
+    pub async fn start_upload(&self, target: &Reference) -> Result<UploadSession> {
+        let path = format!("/v2/{}/blobs/uploads/", target.repository);
+        let resp = self
+            .send(
+                target.api_host(),
+                &[scope(&target.repository, "pull,push")],
+                |c, base| c.post(format!("{base}{path}")).header(CONTENT_LENGTH, 0),
+            )
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            let status = resp.status();
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(self.status_error(target.api_host(), "POST", &path, status, &body));
+        }
+        self.session_of(target, &resp)
+    }
+
+    fn session_of(&self, target: &Reference, resp: &Response) -> Result<UploadSession> {
+        let location = header(resp, LOCATION.as_str()).ok_or_else(|| {
+            Error::Registry(format!(
+                "registry {} opened an upload without a Location header",
+                target.registry
+            ))
+        })?;
+        Ok(UploadSession {
+            url: self.absolute(target.api_host(), &location)?,
+            chunk_min: header(resp, "oci-chunk-min-length").and_then(|v| v.parse().ok()),
+        })
+    }
+
+    /// A Location header made absolute against the registry's base URL.
+    fn absolute(&self, host: &str, location: &str) -> Result<String> {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            return Ok(location.to_string());
+        }
+        let base = self.base_url(host)?;
+        Ok(if location.starts_with('/') {
+            format!("{base}{location}")
+        } else {
+            format!("{base}/{location}")
+        })
+    }
+
+    /// Upload one blob, restarting from a fresh session when an attempt breaks off. `session`
+    /// is one the registry already opened (a mount answered 202).
+    pub async fn upload_blob(
+        &self,
+        target: &Reference,
+        digest: &Digest,
+        at: &BlobLocation,
+        mut session: Option<UploadSession>,
+        opts: UploadOptions,
+        transfer: &Transfer,
+    ) -> Result<()> {
+        let mut chunk_size = opts.chunk_size;
+        let mut attempt = 0;
+        loop {
+            let s = match session.take() {
+                Some(s) => s,
+                None => self.start_upload(target).await?,
+            };
+            transfer.restart();
+            let outcome = match chunk_size {
+                None => self.put_monolithic(target, digest, at, &s, transfer).await,
+                Some(max) => {
+                    let size = max.max(s.chunk_min.unwrap_or(0)).max(1);
+                    self.put_chunked(target, digest, at, &s, size, transfer)
+                        .await
+                }
+            };
+            let failure = match outcome {
+                Ok(()) => return Ok(()),
+                Err(f) => f,
+            };
+            // The registry holds a broken partial upload: leave it, start a new session.
+            let delay = match &failure {
+                UploadFailure::TooLarge if chunk_size.is_none() => {
+                    chunk_size = Some(FALLBACK_CHUNK);
+                    Some(Duration::ZERO)
+                }
+                UploadFailure::Transport(_) => Some(backoff(attempt)),
+                UploadFailure::Status { retry_after, .. } => {
+                    Some(retry_after.unwrap_or_else(|| backoff(attempt)))
+                }
+                _ => None,
+            };
+            match delay {
+                Some(d) if attempt < self.opts.retries => {
+                    attempt += 1;
+                    tokio::time::sleep(d).await;
+                }
+                _ => return Err(failure.into_error(target, digest, attempt + 1)),
+            }
+        }
+    }
+
+    async fn put_monolithic(
+        &self,
+        target: &Reference,
+        digest: &Digest,
+        at: &BlobLocation,
+        s: &UploadSession,
+        transfer: &Transfer,
+    ) -> std::result::Result<(), UploadFailure> {
+        let url = append_query(&s.url, &[("digest", digest.as_ref())]);
+        let mismatch = Arc::new(Mutex::new(None));
+        let make = |c: &reqwest::Client, _: &str| {
+            c.put(url.clone())
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, at.size)
+                .body(file_body(
+                    at.clone(),
+                    digest.clone(),
+                    transfer.clone(),
+                    mismatch.clone(),
+                ))
+        };
+        let resp = self.send_upload(target, &url, &make).await;
+        if let Some(actual) = mismatch.lock().ok().and_then(|m| m.clone()) {
+            return Err(UploadFailure::Corrupt(actual));
+        }
+        finish(resp?, StatusCode::CREATED).await
+    }
+
+    async fn put_chunked(
+        &self,
+        target: &Reference,
+        digest: &Digest,
+        at: &BlobLocation,
+        s: &UploadSession,
+        chunk: u64,
+        transfer: &Transfer,
+    ) -> std::result::Result<(), UploadFailure> {
+        let mut file = tokio::fs::File::open(&at.path)
+            .await
+            .map_err(|e| UploadFailure::Local(format!("open {}: {e}", at.path.display())))?;
+        file.seek(std::io::SeekFrom::Start(at.offset))
+            .await
+            .map_err(|e| UploadFailure::Local(format!("seek {}: {e}", at.path.display())))?;
+        let mut hasher = Sha256::new();
+        let mut url = s.url.clone();
+        let mut sent = 0u64;
+        while sent < at.size {
+            let n = chunk.min(at.size - sent);
+            // One chunk in memory at a time: at most the chunk size (4 MiB on GHCR).
+            let mut buf = vec![0u8; n as usize];
+            file.read_exact(&mut buf)
+                .await
+                .map_err(|e| UploadFailure::Local(format!("read {}: {e}", at.path.display())))?;
+            hasher.update(&buf);
+            let range = format!("{}-{}", sent, sent + n - 1);
+            let make = |c: &reqwest::Client, _: &str| {
+                c.patch(url.clone())
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header("Content-Range", range.clone())
+                    .header(CONTENT_LENGTH, n)
+                    .body(buf.clone())
+            };
+            let resp = self.send_upload(target, &url, &make).await?;
+            if resp.status() != StatusCode::ACCEPTED {
+                return Err(status_failure(resp).await);
+            }
+            let next = header(&resp, LOCATION.as_str()).ok_or_else(|| {
+                UploadFailure::Local("the registry accepted a chunk without a Location".into())
+            })?;
+            url = self
+                .absolute(target.api_host(), &next)
+                .map_err(|e| UploadFailure::Local(e.to_string()))?;
+            sent += n;
+            transfer.advance(n);
+        }
+        let actual = digest::from_hasher(hasher);
+        if &actual != digest {
+            return Err(UploadFailure::Corrupt(actual));
+        }
+        let url = append_query(&url, &[("digest", digest.as_ref())]);
+        let make = |c: &reqwest::Client, _: &str| c.put(url.clone()).header(CONTENT_LENGTH, 0);
+        finish(
+            self.send_upload(target, &url, &make).await?,
+            StatusCode::CREATED,
+        )
+        .await
+    }
+
+    /// Send one upload request to `url`, with credentials only when `url` is on the registry's
+    /// own origin: an upload redirected to storage elsewhere never sees them.
+    async fn send_upload(
+        &self,
+        target: &Reference,
+        url: &str,
+        make: &impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> std::result::Result<Response, UploadFailure> {
+        let host = target.api_host();
+        let base = self
+            .base_url(host)
+            .map_err(|e| UploadFailure::Local(e.to_string()))?;
+        let scopes = [scope(&target.repository, "pull,push")];
+        if same_origin(&base, url) {
+            self.send_once(host, &scopes, make)
+                .await
+                .map_err(|t| match t {
+                    Transient::Transport(m) => UploadFailure::Transport(m),
+                    Transient::Fatal(e) => UploadFailure::Local(e.to_string()),
+                })
+        } else {
+            make(&self.http, &base)
+                .send()
+                .await
+                .map_err(|e| UploadFailure::Transport(super::error_chain(&e)))
+        }
+    }
+
+    /// Store a manifest under `reference` (a tag or its digest); its Content-Type is its own
+    /// media type. Retried; returns the digest the registry reports.
+    pub async fn put_manifest(
+        &self,
+        target: &Reference,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<()> {
+        let path = format!("/v2/{}/manifests/{reference}", target.repository);
+        let body = bytes.to_vec();
+        let resp = self
+            .send(
+                target.api_host(),
+                &[scope(&target.repository, "pull,push")],
+                |c, base| {
+                    c.put(format!("{base}{path}"))
+                        .header(CONTENT_TYPE, media_type)
+                        .body(body.clone())
+                },
+            )
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(self.status_error(target.api_host(), "PUT", &path, status, &body));
+        }
+        let expected = digest::sha256_of(bytes);
+        if let Some(said) = header(&resp, "docker-content-digest")
+            && said != expected.as_ref()
+        {
+            return Err(Error::Registry(format!(
+                "registry {} stored manifest {path} as {said}, but imgbuild sent {expected}: the registry rewrote it",
+                target.registry
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Why one upload attempt failed.
+enum UploadFailure {
+    /// The connection broke: start again.
+    Transport(String),
+    /// The registry answered an error status; retryable ones carry their delay.
+    Status {
+        status: StatusCode,
+        text: String,
+        retry_after: Option<Duration>,
+    },
+    /// 413: the registry wants smaller bodies.
+    TooLarge,
+    /// The bytes read do not hash to the blob's digest.
+    Corrupt(Digest),
+    Local(String),
+}
+
+impl UploadFailure {
+    fn into_error(self, target: &Reference, digest: &Digest, attempts: u32) -> Error {
+        let r = &target.registry;
+        let repo = &target.repository;
+        match self {
+            UploadFailure::Transport(m) => Error::Registry(format!(
+                "upload of {digest} to {r}/{repo} failed after {attempts} attempts: {m}"
+            )),
+            UploadFailure::Status { status, text, .. } => Error::Registry(format!(
+                "upload of {digest} to {r}/{repo} answered {status}: {text}"
+            )),
+            UploadFailure::TooLarge => Error::Registry(format!(
+                "upload of {digest} to {r}/{repo}: the registry refuses even {FALLBACK_CHUNK}-byte chunks; pass a smaller --chunk-size"
+            )),
+            UploadFailure::Corrupt(actual) => Error::DigestMismatch {
+                what: format!("blob {digest} read for upload"),
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            },
+            UploadFailure::Local(m) => {
+                Error::Registry(format!("upload of {digest} to {r}/{repo}: {m}"))
+            }
+        }
+    }
+}
+
+async fn status_failure(resp: Response) -> UploadFailure {
+    let status = resp.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return UploadFailure::TooLarge;
+    }
+    let retry_after = super::retry_after(&resp);
+    let body = resp.bytes().await.unwrap_or_default();
+    let text = super::registry_error_text(&body);
+    if super::retryable_status(status) {
+        UploadFailure::Status {
+            status,
+            text,
+            retry_after,
+        }
+    } else {
+        UploadFailure::Local(format!("answered {status}: {text}"))
+    }
+}
+
+async fn finish(resp: Response, want: StatusCode) -> std::result::Result<(), UploadFailure> {
+    if resp.status() == want || resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(status_failure(resp).await)
+    }
+}
+
+fn header(resp: &Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// scheme://host:port of a URL, for comparing origins.
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| after_scheme + i);
+    &url[..end]
+}
+
+fn same_origin(a: &str, b: &str) -> bool {
+    origin(a).eq_ignore_ascii_case(origin(b))
+}
+
+/// A request body streamed from `at`, hashed as it goes. When the bytes do not match
+/// `expected`, the last chunk is replaced by an error (so the request fails) and the actual
+/// digest is left in `mismatch`.
+fn file_body(
+    at: BlobLocation,
+    expected: Digest,
+    transfer: Transfer,
+    mismatch: Arc<Mutex<Option<Digest>>>,
+) -> Body {
+    struct State {
+        file: Option<tokio::fs::File>,
+        remaining: u64,
+        hasher: Sha256,
+    }
+    let init = State {
+        file: None,
+        remaining: at.size,
+        hasher: Sha256::new(),
+    };
+    let stream = futures_util::stream::unfold(Some(init), move |state| {
+        let at = at.clone();
+        let expected = expected.clone();
+        let transfer = transfer.clone();
+        let mismatch = mismatch.clone();
+        async move {
+            let mut st = state?;
+            if st.remaining == 0 {
+                return None;
+            }
+            let io_err = |e: std::io::Error| {
+                std::io::Error::new(e.kind(), format!("{}: {e}", at.path.display()))
+            };
+            if st.file.is_none() {
+                let opened = async {
+                    let mut f = tokio::fs::File::open(&at.path).await?;
+                    f.seek(std::io::SeekFrom::Start(at.offset)).await?;
+                    Ok::<_, std::io::Error>(f)
+                }
+                .await;
+                match opened {
+                    Ok(f) => st.file = Some(f),
+                    Err(e) => return Some((Err(io_err(e)), None)),
+                }
+            }
+            let want = (st.remaining).min(READ_CHUNK as u64) as usize;
+            let mut buf = vec![0u8; want];
+            let file = st.file.as_mut()?;
+            if let Err(e) = file.read_exact(&mut buf).await {
+                return Some((Err(io_err(e)), None));
+            }
+            st.hasher.update(&buf);
+            st.remaining -= want as u64;
+            if st.remaining == 0 {
+                let actual = digest::from_hasher(std::mem::take(&mut st.hasher));
+                if actual != expected {
+                    if let Ok(mut m) = mismatch.lock() {
+                        *m = Some(actual);
+                    }
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{} does not hash to {expected}", at.path.display()),
+                    );
+                    return Some((Err(e), None));
+                }
+            }
+            transfer.advance(want as u64);
+            Some((Ok(buf), Some(st)))
+        }
+    });
+    Body::wrap_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        assert_eq!(
+            origin("https://r.example:5000/v2/x/blobs/uploads/1?a=b"),
+            "https://r.example:5000"
+        );
+        assert!(same_origin(
+            "http://127.0.0.1:5000",
+            "http://127.0.0.1:5000/v2/"
+        ));
+        assert!(!same_origin(
+            "https://r.example",
+            "https://s3.amazonaws.com/bucket/x"
+        ));
+        assert!(!same_origin("https://r.example", "http://r.example/v2/"));
+    }
+}
