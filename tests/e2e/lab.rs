@@ -167,6 +167,25 @@ pub fn imgbuild() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
     c.env("IMGBUILD_CACHE", workdir().join("cache"));
     c.env_remove("SOURCE_DATE_EPOCH");
+    // No credentials but those a test gives: never the developer's own logins.
+    let no_auth = workdir().join("no-credentials");
+    c.env("DOCKER_CONFIG", &no_auth)
+        .env("REGISTRY_AUTH_FILE", no_auth.join("auth.json"))
+        .env("HOME", &no_auth);
+    for v in [
+        "IMGBUILD_USERNAME",
+        "IMGBUILD_PASSWORD",
+        "IMGBUILD_REGISTRY",
+        "DOCKER_AUTH_CONFIG",
+        "XDG_RUNTIME_DIR",
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "https_proxy",
+        "http_proxy",
+        "ALL_PROXY",
+    ] {
+        c.env_remove(v);
+    }
     c
 }
 

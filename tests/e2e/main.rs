@@ -2,6 +2,8 @@
 //! containerd's ctr, and a real Elixir release. Run with `scripts/test` (it installs the tools).
 
 mod lab;
+mod push;
+mod servers;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -969,6 +971,33 @@ fn main() {
         Trial::test(
             "build::default_release_and_project_file",
             test_default_release_and_project_file,
+        ),
+        Trial::test("push::build_push_pull_run", push::test_build_push_pull_run),
+        Trial::test(
+            "push::mount_from_base_repository_and_no_base_download",
+            push::test_mount_from_base_repository_and_no_base_download,
+        ),
+        Trial::test(
+            "push::incremental_push_uploads_only_changed_layers",
+            push::test_incremental_push_uploads_only_changed_layers,
+        ),
+        Trial::test(
+            "push::tarball_same_digest_elsewhere",
+            push::test_push_tarball_same_digest_elsewhere,
+        ),
+        Trial::test("push::chunked_upload", push::test_chunked_upload),
+        Trial::test("push::faults_are_retried", push::test_faults_are_retried),
+        Trial::test(
+            "push::failing_registry_writes_no_tag",
+            push::test_failing_registry_writes_no_tag,
+        ),
+        Trial::test(
+            "push::tls_basic_auth_and_credential_sources",
+            push::test_tls_basic_auth_and_credential_sources,
+        ),
+        Trial::test(
+            "push::token_auth_anonymous_pull_and_authenticated_push",
+            push::test_token_auth_anonymous_pull_and_authenticated_push,
         ),
     ];
     let conclusion = libtest_mimic::run(&args, tests);

@@ -1,0 +1,792 @@
+//! Push end to end: real registries (plain HTTP, TLS + htpasswd, token auth with an issuer run
+//! here), credentials from every source, cross-repository mounts, incremental pushes, faults
+//! injected by a proxy, and the pushed images pulled and run by Docker and inspected by skopeo.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::lab::{self, TestResult, fail, run, stdout};
+use crate::servers::{self, Fault, Proxy, Rule, Seen};
+
+type Failed = libtest_mimic::Failed;
+
+const TOOLS: &[&str] = &["docker-registry", "skopeo", "umoci", "debootstrap", "mix"];
+
+fn json_of(out: &Output) -> Result<Value, Failed> {
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| fail(format!("--json output is not JSON: {e}: {}", stdout(out))))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Run imgbuild expecting failure; returns stderr.
+fn expect_failure(cmd: &mut Command) -> Result<String, Failed> {
+    let out = cmd
+        .output()
+        .map_err(|e| fail(format!("run {cmd:?}: {e}")))?;
+    if out.status.success() {
+        return Err(fail(format!(
+            "{cmd:?} succeeded but should have failed:\n{}",
+            stdout(&out)
+        )));
+    }
+    if out.status.code() != Some(1) {
+        return Err(fail(format!(
+            "{cmd:?} exited {:?}, expected 1:\n{}",
+            out.status.code(),
+            stderr(&out)
+        )));
+    }
+    Ok(stderr(&out))
+}
+
+fn digest_by_skopeo(reference: &str, extra: &[&str]) -> Result<String, Failed> {
+    let out = run(Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .args(extra)
+        .arg(format!("docker://{reference}")))?;
+    Ok(stdout(&out).trim().to_string())
+}
+
+fn count(seen: &[Seen], method: &str, contains: &str) -> usize {
+    seen.iter()
+        .filter(|s| s.method == method && s.target.contains(contains))
+        .count()
+}
+
+/// Blob uploads completed through the proxy (the final PUT of each upload).
+fn uploads(seen: &[Seen]) -> usize {
+    seen.iter()
+        .filter(|s| s.method == "PUT" && s.target.contains("/blobs/uploads/") && s.status == 201)
+        .count()
+}
+
+/// The sample release built on the registry base and pushed through a recording proxy into
+/// another repository of the same registry, with an empty cache; also saved with -o.
+#[derive(Clone)]
+struct Pushed {
+    proxy: Proxy,
+    seen: Vec<Seen>,
+    report: Value,
+    tarball: PathBuf,
+    /// The image's name on the registry itself (not through the proxy).
+    direct: String,
+    base_layer: String,
+}
+
+fn pushed() -> Result<Pushed, Failed> {
+    static PUSHED: OnceLock<Result<Pushed, String>> = OnceLock::new();
+    PUSHED
+        .get_or_init(|| {
+            (|| {
+                let rel = lab::release()?;
+                lab::base_in_registry()?;
+                let reg = lab::registry()?;
+                let proxy = servers::start_proxy(reg.port)?;
+                let dir = lab::scratch_dir("pushed");
+                let tarball = dir.join("hello.tar");
+                let out = run(lab::imgbuild()
+                    .env("IMGBUILD_CACHE", dir.join("empty-cache"))
+                    .arg("build")
+                    .arg(&rel)
+                    .args([
+                        "--from",
+                        &format!("{}/base/debian:bookworm-minbase", proxy.host()),
+                    ])
+                    .args(["-t", &format!("{}/app/hello:v1", proxy.host())])
+                    .args(["-t", &format!("{}/app/hello:latest", proxy.host())])
+                    .arg("-o")
+                    .arg(&tarball)
+                    .args(["--push", "--json"]))?;
+                let report = json_of(&out)?;
+                let base_layer = report["layers"][0]["digest"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                Ok(Pushed {
+                    seen: proxy.seen(),
+                    proxy,
+                    report,
+                    tarball,
+                    direct: format!("{}/app/hello:v1", reg.host()),
+                    base_layer,
+                })
+            })()
+            .map_err(|e: Failed| e.message().unwrap_or("push failed").to_string())
+        })
+        .clone()
+        .map_err(|m| fail(format!("shared push failed: {m}")))
+}
+
+pub fn test_build_push_pull_run() -> TestResult {
+    if !lab::require(&[TOOLS, &["dockerd", "docker"]].concat())? {
+        return Ok(());
+    }
+    let p = pushed()?;
+    let digest = p.report["digest"].as_str().unwrap_or_default();
+    assert_eq!(p.report["push"]["digest"], digest);
+    let tags: Vec<&str> = p.report["push"]["tags"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        tags,
+        [
+            format!("{}/app/hello:v1", p.proxy.host()),
+            format!("{}/app/hello:latest", p.proxy.host())
+        ]
+    );
+    // skopeo sees the digest --json printed, under both tags.
+    assert_eq!(digest_by_skopeo(&p.direct, &[])?, digest);
+    assert_eq!(
+        digest_by_skopeo(&p.direct.replace(":v1", ":latest"), &[])?,
+        digest
+    );
+    // The manifest went up once per tag, after every blob: no manifest PUT precedes a blob PUT.
+    let last_blob = p
+        .seen
+        .iter()
+        .rposition(|s| s.target.contains("/blobs/uploads/"))
+        .unwrap_or(0);
+    let first_manifest = p
+        .seen
+        .iter()
+        .position(|s| s.method == "PUT" && s.target.contains("/manifests/"))
+        .ok_or_else(|| fail("no manifest PUT seen"))?;
+    assert!(
+        first_manifest > last_blob,
+        "a tag was written before every blob was in place"
+    );
+    assert_eq!(count(&p.seen, "PUT", "/manifests/"), 2);
+    // Docker pulls and runs what was pushed.
+    let docker = lab::docker()?;
+    run(docker.cmd().args(["pull", &p.direct]))?;
+    let port = lab::free_port();
+    let name = format!("imgbuild-e2e-pushed-{port}");
+    run(docker.cmd().args([
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network=host",
+        "-e",
+        &format!("PORT={port}"),
+        "-e",
+        "RELEASE_DISTRIBUTION=none",
+        &p.direct,
+    ]))?;
+    let answer = lab::http_get(port, "/");
+    let _ = docker.cmd().args(["rm", "-f", &name]).output();
+    let (status, body) = answer?;
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        body.contains("hello from imgbuild") && body.contains("uid=65534"),
+        "{body}"
+    );
+    Ok(())
+}
+
+pub fn test_mount_from_base_repository_and_no_base_download() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let p = pushed()?;
+    let mounts: Vec<&Seen> = p
+        .seen
+        .iter()
+        .filter(|s| s.method == "POST" && s.target.contains("mount="))
+        .collect();
+    assert!(
+        mounts.iter().any(|s| s.status == 201
+            && s.target.contains(&p.base_layer.replace(':', "%3A"))
+            && s.target.contains("from=base%2Fdebian")),
+        "the base layer was not mounted from base/debian: {mounts:?}"
+    );
+    assert_eq!(p.report["push"]["repositories"][0]["mounted"], 1);
+    // Config plus the four release layers were uploaded; the base layer never downloaded.
+    assert_eq!(p.report["push"]["repositories"][0]["uploaded"], 5);
+    assert_eq!(uploads(&p.seen), 5, "{:?}", p.seen);
+    let base_hex = p.base_layer.trim_start_matches("sha256:");
+    let downloads: Vec<&Seen> = p
+        .seen
+        .iter()
+        .filter(|s| s.method == "GET" && s.target.contains(base_hex))
+        .collect();
+    assert!(downloads.is_empty(), "base layer downloaded: {downloads:?}");
+    Ok(())
+}
+
+pub fn test_incremental_push_uploads_only_changed_layers() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let p = pushed()?;
+    let rel2 = lab::build_release(&lab::workdir().join("hello-push-v2"), Some("hello again"))?;
+    let dir = lab::scratch_dir("push-v2");
+    p.proxy.clear();
+    let out = run(lab::imgbuild()
+        .env("IMGBUILD_CACHE", dir.join("cache"))
+        .arg("build")
+        .arg(&rel2)
+        .args([
+            "--from",
+            &format!("{}/base/debian:bookworm-minbase", p.proxy.host()),
+        ])
+        .args(["-t", &format!("{}/app/hello:v2", p.proxy.host())])
+        .args(["--push", "--json"]))?;
+    let report = json_of(&out)?;
+    let seen = p.proxy.seen();
+    let repo = &report["push"]["repositories"][0];
+    // app + release layers and the config; base, erts and deps already there.
+    assert_eq!(repo["uploaded"], 3, "{repo}");
+    assert_eq!(repo["existing"], 3, "{repo}");
+    assert_eq!(uploads(&seen), 3, "{seen:?}");
+    let changed: Vec<&str> = report["layers"]
+        .as_array()
+        .map(|ls| {
+            ls.iter()
+                .filter(|l| l["kind"] == "app" || l["kind"] == "release")
+                .filter_map(|l| l["digest"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    for d in changed {
+        assert!(
+            seen.iter()
+                .any(|s| s.method == "PUT" && s.target.contains(&d.replace(':', "%3A"))),
+            "changed layer {d} not uploaded"
+        );
+    }
+    let reg = lab::registry()?;
+    assert_eq!(
+        digest_by_skopeo(&format!("{}/app/hello:v2", reg.host()), &[])?,
+        report["digest"].as_str().unwrap_or_default()
+    );
+    Ok(())
+}
+
+pub fn test_push_tarball_same_digest_elsewhere() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let p = pushed()?;
+    let second = lab::start_registry("second")?;
+    let dest = format!("{}/mirror/hello:v1", second.host());
+    let out = run(lab::imgbuild()
+        .arg("push")
+        .arg(&p.tarball)
+        .arg(&dest)
+        .arg("--json"))?;
+    let report = json_of(&out)?;
+    assert_eq!(report["digest"], p.report["digest"]);
+    assert_eq!(report["repositories"][0]["uploaded"], 6);
+    assert_eq!(
+        digest_by_skopeo(&dest, &[])?,
+        p.report["digest"].as_str().unwrap_or_default()
+    );
+    // skopeo copies it out again, verifying every blob's digest.
+    let copy = lab::scratch_dir("mirror-copy");
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--src-tls-verify=false"])
+        .arg(format!("docker://{dest}"))
+        .arg(format!("oci:{}:x", copy.join("oci").display())))?;
+    // Without destinations, the tarball's own names are used: everything is there already.
+    p.proxy.clear();
+    let out = run(lab::imgbuild().arg("push").arg(&p.tarball).arg("--json"))?;
+    let report = json_of(&out)?;
+    let tags = report["tags"].as_array().cloned().unwrap_or_default();
+    assert_eq!(tags.len(), 2, "{report}");
+    assert_eq!(report["repositories"][0]["uploaded"], 0);
+    assert_eq!(report["repositories"][0]["existing"], 6);
+    assert_eq!(uploads(&p.proxy.seen()), 0);
+    Ok(())
+}
+
+pub fn test_chunked_upload() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let p = pushed()?;
+    let reg = lab::registry()?;
+    p.proxy.clear();
+    let dest = format!("{}/chunked/hello:v1", p.proxy.host());
+    let out = run(lab::imgbuild()
+        .arg("push")
+        .arg(&p.tarball)
+        .arg(&dest)
+        .args(["--chunk-size", "1M", "--json"]))?;
+    let report = json_of(&out)?;
+    let seen = p.proxy.seen();
+    let patches = count(&seen, "PATCH", "/v2/chunked/hello/blobs/uploads/");
+    // The base layer alone (about 30 MB) takes many 1 MiB chunks.
+    assert!(patches > 20, "only {patches} PATCH requests: {seen:?}");
+    assert!(
+        seen.iter().all(|s| s.method != "PATCH" || s.status == 202),
+        "a chunk was refused: {seen:?}"
+    );
+    assert_eq!(
+        digest_by_skopeo(&format!("{}/chunked/hello:v1", reg.host()), &[])?,
+        report["digest"].as_str().unwrap_or_default()
+    );
+    Ok(())
+}
+
+pub fn test_faults_are_retried() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let p = pushed()?;
+    let reg = lab::registry()?;
+    p.proxy.clear();
+    p.proxy.set_rules(vec![
+        Rule {
+            method: "POST",
+            target_contains: "/v2/faulty/hello/blobs/uploads/",
+            fault: Fault::Status(503, None),
+            times: 2,
+        },
+        Rule {
+            method: "PUT",
+            target_contains: "/v2/faulty/hello/blobs/uploads/",
+            fault: Fault::ResetAfter(2 << 20),
+            times: 2,
+        },
+        Rule {
+            method: "HEAD",
+            target_contains: "/v2/faulty/hello/blobs/",
+            fault: Fault::Status(502, None),
+            times: 1,
+        },
+        Rule {
+            method: "PUT",
+            target_contains: "/v2/faulty/hello/manifests/",
+            fault: Fault::Status(429, Some(1)),
+            times: 1,
+        },
+    ]);
+    let dest = format!("{}/faulty/hello:v1", p.proxy.host());
+    let out = run(lab::imgbuild()
+        .arg("push")
+        .arg(&p.tarball)
+        .arg(&dest)
+        .args(["--json", "--jobs", "2"]))?;
+    p.proxy.set_rules(vec![]);
+    let report = json_of(&out)?;
+    let seen = p.proxy.seen();
+    for (method, status) in [("POST", 503), ("PUT", 0), ("HEAD", 502), ("PUT", 429)] {
+        assert!(
+            seen.iter()
+                .any(|s| s.method == method && s.status == status),
+            "fault {method} {status} never fired: {seen:?}"
+        );
+    }
+    let direct = format!("{}/faulty/hello:v1", reg.host());
+    assert_eq!(
+        digest_by_skopeo(&direct, &[])?,
+        report["digest"].as_str().unwrap_or_default()
+    );
+    // Every blob verifies when pulled back.
+    let copy = lab::scratch_dir("faulty-copy");
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--src-tls-verify=false"])
+        .arg(format!("docker://{direct}"))
+        .arg(format!("oci:{}:x", copy.join("oci").display())))?;
+    Ok(())
+}
+
+pub fn test_failing_registry_writes_no_tag() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let p = pushed()?;
+    let reg = lab::registry()?;
+    p.proxy.set_rules(vec![Rule {
+        method: "PUT",
+        target_contains: "/v2/broken/hello/manifests/",
+        fault: Fault::Status(503, None),
+        times: u32::MAX,
+    }]);
+    let err = expect_failure(
+        lab::imgbuild()
+            .arg("push")
+            .arg(&p.tarball)
+            .arg(format!("{}/broken/hello:v1", p.proxy.host()))
+            .args(["--retries", "2"]),
+    );
+    p.proxy.set_rules(vec![]);
+    let err = err?;
+    assert!(
+        err.contains("503") && err.contains("manifests/v1") && err.contains(&p.proxy.host()),
+        "{err}"
+    );
+    // The blobs may be there, but no tag names the image.
+    let tag_check = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{}/broken/hello:v1", reg.host()))
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    assert!(!tag_check.status.success(), "a tag was written");
+    let attempts = p
+        .proxy
+        .seen()
+        .iter()
+        .filter(|s| s.method == "PUT" && s.target.contains("/v2/broken/hello/manifests/"))
+        .count();
+    assert_eq!(attempts, 3, "one try and two retries");
+    Ok(())
+}
+
+// ---------- TLS + htpasswd, and every credential source ----------
+
+fn write(path: &Path, text: &str) -> TestResult {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| fail(e.to_string()))?;
+    }
+    std::fs::write(path, text).map_err(|e| fail(format!("{}: {e}", path.display())))
+}
+
+pub fn test_tls_basic_auth_and_credential_sources() -> TestResult {
+    if !lab::require(&[TOOLS, &["htpasswd", "openssl", "dockerd", "docker"]].concat())? {
+        return Ok(());
+    }
+    let p = pushed()?;
+    let dir = lab::scratch_dir("tls-basic");
+    let tls = servers::tls_material(&dir.join("tls"))?;
+    let reg = servers::start_tls_basic_registry(&tls, "alice", "s3cret")?;
+    let host = reg.host();
+    let ca = tls.ca_cert.to_str().unwrap_or_default().to_string();
+    let push = |tag: &str| {
+        let mut c = lab::imgbuild();
+        c.arg("push")
+            .arg(&p.tarball)
+            .arg(format!("{host}/team/hello:{tag}"))
+            .args(["--ca-cert", &ca, "--json"]);
+        c
+    };
+
+    // Nothing found: the error names the registry, what was searched and the answer.
+    let err = expect_failure(&mut push("anon"))?;
+    assert!(
+        err.contains(&host) && err.contains("401") && err.contains("credentials tried"),
+        "{err}"
+    );
+
+    // The system trust store's mechanism (SSL_CERT_FILE) works, and without the CA TLS fails.
+    let err = expect_failure(
+        lab::imgbuild()
+            .arg("push")
+            .arg(&p.tarball)
+            .arg(format!("{host}/team/hello:x")),
+    )?;
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+
+    // A wrong password: login fails, says so, and stores nothing.
+    let cfg = dir.join("docker-config");
+    let mut login = lab::imgbuild();
+    login
+        .env("DOCKER_CONFIG", &cfg)
+        .args([
+            "login",
+            &host,
+            "-u",
+            "alice",
+            "--password-stdin",
+            "--ca-cert",
+            &ca,
+        ])
+        .stdin(std::process::Stdio::piped());
+    let err = {
+        let mut child = lab::imgbuild()
+            .env("DOCKER_CONFIG", &cfg)
+            .args([
+                "login",
+                &host,
+                "-u",
+                "alice",
+                "--password-stdin",
+                "--ca-cert",
+                &ca,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| fail(e.to_string()))?;
+        use std::io::Write;
+        if let Some(mut i) = child.stdin.take() {
+            let _ = i.write_all(b"wrong\n");
+        }
+        let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+        assert_eq!(out.status.code(), Some(1));
+        stderr(&out)
+    };
+    assert!(err.contains(&host) && err.contains("401"), "{err}");
+    assert!(
+        !err.contains("wrong"),
+        "the password leaked into the error: {err}"
+    );
+    assert!(
+        !cfg.join("config.json").exists(),
+        "a failed login stored credentials"
+    );
+
+    // 1. `imgbuild login` writes Docker's config.json; push reads it; docker reads it too.
+    let mut child = login
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(e.to_string()))?;
+    {
+        use std::io::Write;
+        if let Some(mut i) = child.stdin.take() {
+            let _ = i.write_all(b"s3cret\n");
+        }
+    }
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    assert!(out.status.success(), "login failed: {}", stderr(&out));
+    let config: Value = serde_json::from_str(
+        &std::fs::read_to_string(cfg.join("config.json")).map_err(|e| fail(e.to_string()))?,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    use base64::Engine;
+    assert_eq!(
+        config["auths"][&host]["auth"],
+        base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(cfg.join("config.json"))
+            .map_err(|e| fail(e.to_string()))?
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let out = run(push("config-json").env("DOCKER_CONFIG", &cfg))?;
+    let digest = json_of(&out)?["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(digest, p.report["digest"].as_str().unwrap_or_default());
+    let docker = lab::docker()?;
+    let mut dcmd = docker.cmd();
+    dcmd.arg("--config").arg(&cfg);
+    run(dcmd.args(["pull", &format!("{host}/team/hello:config-json")]))?;
+    let out = run(docker.cmd().args([
+        "run",
+        "--rm",
+        "--entrypoint",
+        "cat",
+        &format!("{host}/team/hello:config-json"),
+        "/app/releases/start_erl.data",
+    ]))?;
+    assert!(!stdout(&out).trim().is_empty());
+
+    // 2. A credential helper named in credHelpers, found on PATH.
+    let bin = dir.join("bin");
+    write(
+        &bin.join("docker-credential-imgtest"),
+        &format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\n[ \"$server\" = \"{host}\" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\necho '{{\"ServerURL\":\"{host}\",\"Username\":\"alice\",\"Secret\":\"s3cret\"}}'\n"
+        ),
+    )?;
+    run(Command::new("chmod")
+        .arg("+x")
+        .arg(bin.join("docker-credential-imgtest")))?;
+    let helper_cfg = dir.join("helper-config");
+    write(
+        &helper_cfg.join("config.json"),
+        &format!(r#"{{"credHelpers":{{"{host}":"imgtest"}}}}"#),
+    )?;
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    run(push("helper")
+        .env("DOCKER_CONFIG", &helper_cfg)
+        .env("PATH", &path))?;
+
+    // 3. podman's auth.json.
+    let auth_json = dir.join("podman/auth.json");
+    write(
+        &auth_json,
+        &format!(
+            r#"{{"auths":{{"{host}":{{"auth":"{}"}}}}}}"#,
+            base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
+        ),
+    )?;
+    run(push("podman").env("REGISTRY_AUTH_FILE", &auth_json))?;
+
+    // 4. CI variables.
+    run(push("ci-vars")
+        .env("IMGBUILD_USERNAME", "alice")
+        .env("IMGBUILD_PASSWORD", "s3cret"))?;
+
+    // 5. DOCKER_AUTH_CONFIG.
+    run(push("auth-config-var").env(
+        "DOCKER_AUTH_CONFIG",
+        format!(
+            r#"{{"auths":{{"https://{host}":{{"auth":"{}"}}}}}}"#,
+            base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
+        ),
+    ))?;
+
+    // A system trust store that holds the CA (SSL_CERT_FILE is how rustls reads it) works
+    // without --ca-cert.
+    let system = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
+    let bundle = dir.join("bundle.pem");
+    let ca_pem = std::fs::read_to_string(&tls.ca_cert).map_err(|e| fail(e.to_string()))?;
+    write(&bundle, &format!("{system}\n{ca_pem}"))?;
+    run(lab::imgbuild()
+        .arg("push")
+        .arg(&p.tarball)
+        .arg(format!("{host}/team/hello:trust-store"))
+        .env("SSL_CERT_FILE", &bundle)
+        .env("IMGBUILD_USERNAME", "alice")
+        .env("IMGBUILD_PASSWORD", "s3cret"))?;
+
+    for tag in [
+        "config-json",
+        "helper",
+        "podman",
+        "ci-vars",
+        "auth-config-var",
+        "trust-store",
+    ] {
+        let d = digest_by_skopeo(
+            &format!("{host}/team/hello:{tag}"),
+            &["--creds", "alice:s3cret"],
+        )?;
+        assert_eq!(d, digest, "tag {tag}");
+    }
+    Ok(())
+}
+
+// ---------- token auth ----------
+
+pub fn test_token_auth_anonymous_pull_and_authenticated_push() -> TestResult {
+    if !lab::require(&[TOOLS, &["openssl"]].concat())? {
+        return Ok(());
+    }
+    let rel = lab::release()?;
+    let layout = lab::base_layout()?;
+    let (reg, issuer) = servers::start_token_registry("pusher", "pw", "refresh-pusher")?;
+    let host = reg.host();
+    // The public base, pushed by an authenticated skopeo.
+    run(Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "pusher:pw",
+        ])
+        .arg(format!("oci:{}:bookworm", layout.display()))
+        .arg(format!("docker://{host}/public/debian:bookworm")))?;
+    let dir = lab::scratch_dir("token");
+
+    // Anonymous: a public base pulls through the Bearer challenge (GET, no credentials).
+    let out = run(lab::imgbuild()
+        .env("IMGBUILD_CACHE", dir.join("cache-anon"))
+        .arg("build")
+        .arg(&rel)
+        .args(["--from", &format!("{host}/public/debian:bookworm")])
+        .arg("-o")
+        .arg(dir.join("anon.tar"))
+        .arg("--json"))?;
+    let anon = json_of(&out)?;
+    assert!(
+        anon["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
+    let reqs = issuer.requests();
+    assert!(
+        reqs.iter().any(|r| r.caller == "anonymous"
+            && r.granted
+                .iter()
+                .any(|g| g == "repository:public/debian:pull")),
+        "{reqs:?}"
+    );
+    // Anonymous push is refused with a message naming the registry and what was tried.
+    let err = expect_failure(
+        lab::imgbuild()
+            .arg("push")
+            .arg(dir.join("anon.tar"))
+            .arg(format!("{host}/private/hello:anon")),
+    )?;
+    assert!(
+        err.contains(&host) && err.contains("credentials tried"),
+        "{err}"
+    );
+
+    // An identity token in config.json: the OAuth2 refresh-token POST, then push with a mount
+    // from the public base (scopes for both repositories).
+    let cfg = dir.join("docker-config");
+    write(
+        &cfg.join("config.json"),
+        &format!(r#"{{"auths":{{"{host}":{{"identitytoken":"refresh-pusher"}}}}}}"#),
+    )?;
+    let before = issuer.requests().len();
+    let out = run(lab::imgbuild()
+        .env("DOCKER_CONFIG", &cfg)
+        .env("IMGBUILD_CACHE", dir.join("cache-push"))
+        .arg("build")
+        .arg(&rel)
+        .args(["--from", &format!("{host}/public/debian:bookworm")])
+        .args(["-t", &format!("{host}/private/hello:v1")])
+        .args(["--push", "--json"]))?;
+    let report = json_of(&out)?;
+    let repo = &report["push"]["repositories"][0];
+    assert_eq!(repo["mounted"], 1, "{repo}");
+    let reqs: Vec<_> = issuer.requests().into_iter().skip(before).collect();
+    assert!(reqs.iter().all(|r| r.method == "POST"), "{reqs:?}");
+    assert!(
+        reqs.iter().any(|r| r
+            .granted
+            .iter()
+            .any(|g| g == "repository:private/hello:pull,push")
+            && r.granted
+                .iter()
+                .any(|g| g == "repository:public/debian:pull")),
+        "no token for the push and the mount source together: {reqs:?}"
+    );
+    // Tokens are reused: a handful of token requests for dozens of registry requests.
+    assert!(reqs.len() <= 4, "{} token requests: {reqs:?}", reqs.len());
+    assert_eq!(
+        digest_by_skopeo(
+            &format!("{host}/private/hello:v1"),
+            &["--creds", "pusher:pw"]
+        )?,
+        report["digest"].as_str().unwrap_or_default()
+    );
+
+    // Basic credentials (the token GET with a password) push too.
+    let out = run(lab::imgbuild()
+        .env("IMGBUILD_USERNAME", "pusher")
+        .env("IMGBUILD_PASSWORD", "pw")
+        .arg("push")
+        .arg(dir.join("anon.tar"))
+        .arg(format!("{host}/private/hello:basic"))
+        .arg("--json"))?;
+    assert_eq!(json_of(&out)?["digest"], anon["digest"]);
+    assert!(issuer.requests().iter().any(|r| r.caller == "basic:pusher"));
+    // A wrong password: the token service's refusal is reported with the source tried.
+    let err = expect_failure(
+        lab::imgbuild()
+            .env("IMGBUILD_USERNAME", "pusher")
+            .env("IMGBUILD_PASSWORD", "nope")
+            .arg("push")
+            .arg(dir.join("anon.tar"))
+            .arg(format!("{host}/private/hello:bad")),
+    )?;
+    assert!(
+        err.contains("IMGBUILD_USERNAME") && err.contains("wrong user name or password"),
+        "{err}"
+    );
+    assert!(!err.contains("nope"), "the password leaked: {err}");
+    Ok(())
+}
