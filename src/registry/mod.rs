@@ -171,8 +171,14 @@ pub struct RegistryClient {
     opts: ClientOptions,
     credentials: Arc<dyn CredentialStore>,
     endpoints: Mutex<HashMap<String, Endpoint>>,
-    tokens: Mutex<HashMap<(String, String), CachedToken>>,
+    tokens: Mutex<HashMap<TokenKey, CachedToken>>,
+    token_gates: Mutex<HashMap<TokenKey, Gate>>,
 }
+
+/// (host, space-separated scopes)
+type TokenKey = (String, String);
+/// Held while one task fetches a token that others wait for.
+type Gate = Arc<tokio::sync::Mutex<()>>;
 
 /// The repository scopes a request needs, e.g. `repository:team/app:pull,push`.
 pub fn scope(repository: &str, actions: &str) -> String {
@@ -212,6 +218,7 @@ impl RegistryClient {
             credentials,
             endpoints: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
+            token_gates: Mutex::new(HashMap::new()),
         })
     }
 
@@ -296,6 +303,19 @@ impl RegistryClient {
         }
     }
 
+    /// A live token for `host` whose scopes cover `scopes` (a push+mount token serves a push).
+    fn cached_token(&self, host: &str, scopes: &[String]) -> Option<String> {
+        let now = Instant::now();
+        let m = self.tokens.lock().ok()?;
+        m.iter()
+            .filter(|((h, _), t)| h == host && t.expires > now)
+            .find(|((_, have), _)| {
+                let have: Vec<&str> = have.split(' ').collect();
+                scopes.iter().all(|s| have.contains(&s.as_str()))
+            })
+            .map(|(_, t)| t.value.clone())
+    }
+
     /// The Authorization header value for `scopes` on `host`, if the registry wants one.
     async fn authorization(
         &self,
@@ -315,19 +335,25 @@ impl RegistryClient {
                 _ => None,
             }),
             "bearer" => {
-                let key = (host.to_string(), scopes.join(" "));
-                if let Some(t) = self.tokens.lock().ok().and_then(|m| {
-                    m.get(&key)
-                        .filter(|t| t.expires > Instant::now())
-                        .map(|t| t.value.clone())
-                }) {
-                    return Ok(Some(format!("Bearer {t}")));
-                }
                 if let Some(Credential {
                     secret: Secret::RegistryToken(t),
                     ..
                 }) = &cred
                 {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
+                let key = (host.to_string(), scopes.join(" "));
+                if let Some(t) = self.cached_token(host, scopes) {
+                    return Ok(Some(format!("Bearer {t}")));
+                }
+                // One fetch per scope set at a time: parallel uploads share the token.
+                let gate = self
+                    .token_gates
+                    .lock()
+                    .map(|mut g| g.entry(key.clone()).or_default().clone())
+                    .unwrap_or_default();
+                let _held = gate.lock().await;
+                if let Some(t) = self.cached_token(host, scopes) {
                     return Ok(Some(format!("Bearer {t}")));
                 }
                 let (token, ttl) = self
@@ -532,8 +558,9 @@ impl RegistryClient {
                     endpoint.challenge = Some(ch);
                 }
             }
+            // The registry refused what we hold: forget every token for this host.
             if let Ok(mut m) = self.tokens.lock() {
-                m.remove(&(host.to_string(), scopes.join(" ")));
+                m.retain(|(h, _), _| h != host);
             }
         }
         unreachable!("the loop returns on its second pass")

@@ -469,11 +469,6 @@ impl Proxy {
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
-    pub fn clear(&self) {
-        if let Ok(mut s) = self.seen.lock() {
-            s.clear();
-        }
-    }
     pub fn set_rules(&self, rules: Vec<Rule>) {
         if let Ok(mut r) = self.rules.lock() {
             *r = rules;
