@@ -313,6 +313,27 @@ pub fn test_push_tarball_same_digest_elsewhere() -> TestResult {
     assert_eq!(report["repositories"][0]["uploaded"], 0);
     assert_eq!(report["repositories"][0]["existing"], 6);
     assert_eq!(uploads(&p.proxy.seen()[before..]), 0);
+
+    // HTTP_PROXY is honoured (the same mechanism as HTTPS_PROXY), and NO_PROXY bypasses it.
+    let forward = servers::start_proxy(second.port)?;
+    let via = format!("http://{}", forward.host());
+    run(lab::imgbuild()
+        .env("HTTP_PROXY", &via)
+        .arg("push")
+        .arg(&p.tarball)
+        .arg(format!("{}/via-proxy/hello:v1", second.host())))?;
+    let through = forward.seen();
+    assert!(
+        count(&through, "PUT", "/v2/via-proxy/hello/manifests/v1") == 1,
+        "the push did not go through HTTP_PROXY: {through:?}"
+    );
+    run(lab::imgbuild()
+        .env("HTTP_PROXY", &via)
+        .env("NO_PROXY", "127.0.0.1")
+        .arg("push")
+        .arg(&p.tarball)
+        .arg(format!("{}/no-proxy/hello:v1", second.host())))?;
+    assert_eq!(forward.seen().len(), through.len(), "NO_PROXY was ignored");
     Ok(())
 }
 
@@ -797,5 +818,50 @@ pub fn test_token_auth_anonymous_pull_and_authenticated_push() -> TestResult {
         "{err}"
     );
     assert!(!err.contains("nope"), "the password leaked: {err}");
+
+    // Blobs redirected to storage on another host: the redirect is followed, the token is
+    // not sent along. The "storage" is the main registry, which holds the same base blobs.
+    lab::base_in_registry()?;
+    let storage = servers::start_proxy(lab::registry()?.port)?;
+    let front = servers::start_proxy(reg.port)?;
+    front.set_rules(vec![Rule {
+        method: "GET",
+        target_contains: "/v2/public/debian/blobs/",
+        fault: Fault::Redirect {
+            origin: format!("http://localhost:{}", storage.port),
+            from: "/v2/public/debian/",
+            to: "/v2/base/debian/",
+        },
+        times: u32::MAX,
+    }]);
+    run(lab::imgbuild()
+        .env("DOCKER_CONFIG", &cfg)
+        .env("IMGBUILD_CACHE", dir.join("cache-redirect"))
+        .arg("build")
+        .arg(&rel)
+        .args([
+            "--from",
+            &format!("{}/public/debian:bookworm", front.host()),
+        ])
+        .arg("-o")
+        .arg(dir.join("redirected.tar")))?;
+    let redirected: Vec<Seen> = front
+        .seen()
+        .into_iter()
+        .filter(|s| s.status == 307)
+        .collect();
+    assert!(
+        redirected.len() >= 2 && redirected.iter().all(|s| s.authorized),
+        "{redirected:?}"
+    );
+    let fetched = storage.seen();
+    assert!(
+        count(&fetched, "GET", "/v2/base/debian/blobs/") >= 2,
+        "{fetched:?}"
+    );
+    assert!(
+        fetched.iter().all(|s| !s.authorized),
+        "credentials followed the redirect to another host: {fetched:?}"
+    );
     Ok(())
 }

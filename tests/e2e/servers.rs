@@ -435,6 +435,8 @@ pub struct Seen {
     pub method: String,
     pub target: String,
     pub status: u16,
+    /// Whether the request carried an Authorization header.
+    pub authorized: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -443,6 +445,13 @@ pub enum Fault {
     Status(u16, Option<u32>),
     /// Forward the head and this many body bytes, then drop both connections.
     ResetAfter(u64),
+    /// Answer 307 to `origin` + the request target with `from` replaced by `to` (blob storage
+    /// on another host, as S3 or GCS behind a registry).
+    Redirect {
+        origin: String,
+        from: &'static str,
+        to: &'static str,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -503,12 +512,14 @@ pub fn start_proxy(upstream: u16) -> Result<Proxy, Failed> {
 fn relay(client: TcpStream, upstream: u16, proxy: &Proxy) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let req = read_head(&mut reader)?;
+    let authorized = req.header("authorization").is_some();
     let record = |status: u16| {
         if let Ok(mut s) = proxy.seen.lock() {
             s.push(Seen {
                 method: req.method.clone(),
                 target: req.target.clone(),
                 status,
+                authorized,
             });
         }
     };
@@ -539,6 +550,17 @@ fn relay(client: TcpStream, upstream: u16, proxy: &Proxy) -> std::io::Result<()>
                 "HTTP/1.1 {code} Injected\r\n{extra}Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
             )?;
             record(code);
+            let _ = client_w.flush();
+            let _ = client.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        Some(Fault::Redirect { origin, from, to }) => {
+            let location = format!("{origin}{}", req.target.replace(from, to));
+            write!(
+                client_w,
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+            record(307);
             let _ = client_w.flush();
             let _ = client.shutdown(Shutdown::Both);
             return Ok(());
