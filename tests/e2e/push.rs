@@ -314,6 +314,47 @@ pub fn test_push_tarball_same_digest_elsewhere() -> TestResult {
     assert_eq!(report["repositories"][0]["existing"], 6);
     assert_eq!(uploads(&p.proxy.seen()[before..]), 0);
 
+    // Progress: plain lines when stderr is not a terminal, nothing with --quiet, bars on a
+    // terminal (`script` gives the command a pseudo-terminal).
+    let out = run(lab::imgbuild()
+        .arg("push")
+        .arg(&p.tarball)
+        .arg(format!("{}/progress/hello:v1", second.host())))?;
+    let lines = stderr(&out);
+    assert!(
+        lines.contains("imgbuild: pushing to") && lines.matches(" pushed ").count() == 6,
+        "{lines}"
+    );
+    let out = run(lab::imgbuild()
+        .arg("push")
+        .arg(&p.tarball)
+        .arg(format!("{}/progress/hello:v1", second.host()))
+        .arg("--quiet"))?;
+    assert!(
+        out.stderr.is_empty() && out.stdout.is_empty(),
+        "{}",
+        stderr(&out)
+    );
+    if lab::require(&["script"])? {
+        let cmd = format!(
+            "{} push {} {}/progress-tty/hello:v1",
+            env!("CARGO_BIN_EXE_imgbuild"),
+            p.tarball.display(),
+            second.host()
+        );
+        let mut tty = Command::new("script");
+        tty.args(["-qec", &cmd, "/dev/null"])
+            .env("IMGBUILD_CACHE", lab::workdir().join("cache"))
+            .env("TERM", "xterm")
+            .env("COLUMNS", "160");
+        let out = run(&mut tty)?;
+        let screen = stdout(&out);
+        assert!(
+            screen.contains("[==") && screen.contains("pushed"),
+            "no progress bars on a terminal:\n{screen}"
+        );
+    }
+
     // HTTP_PROXY is honoured (the same mechanism as HTTPS_PROXY), and NO_PROXY bypasses it.
     let forward = servers::start_proxy(second.port)?;
     let via = format!("http://{}", forward.host());
@@ -401,16 +442,33 @@ pub fn test_faults_are_retried() -> TestResult {
             fault: Fault::Status(429, Some(1)),
             times: 1,
         },
+        // Mounts refused outright (the second repository would mount from the first): the
+        // push falls back to uploading.
+        Rule {
+            method: "POST",
+            target_contains: "mount=",
+            fault: Fault::Status(403, None),
+            times: u32::MAX,
+        },
     ]);
     let dest = format!("{}/faulty/hello:v1", proxy.host());
     let out = run(lab::imgbuild()
         .arg("push")
         .arg(&p.tarball)
         .arg(&dest)
+        .arg(format!("{}/faulty/mirror:v1", proxy.host()))
         .args(["--json", "--jobs", "2"]))?;
     let report = json_of(&out)?;
     let seen = proxy.seen();
-    for (method, status) in [("POST", 503), ("PUT", 0), ("HEAD", 502), ("PUT", 429)] {
+    assert_eq!(report["repositories"][1]["mounted"], 0);
+    assert_eq!(report["repositories"][1]["uploaded"], 6);
+    for (method, status) in [
+        ("POST", 503),
+        ("PUT", 0),
+        ("HEAD", 502),
+        ("PUT", 429),
+        ("POST", 403),
+    ] {
         assert!(
             seen.iter()
                 .any(|s| s.method == method && s.status == status),

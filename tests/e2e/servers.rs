@@ -568,6 +568,8 @@ fn relay(client: TcpStream, upstream: u16, proxy: &Proxy) -> std::io::Result<()>
         Some(Fault::ResetAfter(n)) => {
             let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
             up.write_all(&with_connection_close(&req.head))?;
+            // Never the whole body: the break must come mid-upload.
+            let n = n.min(req.content_length().saturating_sub(1));
             std::io::copy(&mut (&mut reader).take(n), &mut up)?;
             record(0);
             let _ = up.shutdown(Shutdown::Both);
