@@ -106,15 +106,7 @@ impl Cache {
         let bytes = fs::read(&path).ctx("read cached blob", &path)?;
         let actual = digest::sha256_of(&bytes);
         if &actual != digest {
-            let _ = fs::remove_file(&path);
-            return Err(Error::DigestMismatch {
-                what: format!(
-                    "cached blob {} (removed; run again to fetch it anew)",
-                    path.display()
-                ),
-                expected: digest.to_string(),
-                actual: actual.to_string(),
-            });
+            return Err(self.corrupted(digest, &actual));
         }
         Ok(bytes)
     }
@@ -128,17 +120,24 @@ impl Cache {
         io::copy(&mut reader, &mut writer).ctx("copy cached blob", &path)?;
         let (actual, len) = reader.finish();
         if &actual != digest {
-            let _ = fs::remove_file(&path);
-            return Err(Error::DigestMismatch {
-                what: format!(
-                    "cached blob {} (removed; run again to fetch it anew)",
-                    path.display()
-                ),
-                expected: digest.to_string(),
-                actual: actual.to_string(),
-            });
+            return Err(self.corrupted(digest, &actual));
         }
         Ok(len)
+    }
+
+    /// A cache entry found not to hash to its name: remove it (the next run fetches it anew)
+    /// and describe the damage.
+    pub fn corrupted(&self, digest: &Digest, actual: &Digest) -> Error {
+        let path = self.blob_path(digest);
+        let _ = fs::remove_file(&path);
+        Error::DigestMismatch {
+            what: format!(
+                "cached blob {} (removed; run again to fetch it anew)",
+                path.display()
+            ),
+            expected: digest.to_string(),
+            actual: actual.to_string(),
+        }
     }
 
     pub fn blob_size(&self, digest: &Digest) -> Result<u64> {

@@ -135,15 +135,7 @@ pub fn write_tarball(
         tar.append(&h, &mut reader).map_err(err)?;
         let (actual, n) = reader.finish();
         if n != size || actual != digest {
-            let _ = fs::remove_file(&path);
-            return Err(Error::DigestMismatch {
-                what: format!(
-                    "cached blob {} (removed; run the build again)",
-                    path.display()
-                ),
-                expected: digest.to_string(),
-                actual: actual.to_string(),
-            });
+            return Err(cache.corrupted(&digest, &actual));
         }
     }
     small(&mut tar, "index.json", &index_json(image, tags.first())?)?;

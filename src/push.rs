@@ -175,12 +175,18 @@ pub async fn push(
             None => repos.push((t.clone(), vec![tag])),
         }
     }
+    let ctx = Ctx {
+        client,
+        cache,
+        opts,
+        progress,
+    };
     let mut done: Vec<Reference> = Vec::new();
     let mut reports = Vec::new();
     let mut written = Vec::new();
     for (repo, tags) in &repos {
         progress.step(&format!("pushing to {}", repo.name()));
-        let report = push_blobs(image, repo, &done, client, cache, opts, progress).await?;
+        let report = ctx.push_blobs(image, repo, &done).await?;
         // Every blob is in place: now the manifest, under each tag (the first PUT also stores
         // it; the rest only add names).
         for tag in tags {
@@ -207,110 +213,133 @@ pub async fn push(
     })
 }
 
-async fn push_blobs(
-    image: &PushImage,
-    repo: &Reference,
-    pushed_before: &[Reference],
-    client: &RegistryClient,
-    cache: &Cache,
+/// What every blob push of one run shares.
+struct Ctx<'a> {
+    client: &'a RegistryClient,
+    cache: &'a Cache,
     opts: PushOptions,
-    progress: &dyn Progress,
-) -> Result<RepositoryReport> {
-    let uploaded = AtomicU64::new(0);
-    let mounted = AtomicU64::new(0);
-    let existing = AtomicU64::new(0);
-    let bytes = AtomicU64::new(0);
-    let jobs = image.blobs.iter().map(|blob| {
-        let (uploaded, mounted, existing, bytes) = (&uploaded, &mounted, &existing, &bytes);
-        async move {
-            let outcome =
-                push_blob(blob, repo, pushed_before, client, cache, opts, progress).await?;
-            match outcome {
-                Outcome::Existed => existing.fetch_add(1, Ordering::Relaxed),
-                Outcome::Mounted => mounted.fetch_add(1, Ordering::Relaxed),
-                Outcome::Uploaded => {
-                    bytes.fetch_add(blob.size, Ordering::Relaxed);
-                    uploaded.fetch_add(1, Ordering::Relaxed)
-                }
-            };
-            Ok::<_, Error>(())
+    progress: &'a dyn Progress,
+}
+
+impl Ctx<'_> {
+    async fn push_blobs(
+        &self,
+        image: &PushImage,
+        repo: &Reference,
+        pushed_before: &[Reference],
+    ) -> Result<RepositoryReport> {
+        let opts = self.opts;
+        let uploaded = AtomicU64::new(0);
+        let mounted = AtomicU64::new(0);
+        let existing = AtomicU64::new(0);
+        let bytes = AtomicU64::new(0);
+        let jobs = image.blobs.iter().map(|blob| {
+            let (uploaded, mounted, existing, bytes) = (&uploaded, &mounted, &existing, &bytes);
+            async move {
+                let outcome = self.push_blob(blob, repo, pushed_before).await?;
+                match outcome {
+                    Outcome::Existed => existing.fetch_add(1, Ordering::Relaxed),
+                    Outcome::Mounted => mounted.fetch_add(1, Ordering::Relaxed),
+                    Outcome::Uploaded => {
+                        bytes.fetch_add(blob.size, Ordering::Relaxed);
+                        uploaded.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                Ok::<_, Error>(())
+            }
+        });
+        futures_util::stream::iter(jobs)
+            .buffer_unordered(opts.jobs.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(RepositoryReport {
+            repository: repo.name(),
+            uploaded: uploaded.load(Ordering::Relaxed) as usize,
+            mounted: mounted.load(Ordering::Relaxed) as usize,
+            existing: existing.load(Ordering::Relaxed) as usize,
+            bytes_uploaded: bytes.load(Ordering::Relaxed),
+        })
+    }
+
+    async fn push_blob(
+        &self,
+        blob: &PushBlob,
+        repo: &Reference,
+        pushed_before: &[Reference],
+    ) -> Result<Outcome> {
+        let (client, cache, progress) = (self.client, self.cache, self.progress);
+        let short = &blob.digest.digest()[..12];
+        let label = format!("{short} {}", blob.label);
+        if client.blob_exists(repo, &blob.digest).await? {
+            progress.transfer(&label, blob.size).done("exists");
+            return Ok(Outcome::Existed);
         }
-    });
-    futures_util::stream::iter(jobs)
-        .buffer_unordered(opts.jobs.max(1))
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(RepositoryReport {
-        repository: repo.name(),
-        uploaded: uploaded.load(Ordering::Relaxed) as usize,
-        mounted: mounted.load(Ordering::Relaxed) as usize,
-        existing: existing.load(Ordering::Relaxed) as usize,
-        bytes_uploaded: bytes.load(Ordering::Relaxed),
-    })
+        // Mount sources on the same registry: the blob's own (the base's repository), then the
+        // repositories this run already pushed to.
+        let sources = blob
+            .mount_from
+            .iter()
+            .chain(pushed_before)
+            .filter(|s| s.api_host() == repo.api_host() && s.repository != repo.repository);
+        let mut session = None;
+        for from in sources {
+            match client.mount_blob(repo, &blob.digest, from).await? {
+                Mount::Mounted => {
+                    progress
+                        .transfer(&label, blob.size)
+                        .done(&format!("mounted from {}", from.repository));
+                    return Ok(Outcome::Mounted);
+                }
+                // The registry opened an upload instead: use it.
+                Mount::Session(s) => {
+                    session = Some(s);
+                    break;
+                }
+                Mount::Refused(_) => continue,
+            }
+        }
+        let at = match &blob.source {
+            BlobSource::File(at) => at.clone(),
+            BlobSource::Remote(r) => {
+                client.pull_blob(r, &blob.digest, cache).await?;
+                BlobLocation {
+                    path: cache.blob_path(&blob.digest),
+                    offset: 0,
+                    size: blob.size,
+                }
+            }
+        };
+        let transfer = progress.transfer(&label, blob.size);
+        match client
+            .upload_blob(
+                repo,
+                &blob.digest,
+                &at,
+                session,
+                self.opts.upload,
+                &transfer,
+            )
+            .await
+        {
+            Ok(()) => {}
+            // A cache entry that no longer hashes to its name is removed, so a rerun refetches it.
+            Err(Error::DigestMismatch { actual, .. })
+                if at.path == cache.blob_path(&blob.digest) =>
+            {
+                let actual = digest::parse(&actual)?;
+                return Err(cache.corrupted(&blob.digest, &actual));
+            }
+            Err(e) => return Err(e),
+        }
+        transfer.done(&format!("pushed {}", human_size(blob.size)));
+        Ok(Outcome::Uploaded)
+    }
 }
 
 enum Outcome {
     Existed,
     Mounted,
     Uploaded,
-}
-
-async fn push_blob(
-    blob: &PushBlob,
-    repo: &Reference,
-    pushed_before: &[Reference],
-    client: &RegistryClient,
-    cache: &Cache,
-    opts: PushOptions,
-    progress: &dyn Progress,
-) -> Result<Outcome> {
-    let short = &blob.digest.digest()[..12];
-    let label = format!("{short} {}", blob.label);
-    if client.blob_exists(repo, &blob.digest).await? {
-        progress.transfer(&label, blob.size).done("exists");
-        return Ok(Outcome::Existed);
-    }
-    // Mount sources on the same registry: the blob's own (the base's repository), then the
-    // repositories this run already pushed to.
-    let sources = blob
-        .mount_from
-        .iter()
-        .chain(pushed_before)
-        .filter(|s| s.api_host() == repo.api_host() && s.repository != repo.repository);
-    let mut session = None;
-    for from in sources {
-        match client.mount_blob(repo, &blob.digest, from).await? {
-            Mount::Mounted => {
-                progress
-                    .transfer(&label, blob.size)
-                    .done(&format!("mounted from {}", from.repository));
-                return Ok(Outcome::Mounted);
-            }
-            // The registry opened an upload instead: use it.
-            Mount::Session(s) => {
-                session = Some(s);
-                break;
-            }
-            Mount::Refused(_) => continue,
-        }
-    }
-    let at = match &blob.source {
-        BlobSource::File(at) => at.clone(),
-        BlobSource::Remote(r) => {
-            client.pull_blob(r, &blob.digest, cache).await?;
-            BlobLocation {
-                path: cache.blob_path(&blob.digest),
-                offset: 0,
-                size: blob.size,
-            }
-        }
-    };
-    let transfer = progress.transfer(&label, blob.size);
-    client
-        .upload_blob(repo, &blob.digest, &at, session, opts.upload, &transfer)
-        .await?;
-    transfer.done(&format!("pushed {}", human_size(blob.size)));
-    Ok(Outcome::Uploaded)
 }
 
 // ---------- saved tarballs ----------

@@ -160,28 +160,30 @@ fn decode_entry(entry: &Value, source: &str) -> Result<Option<Secret>> {
     Ok(None)
 }
 
+/// Run `program VERB` (the docker-credential-helpers protocol) with `input` on stdin.
+fn run_helper(program: &str, verb: &str, input: &[u8]) -> std::io::Result<std::process::Output> {
+    let mut child = Command::new(program)
+        .arg(verb)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // The helper may exit without reading; a broken pipe here is its business.
+        let _ = stdin.write_all(input);
+    }
+    child.wait_with_output()
+}
+
 /// Ask `docker-credential-NAME get` for `host`'s credential.
 fn helper_get(name: &str, host: &str) -> Result<Option<Credential>> {
     let program = format!("docker-credential-{name}");
     let source = format!("credential helper {program}");
-    let mut child = Command::new(&program)
-        .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            Error::Input(format!(
-                "{source} named in Docker's config cannot be run ({e}): install it on PATH or remove it from config.json"
-            ))
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // The helper may exit without reading; a broken pipe here is its business.
-        let _ = stdin.write_all(server_key(host).as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::Input(format!("{source}: {e}")))?;
+    let out = run_helper(&program, "get", server_key(host).as_bytes()).map_err(|e| {
+        Error::Input(format!(
+            "{source} named in Docker's config cannot be run ({e}): install it on PATH or remove it from config.json"
+        ))
+    })?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         let said = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
@@ -386,19 +388,8 @@ pub fn store_login(host: &str, username: &str, password: &str) -> Result<String>
         let program = format!("docker-credential-{helper}");
         let payload =
             serde_json::json!({"ServerURL": key, "Username": username, "Secret": password});
-        let mut child = Command::new(&program)
-            .arg("store")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+        let out = run_helper(&program, "store", payload.to_string().as_bytes())
             .map_err(|e| Error::Input(format!("credential helper {program} cannot be run: {e}")))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(payload.to_string().as_bytes());
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| Error::Input(format!("credential helper {program}: {e}")))?;
         if !out.status.success() {
             return Err(Error::Input(format!(
                 "credential helper {program} could not store the login: {}",
@@ -442,20 +433,9 @@ pub fn remove_login(host: &str) -> Result<bool> {
     let norm = normalize_host(host);
     if let Some(helper) = file.helper_for(&norm).or_else(|| file.store()) {
         let program = format!("docker-credential-{helper}");
-        let mut child = Command::new(&program)
-            .arg("erase")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        let out = run_helper(&program, "erase", server_key(host).as_bytes())
             .map_err(|e| Error::Input(format!("credential helper {program} cannot be run: {e}")))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(server_key(host).as_bytes());
-        }
-        let status = child
-            .wait()
-            .map_err(|e| Error::Input(format!("credential helper {program}: {e}")))?;
-        return Ok(status.success());
+        return Ok(out.status.success());
     }
     let mut json = file.json;
     let removed = match json.get_mut("auths").and_then(Value::as_object_mut) {

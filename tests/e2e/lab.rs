@@ -430,6 +430,42 @@ pub fn docker() -> Result<Docker, libtest_mimic::Failed> {
     })
 }
 
+/// Run `image` detached on a free port, GET `/` from it, then remove the container.
+/// Returns (status line, body); a failure carries the container's logs.
+pub fn run_and_get(
+    docker: &Docker,
+    image: &str,
+) -> Result<(String, String), libtest_mimic::Failed> {
+    let port = free_port();
+    let name = format!("imgbuild-e2e-{port}");
+    run(docker.cmd().args([
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network=host",
+        "-e",
+        &format!("PORT={port}"),
+        "-e",
+        "RELEASE_DISTRIBUTION=none",
+        image,
+    ]))?;
+    let answer = http_get(port, "/");
+    let logs = docker
+        .cmd()
+        .args(["logs", &name])
+        .output()
+        .map(|o| format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr)))
+        .unwrap_or_default();
+    let _ = docker.cmd().args(["rm", "-f", &name]).output();
+    answer.map_err(|e| {
+        fail(format!(
+            "{}; container logs:\n{logs}",
+            e.message().unwrap_or("")
+        ))
+    })
+}
+
 pub fn podman() -> Command {
     let mut c = Command::new("podman");
     c.args(["--runtime", "/usr/sbin/runc", "--cgroup-manager=cgroupfs"]);

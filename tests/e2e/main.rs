@@ -140,34 +140,7 @@ fn test_docker_load_and_run() -> TestResult {
         "{}",
         stdout(&out)
     );
-    let port = lab::free_port();
-    let name = format!("imgbuild-e2e-{port}");
-    run(docker.cmd().args([
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--network=host",
-        "-e",
-        &format!("PORT={port}"),
-        "-e",
-        "RELEASE_DISTRIBUTION=none",
-        "imgbuild-e2e/hello:0.1.0",
-    ]))?;
-    let answer = lab::http_get(port, "/");
-    let logs = docker
-        .cmd()
-        .args(["logs", &name])
-        .output()
-        .map(|o| format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr)))
-        .unwrap_or_default();
-    let _ = docker.cmd().args(["rm", "-f", &name]).output();
-    let (status, body) = answer.map_err(|e| {
-        fail(format!(
-            "{}; container logs:\n{logs}",
-            e.message().unwrap_or("")
-        ))
-    })?;
+    let (status, body) = lab::run_and_get(&docker, "imgbuild-e2e/hello:0.1.0")?;
     assert!(status.contains("200"), "{status}");
     check_body(&body)?;
     // Ownership and modes as COPY --chown=nobody:root gives, cookie private to the runtime user.

@@ -53,6 +53,18 @@ fn digest_by_skopeo(reference: &str, extra: &[&str]) -> Result<String, Failed> {
     Ok(stdout(&out).trim().to_string())
 }
 
+/// The registry serves `reference` under the digest a `--json` report printed.
+fn assert_served(reference: &str, extra: &[&str], report: &Value) -> TestResult {
+    let want = report["digest"].as_str().unwrap_or_default();
+    let got = digest_by_skopeo(reference, extra)?;
+    if got != want {
+        return Err(fail(format!(
+            "{reference} has digest {got}, the report said {want}"
+        )));
+    }
+    Ok(())
+}
+
 fn count(seen: &[Seen], method: &str, contains: &str) -> usize {
     seen.iter()
         .filter(|s| s.method == method && s.target.contains(contains))
@@ -175,23 +187,7 @@ pub fn test_build_push_pull_run() -> TestResult {
     // Docker pulls and runs what was pushed.
     let docker = lab::docker()?;
     run(docker.cmd().args(["pull", &p.direct]))?;
-    let port = lab::free_port();
-    let name = format!("imgbuild-e2e-pushed-{port}");
-    run(docker.cmd().args([
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--network=host",
-        "-e",
-        &format!("PORT={port}"),
-        "-e",
-        "RELEASE_DISTRIBUTION=none",
-        &p.direct,
-    ]))?;
-    let answer = lab::http_get(port, "/");
-    let _ = docker.cmd().args(["rm", "-f", &name]).output();
-    let (status, body) = answer?;
+    let (status, body) = lab::run_and_get(&docker, &p.direct)?;
     assert!(status.contains("200"), "{status}");
     assert!(
         body.contains("hello from imgbuild") && body.contains("uid=65534"),
@@ -272,10 +268,7 @@ pub fn test_incremental_push_uploads_only_changed_layers() -> TestResult {
         );
     }
     let reg = lab::registry()?;
-    assert_eq!(
-        digest_by_skopeo(&format!("{}/app/hello:v2", reg.host()), &[])?,
-        report["digest"].as_str().unwrap_or_default()
-    );
+    assert_served(&format!("{}/app/hello:v2", reg.host()), &[], &report)?;
     Ok(())
 }
 
@@ -294,10 +287,7 @@ pub fn test_push_tarball_same_digest_elsewhere() -> TestResult {
     let report = json_of(&out)?;
     assert_eq!(report["digest"], p.report["digest"]);
     assert_eq!(report["repositories"][0]["uploaded"], 6);
-    assert_eq!(
-        digest_by_skopeo(&dest, &[])?,
-        p.report["digest"].as_str().unwrap_or_default()
-    );
+    assert_served(&dest, &[], &p.report)?;
     // skopeo copies it out again, verifying every blob's digest.
     let copy = lab::scratch_dir("mirror-copy");
     run(Command::new("skopeo")
@@ -403,10 +393,7 @@ pub fn test_chunked_upload() -> TestResult {
         seen.iter().all(|s| s.method != "PATCH" || s.status == 202),
         "a chunk was refused: {seen:?}"
     );
-    assert_eq!(
-        digest_by_skopeo(&format!("{}/chunked/hello:v1", reg.host()), &[])?,
-        report["digest"].as_str().unwrap_or_default()
-    );
+    assert_served(&format!("{}/chunked/hello:v1", reg.host()), &[], &report)?;
     Ok(())
 }
 
@@ -476,10 +463,7 @@ pub fn test_faults_are_retried() -> TestResult {
         );
     }
     let direct = format!("{}/faulty/hello:v1", reg.host());
-    assert_eq!(
-        digest_by_skopeo(&direct, &[])?,
-        report["digest"].as_str().unwrap_or_default()
-    );
+    assert_served(&direct, &[], &report)?;
     // Every blob verifies when pulled back.
     let copy = lab::scratch_dir("faulty-copy");
     run(Command::new("skopeo")
