@@ -20,6 +20,7 @@ use crate::registry::credentials::{self, DockerCredentials};
 use crate::registry::upload::UploadOptions;
 use crate::registry::{ClientOptions, Credential, RegistryClient, Secret};
 use crate::release;
+use crate::secrets;
 
 pub const DEFAULT_BASE: &str = "debian:bookworm-slim";
 
@@ -194,6 +195,9 @@ pub struct BuildArgs {
     /// Leave releases/COOKIE out of the image (then give RELEASE_COOKIE at run time).
     #[arg(long)]
     pub drop_cookie: bool,
+    /// Allow an --env or --label KEY that looks like a secret but is not (repeatable).
+    #[arg(long = "allow-secret")]
+    pub allow_secrets: Vec<String>,
     /// Push the image to every -t destination after building it.
     #[arg(long)]
     pub push: bool,
@@ -367,6 +371,10 @@ pub fn build_request(
         let (k, v) = key_value("--annotation", a)?;
         annotations.insert(k, v);
     }
+    let mut allowed = project.allow_secrets.clone().unwrap_or_default();
+    allowed.extend(args.allow_secrets.iter().cloned());
+    secrets::refuse_secrets("--env", env_order.iter().map(|(k, v)| (k, v)), &allowed)?;
+    secrets::refuse_secrets("--label", labels.iter(), &allowed)?;
     let expose_src: Option<Vec<String>> = if args.expose.is_empty() {
         project.expose.clone()
     } else {

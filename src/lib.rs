@@ -22,3 +22,4 @@ pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod release;
+pub mod secrets;
