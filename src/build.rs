@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::base::{self, BaseSource};
+use crate::base::{self, BaseImage, BaseSource};
 use crate::cache::Cache;
+use crate::check::{self, CheckReport, ImageEnv};
 use crate::error::{Error, Result};
 use crate::image::{self, Image, ImageSettings, LayerRecord};
 use crate::layer::{self, LayerBlob, TarOptions};
@@ -15,7 +16,7 @@ use crate::platform::Platform;
 use crate::progress::Progress;
 use crate::reference::Reference;
 use crate::registry::RegistryClient;
-use crate::release::{self, LayerKind, PlanOptions, Release};
+use crate::release::{self, LayerKind, LayerPlan, PlanOptions, Release};
 
 #[derive(Clone, Debug)]
 pub struct BuildRequest {
@@ -29,6 +30,8 @@ pub struct BuildRequest {
     pub own_apps: Vec<String>,
     pub drop_cookie: bool,
     pub gzip_level: u32,
+    /// Run the start-up check (on by default; `--no-check` turns it off).
+    pub check: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -50,6 +53,9 @@ pub struct BuildReport {
     pub base: BaseReport,
     pub layers: Vec<LayerRecord>,
     pub warnings: Vec<String>,
+    /// The start-up check's findings (absent with --no-check).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckReport>,
     /// Set by `--push`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub push: Option<crate::push::PushReport>,
@@ -92,6 +98,10 @@ pub async fn build(
     progress.step(&format!("resolving base {}", describe(&req.from)));
     let base = base::resolve(&req.from, req.platform.as_ref(), cache, client).await?;
     warnings.extend(base.warnings.iter().cloned());
+
+    let check = inspect_image(&base, &release, &plans, req, cache, client, progress).await?;
+    warnings.extend(check.1);
+    let check = check.0;
 
     let opts = TarOptions {
         mtime: req.settings.epoch,
@@ -166,10 +176,98 @@ pub async fn build(
         },
         layers: image.layers.clone(),
         warnings,
+        check,
         push: None,
         image: Some(image),
         base_reference: base.reference.clone(),
     })
+}
+
+/// Only the start-up check: the release against the base, nothing written.
+pub async fn check_only(
+    req: &BuildRequest,
+    cache: &Cache,
+    client: &RegistryClient,
+    progress: &dyn Progress,
+) -> Result<CheckReport> {
+    let release = Release::inspect(&req.release_dir)?;
+    let plan_opts = PlanOptions {
+        workdir: req.settings.workdir.clone(),
+        own_apps: req.own_apps.clone(),
+        drop_cookie: req.drop_cookie,
+    };
+    let (plans, _) = release::plan_layers(&release, &plan_opts)?;
+    let base = base::resolve(&req.from, req.platform.as_ref(), cache, client).await?;
+    let (report, warnings) =
+        inspect_image(&base, &release, &plans, req, cache, client, progress).await?;
+    for w in warnings {
+        eprintln!("imgbuild: warning: {w}");
+    }
+    report.ok_or_else(|| Error::Image("internal: the check did not run".into()))
+}
+
+/// Read the base's files into a virtual tree, add the release, and (unless turned off) check
+/// that the image can start. Returns the report and warnings.
+async fn inspect_image(
+    base: &BaseImage,
+    release: &Release,
+    plans: &[LayerPlan],
+    req: &BuildRequest,
+    cache: &Cache,
+    client: &RegistryClient,
+    progress: &dyn Progress,
+) -> Result<(Option<CheckReport>, Vec<String>)> {
+    if !req.check {
+        return Ok((
+            None,
+            vec![
+                "--no-check: the image was not checked against the base; it may fail at start"
+                    .into(),
+            ],
+        ));
+    }
+    base::fetch_layers(base, cache, client).await?;
+    let (base, plans, cache) = (base.clone(), plans.to_vec(), cache.clone());
+    let workdir = req.settings.workdir.clone();
+    let env = image_env(&base, &req.settings);
+    let name = release.name.clone();
+    let (report, warnings) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let (mut fs, warnings) = check::base_rootfs(&base, &cache)?;
+        let elves = check::add_release(&mut fs, &plans)?;
+        let scripts = check::release_scripts(&plans, &workdir)?;
+        let arch = base.config.architecture().to_string();
+        Ok((check::check(&fs, &elves, &scripts, &arch, &env), warnings))
+    })
+    .await
+    .map_err(|e| Error::Image(format!("internal: the check failed: {e}")))??;
+    if !report.problems.is_empty() {
+        return Err(Error::Check(report.render()));
+    }
+    progress.step(&format!(
+        "check: {name} can start here ({} ELF files resolved{})",
+        report.elf_files,
+        report
+            .glibc
+            .as_ref()
+            .map(|g| format!(", glibc {g}"))
+            .unwrap_or_default()
+    ));
+    Ok((Some(report), warnings))
+}
+
+/// The environment the container will have: the base's, then the image settings'.
+fn image_env(base: &BaseImage, settings: &ImageSettings) -> ImageEnv {
+    let mut env: Vec<String> = base
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.env().clone())
+        .unwrap_or_default();
+    for (k, v) in &settings.env {
+        env.retain(|e| e.split('=').next() != Some(k.as_str()));
+        env.push(format!("{k}={v}"));
+    }
+    ImageEnv::from_env(&env)
 }
 
 fn describe(s: &BaseSource) -> String {

@@ -39,6 +39,8 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a `mix release` directory on a base image.
     Build(Box<BuildArgs>),
+    /// Check that a release can start on a base image, without building.
+    Check(Box<BuildArgs>),
     /// Push an image tarball (from `imgbuild build -o`) to one or more registries.
     Push(PushArgs),
     /// Store credentials for a registry where `docker login` would.
@@ -195,6 +197,9 @@ pub struct BuildArgs {
     /// Leave releases/COOKIE out of the image (then give RELEASE_COOKIE at run time).
     #[arg(long)]
     pub drop_cookie: bool,
+    /// Skip the start-up check of the release against the base (not recommended).
+    #[arg(long)]
+    pub no_check: bool,
     /// Allow an --env or --label KEY that looks like a secret but is not (repeatable).
     #[arg(long = "allow-secret")]
     pub allow_secrets: Vec<String>,
@@ -229,6 +234,7 @@ pub fn main() -> i32 {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Build(args) => run_build(*args).await,
+            Command::Check(args) => run_check(*args).await,
             Command::Push(args) => run_push(args).await,
             Command::Login(args) => run_login(args).await,
             Command::Logout(args) => run_logout(args),
@@ -310,6 +316,16 @@ pub fn build_request(
     args: &BuildArgs,
     project: &ProjectFile,
     cwd: &std::path::Path,
+) -> Result<BuildRequest> {
+    build_request_for(args, project, cwd, true)
+}
+
+/// `writes`: whether the command writes an image (build) or only looks (check).
+fn build_request_for(
+    args: &BuildArgs,
+    project: &ProjectFile,
+    cwd: &std::path::Path,
+    writes: bool,
 ) -> Result<BuildRequest> {
     let given_release = args.release_dir.clone().or_else(|| project.release.clone());
     let release_dir = release::locate(given_release.as_deref(), cwd)?;
@@ -406,7 +422,7 @@ pub fn build_request(
         .oci_layout
         .clone()
         .or_else(|| project.oci_layout.clone());
-    if output.is_none() && oci_layout.is_none() && !args.push {
+    if writes && output.is_none() && oci_layout.is_none() && !args.push {
         return Err(Error::Usage(
             "nothing to write: pass -o IMAGE.tar, --oci-layout DIR and/or --push".into(),
         ));
@@ -436,6 +452,7 @@ pub fn build_request(
         },
         drop_cookie: args.drop_cookie || project.drop_cookie.unwrap_or(false),
         gzip_level: args.gzip_level,
+        check: !args.no_check,
     })
 }
 
@@ -505,6 +522,31 @@ async fn run_build(args: BuildArgs) -> Result<()> {
         print_json(&report)?;
     } else if !args.quiet {
         println!("{}", report.digest);
+    }
+    Ok(())
+}
+
+async fn run_check(args: BuildArgs) -> Result<()> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
+    let project = ProjectFile::load(&cwd)?;
+    let mut req = build_request_for(&args, &project, &cwd, false)?;
+    req.check = true;
+    let cache = Cache::from_env()?;
+    let client = client_for(client_options(&args.registry, &project), &[])?;
+    let progress = progress::choose(args.quiet || args.json);
+    let report = build::check_only(&req, &cache, &client, progress.as_ref()).await?;
+    if args.json {
+        print_json(&report)?;
+    } else if !args.quiet {
+        println!(
+            "ok: {} ELF files can be loaded{}",
+            report.elf_files,
+            report
+                .glibc
+                .as_ref()
+                .map(|g| format!(" (glibc {g})"))
+                .unwrap_or_default()
+        );
     }
     Ok(())
 }

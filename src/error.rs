@@ -39,6 +39,10 @@ pub enum Error {
     /// A registry could not be reached or answered with an error.
     #[error("{0}")]
     Registry(String),
+
+    /// The start-up check found that the image cannot run.
+    #[error("{0}")]
+    Check(String),
 }
 
 impl Error {

@@ -9,8 +9,10 @@
 pub mod base;
 pub mod build;
 pub mod cache;
+pub mod check;
 pub mod cli;
 pub mod digest;
+pub mod elf;
 pub mod error;
 pub mod image;
 pub mod layer;
@@ -22,4 +24,5 @@ pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod release;
+pub mod rootfs;
 pub mod secrets;

@@ -249,75 +249,94 @@ pub fn registry() -> Result<Registry, libtest_mimic::Failed> {
 
 // ---------- base image ----------
 
-/// A Debian bookworm minbase root filesystem as a tar (made once, kept in target/).
-pub fn minbase_rootfs_tar() -> Result<PathBuf, libtest_mimic::Failed> {
-    static TAR: Shared<PathBuf> = OnceLock::new();
-    shared(&TAR, || {
-        let tar = workdir().join("bookworm-minbase.tar");
-        if tar.is_file() {
-            return Ok(tar);
-        }
-        let root = workdir().join("bookworm-minbase");
-        let _ = std::fs::remove_dir_all(&root);
-        let sources =
-            std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
-        let mirror = sources
-            .lines()
-            .find_map(|l| l.strip_prefix("URIs:"))
-            .and_then(|u| u.split_whitespace().next())
-            .ok_or_else(|| fail("no URIs: line in /etc/apt/sources.list.d/debian.sources to take the Debian mirror from"))?
-            .to_string();
-        run(Command::new("debootstrap")
-            .args(["--variant=minbase", "bookworm"])
-            .arg(&root)
-            .arg(&mirror))?;
-        // Leave out what debootstrap caches: it is not part of a base image.
-        let _ = run(Command::new("sh").arg("-c").arg(format!(
-            "rm -rf {0}/var/cache/apt/archives/*.deb {0}/var/lib/apt/lists/* {0}/var/log/*",
-            root.display()
-        )));
-        let tmp = tar.with_extension("tmp");
-        run(Command::new("tar")
-            .args(["--numeric-owner", "--sort=name", "-C"])
-            .arg(&root)
-            .args(["-cf"])
-            .arg(&tmp)
-            .arg("."))?;
-        std::fs::rename(&tmp, &tar).map_err(|e| fail(e.to_string()))?;
-        let _ = std::fs::remove_dir_all(&root);
-        Ok(tar)
-    })
+/// A Debian `suite` minbase root filesystem as a tar (made once, kept in target/).
+fn rootfs_tar(suite: &str) -> Result<PathBuf, libtest_mimic::Failed> {
+    let tar = workdir().join(format!("{suite}-minbase.tar"));
+    if tar.is_file() {
+        return Ok(tar);
+    }
+    let root = workdir().join(format!("{suite}-minbase"));
+    let _ = std::fs::remove_dir_all(&root);
+    let sources =
+        std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
+    let mirror = sources
+        .lines()
+        .find_map(|l| l.strip_prefix("URIs:"))
+        .and_then(|u| u.split_whitespace().next())
+        .ok_or_else(|| fail("no URIs: line in /etc/apt/sources.list.d/debian.sources to take the Debian mirror from"))?
+        .to_string();
+    run(Command::new("debootstrap")
+        .args(["--variant=minbase", suite])
+        .arg(&root)
+        .arg(&mirror))?;
+    // Leave out what debootstrap caches: it is not part of a base image.
+    let _ = run(Command::new("sh").arg("-c").arg(format!(
+        "rm -rf {0}/var/cache/apt/archives/*.deb {0}/var/lib/apt/lists/* {0}/var/log/*",
+        root.display()
+    )));
+    let tmp = tar.with_extension("tmp");
+    run(Command::new("tar")
+        .args(["--numeric-owner", "--sort=name", "-C"])
+        .arg(&root)
+        .args(["-cf"])
+        .arg(&tmp)
+        .arg("."))?;
+    std::fs::rename(&tmp, &tar).map_err(|e| fail(e.to_string()))?;
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(tar)
 }
 
-/// An OCI layout holding the minbase image, tagged `bookworm` (made with umoci).
+pub fn minbase_rootfs_tar() -> Result<PathBuf, libtest_mimic::Failed> {
+    static TAR: Shared<PathBuf> = OnceLock::new();
+    shared(&TAR, || rootfs_tar("bookworm"))
+}
+
+/// An OCI layout at `layout` holding `tar` as one layer, tagged `tag` (made with umoci).
+fn layout_of(tar: &Path, layout: &Path, tag: &str) -> Result<PathBuf, libtest_mimic::Failed> {
+    let _ = std::fs::remove_dir_all(layout);
+    let img = format!("{}:{tag}", layout.display());
+    run(Command::new("umoci").args(["init", "--layout"]).arg(layout))?;
+    run(Command::new("umoci").args(["new", "--image", &img]))?;
+    run(Command::new("umoci")
+        .args(["raw", "add-layer", "--image", &img])
+        .arg(tar))?;
+    run(Command::new("umoci").args([
+        "config",
+        "--image",
+        &img,
+        "--config.env",
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "--config.cmd",
+        "bash",
+        "--os",
+        "linux",
+        "--architecture",
+        "amd64",
+    ]))?;
+    Ok(layout.to_path_buf())
+}
+
+/// An OCI layout holding the bookworm minbase image, tagged `bookworm`.
 pub fn base_layout() -> Result<PathBuf, libtest_mimic::Failed> {
     static LAYOUT: Shared<PathBuf> = OnceLock::new();
     shared(&LAYOUT, || {
-        let tar = minbase_rootfs_tar()?;
-        let layout = workdir().join("base-layout");
-        let _ = std::fs::remove_dir_all(&layout);
-        let img = format!("{}:bookworm", layout.display());
-        run(Command::new("umoci")
-            .args(["init", "--layout"])
-            .arg(&layout))?;
-        run(Command::new("umoci").args(["new", "--image", &img]))?;
-        run(Command::new("umoci")
-            .args(["raw", "add-layer", "--image", &img])
-            .arg(&tar))?;
-        run(Command::new("umoci").args([
-            "config",
-            "--image",
-            &img,
-            "--config.env",
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "--config.cmd",
-            "bash",
-            "--os",
-            "linux",
-            "--architecture",
-            "amd64",
-        ]))?;
-        Ok(layout)
+        layout_of(
+            &minbase_rootfs_tar()?,
+            &workdir().join("base-layout"),
+            "bookworm",
+        )
+    })
+}
+
+/// An OCI layout holding a bullseye minbase image (glibc 2.31), tagged `bullseye`.
+pub fn bullseye_layout() -> Result<PathBuf, libtest_mimic::Failed> {
+    static LAYOUT: Shared<PathBuf> = OnceLock::new();
+    shared(&LAYOUT, || {
+        layout_of(
+            &rootfs_tar("bullseye")?,
+            &workdir().join("bullseye-layout"),
+            "bullseye",
+        )
     })
 }
 
@@ -343,6 +362,15 @@ pub fn build_release(
     dest: &Path,
     greeting: Option<&str>,
 ) -> Result<PathBuf, libtest_mimic::Failed> {
+    build_release_env(dest, greeting, &[])
+}
+
+/// As `build_release`, with extra environment for mix (`HELLO_WITH_CRYPTO=1`).
+pub fn build_release_env(
+    dest: &Path,
+    greeting: Option<&str>,
+    env: &[(&str, &str)],
+) -> Result<PathBuf, libtest_mimic::Failed> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("testdata")
         .join("hello");
@@ -362,8 +390,21 @@ pub fn build_release(
     run(Command::new("mix")
         .args(["release", "--overwrite", "--quiet"])
         .current_dir(dest)
+        .envs(env.iter().copied())
         .env("MIX_ENV", "prod"))?;
     Ok(dest.join("_build").join("prod").join("rel").join("hello"))
+}
+
+/// The variant whose boot loads :crypto (so it needs libcrypto.so.3), built once.
+pub fn crypto_release() -> Result<PathBuf, libtest_mimic::Failed> {
+    static REL: Shared<PathBuf> = OnceLock::new();
+    shared(&REL, || {
+        build_release_env(
+            &workdir().join("hello-crypto"),
+            None,
+            &[("HELLO_WITH_CRYPTO", "1")],
+        )
+    })
 }
 
 /// The sample release, built once.

@@ -1,6 +1,7 @@
 //! End-to-end tests against real peers: docker-registry, Docker Engine, podman, skopeo, umoci,
 //! containerd's ctr, and a real Elixir release. Run with `scripts/test` (it installs the tools).
 
+mod check;
 mod lab;
 mod push;
 mod servers;
@@ -605,6 +606,18 @@ fn test_bad_input_errors() -> TestResult {
             vec![
                 "build".into(),
                 rel.display().to_string(),
+                "--env".into(),
+                "SECRET_KEY_BASE=abc".into(),
+                "-o".into(),
+                out.display().to_string(),
+            ],
+            2,
+            "docker run -e SECRET_KEY_BASE",
+        ),
+        (
+            vec![
+                "build".into(),
+                rel.display().to_string(),
                 "--from".into(),
                 "Bad Ref".into(),
                 "-o".into(),
@@ -944,6 +957,26 @@ fn main() {
         Trial::test(
             "build::default_release_and_project_file",
             test_default_release_and_project_file,
+        ),
+        Trial::test(
+            "check::passes_on_a_good_base",
+            check::test_passes_on_a_good_base,
+        ),
+        Trial::test(
+            "check::missing_libcrypto_names_the_package",
+            check::test_missing_libcrypto_names_the_package,
+        ),
+        Trial::test(
+            "check::old_glibc_base_names_the_version",
+            check::test_old_glibc_base_names_the_version,
+        ),
+        Trial::test(
+            "check::foreign_machine_fails",
+            check::test_foreign_machine_fails,
+        ),
+        Trial::test(
+            "check::base_without_shell_fails",
+            check::test_base_without_shell_fails,
         ),
         Trial::test("push::build_push_pull_run", push::test_build_push_pull_run),
         Trial::test(

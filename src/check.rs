@@ -1,0 +1,721 @@
+//! Refuse images that cannot start: every ELF file of the release is checked against the
+//! image it will run in (machine, program interpreter, `DT_NEEDED` libraries resolved the way
+//! ld.so would, GNU symbol versions such as `GLIBC_2.34`), and the release's shell scripts
+//! against the commands the image has. Problems come with the fix.
+
+use std::io::{BufReader, Read};
+
+use flate2::read::GzDecoder;
+use serde::Serialize;
+
+use crate::base::BaseImage;
+use crate::cache::Cache;
+use crate::elf::{self, ElfInfo};
+use crate::error::{Error, IoContext, Result};
+use crate::layer::MEDIA_TYPE_GZIP;
+use crate::release::{EntryKind, LayerPlan};
+use crate::rootfs::{Node, RootFs, normalize};
+
+/// One reason the image would fail at start.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    /// The file in the image that has the need.
+    pub file: String,
+    /// What it needs.
+    pub needs: String,
+    /// What is wrong with the image.
+    pub missing: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub elf_files: usize,
+    /// The base's glibc release (from its libc.so.6), when it has one.
+    pub glibc: Option<String>,
+    pub problems: Vec<Problem>,
+}
+
+impl CheckReport {
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "the image would fail at start: {} problem{} in {} ELF file{} checked{}",
+            self.problems.len(),
+            if self.problems.len() == 1 { "" } else { "s" },
+            self.elf_files,
+            if self.elf_files == 1 { "" } else { "s" },
+            self.glibc
+                .as_ref()
+                .map(|g| format!(" (the image has glibc {g})"))
+                .unwrap_or_default()
+        );
+        for p in &self.problems {
+            out.push_str(&format!(
+                "\n  {}\n    needs:   {}\n    missing: {}\n    fix:     {}",
+                p.file, p.needs, p.missing, p.fix
+            ));
+        }
+        out.push_str("\n(pass --no-check to build anyway)");
+        out
+    }
+}
+
+/// The base's file system, read from its cached layers without extracting them.
+pub fn base_rootfs(base: &BaseImage, cache: &Cache) -> Result<(RootFs, Vec<String>)> {
+    let mut fs = RootFs::new();
+    let mut warnings = Vec::new();
+    for (i, layer) in base.layers.iter().enumerate() {
+        let what = format!("base image {} layer {}", base.name, i + 1);
+        if layer.media_type != MEDIA_TYPE_GZIP {
+            warnings.push(format!(
+                "{what} is {}: its files were not read, so the start-up check and SBOM may miss them",
+                layer.media_type
+            ));
+            continue;
+        }
+        let path = cache.blob_path(&layer.digest);
+        let file = std::fs::File::open(&path).ctx("open cached layer", &path)?;
+        let gz = GzDecoder::new(BufReader::with_capacity(1 << 16, file));
+        fs.apply_layer(BufReader::with_capacity(1 << 16, gz), &what)?;
+    }
+    Ok((fs, warnings))
+}
+
+/// Put the release's planned entries into the tree; returns the ELF files among them.
+pub fn add_release(fs: &mut RootFs, plans: &[LayerPlan]) -> Result<Vec<(String, ElfInfo)>> {
+    let mut elves = Vec::new();
+    for plan in plans {
+        for e in &plan.entries {
+            let path = format!("/{}", e.path);
+            let node = match &e.kind {
+                EntryKind::Dir => Node::Dir,
+                EntryKind::Symlink { target } => Node::Symlink(target.clone()),
+                EntryKind::File { .. } => {
+                    let mut info = None;
+                    if let Some(src) = &e.source {
+                        let mut head = [0u8; 4];
+                        let mut f = std::fs::File::open(src).ctx("read", src)?;
+                        let n = f.read(&mut head).ctx("read", src)?;
+                        if elf::is_elf(&head[..n]) {
+                            let bytes = std::fs::read(src).ctx("read", src)?;
+                            match ElfInfo::parse(&bytes) {
+                                Ok(i) => {
+                                    elves.push((path.clone(), i.clone()));
+                                    info = Some(i);
+                                }
+                                Err(why) => {
+                                    return Err(Error::Input(format!(
+                                        "{} looks like an ELF file but cannot be read ({why}): rebuild the release",
+                                        src.display()
+                                    )));
+                                }
+                            }
+                        }
+                    }
+                    Node::File {
+                        mode: e.mode,
+                        elf: info,
+                    }
+                }
+            };
+            fs.insert(&path, node);
+        }
+    }
+    Ok(elves)
+}
+
+/// The release's start scripts (`bin/*` files that begin with `#!`): (image path, text).
+pub fn release_scripts(plans: &[LayerPlan], workdir: &str) -> Result<Vec<(String, String)>> {
+    let bin = format!("{}/bin/", workdir.trim_matches('/'));
+    let mut out = Vec::new();
+    for e in plans.iter().flat_map(|p| &p.entries) {
+        let (EntryKind::File { .. }, Some(src)) = (&e.kind, &e.source) else {
+            continue;
+        };
+        if !e.path.starts_with(&bin) {
+            continue;
+        }
+        let bytes = std::fs::read(src).ctx("read", src)?;
+        if bytes.starts_with(b"#!") {
+            out.push((
+                format!("/{}", e.path),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Debian packages that provide libraries Elixir releases commonly need (bookworm names).
+/// Answers "which package" without a package index; runtime packages bring the full one.
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("libcrypto.so.3", "libssl3"),
+    ("libssl.so.3", "libssl3"),
+    ("libcrypto.so.1.1", "libssl1.1"),
+    ("libssl.so.1.1", "libssl1.1"),
+    ("libstdc++.so.6", "libstdc++6"),
+    ("libgcc_s.so.1", "libgcc-s1"),
+    ("libtinfo.so.6", "libtinfo6"),
+    ("libncursesw.so.6", "libncursesw6"),
+    ("libncurses.so.6", "libncurses6"),
+    ("libz.so.1", "zlib1g"),
+    ("libsystemd.so.0", "libsystemd0"),
+    ("libodbc.so.2", "libodbc2"),
+    ("libsctp.so.1", "libsctp1"),
+    ("libyaml-0.so.2", "libyaml-0-2"),
+    ("libsqlite3.so.0", "libsqlite3-0"),
+    ("libpq.so.5", "libpq5"),
+    ("libvips.so.42", "libvips42"),
+    ("libc.so.6", "libc6"),
+    ("libm.so.6", "libc6"),
+    ("libpthread.so.0", "libc6"),
+    ("libdl.so.2", "libc6"),
+    ("librt.so.1", "libc6"),
+];
+
+/// What the image's environment says about library and command lookup.
+#[derive(Clone, Debug, Default)]
+pub struct ImageEnv {
+    pub path: Option<String>,
+    pub ld_library_path: Option<String>,
+}
+
+impl ImageEnv {
+    pub fn from_env(env: &[String]) -> ImageEnv {
+        let get = |k: &str| {
+            env.iter()
+                .find_map(|e| e.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+                .map(str::to_string)
+        };
+        ImageEnv {
+            path: get("PATH"),
+            ld_library_path: get("LD_LIBRARY_PATH"),
+        }
+    }
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Commands the `mix release` start scripts call (see elixir-release-facts).
+const SCRIPT_COMMANDS: &[&str] = &[
+    "cut", "sed", "grep", "dirname", "basename", "readlink", "cat",
+];
+
+/// Run the start-up check of `elves` (the release's ELF files) and the release's scripts.
+pub fn check(
+    fs: &RootFs,
+    elves: &[(String, ElfInfo)],
+    scripts: &[(String, String)],
+    architecture: &str,
+    env: &ImageEnv,
+) -> CheckReport {
+    let ctx = Ctx::new(fs, env);
+    let mut problems = Vec::new();
+    let expected = elf::machine_for(architecture);
+    for (path, info) in elves {
+        if let Some(m) = expected
+            && info.machine != m
+        {
+            problems.push(Problem {
+                file: path.clone(),
+                needs: format!("a {} machine", elf::machine_name(info.machine)),
+                missing: format!("the image is for {architecture}"),
+                fix: format!(
+                    "build the release for {architecture} (on such a machine, or cross-compiled), or build the image for the release's platform with --platform"
+                ),
+            });
+            continue;
+        }
+        if let Some(interp) = &info.interpreter
+            && !fs.exists(interp)
+        {
+            problems.push(ctx.interpreter_problem(path, interp));
+            continue;
+        }
+        for lib in &info.needed {
+            match ctx.find_library(path, info, lib) {
+                None => problems.push(ctx.missing_library(path, lib)),
+                Some(found) => {
+                    let wanted = info
+                        .requires
+                        .iter()
+                        .filter(|(f, _)| f == lib)
+                        .flat_map(|(_, v)| v.iter());
+                    let mut lacking: Vec<&String> = match &found.1 {
+                        Some(def) => wanted.filter(|v| !def.defines.contains(v)).collect(),
+                        None => vec![],
+                    };
+                    lacking.sort_by_key(|v| (ElfInfo::glibc_version(v), v.to_string()));
+                    lacking.dedup();
+                    if !lacking.is_empty() {
+                        problems.push(ctx.version_problem(path, lib, &found.0, &lacking));
+                    }
+                }
+            }
+        }
+    }
+    for (path, text) in scripts {
+        problems.extend(ctx.script_problems(path, text));
+    }
+    CheckReport {
+        elf_files: elves.len(),
+        glibc: ctx.glibc.clone(),
+        problems,
+    }
+}
+
+struct Ctx<'a> {
+    fs: &'a RootFs,
+    env: &'a ImageEnv,
+    /// ld.so.conf's directories, then the defaults.
+    system_dirs: Vec<String>,
+    glibc: Option<String>,
+    debian: bool,
+    musl: Option<String>,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(fs: &'a RootFs, env: &'a ImageEnv) -> Ctx<'a> {
+        let mut system_dirs = Vec::new();
+        ld_so_conf(fs, "/etc/ld.so.conf", &mut system_dirs, 0);
+        for d in ["/lib64", "/usr/lib64", "/lib", "/usr/lib"] {
+            if !system_dirs.iter().any(|s| s == d) {
+                system_dirs.push(d.to_string());
+            }
+        }
+        let mut ctx = Ctx {
+            fs,
+            env,
+            system_dirs,
+            glibc: None,
+            debian: fs.exists("/etc/debian_version")
+                || fs.contents("/var/lib/dpkg/status").is_some(),
+            musl: ["/lib", "/usr/lib"]
+                .iter()
+                .flat_map(|d| fs.list(d))
+                .find(|p| {
+                    p.rsplit('/')
+                        .next()
+                        .is_some_and(|n| n.starts_with("ld-musl-"))
+                }),
+        };
+        ctx.glibc =
+            ctx.system_dirs
+                .iter()
+                .find_map(|d| match fs.lookup(&format!("{d}/libc.so.6")) {
+                    Some((_, Node::File { elf: Some(e), .. })) => e.glibc_release(),
+                    _ => None,
+                });
+        ctx
+    }
+
+    /// Where ld.so would find `lib` for the ELF at `path`: (image path, its ELF info).
+    fn find_library(
+        &self,
+        path: &str,
+        info: &ElfInfo,
+        lib: &str,
+    ) -> Option<(String, Option<ElfInfo>)> {
+        if lib.contains('/') {
+            return self.candidate(&normalize(lib), info);
+        }
+        let origin = path.rsplit_once('/').map_or("/", |(d, _)| d);
+        let expand = |d: &String| {
+            d.replace("${ORIGIN}", origin)
+                .replace("$ORIGIN", origin)
+                .replace("$LIB", if info.is_64 { "lib64" } else { "lib" })
+        };
+        let mut dirs: Vec<String> = Vec::new();
+        if info.runpath.is_empty() {
+            dirs.extend(info.rpath.iter().map(expand));
+        }
+        if let Some(l) = &self.env.ld_library_path {
+            dirs.extend(l.split(':').filter(|d| !d.is_empty()).map(str::to_string));
+        }
+        dirs.extend(info.runpath.iter().map(expand));
+        dirs.extend(self.system_dirs.iter().cloned());
+        dirs.iter()
+            .find_map(|d| self.candidate(&normalize(&format!("{d}/{lib}")), info))
+    }
+
+    /// `path` if it is a library the loader would accept for `user` (same machine and class).
+    fn candidate(&self, path: &str, user: &ElfInfo) -> Option<(String, Option<ElfInfo>)> {
+        match self.fs.lookup(path)? {
+            (real, Node::File { elf: Some(e), .. }) => (e.machine == user.machine
+                && e.is_64 == user.is_64)
+                .then(|| (real, Some(e.clone()))),
+            // A file we did not parse: assume the loader takes it.
+            (real, Node::File { elf: None, .. }) => Some((real, None)),
+            _ => None,
+        }
+    }
+
+    fn package_for(&self, lib: &str) -> Option<&'static str> {
+        DEBIAN_PACKAGES
+            .iter()
+            .find(|(l, _)| *l == lib)
+            .map(|(_, p)| *p)
+    }
+
+    fn missing_library(&self, path: &str, lib: &str) -> Problem {
+        let fix = match (self.debian, self.package_for(lib)) {
+            (true, Some(pkg)) => format!(
+                "add the Debian package {pkg} to the image (--package {pkg}), or use a base that has it"
+            ),
+            (true, None) => format!(
+                "add the Debian package that provides {lib} (--package NAME; `apt-file search {lib}` tells which), or use a base that has it"
+            ),
+            (false, Some(pkg)) => {
+                format!("use a base image that has {lib} (Debian's package {pkg} provides it)")
+            }
+            (false, None) => format!("use a base image that has {lib}"),
+        };
+        Problem {
+            file: path.to_string(),
+            needs: lib.to_string(),
+            missing: format!(
+                "{lib} is not in the image (searched {})",
+                self.system_dirs.join(":")
+            ),
+            fix,
+        }
+    }
+
+    fn version_problem(&self, path: &str, lib: &str, found: &str, lacking: &[&String]) -> Problem {
+        let glibc_needed = lacking
+            .iter()
+            .filter_map(|v| ElfInfo::glibc_version(v).map(|n| (n, v.as_str())))
+            .max()
+            .map(|(_, v)| v.trim_start_matches("GLIBC_").to_string());
+        let fix = match (&glibc_needed, &self.glibc) {
+            (Some(need), Some(have)) => format!(
+                "use a base whose glibc is at least {need} (this one has {have}), e.g. debian:bookworm-slim, or build the release on a system with glibc {have}"
+            ),
+            (Some(need), None) => format!("use a base whose glibc is at least {need}"),
+            _ => format!("use a base (or add a package) with a newer {lib}"),
+        };
+        Problem {
+            file: path.to_string(),
+            needs: format!(
+                "{} from {lib}",
+                lacking
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            missing: format!(
+                "{found} in the image does not define {}",
+                lacking
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            fix,
+        }
+    }
+
+    fn interpreter_problem(&self, path: &str, interp: &str) -> Problem {
+        let fix = match &self.musl {
+            Some(m) if interp.contains("ld-linux") => format!(
+                "the base uses musl libc ({m}) but the release was built against glibc: use a glibc base such as debian:bookworm-slim, or build the release on Alpine"
+            ),
+            _ => "use a base with the C library the release was built against, such as debian:bookworm-slim".to_string(),
+        };
+        Problem {
+            file: path.to_string(),
+            needs: format!("the program interpreter {interp}"),
+            missing: format!("{interp} is not in the image"),
+            fix,
+        }
+    }
+
+    fn script_problems(&self, path: &str, text: &str) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let Some(first) = text.lines().next() else {
+            return out;
+        };
+        let Some(shebang) = first.strip_prefix("#!") else {
+            return out;
+        };
+        let interp = shebang.split_whitespace().next().unwrap_or("");
+        if interp.is_empty() {
+            return out;
+        }
+        let shell_fix = "use a base with a POSIX shell and coreutils, sed and grep, such as debian:bookworm-slim (distroless and scratch bases have none)";
+        if !self.fs.is_executable_file(interp) {
+            out.push(Problem {
+                file: path.to_string(),
+                needs: format!("the shell {interp}"),
+                missing: format!("{interp} is not in the image"),
+                fix: shell_fix.into(),
+            });
+            return out;
+        }
+        let path_var = self.env.path.clone().unwrap_or_else(|| DEFAULT_PATH.into());
+        let words: std::collections::BTreeSet<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .collect();
+        let missing: Vec<&str> = SCRIPT_COMMANDS
+            .iter()
+            .copied()
+            .filter(|c| words.contains(c))
+            .filter(|c| {
+                !path_var
+                    .split(':')
+                    .filter(|d| !d.is_empty())
+                    .any(|d| self.fs.is_executable_file(&format!("{d}/{c}")))
+            })
+            .collect();
+        if !missing.is_empty() {
+            out.push(Problem {
+                file: path.to_string(),
+                needs: format!("the commands {}", missing.join(", ")),
+                missing: format!("not found on PATH ({path_var})"),
+                fix: shell_fix.into(),
+            });
+        }
+        out
+    }
+}
+
+/// Directories named by an ld.so.conf file and its `include`s (glob patterns with `*`).
+fn ld_so_conf(fs: &RootFs, file: &str, out: &mut Vec<String>, depth: u32) {
+    if depth > 8 {
+        return;
+    }
+    let Some(bytes) = fs.contents(file) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(pattern) = line.strip_prefix("include") {
+            for pat in pattern.split_whitespace() {
+                let pat = if pat.starts_with('/') {
+                    pat.to_string()
+                } else {
+                    format!("/etc/{pat}")
+                };
+                let (dir, name) = pat.rsplit_once('/').unwrap_or(("/", &pat));
+                for candidate in fs.list(dir) {
+                    let base = candidate.rsplit('/').next().unwrap_or("");
+                    if glob_match(name, base) {
+                        ld_so_conf(fs, &candidate, out, depth + 1);
+                    }
+                }
+            }
+            continue;
+        }
+        for dir in line
+            .split([':', ',', ' ', '\t'])
+            .filter(|d| d.starts_with('/'))
+        {
+            let d = normalize(dir);
+            if !out.contains(&d) {
+                out.push(d);
+            }
+        }
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, rest)) => {
+            let Some(tail) = name.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob_match(rest, &tail[i..]))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lib(defines: &[&str]) -> Node {
+        Node::File {
+            mode: 0o755,
+            elf: Some(ElfInfo {
+                machine: goblin::elf::header::EM_X86_64,
+                is_64: true,
+                defines: defines.iter().map(|s| s.to_string()).collect(),
+                ..ElfInfo::default()
+            }),
+        }
+    }
+
+    fn base() -> RootFs {
+        let mut fs = RootFs::new();
+        fs.insert(
+            "/etc/debian_version",
+            Node::File {
+                mode: 0o644,
+                elf: None,
+            },
+        );
+        fs.insert(
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            lib(&["GLIBC_2.2.5", "GLIBC_2.31"]),
+        );
+        fs.insert("/lib", Node::Symlink("usr/lib".into()));
+        fs.insert("/lib64/ld-linux-x86-64.so.2", lib(&[]));
+        fs.insert(
+            "/usr/bin/dash",
+            Node::File {
+                mode: 0o755,
+                elf: None,
+            },
+        );
+        fs.insert("/bin", Node::Symlink("usr/bin".into()));
+        fs.insert("/usr/bin/sh", Node::Symlink("dash".into()));
+        fs.insert(
+            "/usr/bin/cat",
+            Node::File {
+                mode: 0o755,
+                elf: None,
+            },
+        );
+        fs
+    }
+
+    fn beam(needed: &[&str], glibc: &str) -> ElfInfo {
+        ElfInfo {
+            machine: goblin::elf::header::EM_X86_64,
+            is_64: true,
+            interpreter: Some("/lib64/ld-linux-x86-64.so.2".into()),
+            needed: needed.iter().map(|s| s.to_string()).collect(),
+            requires: vec![("libc.so.6".into(), vec![glibc.into()])],
+            ..ElfInfo::default()
+        }
+    }
+
+    #[test]
+    fn finds_missing_libraries_old_glibc_and_wrong_machine() {
+        let mut fs = base();
+        // ld.so.conf is read from the tree; here the multiarch directory comes from it.
+        let conf = b"include /etc/ld.so.conf.d/*.conf\n".to_vec();
+        let mut tar = tar::Builder::new(Vec::new());
+        for (p, data) in [
+            ("etc/ld.so.conf", conf),
+            (
+                "etc/ld.so.conf.d/x86_64-linux-gnu.conf",
+                b"# multiarch\n/usr/lib/x86_64-linux-gnu\n".to_vec(),
+            ),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            tar.append_data(&mut h, p, &data[..]).unwrap();
+        }
+        fs.apply_layer(&tar.into_inner().unwrap()[..], "conf")
+            .unwrap();
+        let env = ImageEnv::default();
+        let ok = beam(&["libc.so.6"], "GLIBC_2.2.5");
+        let r = check(
+            &fs,
+            &[("/app/erts/bin/beam.smp".into(), ok)],
+            &[],
+            "amd64",
+            &env,
+        );
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.glibc.as_deref(), Some("2.31"));
+
+        let crypto = beam(&["libcrypto.so.3", "libc.so.6"], "GLIBC_2.2.5");
+        let new = beam(&["libc.so.6"], "GLIBC_2.34");
+        let mut arm = beam(&[], "GLIBC_2.17");
+        arm.machine = goblin::elf::header::EM_AARCH64;
+        let r = check(
+            &fs,
+            &[
+                ("/app/lib/crypto/priv/lib/crypto.so".into(), crypto),
+                ("/app/erts/bin/beam.smp".into(), new),
+                ("/app/erts/bin/arm".into(), arm),
+            ],
+            &[],
+            "amd64",
+            &env,
+        );
+        assert_eq!(r.problems.len(), 3, "{:?}", r.problems);
+        assert!(
+            r.problems[0].needs == "libcrypto.so.3"
+                && r.problems[0].fix.contains("--package libssl3")
+        );
+        assert!(
+            r.problems[1].needs.contains("GLIBC_2.34")
+                && r.problems[1]
+                    .fix
+                    .contains("at least 2.34 (this one has 2.31)")
+        );
+        assert!(r.problems[2].needs.contains("AArch64"));
+        let text = r.render();
+        assert!(
+            text.contains("crypto.so") && text.contains("--no-check"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn musl_base_and_missing_shell() {
+        let mut fs = RootFs::new();
+        fs.insert("/lib/ld-musl-x86_64.so.1", lib(&[]));
+        let env = ImageEnv::default();
+        let r = check(
+            &fs,
+            &[(
+                "/app/erts/bin/beam.smp".into(),
+                beam(&["libc.so.6"], "GLIBC_2.2.5"),
+            )],
+            &[(
+                "/app/bin/hello".into(),
+                "#!/bin/sh\nset -e\ncut -d x\n".into(),
+            )],
+            "amd64",
+            &env,
+        );
+        assert_eq!(r.problems.len(), 2, "{:?}", r.problems);
+        assert!(r.problems[0].fix.contains("musl"));
+        assert!(r.problems[1].needs.contains("/bin/sh"));
+        // A shell but no cut or sed on PATH.
+        let fs = base();
+        let r = check(
+            &fs,
+            &[],
+            &[(
+                "/app/bin/hello".into(),
+                "#!/bin/sh\ncat x | sed y | cut z\n".into(),
+            )],
+            "amd64",
+            &env,
+        );
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert!(r.problems[0].needs.contains("cut, sed") && !r.problems[0].needs.contains("cat"));
+    }
+
+    #[test]
+    fn origin_runpath_and_globs() {
+        let mut fs = base();
+        fs.insert("/app/lib/x/priv/libhelper.so", lib(&[]));
+        let mut nif = beam(&["libhelper.so"], "GLIBC_2.2.5");
+        nif.runpath = vec!["$ORIGIN".into()];
+        let r = check(
+            &fs,
+            &[("/app/lib/x/priv/nif.so".into(), nif)],
+            &[],
+            "amd64",
+            &ImageEnv::default(),
+        );
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert!(glob_match("*.conf", "x86_64-linux-gnu.conf"));
+        assert!(!glob_match("*.conf", "README"));
+        assert!(glob_match("a*b*c", "aXXbYc"));
+    }
+}

@@ -1,0 +1,374 @@
+//! The image's file system as a virtual tree, built by reading layers as tar streams: entries,
+//! whiteouts and links are applied to an in-memory index, nothing is extracted to the host, and
+//! no link is ever followed out of the tree. Only what the checks and the SBOM need is kept:
+//! link targets, the symbol versions each shared library defines, and a few small text files
+//! (`ld.so.conf`, dpkg's status, os-release).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use crate::elf::ElfInfo;
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub enum Node {
+    Dir,
+    File {
+        mode: u32,
+        /// Set for ELF files worth resolving against (shared libraries, interpreters).
+        elf: Option<ElfInfo>,
+    },
+    Symlink(String),
+}
+
+/// Small files whose contents are kept (at most this large).
+const MAX_KEPT: u64 = 16 << 20;
+/// Shared libraries larger than this are not parsed (none is in practice).
+const MAX_ELF: u64 = 512 << 20;
+
+#[derive(Clone, Debug, Default)]
+pub struct RootFs {
+    nodes: BTreeMap<String, Node>,
+    contents: BTreeMap<String, Vec<u8>>,
+}
+
+/// `a/./b/../c` → `/a/c`; `..` stops at the root, as it does inside a container.
+pub fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+fn parent(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+/// Files whose contents the checks and the SBOM read.
+fn keep_contents(path: &str) -> bool {
+    path == "/etc/ld.so.conf"
+        || path.starts_with("/etc/ld.so.conf.d/")
+        || path == "/var/lib/dpkg/status"
+        || path.starts_with("/var/lib/dpkg/status.d/")
+        || path == "/etc/os-release"
+        || path == "/usr/lib/os-release"
+        || path == "/etc/debian_version"
+}
+
+/// Files that may be shared libraries or program interpreters.
+fn maybe_library(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or("");
+    name.contains(".so")
+}
+
+impl RootFs {
+    pub fn new() -> RootFs {
+        let mut fs = RootFs::default();
+        fs.nodes.insert("/".into(), Node::Dir);
+        fs
+    }
+
+    /// Apply one layer, given as an uncompressed tar stream, on top of what is there.
+    pub fn apply_layer(&mut self, tar: impl Read, what: &str) -> Result<()> {
+        let bad = |e: std::io::Error| Error::Image(format!("{what}: unreadable layer: {e}"));
+        let mut archive = tar::Archive::new(tar);
+        let mut added: Vec<(String, Node)> = Vec::new();
+        let mut kept: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut whiteouts: Vec<String> = Vec::new();
+        let mut opaque: Vec<String> = Vec::new();
+        for entry in archive.entries().map_err(bad)? {
+            let mut entry = entry.map_err(bad)?;
+            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let path = normalize(&raw);
+            if path == "/" {
+                continue;
+            }
+            let name = path.rsplit('/').next().unwrap_or("");
+            if name == ".wh..wh..opq" {
+                opaque.push(parent(&path).to_string());
+                continue;
+            }
+            if let Some(hidden) = name.strip_prefix(".wh.") {
+                whiteouts.push(format!("{}/{hidden}", parent(&path).trim_end_matches('/')));
+                continue;
+            }
+            let header = entry.header();
+            let mode = header.mode().unwrap_or(0o644);
+            let kind = header.entry_type();
+            let link = entry
+                .link_name_bytes()
+                .map(|l| String::from_utf8_lossy(&l).into_owned());
+            let node = match kind {
+                tar::EntryType::Directory => Node::Dir,
+                tar::EntryType::Symlink => Node::Symlink(link.unwrap_or_default()),
+                tar::EntryType::Link => {
+                    // A hard link is the same file as its target (in this layer or below).
+                    let target = normalize(&link.unwrap_or_default());
+                    let node = added
+                        .iter()
+                        .rev()
+                        .find(|(p, _)| *p == target)
+                        .map(|(_, n)| n.clone())
+                        .or_else(|| self.nodes.get(&target).cloned())
+                        .unwrap_or(Node::File { mode, elf: None });
+                    if let Some(c) = kept
+                        .iter()
+                        .rev()
+                        .find(|(p, _)| *p == target)
+                        .map(|(_, c)| c.clone())
+                        .or_else(|| self.contents.get(&target).cloned())
+                    {
+                        kept.push((path.clone(), c));
+                    }
+                    node
+                }
+                t if t.is_file() || t == tar::EntryType::Continuous => {
+                    let size = entry.size();
+                    let mut elf = None;
+                    if keep_contents(&path) && size <= MAX_KEPT {
+                        let mut buf = Vec::with_capacity(size as usize);
+                        entry.read_to_end(&mut buf).map_err(bad)?;
+                        kept.push((path.clone(), buf));
+                    } else if maybe_library(&path) && (64..=MAX_ELF).contains(&size) {
+                        let mut buf = Vec::with_capacity(size as usize);
+                        entry.read_to_end(&mut buf).map_err(bad)?;
+                        elf = ElfInfo::parse(&buf).ok();
+                    }
+                    Node::File { mode, elf }
+                }
+                // Devices, fifos and the like: present, but nothing the checks read.
+                _ => Node::File { mode, elf: None },
+            };
+            added.push((path, node));
+        }
+        // Whiteouts hide what lower layers had; this layer's own entries then go on top.
+        for dir in opaque {
+            self.remove_below(&dir);
+        }
+        for path in whiteouts {
+            self.remove(&path);
+            self.remove_below(&path);
+        }
+        for (path, node) in added {
+            if !matches!(node, Node::Dir) {
+                // A file replacing a directory hides what was below it.
+                self.remove_below(&path);
+            }
+            self.contents.remove(&path);
+            self.add_parents(&path);
+            self.nodes.insert(path, node);
+        }
+        for (path, c) in kept {
+            self.contents.insert(path, c);
+        }
+        Ok(())
+    }
+
+    /// Add one entry (release files, package files) at an absolute path.
+    pub fn insert(&mut self, path: &str, node: Node) {
+        let path = normalize(path);
+        self.add_parents(&path);
+        self.nodes.insert(path, node);
+    }
+
+    /// Layers may omit parent directories; they exist implicitly.
+    fn add_parents(&mut self, path: &str) {
+        let mut p = parent(path);
+        while p != "/" && !self.nodes.contains_key(p) {
+            self.nodes.insert(p.to_string(), Node::Dir);
+            p = parent(p);
+        }
+    }
+
+    fn remove(&mut self, path: &str) {
+        self.nodes.remove(path);
+        self.contents.remove(path);
+    }
+
+    fn remove_below(&mut self, dir: &str) {
+        let prefix = if dir == "/" {
+            "/".to_string()
+        } else {
+            format!("{dir}/")
+        };
+        let doomed: Vec<String> = self
+            .nodes
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in doomed {
+            self.remove(&p);
+        }
+    }
+
+    /// Follow symlinks in every component of `path`, inside the tree. Returns the final path
+    /// when it exists, or `None` (missing, dangling, or a loop).
+    pub fn resolve(&self, path: &str) -> Option<String> {
+        let mut pending: Vec<String> = normalize(path)
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .rev()
+            .collect();
+        let mut current = String::from("/");
+        let mut hops = 0;
+        while let Some(component) = pending.pop() {
+            let candidate = if current == "/" {
+                format!("/{component}")
+            } else {
+                format!("{current}/{component}")
+            };
+            match self.nodes.get(&candidate)? {
+                Node::Symlink(target) => {
+                    hops += 1;
+                    if hops > 40 {
+                        return None;
+                    }
+                    // Absolute targets start again at the image root, never the host's.
+                    if target.starts_with('/') {
+                        current = "/".into();
+                    }
+                    for c in target.split('/').filter(|c| !c.is_empty()).rev() {
+                        pending.push(c.to_string());
+                    }
+                }
+                _ => current = candidate,
+            }
+            // `..` after a symlink is resolved against where the link led.
+            while pending.last().is_some_and(|c| c == "." || c == "..") {
+                if pending.pop().as_deref() == Some("..") {
+                    current = parent(&current).to_string();
+                }
+            }
+        }
+        Some(current)
+    }
+
+    /// The node at `path` after following links.
+    pub fn lookup(&self, path: &str) -> Option<(String, &Node)> {
+        let real = self.resolve(path)?;
+        let node = self.nodes.get(&real)?;
+        Some((real, node))
+    }
+
+    pub fn exists(&self, path: &str) -> bool {
+        self.lookup(path).is_some()
+    }
+
+    /// Contents kept for `path` (after following links).
+    pub fn contents(&self, path: &str) -> Option<&[u8]> {
+        let real = self.resolve(path)?;
+        self.contents.get(&real).map(Vec::as_slice)
+    }
+
+    /// Paths directly inside `dir` (after following links), sorted.
+    pub fn list(&self, dir: &str) -> Vec<String> {
+        let Some(real) = self.resolve(dir) else {
+            return vec![];
+        };
+        let prefix = if real == "/" {
+            "/".into()
+        } else {
+            format!("{real}/")
+        };
+        self.nodes
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .filter(|(p, _)| !p[prefix.len()..].contains('/'))
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    pub fn is_executable_file(&self, path: &str) -> bool {
+        matches!(self.lookup(path), Some((_, Node::File { mode, .. })) if mode & 0o111 != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, link, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(0o755);
+            h.set_size(data.len() as u64);
+            if !link.is_empty() {
+                h.set_link_name(link).unwrap();
+            }
+            // Raw names, so hostile ones (`../`) reach the reader as they would from a registry.
+            let name = &mut h.as_old_mut().name;
+            name.fill(0);
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    use tar::EntryType::{Directory as D, Regular as F, Symlink as L};
+
+    #[test]
+    fn links_stay_inside_and_whiteouts_hide() {
+        let mut fs = RootFs::new();
+        let base = layer(&[
+            ("usr/", D, "", b""),
+            ("usr/bin/", D, "", b""),
+            ("usr/bin/dash", F, "", b"x"),
+            ("bin", L, "usr/bin", b""),
+            ("usr/bin/sh", L, "dash", b""),
+            ("etc/", D, "", b""),
+            (
+                "etc/ld.so.conf",
+                F,
+                "",
+                b"include /etc/ld.so.conf.d/*.conf\n",
+            ),
+            ("escape", L, "../../../../etc/ld.so.conf", b""),
+            ("abs", L, "/usr/bin/dash", b""),
+            ("loop1", L, "loop2", b""),
+            ("loop2", L, "loop1", b""),
+            ("opt/", D, "", b""),
+            ("opt/a", F, "", b"a"),
+            ("opt/b", F, "", b"b"),
+            ("var/x", F, "", b"x"),
+        ]);
+        fs.apply_layer(&base[..], "base").unwrap();
+        assert_eq!(fs.resolve("/bin/sh").as_deref(), Some("/usr/bin/dash"));
+        assert_eq!(fs.resolve("/escape").as_deref(), Some("/etc/ld.so.conf"));
+        assert_eq!(fs.resolve("/abs").as_deref(), Some("/usr/bin/dash"));
+        assert!(fs.resolve("/loop1").is_none());
+        assert!(fs.contents("/escape").unwrap().starts_with(b"include"));
+        assert!(fs.is_executable_file("/bin/sh"));
+        let upper = layer(&[
+            ("usr/bin/.wh.dash", F, "", b""),
+            ("opt/.wh..wh..opq", F, "", b""),
+            ("opt/c", F, "", b"c"),
+            ("../../var/y", F, "", b"y"),
+        ]);
+        fs.apply_layer(&upper[..], "upper").unwrap();
+        assert!(fs.resolve("/bin/sh").is_none(), "dash was whited out");
+        assert_eq!(fs.list("/opt"), ["/opt/c"]);
+        assert!(fs.exists("/var/y") && fs.exists("/var/x"));
+    }
+
+    #[test]
+    fn normalizes() {
+        assert_eq!(normalize("./a/./b/../c/"), "/a/c");
+        assert_eq!(normalize("../../x"), "/x");
+        assert_eq!(normalize(""), "/");
+    }
+}
