@@ -9,6 +9,7 @@ use crate::base::{self, BaseImage, BaseSource};
 use crate::cache::Cache;
 use crate::check::{self, CheckReport, ImageEnv};
 use crate::error::{Error, Result};
+use crate::image::SBOM_ANNOTATION;
 use crate::image::{self, Image, ImageSettings, LayerRecord};
 use crate::layer::{self, LayerBlob, TarOptions};
 use crate::output;
@@ -16,7 +17,8 @@ use crate::platform::Platform;
 use crate::progress::Progress;
 use crate::reference::Reference;
 use crate::registry::RegistryClient;
-use crate::release::{self, LayerKind, LayerPlan, PlanOptions, Release};
+use crate::release::{self, Entry, EntryKind, LayerKind, LayerPlan, PlanOptions, Release};
+use crate::sbom::{self, DebPackage, SbomInput};
 
 #[derive(Clone, Debug)]
 pub struct BuildRequest {
@@ -32,6 +34,18 @@ pub struct BuildRequest {
     pub gzip_level: u32,
     /// Run the start-up check (on by default; `--no-check` turns it off).
     pub check: bool,
+    /// Also write the SBOM to this file.
+    pub sbom_out: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SbomReport {
+    /// Digest of the SPDX document.
+    pub digest: String,
+    /// Where it is inside the image.
+    pub path: String,
+    pub applications: usize,
+    pub debian_packages: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -53,6 +67,7 @@ pub struct BuildReport {
     pub base: BaseReport,
     pub layers: Vec<LayerRecord>,
     pub warnings: Vec<String>,
+    pub sbom: SbomReport,
     /// The start-up check's findings (absent with --no-check).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckReport>,
@@ -87,7 +102,7 @@ pub async fn build(
         own_apps: req.own_apps.clone(),
         drop_cookie: req.drop_cookie,
     };
-    let (plans, mut warnings) = release::plan_layers(&release, &plan_opts)?;
+    let (mut plans, mut warnings) = release::plan_layers(&release, &plan_opts)?;
     progress.step(&format!(
         "release {} {} at {}",
         release.name,
@@ -99,9 +114,34 @@ pub async fn build(
     let base = base::resolve(&req.from, req.platform.as_ref(), cache, client).await?;
     warnings.extend(base.warnings.iter().cloned());
 
-    let check = inspect_image(&base, &release, &plans, req, cache, client, progress).await?;
-    warnings.extend(check.1);
-    let check = check.0;
+    let seen = inspect_image(&base, &release, &plans, req, cache, client, progress).await?;
+    warnings.extend(seen.warnings);
+    let check = seen.check;
+
+    // The SBOM goes into the image as its own small layer, and beside it as a blob.
+    let sbom_bytes = sbom::document(&SbomInput {
+        release: &release,
+        base_name: &base.name,
+        base_digest: base.manifest_digest.as_ref().map(|d| d.as_ref()),
+        architecture: base.config.architecture().to_string().as_str(),
+        debs: &seen.debs,
+        os: seen.os.clone(),
+        epoch: req.settings.epoch,
+    })?;
+    let sbom_digest = cache.put_bytes(&sbom_bytes)?;
+    plans.push(sbom_layer_plan(
+        &release,
+        cache.blob_path(&sbom_digest),
+        sbom_bytes.len() as u64,
+    ));
+    if let Some(path) = &req.sbom_out {
+        output::write_file(path, &sbom_bytes)?;
+        progress.step(&format!("wrote SBOM {}", path.display()));
+    }
+    let mut settings = req.settings.clone();
+    settings
+        .annotations
+        .insert(SBOM_ANNOTATION.to_string(), sbom_digest.to_string());
 
     let opts = TarOptions {
         mtime: req.settings.epoch,
@@ -141,7 +181,8 @@ pub async fn build(
         ));
     }
 
-    let image = image::assemble(&base, &release, &built, &req.settings, cache)?;
+    let mut image = image::assemble(&base, &release, &built, &settings, cache)?;
+    image.sbom = Some((sbom_digest.clone(), sbom_bytes.len() as u64));
     progress.step(&format!(
         "image {} ({} layers)",
         image.manifest_digest,
@@ -176,11 +217,53 @@ pub async fn build(
         },
         layers: image.layers.clone(),
         warnings,
+        sbom: SbomReport {
+            digest: sbom_digest.to_string(),
+            path: format!("/{}", sbom::path_in_image(&release)),
+            applications: release.applications.len(),
+            debian_packages: seen.debs.len(),
+        },
         check,
         push: None,
         image: Some(image),
         base_reference: base.reference.clone(),
     })
+}
+
+/// The SBOM's layer: the document under /var/lib/db/sbom, owned by root, read-only to others.
+fn sbom_layer_plan(release: &Release, source: PathBuf, size: u64) -> LayerPlan {
+    let dir = |path: &str| Entry {
+        path: path.to_string(),
+        source: None,
+        kind: EntryKind::Dir,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+    };
+    let mut entries: Vec<Entry> = ["var", "var/lib", "var/lib/db", sbom::SBOM_DIR]
+        .into_iter()
+        .map(dir)
+        .collect();
+    entries.push(Entry {
+        path: sbom::path_in_image(release),
+        source: Some(source),
+        kind: EntryKind::File { size },
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    });
+    LayerPlan {
+        kind: LayerKind::Sbom,
+        entries,
+    }
+}
+
+/// What reading the base told: the check's report, the Debian packages, os-release.
+struct Seen {
+    check: Option<CheckReport>,
+    debs: Vec<DebPackage>,
+    os: Option<(String, String)>,
+    warnings: Vec<String>,
 }
 
 /// Only the start-up check: the release against the base, nothing written.
@@ -198,16 +281,16 @@ pub async fn check_only(
     };
     let (plans, _) = release::plan_layers(&release, &plan_opts)?;
     let base = base::resolve(&req.from, req.platform.as_ref(), cache, client).await?;
-    let (report, warnings) =
-        inspect_image(&base, &release, &plans, req, cache, client, progress).await?;
-    for w in warnings {
+    let seen = inspect_image(&base, &release, &plans, req, cache, client, progress).await?;
+    for w in seen.warnings {
         eprintln!("imgbuild: warning: {w}");
     }
-    report.ok_or_else(|| Error::Image("internal: the check did not run".into()))
+    seen.check
+        .ok_or_else(|| Error::Image("internal: the check did not run".into()))
 }
 
-/// Read the base's files into a virtual tree, add the release, and (unless turned off) check
-/// that the image can start. Returns the report and warnings.
+/// Read the base's files into a virtual tree (for the SBOM's packages), add the release, and
+/// unless turned off check that the image can start.
 async fn inspect_image(
     base: &BaseImage,
     release: &Release,
@@ -216,43 +299,52 @@ async fn inspect_image(
     cache: &Cache,
     client: &RegistryClient,
     progress: &dyn Progress,
-) -> Result<(Option<CheckReport>, Vec<String>)> {
-    if !req.check {
-        return Ok((
-            None,
-            vec![
-                "--no-check: the image was not checked against the base; it may fail at start"
-                    .into(),
-            ],
-        ));
-    }
+) -> Result<Seen> {
     base::fetch_layers(base, cache, client).await?;
     let (base, plans, cache) = (base.clone(), plans.to_vec(), cache.clone());
     let workdir = req.settings.workdir.clone();
     let env = image_env(&base, &req.settings);
-    let name = release.name.clone();
-    let (report, warnings) = tokio::task::spawn_blocking(move || -> Result<_> {
+    let run_check = req.check;
+    let mut seen = tokio::task::spawn_blocking(move || -> Result<Seen> {
         let (mut fs, warnings) = check::base_rootfs(&base, &cache)?;
-        let elves = check::add_release(&mut fs, &plans)?;
-        let scripts = check::release_scripts(&plans, &workdir)?;
-        let arch = base.config.architecture().to_string();
-        Ok((check::check(&fs, &elves, &scripts, &arch, &env), warnings))
+        let debs = sbom::debian_packages(&fs);
+        let os = sbom::os_version(&fs);
+        let check = if run_check {
+            let elves = check::add_release(&mut fs, &plans)?;
+            let scripts = check::release_scripts(&plans, &workdir)?;
+            let arch = base.config.architecture().to_string();
+            Some(check::check(&fs, &elves, &scripts, &arch, &env))
+        } else {
+            None
+        };
+        Ok(Seen {
+            check,
+            debs,
+            os,
+            warnings,
+        })
     })
     .await
-    .map_err(|e| Error::Image(format!("internal: the check failed: {e}")))??;
-    if !report.problems.is_empty() {
-        return Err(Error::Check(report.render()));
+    .map_err(|e| Error::Image(format!("internal: reading the base failed: {e}")))??;
+    match &seen.check {
+        None => seen.warnings.push(
+            "--no-check: the image was not checked against the base; it may fail at start".into(),
+        ),
+        Some(report) if !report.problems.is_empty() => {
+            return Err(Error::Check(report.render()));
+        }
+        Some(report) => progress.step(&format!(
+            "check: {} can start here ({} ELF files resolved{})",
+            release.name,
+            report.elf_files,
+            report
+                .glibc
+                .as_ref()
+                .map(|g| format!(", glibc {g}"))
+                .unwrap_or_default()
+        )),
     }
-    progress.step(&format!(
-        "check: {name} can start here ({} ELF files resolved{})",
-        report.elf_files,
-        report
-            .glibc
-            .as_ref()
-            .map(|g| format!(", glibc {g}"))
-            .unwrap_or_default()
-    ));
-    Ok((Some(report), warnings))
+    Ok(seen)
 }
 
 /// The environment the container will have: the base's, then the image settings'.

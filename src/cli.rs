@@ -197,6 +197,9 @@ pub struct BuildArgs {
     /// Leave releases/COOKIE out of the image (then give RELEASE_COOKIE at run time).
     #[arg(long)]
     pub drop_cookie: bool,
+    /// Also write the image's SBOM (SPDX 2.3 JSON) to this file.
+    #[arg(long)]
+    pub sbom: Option<PathBuf>,
     /// Skip the start-up check of the release against the base (not recommended).
     #[arg(long)]
     pub no_check: bool,
@@ -453,6 +456,7 @@ fn build_request_for(
         drop_cookie: args.drop_cookie || project.drop_cookie.unwrap_or(false),
         gzip_level: args.gzip_level,
         check: !args.no_check,
+        sbom_out: args.sbom.clone(),
     })
 }
 

@@ -50,7 +50,12 @@ pub struct Image {
     pub layers: Vec<LayerRecord>,
     pub os: String,
     pub architecture: String,
+    /// The SPDX document (digest, size), a blob beside the image's own.
+    pub sbom: Option<(Digest, u64)>,
 }
+
+/// Manifest annotation naming the SBOM blob, so a push can attach it as a referrer.
+pub const SBOM_ANNOTATION: &str = "dev.imgbuild.sbom";
 
 /// Default environment, as Phoenix's runner stage sets it. `C.UTF-8` ships in libc-bin, so the
 /// VM gets UTF-8 filename encoding without the `locales` package.
@@ -241,6 +246,7 @@ pub fn assemble(
         layers,
         os: config.os().to_string(),
         architecture: config.architecture().to_string(),
+        sbom: None,
     })
 }
 

@@ -25,4 +25,5 @@ pub mod reference;
 pub mod registry;
 pub mod release;
 pub mod rootfs;
+pub mod sbom;
 pub mod secrets;

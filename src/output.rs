@@ -54,9 +54,29 @@ fn blobs(image: &Image) -> Vec<String> {
     let mut seen = HashSet::new();
     std::iter::once(image.config_digest.to_string())
         .chain(image.layers.iter().map(|l| l.digest.clone()))
+        .chain(image.sbom.iter().map(|(d, _)| d.to_string()))
         .chain(std::iter::once(image.manifest_digest.to_string()))
         .filter(|d| seen.insert(d.clone()))
         .collect()
+}
+
+/// Write a small file (the SBOM) under a temporary name beside `dest`, then rename it.
+pub fn write_file(dest: &Path, bytes: &[u8]) -> Result<()> {
+    if dest.is_dir() {
+        return Err(Error::Usage(format!(
+            "{}: is a directory; give a file name",
+            dest.display()
+        )));
+    }
+    let mut tmp = temp_beside(dest)?;
+    tmp.write_all(bytes).ctx("write", tmp.path())?;
+    let mut p = perms_of(tmp.path())?;
+    std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o644);
+    fs::set_permissions(tmp.path(), p).ctx("set permissions of", tmp.path())?;
+    tmp.as_file().sync_all().ctx("flush", tmp.path())?;
+    tmp.persist(dest)
+        .map_err(|e| Error::io("rename into place", dest, e.error))?;
+    Ok(())
 }
 
 fn temp_beside(dest: &Path) -> Result<tempfile::NamedTempFile> {

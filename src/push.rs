@@ -30,6 +30,8 @@ pub struct PushImage {
     pub media_type: String,
     /// Config first, then layers, each once.
     pub blobs: Vec<PushBlob>,
+    /// The SBOM, attached to the image as an OCI referrer after the push.
+    pub sbom: Option<PushBlob>,
 }
 
 #[derive(Clone, Debug)]
@@ -87,6 +89,18 @@ pub struct PushReport {
     /// Every tag written, canonical (`registry/repository:tag`).
     pub tags: Vec<String>,
     pub repositories: Vec<RepositoryReport>,
+    /// The SBOM referrer, when the image carries one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<SbomReferrer>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SbomReferrer {
+    /// Digest of the artifact manifest whose subject is the image.
+    pub digest: String,
+    /// `referrers-api`, or `tag-schema` (the `sha256-<hex>` index tag) for registries
+    /// without the referrers API.
+    pub method: String,
 }
 
 impl PushImage {
@@ -134,6 +148,13 @@ impl PushImage {
             manifest_digest: image.manifest_digest.clone(),
             media_type: MEDIA_OCI_MANIFEST.into(),
             blobs,
+            sbom: image.sbom.as_ref().map(|(d, size)| PushBlob {
+                digest: d.clone(),
+                size: *size,
+                label: "sbom".into(),
+                source: cached(cache, d, *size),
+                mount_from: vec![],
+            }),
         })
     }
 }
@@ -183,6 +204,7 @@ pub async fn push(
     };
     let mut done: Vec<Reference> = Vec::new();
     let mut reports = Vec::new();
+    let mut referrer = None;
     let mut written = Vec::new();
     for (repo, tags) in &repos {
         progress.step(&format!("pushing to {}", repo.name()));
@@ -203,6 +225,9 @@ pub async fn push(
             ));
             written.push(tagged.canonical());
         }
+        if let Some(sbom) = &image.sbom {
+            referrer = Some(ctx.attach_sbom(image, sbom, repo).await?);
+        }
         reports.push(report);
         done.push(repo.clone());
     }
@@ -210,6 +235,7 @@ pub async fn push(
         digest: image.manifest_digest.to_string(),
         tags: written,
         repositories: reports,
+        sbom: referrer,
     })
 }
 
@@ -222,6 +248,89 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Attach the SBOM to the pushed image as an OCI artifact whose `subject` is the image:
+    /// through the referrers API where the registry has it, else by the tag schema (an index
+    /// tagged `sha256-<hex of the image digest>` listing the artifacts).
+    async fn attach_sbom(
+        &self,
+        image: &PushImage,
+        sbom: &PushBlob,
+        repo: &Reference,
+    ) -> Result<SbomReferrer> {
+        let empty = self.cache.put_bytes(EMPTY_JSON)?;
+        let empty_blob = PushBlob {
+            digest: empty.clone(),
+            size: EMPTY_JSON.len() as u64,
+            label: "empty config".into(),
+            source: cached(self.cache, &empty, EMPTY_JSON.len() as u64),
+            mount_from: vec![],
+        };
+        for blob in [sbom, &empty_blob] {
+            self.push_blob(blob, repo, &[]).await?;
+        }
+        let artifact = crate::image::canonical_json(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MEDIA_OCI_MANIFEST,
+            "artifactType": crate::sbom::MEDIA_TYPE,
+            "config": {"mediaType": MEDIA_EMPTY, "digest": empty.to_string(), "size": EMPTY_JSON.len()},
+            "layers": [{"mediaType": crate::sbom::MEDIA_TYPE, "digest": sbom.digest.to_string(), "size": sbom.size}],
+            "subject": {"mediaType": image.media_type, "digest": image.manifest_digest.to_string(), "size": image.manifest.len()},
+        }))?;
+        let artifact_digest = digest::sha256_of(&artifact);
+        let api = self
+            .client
+            .put_manifest(
+                repo,
+                artifact_digest.as_ref(),
+                &artifact,
+                MEDIA_OCI_MANIFEST,
+            )
+            .await?;
+        let method = if api {
+            "referrers-api"
+        } else {
+            let tag = format!("sha256-{}", image.manifest_digest.digest());
+            let mut index = match self.client.find_manifest(repo, &tag).await? {
+                Some(bytes) => {
+                    serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| {
+                        Error::Registry(format!("{}:{tag} is not an index: {e}", repo.name()))
+                    })?
+                }
+                None => {
+                    serde_json::json!({"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": []})
+                }
+            };
+            let entry = serde_json::json!({
+                "mediaType": MEDIA_OCI_MANIFEST,
+                "digest": artifact_digest.to_string(),
+                "size": artifact.len(),
+                "artifactType": crate::sbom::MEDIA_TYPE,
+            });
+            let manifests = index
+                .get_mut("manifests")
+                .and_then(|m| m.as_array_mut())
+                .ok_or_else(|| {
+                    Error::Registry(format!("{}:{tag} has no manifests list", repo.name()))
+                })?;
+            if !manifests.iter().any(|m| m["digest"] == entry["digest"]) {
+                manifests.push(entry);
+            }
+            let bytes = crate::image::canonical_json(&index)?;
+            self.client
+                .put_manifest(repo, &tag, &bytes, MEDIA_OCI_INDEX)
+                .await?;
+            "tag-schema"
+        };
+        self.progress.step(&format!(
+            "attached SBOM {artifact_digest} to {} ({method})",
+            repo.name()
+        ));
+        Ok(SbomReferrer {
+            digest: artifact_digest.to_string(),
+            method: method.into(),
+        })
+    }
+
     async fn push_blobs(
         &self,
         image: &PushImage,
@@ -351,6 +460,10 @@ pub struct Tarball {
     /// Names the tarball carries (index.json annotations and manifest.json RepoTags).
     pub names: Vec<Reference>,
 }
+
+/// The empty JSON object: the config of an artifact manifest.
+const EMPTY_JSON: &[u8] = b"{}";
+const MEDIA_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
 /// Small JSON members are read whole; anything larger than this is refused.
 const MAX_JSON: u64 = 8 << 20;
@@ -485,6 +598,21 @@ pub fn read_tarball(path: &Path) -> Result<Tarball> {
             );
         }
     }
+    let sbom = manifest
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(crate::image::SBOM_ANNOTATION))
+        .and_then(|d| digest::parse(d).ok())
+        .and_then(|d| {
+            let (_, size) = locate(&members, &d, &what).ok()?;
+            Some(PushBlob {
+                size,
+                source: location(&d).ok()?,
+                digest: d,
+                label: "sbom".into(),
+                mount_from: vec![],
+            })
+        });
     let mut seen = BTreeMap::new();
     let names = names
         .iter()
@@ -507,6 +635,7 @@ pub fn read_tarball(path: &Path) -> Result<Tarball> {
                     media_type
                 }),
             blobs,
+            sbom,
         },
         names,
     })

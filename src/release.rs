@@ -333,6 +333,8 @@ pub enum LayerKind {
     Release,
     /// A layer of the base image.
     Base,
+    /// The SBOM document under /var/lib/db/sbom.
+    Sbom,
 }
 
 impl LayerKind {
@@ -343,6 +345,7 @@ impl LayerKind {
             LayerKind::App => "app",
             LayerKind::Release => "release",
             LayerKind::Base => "base",
+            LayerKind::Sbom => "sbom",
         }
     }
 }

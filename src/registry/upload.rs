@@ -318,14 +318,15 @@ impl RegistryClient {
     }
 
     /// Store a manifest under `reference` (a tag or its digest); its Content-Type is its own
-    /// media type. Retried; returns the digest the registry reports.
+    /// media type. Retried. Returns whether the registry processed a `subject` field (the
+    /// `OCI-Subject` header of registries with the referrers API).
     pub async fn put_manifest(
         &self,
         target: &Reference,
         reference: &str,
         bytes: &[u8],
         media_type: &str,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let path = format!("/v2/{}/manifests/{reference}", target.repository);
         let body = bytes.to_vec();
         let resp = self
@@ -353,7 +354,39 @@ impl RegistryClient {
                 target.registry
             )));
         }
-        Ok(())
+        Ok(header(&resp, "oci-subject").is_some())
+    }
+
+    /// A manifest or index by tag, or `None` when the registry has none under that name.
+    pub async fn find_manifest(
+        &self,
+        target: &Reference,
+        reference: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        let path = format!("/v2/{}/manifests/{reference}", target.repository);
+        let resp = self
+            .send(
+                target.api_host(),
+                &[scope(&target.repository, "pull,push")],
+                |c, base| {
+                    c.get(format!("{base}{path}"))
+                        .header("Accept", super::MEDIA_OCI_INDEX)
+                },
+            )
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(
+                resp.bytes()
+                    .await
+                    .map_err(|e| Error::Registry(format!("reading {path} broke off: {e}")))?
+                    .to_vec(),
+            )),
+            s => {
+                let body = resp.bytes().await.unwrap_or_default();
+                Err(self.status_error(target.api_host(), "GET", &path, s, &body))
+            }
+        }
     }
 }
 
