@@ -455,7 +455,7 @@ fn build_request_for(
         },
         drop_cookie: args.drop_cookie || project.drop_cookie.unwrap_or(false),
         gzip_level: args.gzip_level,
-        check: !args.no_check,
+        check: !args.no_check && project.check.unwrap_or(true),
         sbom_out: args.sbom.clone(),
     })
 }

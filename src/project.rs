@@ -33,6 +33,8 @@ pub struct ProjectFile {
     /// Applications besides the release's namesake that go into the app layer.
     pub apps: Option<Vec<String>>,
     pub drop_cookie: Option<bool>,
+    /// `false` skips the start-up check, as `--no-check` does.
+    pub check: Option<bool>,
     /// Env or label keys that look secret but are not.
     pub allow_secrets: Option<Vec<String>>,
     pub insecure_registries: Option<Vec<String>>,

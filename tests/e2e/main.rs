@@ -93,7 +93,24 @@ fn test_json_report() -> TestResult {
         .iter()
         .filter_map(|l| l["kind"].as_str())
         .collect();
-    assert_eq!(kinds, ["base", "erts", "deps", "app", "release"]);
+    assert_eq!(kinds, ["base", "erts", "deps", "app", "release", "sbom"]);
+    // The SBOM: in the image, counted in the report, and a blob of the tarball.
+    assert_eq!(r["sbom"]["path"], "/var/lib/db/sbom/hello-0.1.0.spdx.json");
+    assert!(
+        r["sbom"]["applications"].as_u64().unwrap_or(0) >= 9,
+        "{}",
+        r["sbom"]
+    );
+    assert!(
+        r["sbom"]["debian_packages"].as_u64().unwrap_or(0) > 50,
+        "{}",
+        r["sbom"]
+    );
+    assert!(
+        r["check"]["elf_files"].as_u64().unwrap_or(0) >= 10,
+        "{}",
+        r["check"]
+    );
     for l in r["layers"].as_array().into_iter().flatten() {
         assert!(
             l["digest"]
@@ -125,7 +142,7 @@ fn test_json_report() -> TestResult {
         .arg("manifest.json"))?;
     let m: Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
     assert_eq!(m[0]["RepoTags"][0], "imgbuild-e2e/hello:0.1.0");
-    assert_eq!(m[0]["Layers"].as_array().map(Vec::len), Some(5));
+    assert_eq!(m[0]["Layers"].as_array().map(Vec::len), Some(6));
     Ok(())
 }
 
@@ -239,12 +256,12 @@ fn test_skopeo_reads_both_transports() -> TestResult {
         .arg(format!("oci-archive:{}", b.tarball.display())))?;
     let oci: Value = serde_json::from_slice(&oci.stdout).map_err(|e| fail(e.to_string()))?;
     assert_eq!(oci["Digest"], digest, "oci-archive: must see our manifest");
-    assert_eq!(oci["Layers"].as_array().map(Vec::len), Some(5));
+    assert_eq!(oci["Layers"].as_array().map(Vec::len), Some(6));
     let dock = run(Command::new("skopeo")
         .arg("inspect")
         .arg(format!("docker-archive:{}", b.tarball.display())))?;
     let dock: Value = serde_json::from_slice(&dock.stdout).map_err(|e| fail(e.to_string()))?;
-    assert_eq!(dock["Layers"].as_array().map(Vec::len), Some(5));
+    assert_eq!(dock["Layers"].as_array().map(Vec::len), Some(6));
     let cfg = run(Command::new("skopeo")
         .args(["inspect", "--config"])
         .arg(format!("docker-archive:{}", b.tarball.display())))?;
@@ -272,8 +289,8 @@ fn test_skopeo_reads_both_transports() -> TestResult {
         .flatten()
         .filter(|h| h["empty_layer"] != true)
         .count();
-    assert_eq!(layered, 5);
-    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().map(Vec::len), Some(5));
+    assert_eq!(layered, 6);
+    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().map(Vec::len), Some(6));
     Ok(())
 }
 
@@ -311,6 +328,33 @@ fn test_umoci_unpacks_layout() -> TestResult {
     )
     .map_err(|e| fail(e.to_string()))?;
     assert_eq!(config["process"]["args"][0], "/app/bin/server");
+    // The SBOM inside the image lists the release's applications and the base's packages.
+    let sbom: Value = serde_json::from_slice(
+        &std::fs::read(rootfs.join("var/lib/db/sbom/hello-0.1.0.spdx.json"))
+            .map_err(|e| fail(format!("SBOM missing from the image: {e}")))?,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
+    let pkgs = sbom["packages"].as_array().cloned().unwrap_or_default();
+    let has = |name: &str, version_prefix: &str| {
+        pkgs.iter().any(|p| {
+            p["name"] == name
+                && p["versionInfo"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with(version_prefix))
+        })
+    };
+    for (name, version) in [
+        ("hello", "0.1.0"),
+        ("kernel", "8."),
+        ("stdlib", "4."),
+        ("elixir", "1.14"),
+        ("inets", "8."),
+        ("erts", "13."),
+        ("libc6", "2.36"),
+    ] {
+        assert!(has(name, version), "{name} {version} missing from the SBOM");
+    }
     Ok(())
 }
 
@@ -488,7 +532,7 @@ fn test_local_bases() -> TestResult {
             dir.join("out.tar").to_str().unwrap_or_default(),
         ])?;
         let layers = r["layers"].as_array().cloned().unwrap_or_default();
-        assert_eq!(layers.len(), 5, "{from}");
+        assert_eq!(layers.len(), 6, "{from}");
         assert!(
             layers
                 .iter()
@@ -496,8 +540,10 @@ fn test_local_bases() -> TestResult {
             "{from}: {layers:?}"
         );
         diff_ids.push(
+            // The SBOM names the base as given (oci:, oci-archive:, ...), so it differs.
             layers
                 .iter()
+                .filter(|l| l["kind"] != "sbom")
                 .map(|l| l["diff_id"].clone())
                 .collect::<Vec<_>>(),
         );
@@ -746,7 +792,7 @@ fn test_default_release_and_project_file() -> TestResult {
         .arg(dir.join("_build/prod/rel/hello")))?;
     std::fs::write(
         dir.join("imgbuild.toml"),
-        "from = \"scratch\"\ntags = [\"example.com/team/hello:7\"]\noutput = \"img.tar\"\nexpose = [\"8080\"]\n[env]\nPORT = \"8080\"\n[labels]\nteam = \"core\"\n",
+        "from = \"scratch\"\ncheck = false\ntags = [\"example.com/team/hello:7\"]\noutput = \"img.tar\"\nexpose = [\"8080\"]\n[env]\nPORT = \"8080\"\n[labels]\nteam = \"core\"\n",
     )
     .map_err(|e| fail(e.to_string()))?;
     let out = run(lab::imgbuild().current_dir(&dir).args([
@@ -892,6 +938,22 @@ fn test_platform_selection_from_index() -> TestResult {
         host["platform"], "linux/amd64",
         "the host's platform is the default"
     );
+    // An x86-64 release in an arm64 image cannot start: the check says so.
+    let o = lab::imgbuild()
+        .arg("build")
+        .arg(&rel)
+        .args(["--from", &from, "--platform", "linux/arm64", "-o"])
+        .arg(&out)
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(1)
+            && err.contains("beam.smp")
+            && err.contains("x86-64 (amd64) machine")
+            && err.contains("the image is for arm64"),
+        "{err}"
+    );
     // arm64 with and without the v8 variant is the same platform after normalisation.
     for p in ["linux/arm64", "linux/arm64/v8"] {
         let arm = build_json(&[
@@ -900,6 +962,7 @@ fn test_platform_selection_from_index() -> TestResult {
             &from,
             "--platform",
             p,
+            "--no-check",
             "-o",
             out.to_str().unwrap_or_default(),
         ])?;

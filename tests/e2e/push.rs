@@ -169,10 +169,21 @@ pub fn test_build_push_pull_run() -> TestResult {
         digest
     );
     // The manifest went up once per tag, after every blob: no manifest PUT precedes a blob PUT.
+    // Blobs of the image itself (the SBOM referrer's come after the tags, by design).
+    let image_blobs: Vec<String> = p.report["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["digest"].as_str())
+        .chain(p.report["config"].as_str())
+        .map(|d| d.replace(':', "%3A"))
+        .collect();
     let last_blob = p
         .seen
         .iter()
-        .rposition(|s| s.target.contains("/blobs/uploads/"))
+        .rposition(|s| {
+            s.target.contains("/blobs/uploads/") && image_blobs.iter().any(|d| s.target.contains(d))
+        })
         .unwrap_or(0);
     let first_manifest = p
         .seen
@@ -183,7 +194,10 @@ pub fn test_build_push_pull_run() -> TestResult {
         first_manifest > last_blob,
         "a tag was written before every blob was in place"
     );
-    assert_eq!(count(&p.seen, "PUT", "/manifests/"), 2);
+    // Two tags, then the SBOM artifact and its tag-schema index (registry 2.8 has no
+    // referrers API).
+    assert_eq!(count(&p.seen, "PUT", "/manifests/"), 4);
+    assert_eq!(p.report["push"]["sbom"]["method"], "tag-schema");
     // Docker pulls and runs what was pushed.
     let docker = lab::docker()?;
     run(docker.cmd().args(["pull", &p.direct]))?;
@@ -215,8 +229,9 @@ pub fn test_mount_from_base_repository_and_no_base_download() -> TestResult {
     assert_eq!(p.report["push"]["repositories"][0]["mounted"], 1);
     // Config plus the four release layers were uploaded, the base layer never: the build read
     // it once (the start-up check reads the base's files), the push only mounted it.
-    assert_eq!(p.report["push"]["repositories"][0]["uploaded"], 5);
-    assert_eq!(uploads(&p.seen), 5, "{:?}", p.seen);
+    assert_eq!(p.report["push"]["repositories"][0]["uploaded"], 6);
+    // Plus the SBOM document and its referrer's empty config.
+    assert_eq!(uploads(&p.seen), 8, "{:?}", p.seen);
     let base_hex = p.base_layer.trim_start_matches("sha256:");
     let downloads = count(&p.seen, "GET", base_hex);
     assert!(downloads <= 1, "base layer downloaded {downloads} times");
@@ -233,7 +248,7 @@ pub fn test_incremental_push_uploads_only_changed_layers() -> TestResult {
     if !lab::require(TOOLS)? {
         return Ok(());
     }
-    pushed()?;
+    let p = pushed()?;
     let rel2 = lab::build_release(&lab::workdir().join("hello-push-v2"), Some("hello again"))?;
     let dir = lab::scratch_dir("push-v2");
     let proxy = servers::start_proxy(lab::registry()?.port)?;
@@ -241,18 +256,19 @@ pub fn test_incremental_push_uploads_only_changed_layers() -> TestResult {
         .env("IMGBUILD_CACHE", dir.join("cache"))
         .arg("build")
         .arg(&rel2)
+        // The same base name as v1 (through the fixture's proxy), so only the code differs.
         .args([
             "--from",
-            &format!("{}/base/debian:bookworm-minbase", proxy.host()),
+            &format!("{}/base/debian:bookworm-minbase", p.proxy.host()),
         ])
         .args(["-t", &format!("{}/app/hello:v2", proxy.host())])
         .args(["--push", "--json"]))?;
     let report = json_of(&out)?;
     let seen = proxy.seen();
     let repo = &report["push"]["repositories"][0];
-    // app + release layers and the config; base, erts and deps already there.
+    // app + release layers and the config; base, erts, deps and the SBOM already there.
     assert_eq!(repo["uploaded"], 3, "{repo}");
-    assert_eq!(repo["existing"], 3, "{repo}");
+    assert_eq!(repo["existing"], 4, "{repo}");
     assert_eq!(uploads(&seen), 3, "{seen:?}");
     let changed: Vec<&str> = report["layers"]
         .as_array()
@@ -289,7 +305,7 @@ pub fn test_push_tarball_same_digest_elsewhere() -> TestResult {
         .arg("--json"))?;
     let report = json_of(&out)?;
     assert_eq!(report["digest"], p.report["digest"]);
-    assert_eq!(report["repositories"][0]["uploaded"], 6);
+    assert_eq!(report["repositories"][0]["uploaded"], 7);
     assert_served(&dest, &[], &p.report)?;
     // skopeo copies it out again, verifying every blob's digest.
     let copy = lab::scratch_dir("mirror-copy");
@@ -304,7 +320,7 @@ pub fn test_push_tarball_same_digest_elsewhere() -> TestResult {
     let tags = report["tags"].as_array().cloned().unwrap_or_default();
     assert_eq!(tags.len(), 2, "{report}");
     assert_eq!(report["repositories"][0]["uploaded"], 0);
-    assert_eq!(report["repositories"][0]["existing"], 6);
+    assert_eq!(report["repositories"][0]["existing"], 7);
     assert_eq!(uploads(&p.proxy.seen()[before..]), 0);
 
     // Progress: plain lines when stderr is not a terminal, nothing with --quiet, bars on a
@@ -315,7 +331,9 @@ pub fn test_push_tarball_same_digest_elsewhere() -> TestResult {
         .arg(format!("{}/progress/hello:v1", second.host())))?;
     let lines = stderr(&out);
     assert!(
-        lines.contains("imgbuild: pushing to") && lines.matches(" pushed ").count() == 6,
+        lines.contains("imgbuild: pushing to")
+            && lines.matches(" pushed ").count() >= 7
+            && lines.contains("attached SBOM"),
         "{lines}"
     );
     let out = run(lab::imgbuild()
@@ -451,7 +469,7 @@ pub fn test_faults_are_retried() -> TestResult {
     let report = json_of(&out)?;
     let seen = proxy.seen();
     assert_eq!(report["repositories"][1]["mounted"], 0);
-    assert_eq!(report["repositories"][1]["uploaded"], 6);
+    assert_eq!(report["repositories"][1]["uploaded"], 7);
     for (method, status) in [
         ("POST", 503),
         ("PUT", 0),
