@@ -183,12 +183,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 /// A parsed manifest-or-index document.
-enum Document {
+pub(crate) enum Document {
     Manifest(Box<ImageManifest>),
     Index(Box<ImageIndex>),
 }
 
-fn parse_document(bytes: &[u8], fallback_media_type: &str, what: &str) -> Result<Document> {
+pub(crate) fn parse_document(
+    bytes: &[u8],
+    fallback_media_type: &str,
+    what: &str,
+) -> Result<Document> {
     #[derive(serde::Deserialize)]
     struct Probe {
         #[serde(rename = "mediaType")]
@@ -231,7 +235,7 @@ fn parse_document(bytes: &[u8], fallback_media_type: &str, what: &str) -> Result
 }
 
 /// Choose the entry for `platform` (default: the host's) from an index, skipping attestations.
-fn select_from_index(
+pub(crate) fn select_from_index(
     index: &ImageIndex,
     platform: Option<&Platform>,
     what: &str,

@@ -43,6 +43,8 @@ pub enum Command {
     Check(Box<BuildArgs>),
     /// Push an image tarball (from `imgbuild build -o`) to one or more registries.
     Push(PushArgs),
+    /// Show an image's config, layers, history and SBOM summary (a tarball or a registry image).
+    Inspect(InspectArgs),
     /// Store credentials for a registry where `docker login` would.
     Login(LoginArgs),
     /// Remove stored credentials for a registry.
@@ -113,6 +115,17 @@ pub struct LoginArgs {
     pub password_stdin: bool,
     #[command(flatten)]
     pub registry_args: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// An image tarball, or a registry reference such as ghcr.io/acme/app:1.0.
+    pub image: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Args, Debug)]
@@ -240,6 +253,7 @@ pub fn main() -> i32 {
             Command::Check(args) => run_check(*args).await,
             Command::Push(args) => run_push(args).await,
             Command::Login(args) => run_login(args).await,
+            Command::Inspect(args) => run_inspect(args).await,
             Command::Logout(args) => run_logout(args),
         }
     });
@@ -599,6 +613,20 @@ async fn run_push(args: PushArgs) -> Result<()> {
         print_json(&report)?;
     } else if !args.quiet {
         println!("{}", report.digest);
+    }
+    Ok(())
+}
+
+async fn run_inspect(args: InspectArgs) -> Result<()> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
+    let project = ProjectFile::load(&cwd)?;
+    let client = client_for(client_options(&args.registry, &project), &[])?;
+    let cache = Cache::from_env()?;
+    let found = crate::inspect::inspect(&args.image, &client, &cache).await?;
+    if args.json {
+        print_json(&found)?;
+    } else {
+        print!("{}", found.render());
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod digest;
 pub mod elf;
 pub mod error;
 pub mod image;
+pub mod inspect;
 pub mod layer;
 pub mod output;
 pub mod platform;

@@ -1055,6 +1055,10 @@ fn main() {
             push::test_push_tarball_same_digest_elsewhere,
         ),
         Trial::test("push::chunked_upload", push::test_chunked_upload),
+        Trial::test(
+            "push::inspect_tarball_and_registry",
+            push::test_inspect_tarball_and_registry,
+        ),
         Trial::test("push::faults_are_retried", push::test_faults_are_retried),
         Trial::test(
             "push::failing_registry_writes_no_tag",

@@ -198,6 +198,40 @@ pub fn test_build_push_pull_run() -> TestResult {
     // referrers API).
     assert_eq!(count(&p.seen, "PUT", "/manifests/"), 4);
     assert_eq!(p.report["push"]["sbom"]["method"], "tag-schema");
+    // The SBOM is found from the image's digest: the tag-schema index lists an SPDX artifact
+    // whose subject is the image and whose layer is the document.
+    let reg = lab::registry()?;
+    let hex = digest.trim_start_matches("sha256:");
+    let raw = |reference: &str| -> Result<Value, Failed> {
+        let out = run(Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{}/app/hello{reference}", reg.host())))?;
+        serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))
+    };
+    let index = raw(&format!(":sha256-{hex}"))?;
+    let entry = &index["manifests"][0];
+    assert_eq!(entry["artifactType"], "application/spdx+json", "{index}");
+    let artifact = raw(&format!(
+        "@{}",
+        entry["digest"].as_str().unwrap_or_default()
+    ))?;
+    assert_eq!(artifact["subject"]["digest"], digest, "{artifact}");
+    assert_eq!(artifact["layers"][0]["digest"], p.report["sbom"]["digest"]);
+    let (status, body) = lab::http_get(
+        reg.port,
+        &format!(
+            "/v2/app/hello/blobs/{}",
+            artifact["layers"][0]["digest"].as_str().unwrap_or_default()
+        ),
+    )?;
+    assert!(status.contains("200"), "{status}");
+    let doc: Value = serde_json::from_str(&body).map_err(|e| fail(e.to_string()))?;
+    assert!(
+        doc["packages"].as_array().is_some_and(|ps| ps
+            .iter()
+            .any(|p| p["name"] == "hello" && p["versionInfo"] == "0.1.0")),
+        "{doc}"
+    );
     // Docker pulls and runs what was pushed.
     let docker = lab::docker()?;
     run(docker.cmd().args(["pull", &p.direct]))?;
@@ -926,5 +960,45 @@ pub fn test_token_auth_anonymous_pull_and_authenticated_push() -> TestResult {
         fetched.iter().all(|s| !s.authorized),
         "credentials followed the redirect to another host: {fetched:?}"
     );
+    Ok(())
+}
+
+pub fn test_inspect_tarball_and_registry() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let p = pushed()?;
+    let reg = lab::registry()?;
+    for target in [p.tarball.display().to_string(), p.direct.clone()] {
+        let out = run(lab::imgbuild().args(["inspect", &target, "--json"]))?;
+        let r = json_of(&out)?;
+        assert_eq!(r["digest"], p.report["digest"], "{target}");
+        let kinds: Vec<&str> = r["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["kind"].as_str())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["base", "erts", "deps", "app", "release", "sbom"],
+            "{target}"
+        );
+        assert_eq!(r["config"]["User"], "65534");
+        assert_eq!(r["sbom"]["applications"], p.report["sbom"]["applications"]);
+        assert_eq!(
+            r["sbom"]["debian_packages"],
+            p.report["sbom"]["debian_packages"]
+        );
+        let text = run(lab::imgbuild().args(["inspect", &target]))?;
+        let text = stdout(&text);
+        assert!(
+            text.contains("release applications") && text.contains("imgbuild: app layer"),
+            "{text}"
+        );
+    }
+    let missing = format!("{}/nothing/here:1", reg.host());
+    let err = expect_failure(lab::imgbuild().args(["inspect", &missing]))?;
+    assert!(err.contains("not found"), "{err}");
     Ok(())
 }
