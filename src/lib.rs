@@ -6,6 +6,7 @@
 //! [`image`] assembles config and manifest; [`output`] writes tarballs and layouts;
 //! [`build`] runs it all; [`cli`] and [`project`] are the user's side.
 
+pub mod apt;
 pub mod base;
 pub mod build;
 pub mod cache;

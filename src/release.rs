@@ -335,6 +335,8 @@ pub enum LayerKind {
     Base,
     /// The SBOM document under /var/lib/db/sbom.
     Sbom,
+    /// Debian runtime packages (`--package`).
+    Packages,
 }
 
 impl LayerKind {
@@ -346,6 +348,7 @@ impl LayerKind {
             LayerKind::Release => "release",
             LayerKind::Base => "base",
             LayerKind::Sbom => "sbom",
+            LayerKind::Packages => "packages",
         }
     }
 }

@@ -63,6 +63,12 @@ fn keep_contents(path: &str) -> bool {
         || path == "/etc/os-release"
         || path == "/usr/lib/os-release"
         || path == "/etc/debian_version"
+        || path == "/etc/apt/sources.list"
+        || path.starts_with("/etc/apt/sources.list.d/")
+        || path == "/etc/apt/trusted.gpg"
+        || path.starts_with("/etc/apt/trusted.gpg.d/")
+        || path.starts_with("/usr/share/keyrings/")
+        || path == "/etc/ssl/certs/ca-certificates.crt"
 }
 
 /// Files that may be shared libraries or program interpreters.

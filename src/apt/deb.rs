@@ -1,0 +1,218 @@
+//! Reading a `.deb`: an `ar` archive holding `control.tar.*` and `data.tar.*` (gzip, xz, zstd
+//! or plain). The data files are unpacked into a staging directory (never into the image's or
+//! host's root), and listed with the ownership and modes the package gives them.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::release::{Entry, EntryKind};
+use crate::rootfs::normalize;
+
+/// A member of an ar archive: name, offset and size of its data.
+struct Member {
+    name: String,
+    offset: u64,
+    size: u64,
+}
+
+fn members(path: &Path, what: &str) -> Result<Vec<Member>> {
+    let mut f = File::open(path).ctx("open", path)?;
+    let mut magic = [0u8; 8];
+    f.read_exact(&mut magic)
+        .map_err(|_| Error::Image(format!("{what} is not a .deb (too short)")))?;
+    if &magic != b"!<arch>\n" {
+        return Err(Error::Image(format!("{what} is not a .deb (no ar header)")));
+    }
+    let total = f.metadata().ctx("stat", path)?.len();
+    let mut pos = 8u64;
+    let mut out = Vec::new();
+    while pos + 60 <= total {
+        let mut h = [0u8; 60];
+        f.seek(SeekFrom::Start(pos)).ctx("read", path)?;
+        f.read_exact(&mut h).ctx("read", path)?;
+        let name = String::from_utf8_lossy(&h[..16])
+            .trim_end()
+            .trim_end_matches('/')
+            .to_string();
+        let size: u64 = String::from_utf8_lossy(&h[48..58])
+            .trim()
+            .parse()
+            .map_err(|_| Error::Image(format!("{what}: malformed ar member header")))?;
+        let offset = pos + 60;
+        if offset + size > total {
+            return Err(Error::Image(format!("{what}: ar member {name} runs past the end")));
+        }
+        out.push(Member { name, offset, size });
+        pos = offset + size + (size % 2);
+    }
+    Ok(out)
+}
+
+/// A decompressing reader for a `*.tar.{gz,xz,zst}` member.
+fn tar_reader(path: &Path, m: &Member, what: &str) -> Result<Box<dyn Read>> {
+    let mut f = File::open(path).ctx("open", path)?;
+    f.seek(SeekFrom::Start(m.offset)).ctx("read", path)?;
+    let raw = BufReader::new(f.take(m.size));
+    Ok(if m.name.ends_with(".gz") {
+        Box::new(flate2::read::GzDecoder::new(raw))
+    } else if m.name.ends_with(".xz") {
+        // lzma-rs decodes whole streams; decode into a temporary spool file so memory stays flat.
+        let mut spool = tempfile::tempfile().ctx("create temporary file for", path)?;
+        let mut input = raw;
+        lzma_rs::xz_decompress(&mut input, &mut spool)
+            .map_err(|e| Error::Image(format!("{what}: {} is not valid xz: {e}", m.name)))?;
+        spool.seek(SeekFrom::Start(0)).ctx("read", path)?;
+        Box::new(BufReader::new(spool))
+    } else if m.name.ends_with(".zst") {
+        Box::new(
+            ruzstd::decoding::StreamingDecoder::new(raw)
+                .map_err(|e| Error::Image(format!("{what}: {} is not valid zstd: {e}", m.name)))?,
+        )
+    } else if m.name.ends_with(".tar") {
+        Box::new(raw)
+    } else {
+        return Err(Error::Image(format!(
+            "{what}: unsupported member compression {}",
+            m.name
+        )));
+    })
+}
+
+/// The control files of a package (`control`, `md5sums`, `conffiles`).
+pub struct Control {
+    pub control: String,
+    pub md5sums: Option<String>,
+    pub conffiles: Option<String>,
+}
+
+pub fn read_control(path: &Path, what: &str) -> Result<Control> {
+    let ms = members(path, what)?;
+    let m = ms
+        .iter()
+        .find(|m| m.name.starts_with("control.tar"))
+        .ok_or_else(|| Error::Image(format!("{what} has no control.tar member")))?;
+    let mut archive = tar::Archive::new(tar_reader(path, m, what)?);
+    let mut out = Control {
+        control: String::new(),
+        md5sums: None,
+        conffiles: None,
+    };
+    let bad = |e: std::io::Error| Error::Image(format!("{what}: unreadable control.tar: {e}"));
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let name = normalize(&String::from_utf8_lossy(&entry.path_bytes()));
+        let mut text = String::new();
+        match name.as_str() {
+            "/control" | "/md5sums" | "/conffiles" => {
+                (&mut entry)
+                    .take(8 << 20)
+                    .read_to_string(&mut text)
+                    .map_err(bad)?;
+            }
+            _ => continue,
+        }
+        match name.as_str() {
+            "/control" => out.control = text,
+            "/md5sums" => out.md5sums = Some(text),
+            _ => out.conffiles = Some(text),
+        }
+    }
+    if out.control.is_empty() {
+        return Err(Error::Image(format!("{what} has no control file")));
+    }
+    Ok(out)
+}
+
+/// Unpack the data files into `staging` and return them as layer entries (paths relative to
+/// `/`, ownership and modes from the package).
+pub fn unpack_data(path: &Path, staging: &Path, what: &str) -> Result<Vec<Entry>> {
+    let ms = members(path, what)?;
+    let m = ms
+        .iter()
+        .find(|m| m.name.starts_with("data.tar"))
+        .ok_or_else(|| Error::Image(format!("{what} has no data.tar member")))?;
+    let mut archive = tar::Archive::new(tar_reader(path, m, what)?);
+    let bad = |e: std::io::Error| Error::Image(format!("{what}: unreadable data.tar: {e}"));
+    let mut out: Vec<Entry> = Vec::new();
+    for (i, entry) in archive.entries().map_err(bad)?.enumerate() {
+        let mut entry = entry.map_err(bad)?;
+        let path_in = normalize(&String::from_utf8_lossy(&entry.path_bytes()));
+        if path_in == "/" {
+            continue;
+        }
+        let rel = path_in.trim_start_matches('/').to_string();
+        let h = entry.header();
+        let mode = h.mode().unwrap_or(0o644) & 0o7777;
+        let (uid, gid) = (h.uid().unwrap_or(0), h.gid().unwrap_or(0));
+        let kind = h.entry_type();
+        let link = entry
+            .link_name_bytes()
+            .map(|l| String::from_utf8_lossy(&l).into_owned());
+        let e = match kind {
+            tar::EntryType::Directory => Entry {
+                path: rel,
+                source: None,
+                kind: EntryKind::Dir,
+                mode,
+                uid,
+                gid,
+            },
+            tar::EntryType::Symlink => Entry {
+                path: rel,
+                source: None,
+                kind: EntryKind::Symlink {
+                    target: link.unwrap_or_default(),
+                },
+                mode: 0o777,
+                uid,
+                gid,
+            },
+            tar::EntryType::Link => {
+                // A hard link: the same content as its target, stored as its own file.
+                let target = normalize(&link.unwrap_or_default());
+                let t = target.trim_start_matches('/');
+                let Some(src) = out.iter().find(|o| o.path == t).cloned() else {
+                    return Err(Error::Image(format!(
+                        "{what}: hard link {path_in} to {target}, which comes later or not at all"
+                    )));
+                };
+                Entry {
+                    path: rel,
+                    mode,
+                    uid,
+                    gid,
+                    ..src
+                }
+            }
+            t if t.is_file() => {
+                let file = staging.join(format!("{i:06}"));
+                let mut w = File::create(&file).ctx("create", &file)?;
+                let size = std::io::copy(&mut entry, &mut w).map_err(bad)?;
+                Entry {
+                    path: rel,
+                    source: Some(file),
+                    kind: EntryKind::File { size },
+                    mode,
+                    uid,
+                    gid,
+                }
+            }
+            other => {
+                return Err(Error::Image(format!(
+                    "{what}: {path_in} is a {other:?}, which a runtime image layer does not carry"
+                )));
+            }
+        };
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// Where staged files of one package go.
+pub fn staging_dir(root: &Path, name: &str) -> Result<PathBuf> {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).ctx("create", &dir)?;
+    Ok(dir)
+}

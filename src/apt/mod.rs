@@ -1,0 +1,672 @@
+//! Runtime packages without apt or a container: read the base image's apt sources and keyrings,
+//! verify `InRelease` with OpenPGP, `Packages` by its hash in the Release file and every `.deb`
+//! by its SHA256, resolve dependencies as apt would for this case, pin the result in
+//! `imgbuild.lock`, and unpack the packages into one deterministic layer with dpkg's database
+//! updated. Maintainer scripts are not run; what matters for a runtime image is done here
+//! (ca-certificates' bundle).
+
+pub mod deb;
+pub mod index;
+pub mod resolve;
+pub mod version;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::cache::Cache;
+use crate::digest;
+use crate::error::{Error, IoContext, Result};
+use crate::release::{Entry, EntryKind, LayerKind, LayerPlan};
+use crate::rootfs::RootFs;
+use crate::sbom::DebPackage;
+use index::Stanza;
+
+pub const LOCK_FILE: &str = "imgbuild.lock";
+
+/// One apt source: `deb [signed-by=...] URI SUITE COMPONENT...`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AptSource {
+    pub uri: String,
+    pub suite: String,
+    pub components: Vec<String>,
+    /// A keyring path inside the image, or an inline armored key.
+    pub signed_by: Option<String>,
+}
+
+/// A one-line source (`deb [opts] URI SUITE COMP...`, `deb` optional for `--apt-source`).
+pub fn parse_source_line(line: &str) -> Option<AptSource> {
+    let line = line.split('#').next()?.trim();
+    let rest = line.strip_prefix("deb ").unwrap_or(line).trim();
+    if line.starts_with("deb-src") || rest.is_empty() {
+        return None;
+    }
+    let (opts, rest) = match rest.strip_prefix('[') {
+        Some(r) => {
+            let (o, r) = r.split_once(']')?;
+            (o, r.trim())
+        }
+        None => ("", rest),
+    };
+    let signed_by = opts
+        .split_whitespace()
+        .find_map(|o| o.strip_prefix("signed-by="))
+        .map(str::to_string);
+    let mut words = rest.split_whitespace();
+    let uri = words.next()?.trim_end_matches('/').to_string();
+    let suite = words.next()?.to_string();
+    if !uri.contains("://") {
+        return None;
+    }
+    Some(AptSource {
+        uri,
+        suite,
+        components: words.map(str::to_string).collect(),
+        signed_by,
+    })
+}
+
+/// deb822 `.sources` stanzas (`Types: deb`, `URIs`, `Suites`, `Components`, `Signed-By`).
+pub fn parse_deb822(text: &str) -> Vec<AptSource> {
+    let mut out = Vec::new();
+    for s in index::stanzas(text) {
+        let get = |k: &str| {
+            s.iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
+        };
+        if !get("Types").unwrap_or_default().split_whitespace().any(|t| t == "deb") {
+            continue;
+        }
+        if get("Enabled").is_some_and(|e| e.eq_ignore_ascii_case("no")) {
+            continue;
+        }
+        let signed_by = get("Signed-By").map(|v| v.trim().to_string());
+        let components: Vec<String> = get("Components")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        for uri in get("URIs").unwrap_or_default().split_whitespace() {
+            for suite in get("Suites").unwrap_or_default().split_whitespace() {
+                out.push(AptSource {
+                    uri: uri.trim_end_matches('/').to_string(),
+                    suite: suite.to_string(),
+                    components: components.clone(),
+                    signed_by: signed_by.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The base image's apt sources.
+pub fn sources_of(fs: &RootFs) -> Vec<AptSource> {
+    let mut out = Vec::new();
+    let text = |p: &str| fs.contents(p).map(|b| String::from_utf8_lossy(b).into_owned());
+    if let Some(t) = text("/etc/apt/sources.list") {
+        out.extend(t.lines().filter_map(parse_source_line));
+    }
+    for f in fs.list("/etc/apt/sources.list.d") {
+        let Some(t) = text(&f) else { continue };
+        if f.ends_with(".list") {
+            out.extend(t.lines().filter_map(parse_source_line));
+        } else if f.ends_with(".sources") {
+            out.extend(parse_deb822(&t));
+        }
+    }
+    out
+}
+
+/// Keys for a source: its `Signed-By` keyring (or inline key), else every keyring apt trusts.
+fn keys_for(fs: &RootFs, source: &AptSource) -> Vec<pgp::composed::SignedPublicKey> {
+    if let Some(sb) = &source.signed_by {
+        if sb.contains("BEGIN PGP PUBLIC KEY BLOCK") {
+            return index::keys_from(sb.as_bytes());
+        }
+        return sb
+            .split([',', ' '])
+            .filter(|p| p.starts_with('/'))
+            .filter_map(|p| fs.contents(p))
+            .flat_map(index::keys_from)
+            .collect();
+    }
+    let mut files: Vec<String> = vec!["/etc/apt/trusted.gpg".into()];
+    files.extend(fs.list("/etc/apt/trusted.gpg.d"));
+    files.extend(fs.list("/usr/share/keyrings"));
+    files
+        .iter()
+        .filter(|p| p.ends_with(".gpg") || p.ends_with(".asc"))
+        .filter_map(|p| fs.contents(p))
+        .flat_map(index::keys_from)
+        .collect()
+}
+
+/// A package as an index lists it, with where to get it.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+    pub url: String,
+    pub sha256: String,
+    pub size: u64,
+    pub stanza: Stanza,
+}
+
+/// What `imgbuild.lock` pins.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Locked {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+    pub sha256: String,
+    pub size: u64,
+    pub url: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LockFile {
+    /// The `--package` requests this lock answers, sorted.
+    pub requested: Vec<String>,
+    pub architecture: String,
+    #[serde(default, rename = "package")]
+    pub packages: Vec<Locked>,
+}
+
+impl LockFile {
+    pub fn load(path: &Path) -> Result<Option<LockFile>> {
+        match std::fs::read_to_string(path) {
+            Ok(t) => toml::from_str(&t).map(Some).map_err(|e| {
+                Error::Input(format!(
+                    "{}: not a valid lock file ({e}); delete it or run with --update-lock",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read", path, e)),
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let body = toml::to_string_pretty(self)
+            .map_err(|e| Error::Image(format!("internal: lock file: {e}")))?;
+        let text = format!(
+            "# Written by imgbuild: the runtime packages, pinned. Refresh with --update-lock.\n{body}"
+        );
+        crate::output::write_file(path, text.as_bytes())
+    }
+}
+
+/// What the user asked for.
+#[derive(Clone, Debug, Default)]
+pub struct PackageRequest {
+    pub packages: Vec<String>,
+    /// `--apt-source` lines; when given they replace the base's sources.
+    pub sources: Vec<String>,
+    pub lock_path: PathBuf,
+    pub update_lock: bool,
+}
+
+/// The packages to install, with notes for the user.
+pub struct Resolution {
+    pub lock: LockFile,
+    pub notes: Vec<String>,
+}
+
+async fn fetch(http: &reqwest::Client, url: &str) -> Result<Vec<u8>> {
+    let mut last = String::new();
+    for attempt in 0..3u32 {
+        if attempt > 0 {
+            tokio::time::sleep(crate::registry::backoff(attempt)).await;
+        }
+        match http.get(url).send().await {
+            Ok(r) if r.status().is_success() => {
+                return r.bytes().await.map(|b| b.to_vec()).map_err(|e| {
+                    Error::Registry(format!("download of {url} broke off: {e}"))
+                });
+            }
+            Ok(r) if crate::registry::retryable_status(r.status()) => {
+                last = r.status().to_string();
+            }
+            Ok(r) => {
+                return Err(Error::Registry(format!("{url} answered {}", r.status())));
+            }
+            Err(e) => last = crate::registry::error_chain(&e),
+        }
+    }
+    Err(Error::Registry(format!("cannot fetch {url}: {last}")))
+}
+
+/// Read every source's verified indexes and return the candidates for `arch`.
+async fn candidates(
+    fs: &RootFs,
+    sources: &[AptSource],
+    arch: &str,
+    http: &reqwest::Client,
+) -> Result<Vec<Candidate>> {
+    let mut out = Vec::new();
+    for src in sources {
+        let base = format!("{}/dists/{}", src.uri, src.suite);
+        let inrelease = fetch(http, &format!("{base}/InRelease")).await?;
+        let keys = keys_for(fs, src);
+        let text = index::verify_inrelease(&String::from_utf8_lossy(&inrelease), &keys)
+            .map_err(|why| {
+                Error::Image(format!(
+                    "{base}/InRelease: signature check failed: {why}. Add the repository's key to the base image (/etc/apt/trusted.gpg.d or the source's Signed-By)"
+                ))
+            })?;
+        let release = index::stanzas(&text).into_iter().next().unwrap_or_default();
+        let hashes = index::release_hashes(&release);
+        for comp in &src.components {
+            let stem = format!("{comp}/binary-{arch}/Packages");
+            let chosen = ["xz", "gz", ""].iter().find_map(|ext| {
+                let name = if ext.is_empty() {
+                    stem.clone()
+                } else {
+                    format!("{stem}.{ext}")
+                };
+                hashes.get(&name).map(|h| (name, h.clone()))
+            });
+            let Some((name, (sha, size))) = chosen else {
+                continue;
+            };
+            let url = format!("{base}/{name}");
+            let bytes = fetch(http, &url).await?;
+            let actual = hex::encode(Sha256::digest(&bytes));
+            if actual != sha || bytes.len() as u64 != size {
+                return Err(Error::DigestMismatch {
+                    what: format!("{url} (against the hash in its signed Release file)"),
+                    expected: format!("sha256:{sha}"),
+                    actual: format!("sha256:{actual}"),
+                });
+            }
+            let mut text = String::new();
+            let decode_err = |e: String| Error::Image(format!("{url}: {e}"));
+            if name.ends_with(".xz") {
+                let mut out = Vec::new();
+                lzma_rs::xz_decompress(&mut &bytes[..], &mut out)
+                    .map_err(|e| decode_err(e.to_string()))?;
+                text = String::from_utf8_lossy(&out).into_owned();
+            } else if name.ends_with(".gz") {
+                flate2::read::GzDecoder::new(&bytes[..])
+                    .read_to_string(&mut text)
+                    .map_err(|e| decode_err(e.to_string()))?;
+            } else {
+                text = String::from_utf8_lossy(&bytes).into_owned();
+            }
+            for s in index::stanzas(&text) {
+                let (Some(name), Some(version), Some(file), Some(sha)) = (
+                    s.get("Package"),
+                    s.get("Version"),
+                    s.get("Filename"),
+                    s.get("SHA256"),
+                ) else {
+                    continue;
+                };
+                let a = s.get("Architecture").cloned().unwrap_or_default();
+                if a != arch && a != "all" {
+                    continue;
+                }
+                out.push(Candidate {
+                    name: name.clone(),
+                    version: version.clone(),
+                    architecture: a,
+                    url: format!("{}/{}", src.uri, file.trim_start_matches('/')),
+                    sha256: sha.to_ascii_lowercase(),
+                    size: s.get("Size").and_then(|v| v.parse().ok()).unwrap_or(0),
+                    stanza: s.clone(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Decide what to install: from the lock file when it answers the request, else by resolving
+/// against the sources' indexes (and then writing the lock).
+pub async fn resolve_packages(
+    req: &PackageRequest,
+    fs: &RootFs,
+    arch: &str,
+    http: &reqwest::Client,
+) -> Result<Resolution> {
+    let mut requested: Vec<String> = req.packages.clone();
+    requested.sort();
+    requested.dedup();
+    let mut notes = Vec::new();
+    if !req.update_lock
+        && let Some(lock) = LockFile::load(&req.lock_path)?
+    {
+        if lock.requested == requested && lock.architecture == arch {
+            return Ok(Resolution { lock, notes });
+        }
+        return Err(Error::Usage(format!(
+            "{} pins {:?} for {} but this build asks for {:?} for {arch}: run with --update-lock to resolve again",
+            req.lock_path.display(),
+            lock.requested,
+            lock.architecture,
+            requested
+        )));
+    }
+    let sources: Vec<AptSource> = if req.sources.is_empty() {
+        sources_of(fs)
+    } else {
+        req.sources
+            .iter()
+            .map(|s| {
+                parse_source_line(s).ok_or_else(|| {
+                    Error::Usage(format!(
+                        "invalid --apt-source {s:?}: give \"[signed-by=KEYRING] URI SUITE COMPONENT...\""
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    if sources.is_empty() {
+        return Err(Error::Input(
+            "the base image has no apt sources (/etc/apt/sources.list or sources.list.d): pass --apt-source \"URI SUITE COMPONENT\"".into(),
+        ));
+    }
+    let cands = candidates(fs, &sources, arch, http).await?;
+    let installed = resolve::installed_from(fs);
+    let chosen = resolve::resolve(&requested, &cands, &installed, &mut notes)?;
+    let lock = LockFile {
+        requested,
+        architecture: arch.to_string(),
+        packages: chosen
+            .into_iter()
+            .map(|c| Locked {
+                name: c.name,
+                version: c.version,
+                architecture: c.architecture,
+                sha256: c.sha256,
+                size: c.size,
+                url: c.url,
+            })
+            .collect(),
+    };
+    lock.save(&req.lock_path)?;
+    notes.push(format!("wrote {}", req.lock_path.display()));
+    Ok(Resolution { lock, notes })
+}
+
+/// Download (or find in the cache) each locked `.deb`, verified by its SHA256.
+pub async fn fetch_debs(lock: &LockFile, cache: &Cache, http: &reqwest::Client) -> Result<()> {
+    for p in &lock.packages {
+        let d = digest::parse(&format!("sha256:{}", p.sha256))?;
+        if cache.has_blob(&d) {
+            continue;
+        }
+        let resp = http
+            .get(&p.url)
+            .send()
+            .await
+            .map_err(|e| Error::Registry(format!("cannot fetch {}: {}", p.url, crate::registry::error_chain(&e))))?;
+        if !resp.status().is_success() {
+            return Err(Error::Registry(format!("{} answered {}", p.url, resp.status())));
+        }
+        let tmp = cache.temp_file()?;
+        let file = tmp.reopen().ctx("open", tmp.path())?;
+        let mut out = tokio::io::BufWriter::new(tokio::fs::File::from_std(file));
+        let mut hasher = Sha256::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Error::Registry(format!("download of {} broke off: {e}", p.url)))?;
+            hasher.update(&chunk);
+            out.write_all(&chunk).await.ctx("write", tmp.path())?;
+        }
+        out.flush().await.ctx("write", tmp.path())?;
+        digest::verify(
+            format!("{} (against the SHA256 in Packages / imgbuild.lock)", p.url),
+            &d,
+            &digest::from_hasher(hasher),
+        )?;
+        cache.commit(tmp, &d)?;
+    }
+    Ok(())
+}
+
+/// The package layer: every package's files, dpkg's database with the new entries, and what
+/// maintainer scripts would have made that a runtime image needs. Returns the plan, the
+/// packages (for the SBOM) and notes.
+pub fn package_layer(
+    lock: &LockFile,
+    fs: &RootFs,
+    cache: &Cache,
+    staging: &Path,
+) -> Result<(LayerPlan, Vec<DebPackage>, Vec<String>)> {
+    let mut notes = Vec::new();
+    let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+    let mut status_stanzas: Vec<String> = Vec::new();
+    let mut debs = Vec::new();
+    let mut installed_names = BTreeSet::new();
+    for p in &lock.packages {
+        let d = digest::parse(&format!("sha256:{}", p.sha256))?;
+        let path = cache.blob_path(&d);
+        let what = format!("{}_{}_{}.deb", p.name, p.version, p.architecture);
+        let control = deb::read_control(&path, &what)?;
+        let dir = deb::staging_dir(staging, &format!("{}-{}", p.name, p.architecture))?;
+        let files = deb::unpack_data(&path, &dir, &what)?;
+        let stanza = index::stanzas(&control.control)
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Image(format!("{what}: empty control file")))?;
+        let multi_same = stanza.get("Multi-Arch").is_some_and(|m| m == "same");
+        let info_name = if multi_same {
+            format!("{}:{}", p.name, p.architecture)
+        } else {
+            p.name.clone()
+        };
+        // info/<pkg>.list: every path the package owns, as dpkg writes it.
+        let mut list = String::from("/.\n");
+        for f in &files {
+            list.push_str(&format!("/{}\n", f.path));
+        }
+        let mut meta_files = vec![(format!("var/lib/dpkg/info/{info_name}.list"), list)];
+        if let Some(m) = &control.md5sums {
+            meta_files.push((format!("var/lib/dpkg/info/{info_name}.md5sums"), m.clone()));
+        }
+        if let Some(c) = &control.conffiles {
+            meta_files.push((format!("var/lib/dpkg/info/{info_name}.conffiles"), c.clone()));
+        }
+        for (rel, text) in meta_files {
+            entries.insert(rel.clone(), generated(&dir, &rel, text.as_bytes())?);
+        }
+        for f in files {
+            if let Some(have) = entries.get(&f.path)
+                && !matches!(have.kind, EntryKind::Dir)
+                && !matches!(f.kind, EntryKind::Dir)
+            {
+                notes.push(format!("{} is in more than one package; {} wins", f.path, p.name));
+            }
+            entries.insert(f.path.clone(), f);
+        }
+        status_stanzas.push(status_stanza(&control.control));
+        installed_names.insert(p.name.clone());
+        debs.push(DebPackage {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            architecture: p.architecture.clone(),
+            source: stanza
+                .get("Source")
+                .map(|s| s.split_whitespace().next().unwrap_or("").to_string()),
+        });
+    }
+    // dpkg's status: the base's entries (minus any replaced) and the new ones, by name.
+    let base_status = fs
+        .contents("/var/lib/dpkg/status")
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    let mut all: Vec<String> = base_status
+        .split("\n\n")
+        .map(|s| s.trim_matches('\n').to_string())
+        .filter(|s| !s.is_empty())
+        .filter(|s| {
+            let name = s.lines().find_map(|l| l.strip_prefix("Package: ")).unwrap_or("");
+            !installed_names.contains(name)
+        })
+        .collect();
+    all.extend(status_stanzas);
+    all.sort_by(|a, b| {
+        let key = |s: &String| s.lines().find_map(|l| l.strip_prefix("Package: ").map(str::to_string));
+        key(a).cmp(&key(b))
+    });
+    let status = all.join("\n\n") + "\n";
+    let meta = staging.join("dpkg");
+    std::fs::create_dir_all(&meta).ctx("create", &meta)?;
+    entries.insert(
+        "var/lib/dpkg/status".into(),
+        generated(&meta, "var/lib/dpkg/status", status.as_bytes())?,
+    );
+    if installed_names.contains("ca-certificates") {
+        ca_bundle(&mut entries, fs, &meta)?;
+        notes.push(
+            "ca-certificates: built /etc/ssl/certs/ca-certificates.crt as update-ca-certificates would (maintainer scripts are not run)".into(),
+        );
+    }
+    // Parents of generated files (dpkg's directories exist in Debian bases; scratch has none).
+    let paths: Vec<String> = entries.keys().cloned().collect();
+    for p in paths {
+        let mut parent = p.as_str();
+        while let Some((dir, _)) = parent.rsplit_once('/') {
+            entries.entry(dir.to_string()).or_insert(Entry {
+                path: dir.to_string(),
+                source: None,
+                kind: EntryKind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+            });
+            parent = dir;
+        }
+    }
+    let mut list: Vec<Entry> = entries.into_values().collect();
+    list.sort_by(|a, b| a.path.split('/').cmp(b.path.split('/')));
+    Ok((
+        LayerPlan {
+            kind: LayerKind::Packages,
+            entries: list,
+        },
+        debs,
+        notes,
+    ))
+}
+
+/// A file imgbuild writes (dpkg metadata, the CA bundle): staged, root-owned, 0644.
+fn generated(dir: &Path, rel: &str, bytes: &[u8]) -> Result<Entry> {
+    let file = dir.join(rel.replace('/', "%"));
+    std::fs::write(&file, bytes).ctx("write", &file)?;
+    Ok(Entry {
+        path: rel.to_string(),
+        source: Some(file),
+        kind: EntryKind::File {
+            size: bytes.len() as u64,
+        },
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    })
+}
+
+/// The control stanza as dpkg's status records it: `Status` after `Package`.
+fn status_stanza(control: &str) -> String {
+    let mut out = String::new();
+    for line in control.trim_matches('\n').lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with("Package:") {
+            out.push_str("Status: install ok installed\n");
+        }
+    }
+    out.trim_end_matches('\n').to_string()
+}
+
+/// What `update-ca-certificates` makes: `/etc/ca-certificates.conf` naming every certificate
+/// under /usr/share/ca-certificates, `/etc/ssl/certs/<name>.pem` links, and the bundle
+/// `/etc/ssl/certs/ca-certificates.crt` (certificates of the base's own bundle kept first).
+fn ca_bundle(entries: &mut BTreeMap<String, Entry>, fs: &RootFs, dir: &Path) -> Result<()> {
+    let prefix = "usr/share/ca-certificates/";
+    let certs: Vec<(String, PathBuf)> = entries
+        .values()
+        .filter(|e| e.path.starts_with(prefix) && e.path.ends_with(".crt"))
+        .filter_map(|e| e.source.clone().map(|s| (e.path.clone(), s)))
+        .collect();
+    let mut conf = String::from("# Generated by imgbuild (as update-ca-certificates would).\n");
+    let mut bundle = Vec::new();
+    if let Some(b) = fs.contents("/etc/ssl/certs/ca-certificates.crt") {
+        bundle.extend_from_slice(b);
+    }
+    for (path, src) in &certs {
+        let rel = &path[prefix.len()..];
+        conf.push_str(rel);
+        conf.push('\n');
+        let pem = std::fs::read(src).ctx("read", src)?;
+        bundle.extend_from_slice(&pem);
+        if !pem.ends_with(b"\n") {
+            bundle.push(b'\n');
+        }
+        let name = rel.rsplit('/').next().unwrap_or(rel).replace(".crt", ".pem");
+        let link = format!("etc/ssl/certs/{name}");
+        entries.insert(
+            link.clone(),
+            Entry {
+                path: link,
+                source: None,
+                kind: EntryKind::Symlink {
+                    target: format!("/{path}"),
+                },
+                mode: 0o777,
+                uid: 0,
+                gid: 0,
+            },
+        );
+    }
+    for (rel, bytes) in [
+        ("etc/ca-certificates.conf", conf.into_bytes()),
+        ("etc/ssl/certs/ca-certificates.crt", bundle),
+    ] {
+        entries.insert(rel.into(), generated(dir, rel, &bytes)?);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_forms() {
+        assert_eq!(
+            parse_source_line("deb [arch=amd64 signed-by=/usr/share/keyrings/x.gpg] http://deb.example/debian/ bookworm main contrib # c"),
+            Some(AptSource {
+                uri: "http://deb.example/debian".into(),
+                suite: "bookworm".into(),
+                components: vec!["main".into(), "contrib".into()],
+                signed_by: Some("/usr/share/keyrings/x.gpg".into()),
+            })
+        );
+        assert!(parse_source_line("deb-src http://x/ y main").is_none());
+        assert!(parse_source_line("# nothing").is_none());
+        assert_eq!(parse_source_line("http://127.0.0.1:8080 stable main").unwrap().suite, "stable");
+        let s = parse_deb822("Types: deb\nURIs: http://a/debian http://b/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb-src\nURIs: http://c\nSuites: x\nComponents: main\n");
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[3].uri, "http://b/debian");
+        assert_eq!(s[3].suite, "bookworm-updates");
+    }
+
+    #[test]
+    fn status_stanza_gets_status() {
+        assert_eq!(
+            status_stanza("Package: libssl3\nVersion: 3\nDescription: x\n y\n"),
+            "Package: libssl3\nStatus: install ok installed\nVersion: 3\nDescription: x\n y"
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! Dependency resolution as apt does it for installing into a fresh runtime image: `Depends`
+//! and `Pre-Depends` with alternatives and version constraints, virtual packages through
+//! `Provides`, nothing reinstalled that the base already has at a satisfying version, and a
+//! deterministic choice (the highest version; among providers, the first by name).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::Candidate;
+use super::index::{self, Dep};
+use super::version;
+use crate::error::{Error, Result};
+use crate::rootfs::RootFs;
+
+/// What the base's dpkg database has: name → version, and virtual name → provider versions.
+#[derive(Clone, Debug, Default)]
+pub struct Installed {
+    pub real: BTreeMap<String, String>,
+    pub provided: BTreeMap<String, Vec<Option<String>>>,
+}
+
+pub fn installed_from(fs: &RootFs) -> Installed {
+    let mut out = Installed::default();
+    let mut texts = Vec::new();
+    if let Some(b) = fs.contents("/var/lib/dpkg/status") {
+        texts.push(String::from_utf8_lossy(b).into_owned());
+    }
+    for f in fs.list("/var/lib/dpkg/status.d") {
+        if let Some(b) = fs.contents(&f) {
+            texts.push(String::from_utf8_lossy(b).into_owned());
+        }
+    }
+    for t in texts {
+        for s in index::stanzas(&t) {
+            if s.get("Status").is_some_and(|st| !st.ends_with(" installed")) {
+                continue;
+            }
+            let (Some(name), Some(v)) = (s.get("Package"), s.get("Version")) else {
+                continue;
+            };
+            out.real.insert(name.clone(), v.clone());
+            for (p, pv) in index::parse_provides(s.get("Provides").map_or("", String::as_str)) {
+                out.provided.entry(p).or_default().push(pv);
+            }
+        }
+    }
+    out
+}
+
+fn meets(have: &str, c: &Option<(String, String)>) -> bool {
+    match c {
+        None => true,
+        Some((op, want)) => version::satisfies(have, op, want),
+    }
+}
+
+/// Whether `dep` is met by the base or by what is chosen so far.
+fn satisfied(dep: &Dep, installed: &Installed, chosen: &BTreeMap<String, Candidate>) -> bool {
+    if installed.real.get(&dep.name).is_some_and(|v| meets(v, &dep.constraint)) {
+        return true;
+    }
+    if chosen.get(&dep.name).is_some_and(|c| meets(&c.version, &dep.constraint)) {
+        return true;
+    }
+    // Virtual packages: an unversioned dependency is met by any provider; a versioned one
+    // only by a versioned Provides.
+    let by_provides = |pv: &Option<String>| match (&dep.constraint, pv) {
+        (None, _) => true,
+        (Some((op, want)), Some(v)) => version::satisfies(v, op, want),
+        (Some(_), None) => false,
+    };
+    if installed
+        .provided
+        .get(&dep.name)
+        .is_some_and(|ps| ps.iter().any(by_provides))
+    {
+        return true;
+    }
+    chosen.values().any(|c| {
+        index::parse_provides(c.stanza.get("Provides").map_or("", String::as_str))
+            .iter()
+            .any(|(p, pv)| *p == dep.name && by_provides(pv))
+    })
+}
+
+/// The candidate that best answers `dep`: the highest version of the real package, else the
+/// first provider by name.
+fn pick<'a>(dep: &Dep, by_name: &'a BTreeMap<String, Vec<&'a Candidate>>) -> Option<&'a Candidate> {
+    if let Some(cs) = by_name.get(&dep.name)
+        && let Some(best) = cs
+            .iter()
+            .filter(|c| meets(&c.version, &dep.constraint))
+            .max_by(|a, b| version::compare(&a.version, &b.version))
+    {
+        return Some(best);
+    }
+    let mut providers: Vec<&Candidate> = by_name
+        .values()
+        .flatten()
+        .copied()
+        .filter(|c| {
+            index::parse_provides(c.stanza.get("Provides").map_or("", String::as_str))
+                .iter()
+                .any(|(p, pv)| {
+                    *p == dep.name
+                        && match (&dep.constraint, pv) {
+                            (None, _) => true,
+                            (Some((op, want)), Some(v)) => version::satisfies(v, op, want),
+                            _ => false,
+                        }
+                })
+        })
+        .collect();
+    providers.sort_by(|a, b| {
+        a.name
+            .cmp(&b.name)
+            .then_with(|| version::compare(&b.version, &a.version))
+    });
+    providers.into_iter().next()
+}
+
+/// Resolve `requested` (`name` or `name=version`) into the packages to install, sorted by name.
+pub fn resolve(
+    requested: &[String],
+    cands: &[Candidate],
+    installed: &Installed,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Candidate>> {
+    let mut by_name: BTreeMap<String, Vec<&Candidate>> = BTreeMap::new();
+    for c in cands {
+        by_name.entry(c.name.clone()).or_default().push(c);
+    }
+    let mut chosen: BTreeMap<String, Candidate> = BTreeMap::new();
+    let mut queue: VecDeque<(Vec<Dep>, String)> = VecDeque::new();
+    for r in requested {
+        let (name, constraint) = match r.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(("=".to_string(), v.to_string()))),
+            None => (r.clone(), None),
+        };
+        if installed.real.get(&name).is_some_and(|v| meets(v, &constraint)) {
+            notes.push(format!(
+                "{name} is already in the base image ({}): not installed again",
+                installed.real[&name]
+            ));
+            continue;
+        }
+        let dep = Dep { name, constraint };
+        let Some(c) = pick(&dep, &by_name) else {
+            let known: Vec<&String> = by_name
+                .get(&dep.name)
+                .map(|cs| cs.iter().map(|c| &c.version).collect())
+                .unwrap_or_default();
+            return Err(Error::Input(if known.is_empty() {
+                format!("package {r} is not in the apt sources' indexes: check the name and the sources (--apt-source)")
+            } else {
+                format!("package {r}: the sources have only versions {known:?}")
+            }));
+        };
+        chosen.insert(c.name.clone(), c.clone());
+        queue.push_back((vec![], c.name.clone()));
+    }
+    // Breadth first over the chosen packages' Pre-Depends and Depends.
+    while let Some((_, name)) = queue.pop_front() {
+        let Some(c) = chosen.get(&name).cloned() else {
+            continue;
+        };
+        let fields = ["Pre-Depends", "Depends"]
+            .iter()
+            .filter_map(|f| c.stanza.get(*f))
+            .flat_map(|v| index::parse_depends(v))
+            .collect::<Vec<_>>();
+        for alts in fields {
+            if alts.iter().any(|d| satisfied(d, installed, &chosen)) {
+                continue;
+            }
+            let Some(best) = alts.iter().find_map(|d| pick(d, &by_name)) else {
+                let text: Vec<String> = alts
+                    .iter()
+                    .map(|d| match &d.constraint {
+                        Some((op, v)) => format!("{} ({op} {v})", d.name),
+                        None => d.name.clone(),
+                    })
+                    .collect();
+                return Err(Error::Input(format!(
+                    "package {} {} depends on {}, which neither the base image nor the apt sources provide",
+                    c.name,
+                    c.version,
+                    text.join(" | ")
+                )));
+            };
+            if !chosen.contains_key(&best.name) {
+                chosen.insert(best.name.clone(), best.clone());
+                queue.push_back((vec![], best.name.clone()));
+            }
+        }
+    }
+    Ok(chosen.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(name: &str, version: &str, extra: &str) -> Candidate {
+        let text = format!("Package: {name}\nVersion: {version}\n{extra}");
+        Candidate {
+            name: name.into(),
+            version: version.into(),
+            architecture: "amd64".into(),
+            url: format!("http://x/{name}.deb"),
+            sha256: "00".into(),
+            size: 1,
+            stanza: index::stanzas(&text).remove(0),
+        }
+    }
+
+    #[test]
+    fn resolves_alternatives_versions_and_virtuals() {
+        let cands = vec![
+            cand("openssl", "3.0.15-1", "Depends: libc6 (>= 2.34), libssl3 (>= 3.0.9), awk\n"),
+            cand("libssl3", "3.0.11-1", ""),
+            cand("libssl3", "3.0.15-1", "Depends: libc6 (>= 2.34)\n"),
+            cand("mawk", "1.3.4", "Provides: awk\n"),
+            cand("gawk", "5.2", "Provides: awk\n"),
+        ];
+        let mut installed = Installed::default();
+        installed.real.insert("libc6".into(), "2.36-9".into());
+        let mut notes = vec![];
+        let got = resolve(&["openssl".into()], &cands, &installed, &mut notes).unwrap();
+        let names: Vec<(&str, &str)> = got.iter().map(|c| (c.name.as_str(), c.version.as_str())).collect();
+        assert_eq!(names, [("gawk", "5.2"), ("libssl3", "3.0.15-1"), ("openssl", "3.0.15-1")]);
+
+        // Already in the base: not installed again; a dependency the base cannot meet fails.
+        installed.real.insert("libssl3".into(), "3.0.15-1".into());
+        let got = resolve(&["libssl3".into()], &cands, &installed, &mut notes).unwrap();
+        assert!(got.is_empty() && notes.iter().any(|n| n.contains("already in the base")));
+        installed.real.insert("libc6".into(), "2.31-13".into());
+        let err = resolve(&["openssl".into()], &cands, &installed, &mut notes).unwrap_err();
+        assert!(err.to_string().contains("libc6 (>= 2.34)"), "{err}");
+        let err = resolve(&["nosuch".into()], &cands, &installed, &mut notes).unwrap_err();
+        assert!(err.to_string().contains("not in the apt sources"), "{err}");
+        // A pinned version.
+        installed.real.remove("libssl3");
+        installed.real.insert("libc6".into(), "2.36".into());
+        let got = resolve(&["libssl3=3.0.11-1".into()], &cands, &installed, &mut notes).unwrap();
+        assert_eq!(got[0].version, "3.0.11-1");
+    }
+}
