@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::base::{self, BaseImage, BaseSource};
+use crate::apt::{self, PackageRequest};
 use crate::cache::Cache;
+use crate::error::IoContext;
 use crate::check::{self, CheckReport, ImageEnv};
 use crate::error::{Error, Result};
 use crate::image::SBOM_ANNOTATION;
@@ -36,6 +38,8 @@ pub struct BuildRequest {
     pub check: bool,
     /// Also write the SBOM to this file.
     pub sbom_out: Option<PathBuf>,
+    /// Runtime Debian packages (`--package`).
+    pub packages: PackageRequest,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -114,9 +118,14 @@ pub async fn build(
     let base = base::resolve(&req.from, req.platform.as_ref(), cache, client).await?;
     warnings.extend(base.warnings.iter().cloned());
 
-    let seen = inspect_image(&base, &release, &plans, req, cache, client, progress).await?;
-    warnings.extend(seen.warnings);
-    let check = seen.check;
+    let mut seen = inspect_image(&base, &release, &plans, req, cache, client, progress).await?;
+    warnings.extend(std::mem::take(&mut seen.warnings));
+    let check = seen.check.take();
+    // Runtime packages go right above the base: they change least of all.
+    let package_layer = seen.packages.take();
+    if let Some(p) = &package_layer {
+        plans.insert(0, p.plan.clone());
+    }
 
     // The SBOM goes into the image as its own small layer, and beside it as a blob.
     let sbom_bytes = sbom::document(&SbomInput {
@@ -264,6 +273,14 @@ struct Seen {
     debs: Vec<DebPackage>,
     os: Option<(String, String)>,
     warnings: Vec<String>,
+    /// The runtime packages' layer, when `--package` asked for some.
+    packages: Option<PackageLayer>,
+}
+
+/// The package layer's plan and the staging directory its files live in until written.
+struct PackageLayer {
+    plan: LayerPlan,
+    _staging: tempfile::TempDir,
 }
 
 /// Only the start-up check: the release against the base, nothing written.
@@ -282,15 +299,16 @@ pub async fn check_only(
     let (plans, _) = release::plan_layers(&release, &plan_opts)?;
     let base = base::resolve(&req.from, req.platform.as_ref(), cache, client).await?;
     let seen = inspect_image(&base, &release, &plans, req, cache, client, progress).await?;
-    for w in seen.warnings {
+    for w in &seen.warnings {
         eprintln!("imgbuild: warning: {w}");
     }
     seen.check
         .ok_or_else(|| Error::Image("internal: the check did not run".into()))
 }
 
-/// Read the base's files into a virtual tree (for the SBOM's packages), add the release, and
-/// unless turned off check that the image can start.
+/// Read the base's files into a virtual tree (for the SBOM's packages), install the runtime
+/// packages into a layer of their own, add the release, and unless turned off check that the
+/// image can start.
 async fn inspect_image(
     base: &BaseImage,
     release: &Release,
@@ -301,33 +319,68 @@ async fn inspect_image(
     progress: &dyn Progress,
 ) -> Result<Seen> {
     base::fetch_layers(base, cache, client).await?;
-    let (base, plans, cache) = (base.clone(), plans.to_vec(), cache.clone());
-    let workdir = req.settings.workdir.clone();
-    let env = image_env(&base, &req.settings);
-    let run_check = req.check;
-    let mut seen = tokio::task::spawn_blocking(move || -> Result<Seen> {
-        let (mut fs, warnings) = check::base_rootfs(&base, &cache)?;
-        let debs = sbom::debian_packages(&fs);
-        let os = sbom::os_version(&fs);
-        let check = if run_check {
-            let elves = check::add_release(&mut fs, &plans)?;
-            let scripts = check::release_scripts(&plans, &workdir)?;
-            let arch = base.config.architecture().to_string();
-            Some(check::check(&fs, &elves, &scripts, &arch, &env))
-        } else {
-            None
-        };
-        Ok(Seen {
-            check,
-            debs,
-            os,
-            warnings,
+    let (b, c) = (base.clone(), cache.clone());
+    let (mut fs, mut warnings) = blocking(move || check::base_rootfs(&b, &c)).await?;
+    let mut debs = sbom::debian_packages(&fs);
+    let os = sbom::os_version(&fs);
+    let arch = base.config.architecture().to_string();
+    let mut packages = None;
+    if !req.packages.packages.is_empty() {
+        let resolution = apt::resolve_packages(&req.packages, &fs, &arch, client.http()).await?;
+        for n in &resolution.notes {
+            progress.step(n);
+        }
+        apt::fetch_debs(&resolution.lock, cache, client.http()).await?;
+        let (c, lock) = (cache.clone(), resolution.lock.clone());
+        let staging = tempfile::Builder::new()
+            .prefix("packages-")
+            .tempdir_in(cache.root().join("tmp"))
+            .ctx("create staging directory in", cache.root())?;
+        let dir = staging.path().to_path_buf();
+        let (fs2, (plan, new_debs, notes)) = blocking(move || {
+            let out = apt::package_layer(&lock, &fs, &c, &dir)?;
+            let mut fs = fs;
+            check::add_entries(&mut fs, std::slice::from_ref(&out.0))?;
+            Ok((fs, out))
         })
-    })
-    .await
-    .map_err(|e| Error::Image(format!("internal: reading the base failed: {e}")))??;
-    match &seen.check {
-        None => seen.warnings.push(
+        .await?;
+        fs = fs2;
+        for n in notes {
+            progress.step(&n);
+        }
+        progress.step(&format!(
+            "packages: {}",
+            new_debs
+                .iter()
+                .map(|d| format!("{} {}", d.name, d.version))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        debs.retain(|d| !new_debs.iter().any(|n| n.name == d.name));
+        debs.extend(new_debs);
+        debs.sort();
+        packages = Some(PackageLayer {
+            plan,
+            _staging: staging,
+        });
+    }
+    let check = if req.check {
+        let (plans, workdir) = (plans.to_vec(), req.settings.workdir.clone());
+        let env = image_env(base, &req.settings);
+        Some(
+            blocking(move || {
+                let mut fs = fs;
+                let elves = check::add_release(&mut fs, &plans)?;
+                let scripts = check::release_scripts(&plans, &workdir)?;
+                Ok(check::check(&fs, &elves, &scripts, &arch, &env))
+            })
+            .await?,
+        )
+    } else {
+        None
+    };
+    match &check {
+        None => warnings.push(
             "--no-check: the image was not checked against the base; it may fail at start".into(),
         ),
         Some(report) if !report.problems.is_empty() => {
@@ -344,7 +397,19 @@ async fn inspect_image(
                 .unwrap_or_default()
         )),
     }
-    Ok(seen)
+    Ok(Seen {
+        check,
+        debs,
+        os,
+        warnings,
+        packages,
+    })
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Image(format!("internal: a worker failed: {e}")))?
 }
 
 /// The environment the container will have: the base's, then the image settings'.

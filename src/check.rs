@@ -84,6 +84,12 @@ pub fn base_rootfs(base: &BaseImage, cache: &Cache) -> Result<(RootFs, Vec<Strin
 
 /// Put the release's planned entries into the tree; returns the ELF files among them.
 pub fn add_release(fs: &mut RootFs, plans: &[LayerPlan]) -> Result<Vec<(String, ElfInfo)>> {
+    add_entries(fs, plans)
+}
+
+/// Put planned entries (release or package files) into the tree, reading ELF headers so that
+/// libraries resolve; returns the ELF files among them.
+pub fn add_entries(fs: &mut RootFs, plans: &[LayerPlan]) -> Result<Vec<(String, ElfInfo)>> {
     let mut elves = Vec::new();
     for plan in plans {
         for e in &plan.entries {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::apt::PackageRequest;
 use crate::base::BaseSource;
 use crate::build::{self, BuildRequest};
 use crate::cache::Cache;
@@ -210,6 +211,16 @@ pub struct BuildArgs {
     /// Leave releases/COOKIE out of the image (then give RELEASE_COOKIE at run time).
     #[arg(long)]
     pub drop_cookie: bool,
+    /// A Debian package to install into the image, NAME or NAME=VERSION (repeatable).
+    #[arg(long = "package")]
+    pub packages: Vec<String>,
+    /// An apt source "[signed-by=KEYRING] URI SUITE COMPONENT..." (repeatable); replaces the
+    /// base image's own sources (for mirrors and air-gapped sites).
+    #[arg(long = "apt-source")]
+    pub apt_sources: Vec<String>,
+    /// Resolve the packages again and rewrite imgbuild.lock.
+    #[arg(long)]
+    pub update_lock: bool,
     /// Also write the image's SBOM (SPDX 2.3 JSON) to this file.
     #[arg(long)]
     pub sbom: Option<PathBuf>,
@@ -471,6 +482,20 @@ fn build_request_for(
         gzip_level: args.gzip_level,
         check: !args.no_check && project.check.unwrap_or(true),
         sbom_out: args.sbom.clone(),
+        packages: PackageRequest {
+            packages: if args.packages.is_empty() {
+                project.packages.clone().unwrap_or_default()
+            } else {
+                args.packages.clone()
+            },
+            sources: if args.apt_sources.is_empty() {
+                project.apt_sources.clone().unwrap_or_default()
+            } else {
+                args.apt_sources.clone()
+            },
+            lock_path: cwd.join(crate::apt::LOCK_FILE),
+            update_lock: args.update_lock,
+        },
     })
 }
 

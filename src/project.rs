@@ -33,6 +33,10 @@ pub struct ProjectFile {
     /// Applications besides the release's namesake that go into the app layer.
     pub apps: Option<Vec<String>>,
     pub drop_cookie: Option<bool>,
+    /// Runtime Debian packages, `NAME` or `NAME=VERSION`.
+    pub packages: Option<Vec<String>>,
+    /// apt sources (`URI SUITE COMPONENT...`) replacing the base image's.
+    pub apt_sources: Option<Vec<String>>,
     /// `false` skips the start-up check, as `--no-check` does.
     pub check: Option<bool>,
     /// Env or label keys that look secret but are not.
