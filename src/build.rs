@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::base::{self, BaseImage, BaseSource};
 use crate::apt::{self, PackageRequest};
+use crate::base::{self, BaseImage, BaseSource};
 use crate::cache::Cache;
-use crate::error::IoContext;
 use crate::check::{self, CheckReport, ImageEnv};
+use crate::error::IoContext;
 use crate::error::{Error, Result};
 use crate::image::SBOM_ANNOTATION;
 use crate::image::{self, Image, ImageSettings, LayerRecord};

@@ -42,7 +42,9 @@ fn members(path: &Path, what: &str) -> Result<Vec<Member>> {
             .map_err(|_| Error::Image(format!("{what}: malformed ar member header")))?;
         let offset = pos + 60;
         if offset + size > total {
-            return Err(Error::Image(format!("{what}: ar member {name} runs past the end")));
+            return Err(Error::Image(format!(
+                "{what}: ar member {name} runs past the end"
+            )));
         }
         out.push(Member { name, offset, size });
         pos = offset + size + (size % 2);

@@ -158,7 +158,9 @@ mod tests {
 
     #[test]
     fn parses_stanzas_and_depends() {
-        let s = stanzas("Package: a\nDepends: libc6 (>= 2.34), libssl3 (>= 3.0.0) | libssl1.1, perl:any\nDescription: x\n more\n\nPackage: b\n");
+        let s = stanzas(
+            "Package: a\nDepends: libc6 (>= 2.34), libssl3 (>= 3.0.0) | libssl1.1, perl:any\nDescription: x\n more\n\nPackage: b\n",
+        );
         assert_eq!(s.len(), 2);
         assert_eq!(s[0]["Description"], "x\nmore");
         let d = parse_depends(&s[0]["Depends"]);
@@ -168,13 +170,18 @@ mod tests {
         assert_eq!(d[2][0].name, "perl");
         assert_eq!(
             parse_provides("libssl (= 3.0), awk"),
-            [("libssl".to_string(), Some("3.0".to_string())), ("awk".to_string(), None)]
+            [
+                ("libssl".to_string(), Some("3.0".to_string())),
+                ("awk".to_string(), None)
+            ]
         );
     }
 
     #[test]
     fn release_hash_lines() {
-        let r = &stanzas("Suite: stable\nSHA256:\n abc 10 main/binary-amd64/Packages\n def 5 main/binary-amd64/Packages.gz\n")[0];
+        let r = &stanzas(
+            "Suite: stable\nSHA256:\n abc 10 main/binary-amd64/Packages\n def 5 main/binary-amd64/Packages.gz\n",
+        )[0];
         let h = release_hashes(r);
         assert_eq!(h["main/binary-amd64/Packages.gz"], ("def".to_string(), 5));
     }

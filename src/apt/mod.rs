@@ -80,7 +80,11 @@ pub fn parse_deb822(text: &str) -> Vec<AptSource> {
                 .find(|(name, _)| name.eq_ignore_ascii_case(k))
                 .map(|(_, v)| v.clone())
         };
-        if !get("Types").unwrap_or_default().split_whitespace().any(|t| t == "deb") {
+        if !get("Types")
+            .unwrap_or_default()
+            .split_whitespace()
+            .any(|t| t == "deb")
+        {
             continue;
         }
         if get("Enabled").is_some_and(|e| e.eq_ignore_ascii_case("no")) {
@@ -109,7 +113,10 @@ pub fn parse_deb822(text: &str) -> Vec<AptSource> {
 /// The base image's apt sources.
 pub fn sources_of(fs: &RootFs) -> Vec<AptSource> {
     let mut out = Vec::new();
-    let text = |p: &str| fs.contents(p).map(|b| String::from_utf8_lossy(b).into_owned());
+    let text = |p: &str| {
+        fs.contents(p)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
     if let Some(t) = text("/etc/apt/sources.list") {
         out.extend(t.lines().filter_map(parse_source_line));
     }
@@ -229,9 +236,11 @@ async fn fetch(http: &reqwest::Client, url: &str) -> Result<Vec<u8>> {
         }
         match http.get(url).send().await {
             Ok(r) if r.status().is_success() => {
-                return r.bytes().await.map(|b| b.to_vec()).map_err(|e| {
-                    Error::Registry(format!("download of {url} broke off: {e}"))
-                });
+                return r
+                    .bytes()
+                    .await
+                    .map(|b| b.to_vec())
+                    .map_err(|e| Error::Registry(format!("download of {url} broke off: {e}")));
             }
             Ok(r) if crate::registry::retryable_status(r.status()) => {
                 last = r.status().to_string();
@@ -405,13 +414,19 @@ pub async fn fetch_debs(lock: &LockFile, cache: &Cache, http: &reqwest::Client) 
         if cache.has_blob(&d) {
             continue;
         }
-        let resp = http
-            .get(&p.url)
-            .send()
-            .await
-            .map_err(|e| Error::Registry(format!("cannot fetch {}: {}", p.url, crate::registry::error_chain(&e))))?;
+        let resp = http.get(&p.url).send().await.map_err(|e| {
+            Error::Registry(format!(
+                "cannot fetch {}: {}",
+                p.url,
+                crate::registry::error_chain(&e)
+            ))
+        })?;
         if !resp.status().is_success() {
-            return Err(Error::Registry(format!("{} answered {}", p.url, resp.status())));
+            return Err(Error::Registry(format!(
+                "{} answered {}",
+                p.url,
+                resp.status()
+            )));
         }
         let tmp = cache.temp_file()?;
         let file = tmp.reopen().ctx("open", tmp.path())?;
@@ -419,7 +434,8 @@ pub async fn fetch_debs(lock: &LockFile, cache: &Cache, http: &reqwest::Client) 
         let mut hasher = Sha256::new();
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Error::Registry(format!("download of {} broke off: {e}", p.url)))?;
+            let chunk = chunk
+                .map_err(|e| Error::Registry(format!("download of {} broke off: {e}", p.url)))?;
             hasher.update(&chunk);
             out.write_all(&chunk).await.ctx("write", tmp.path())?;
         }
@@ -475,7 +491,10 @@ pub fn package_layer(
             meta_files.push((format!("var/lib/dpkg/info/{info_name}.md5sums"), m.clone()));
         }
         if let Some(c) = &control.conffiles {
-            meta_files.push((format!("var/lib/dpkg/info/{info_name}.conffiles"), c.clone()));
+            meta_files.push((
+                format!("var/lib/dpkg/info/{info_name}.conffiles"),
+                c.clone(),
+            ));
         }
         for (rel, text) in meta_files {
             entries.insert(rel.clone(), generated(&dir, &rel, text.as_bytes())?);
@@ -485,7 +504,10 @@ pub fn package_layer(
                 && !matches!(have.kind, EntryKind::Dir)
                 && !matches!(f.kind, EntryKind::Dir)
             {
-                notes.push(format!("{} is in more than one package; {} wins", f.path, p.name));
+                notes.push(format!(
+                    "{} is in more than one package; {} wins",
+                    f.path, p.name
+                ));
             }
             entries.insert(f.path.clone(), f);
         }
@@ -510,13 +532,19 @@ pub fn package_layer(
         .map(|s| s.trim_matches('\n').to_string())
         .filter(|s| !s.is_empty())
         .filter(|s| {
-            let name = s.lines().find_map(|l| l.strip_prefix("Package: ")).unwrap_or("");
+            let name = s
+                .lines()
+                .find_map(|l| l.strip_prefix("Package: "))
+                .unwrap_or("");
             !installed_names.contains(name)
         })
         .collect();
     all.extend(status_stanzas);
     all.sort_by(|a, b| {
-        let key = |s: &String| s.lines().find_map(|l| l.strip_prefix("Package: ").map(str::to_string));
+        let key = |s: &String| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Package: ").map(str::to_string))
+        };
         key(a).cmp(&key(b))
     });
     let status = all.join("\n\n") + "\n";
@@ -613,7 +641,11 @@ fn ca_bundle(entries: &mut BTreeMap<String, Entry>, fs: &RootFs, dir: &Path) -> 
         if !pem.ends_with(b"\n") {
             bundle.push(b'\n');
         }
-        let name = rel.rsplit('/').next().unwrap_or(rel).replace(".crt", ".pem");
+        let name = rel
+            .rsplit('/')
+            .next()
+            .unwrap_or(rel)
+            .replace(".crt", ".pem");
         let link = format!("etc/ssl/certs/{name}");
         entries.insert(
             link.clone(),
@@ -645,7 +677,9 @@ mod tests {
     #[test]
     fn source_forms() {
         assert_eq!(
-            parse_source_line("deb [arch=amd64 signed-by=/usr/share/keyrings/x.gpg] http://deb.example/debian/ bookworm main contrib # c"),
+            parse_source_line(
+                "deb [arch=amd64 signed-by=/usr/share/keyrings/x.gpg] http://deb.example/debian/ bookworm main contrib # c"
+            ),
             Some(AptSource {
                 uri: "http://deb.example/debian".into(),
                 suite: "bookworm".into(),
@@ -655,8 +689,15 @@ mod tests {
         );
         assert!(parse_source_line("deb-src http://x/ y main").is_none());
         assert!(parse_source_line("# nothing").is_none());
-        assert_eq!(parse_source_line("http://127.0.0.1:8080 stable main").unwrap().suite, "stable");
-        let s = parse_deb822("Types: deb\nURIs: http://a/debian http://b/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb-src\nURIs: http://c\nSuites: x\nComponents: main\n");
+        assert_eq!(
+            parse_source_line("http://127.0.0.1:8080 stable main")
+                .unwrap()
+                .suite,
+            "stable"
+        );
+        let s = parse_deb822(
+            "Types: deb\nURIs: http://a/debian http://b/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb-src\nURIs: http://c\nSuites: x\nComponents: main\n",
+        );
         assert_eq!(s.len(), 4);
         assert_eq!(s[3].uri, "http://b/debian");
         assert_eq!(s[3].suite, "bookworm-updates");

@@ -31,7 +31,9 @@ pub fn installed_from(fs: &RootFs) -> Installed {
     }
     for t in texts {
         for s in index::stanzas(&t) {
-            if s.get("Status").is_some_and(|st| !st.ends_with(" installed")) {
+            if s.get("Status")
+                .is_some_and(|st| !st.ends_with(" installed"))
+            {
                 continue;
             }
             let (Some(name), Some(v)) = (s.get("Package"), s.get("Version")) else {
@@ -55,10 +57,17 @@ fn meets(have: &str, c: &Option<(String, String)>) -> bool {
 
 /// Whether `dep` is met by the base or by what is chosen so far.
 fn satisfied(dep: &Dep, installed: &Installed, chosen: &BTreeMap<String, Candidate>) -> bool {
-    if installed.real.get(&dep.name).is_some_and(|v| meets(v, &dep.constraint)) {
+    if installed
+        .real
+        .get(&dep.name)
+        .is_some_and(|v| meets(v, &dep.constraint))
+    {
         return true;
     }
-    if chosen.get(&dep.name).is_some_and(|c| meets(&c.version, &dep.constraint)) {
+    if chosen
+        .get(&dep.name)
+        .is_some_and(|c| meets(&c.version, &dep.constraint))
+    {
         return true;
     }
     // Virtual packages: an unversioned dependency is met by any provider; a versioned one
@@ -136,7 +145,11 @@ pub fn resolve(
             Some((n, v)) => (n.to_string(), Some(("=".to_string(), v.to_string()))),
             None => (r.clone(), None),
         };
-        if installed.real.get(&name).is_some_and(|v| meets(v, &constraint)) {
+        if installed
+            .real
+            .get(&name)
+            .is_some_and(|v| meets(v, &constraint))
+        {
             notes.push(format!(
                 "{name} is already in the base image ({}): not installed again",
                 installed.real[&name]
@@ -150,7 +163,9 @@ pub fn resolve(
                 .map(|cs| cs.iter().map(|c| &c.version).collect())
                 .unwrap_or_default();
             return Err(Error::Input(if known.is_empty() {
-                format!("package {r} is not in the apt sources' indexes: check the name and the sources (--apt-source)")
+                format!(
+                    "package {r} is not in the apt sources' indexes: check the name and the sources (--apt-source)"
+                )
             } else {
                 format!("package {r}: the sources have only versions {known:?}")
             }));
@@ -216,7 +231,11 @@ mod tests {
     #[test]
     fn resolves_alternatives_versions_and_virtuals() {
         let cands = vec![
-            cand("openssl", "3.0.15-1", "Depends: libc6 (>= 2.34), libssl3 (>= 3.0.9), awk\n"),
+            cand(
+                "openssl",
+                "3.0.15-1",
+                "Depends: libc6 (>= 2.34), libssl3 (>= 3.0.9), awk\n",
+            ),
             cand("libssl3", "3.0.11-1", ""),
             cand("libssl3", "3.0.15-1", "Depends: libc6 (>= 2.34)\n"),
             cand("mawk", "1.3.4", "Provides: awk\n"),
@@ -226,8 +245,18 @@ mod tests {
         installed.real.insert("libc6".into(), "2.36-9".into());
         let mut notes = vec![];
         let got = resolve(&["openssl".into()], &cands, &installed, &mut notes).unwrap();
-        let names: Vec<(&str, &str)> = got.iter().map(|c| (c.name.as_str(), c.version.as_str())).collect();
-        assert_eq!(names, [("gawk", "5.2"), ("libssl3", "3.0.15-1"), ("openssl", "3.0.15-1")]);
+        let names: Vec<(&str, &str)> = got
+            .iter()
+            .map(|c| (c.name.as_str(), c.version.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("gawk", "5.2"),
+                ("libssl3", "3.0.15-1"),
+                ("openssl", "3.0.15-1")
+            ]
+        );
 
         // Already in the base: not installed again; a dependency the base cannot meet fails.
         installed.real.insert("libssl3".into(), "3.0.15-1".into());

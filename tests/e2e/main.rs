@@ -1,6 +1,7 @@
 //! End-to-end tests against real peers: docker-registry, Docker Engine, podman, skopeo, umoci,
 //! containerd's ctr, and a real Elixir release. Run with `scripts/test` (it installs the tools).
 
+mod apt;
 mod check;
 mod lab;
 mod push;
@@ -1041,6 +1042,19 @@ fn main() {
             "check::base_without_shell_fails",
             check::test_base_without_shell_fails,
         ),
+        Trial::test(
+            "apt::libssl3_makes_crypto_start",
+            apt::test_libssl3_makes_crypto_start,
+        ),
+        Trial::test(
+            "apt::ca_certificates_bundle",
+            apt::test_ca_certificates_bundle,
+        ),
+        Trial::test(
+            "apt::lock_reproducible_and_offline",
+            apt::test_lock_reproducible_and_offline,
+        ),
+        Trial::test("apt::tampering_is_refused", apt::test_tampering_is_refused),
         Trial::test("push::build_push_pull_run", push::test_build_push_pull_run),
         Trial::test(
             "push::mount_from_base_repository_and_no_base_download",

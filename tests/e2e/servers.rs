@@ -620,3 +620,48 @@ fn with_connection_close(head: &[u8]) -> Vec<u8> {
     out.push_str("Connection: close\r\n\r\n");
     out.into_bytes()
 }
+
+// ---------- static files (a local apt repository) ----------
+
+/// Serve the files under `root` over plain HTTP on a free loopback port; returns the port.
+pub fn start_static(root: &Path) -> Result<u16, Failed> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| fail(e.to_string()))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| fail(e.to_string()))?
+        .port();
+    let root = root.to_path_buf();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let _ = serve_file(conn, &root);
+            });
+        }
+    });
+    Ok(port)
+}
+
+fn serve_file(mut conn: TcpStream, root: &Path) -> std::io::Result<()> {
+    let req = read_request(&mut conn)?;
+    let path = req.target.split('?').next().unwrap_or("/");
+    let safe = !path.split('/').any(|c| c == "..");
+    let file = root.join(path.trim_start_matches('/'));
+    match std::fs::read(&file) {
+        Ok(body) if safe && file.is_file() => {
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            conn.write_all(&body)?;
+        }
+        _ => {
+            write!(
+                conn,
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+        }
+    }
+    conn.flush()
+}
