@@ -92,9 +92,16 @@ fn make_repo() -> Result<Repo, Failed> {
     std::fs::create_dir_all(&debs).map_err(|e| fail(e.to_string()))?;
     let have = std::fs::read_dir(&debs).map(|d| d.count()).unwrap_or(0);
     if have < 3 {
-        run(Command::new("apt-get")
-            .args(["download", "libssl3", "openssl", "ca-certificates"])
-            .current_dir(&debs))?;
+        let download = || {
+            run(Command::new("apt-get")
+                .args(["download", "libssl3", "openssl", "ca-certificates"])
+                .current_dir(&debs))
+        };
+        if download().is_err() {
+            // A fresh machine may have no package lists yet.
+            run(Command::new("apt-get").args(["update", "-q"]))?;
+            download()?;
+        }
     }
     run(Command::new("sh").arg("-c").arg(format!(
         "cp {}/*.deb {}/",
