@@ -326,7 +326,8 @@ async fn inspect_image(
     let arch = base.config.architecture().to_string();
     let mut packages = None;
     if !req.packages.packages.is_empty() {
-        let resolution = apt::resolve_packages(&req.packages, &fs, &arch, client.http()).await?;
+        let resolution =
+            apt::resolve_packages(&req.packages, &fs, &arch, client.http(), cache).await?;
         for n in &resolution.notes {
             progress.step(n);
         }

@@ -76,6 +76,33 @@ pub fn verify_inrelease(text: &str, keys: &[SignedPublicKey]) -> Result<String, 
     ))
 }
 
+/// Verify a `Release` file against its detached `Release.gpg` (one or more signatures).
+pub fn verify_detached(release: &[u8], sig: &[u8], keys: &[SignedPublicKey]) -> Result<(), String> {
+    use pgp::composed::{Deserializable, DetachedSignature};
+    let (sigs, _) = DetachedSignature::from_reader_many(sig)
+        .map_err(|e| format!("Release.gpg is not an OpenPGP signature: {e}"))?;
+    let sigs: Vec<DetachedSignature> = sigs.filter_map(|s| s.ok()).collect();
+    for s in &sigs {
+        for key in keys {
+            if s.verify(key, release).is_ok()
+                || key
+                    .public_subkeys
+                    .iter()
+                    .any(|sub| s.verify(sub, release).is_ok())
+            {
+                return Ok(());
+            }
+        }
+    }
+    Err(format!(
+        "none of its {} signature{} verifies with the {} key{} the base image trusts",
+        sigs.len(),
+        if sigs.len() == 1 { "" } else { "s" },
+        keys.len(),
+        if keys.len() == 1 { "" } else { "s" }
+    ))
+}
+
 /// The `SHA256` section of a Release file: path → (sha256 hex, size).
 pub fn release_hashes(release: &Stanza) -> BTreeMap<String, (String, u64)> {
     release

@@ -9,6 +9,7 @@ pub mod deb;
 pub mod index;
 pub mod resolve;
 pub mod version;
+pub mod x509;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -260,18 +261,29 @@ async fn candidates(
     sources: &[AptSource],
     arch: &str,
     http: &reqwest::Client,
+    cache: &Cache,
 ) -> Result<Vec<Candidate>> {
     let mut out = Vec::new();
     for src in sources {
         let base = format!("{}/dists/{}", src.uri, src.suite);
-        let inrelease = fetch(http, &format!("{base}/InRelease")).await?;
         let keys = keys_for(fs, src);
-        let text = index::verify_inrelease(&String::from_utf8_lossy(&inrelease), &keys)
-            .map_err(|why| {
-                Error::Image(format!(
-                    "{base}/InRelease: signature check failed: {why}. Add the repository's key to the base image (/etc/apt/trusted.gpg.d or the source's Signed-By)"
-                ))
-            })?;
+        let untrusted = |file: &str, why: String| {
+            Error::Image(format!(
+                "{base}/{file}: signature check failed: {why}. Add the repository's key to the base image (/etc/apt/trusted.gpg.d or the source's Signed-By)"
+            ))
+        };
+        // InRelease (clearsigned), else Release with its detached Release.gpg, as apt does.
+        let text = match fetch(http, &format!("{base}/InRelease")).await {
+            Ok(inrelease) => index::verify_inrelease(&String::from_utf8_lossy(&inrelease), &keys)
+                .map_err(|why| untrusted("InRelease", why))?,
+            Err(_) => {
+                let release = fetch(http, &format!("{base}/Release")).await?;
+                let sig = fetch(http, &format!("{base}/Release.gpg")).await?;
+                index::verify_detached(&release, &sig, &keys)
+                    .map_err(|why| untrusted("Release.gpg", why))?;
+                String::from_utf8_lossy(&release).into_owned()
+            }
+        };
         let release = index::stanzas(&text).into_iter().next().unwrap_or_default();
         let hashes = index::release_hashes(&release);
         for comp in &src.components {
@@ -288,15 +300,26 @@ async fn candidates(
                 continue;
             };
             let url = format!("{base}/{name}");
-            let bytes = fetch(http, &url).await?;
-            let actual = hex::encode(Sha256::digest(&bytes));
-            if actual != sha || bytes.len() as u64 != size {
-                return Err(Error::DigestMismatch {
-                    what: format!("{url} (against the hash in its signed Release file)"),
-                    expected: format!("sha256:{sha}"),
-                    actual: format!("sha256:{actual}"),
-                });
-            }
+            // Indexes live in the content-addressed cache under the hash the Release names.
+            let cached = digest::parse(&format!("sha256:{sha}"))
+                .ok()
+                .filter(|d| cache.has_blob(d));
+            let bytes = match cached {
+                Some(d) => cache.read_verified(&d)?,
+                None => {
+                    let bytes = fetch(http, &url).await?;
+                    let actual = hex::encode(Sha256::digest(&bytes));
+                    if actual != sha || bytes.len() as u64 != size {
+                        return Err(Error::DigestMismatch {
+                            what: format!("{url} (against the hash in its signed Release file)"),
+                            expected: format!("sha256:{sha}"),
+                            actual: format!("sha256:{actual}"),
+                        });
+                    }
+                    cache.put_bytes(&bytes)?;
+                    bytes
+                }
+            };
             let mut text = String::new();
             let decode_err = |e: String| Error::Image(format!("{url}: {e}"));
             if name.ends_with(".xz") {
@@ -346,6 +369,7 @@ pub async fn resolve_packages(
     fs: &RootFs,
     arch: &str,
     http: &reqwest::Client,
+    cache: &Cache,
 ) -> Result<Resolution> {
     let mut requested: Vec<String> = req.packages.clone();
     requested.sort();
@@ -384,7 +408,7 @@ pub async fn resolve_packages(
             "the base image has no apt sources (/etc/apt/sources.list or sources.list.d): pass --apt-source \"URI SUITE COMPONENT\"".into(),
         ));
     }
-    let cands = candidates(fs, &sources, arch, http).await?;
+    let cands = candidates(fs, &sources, arch, http, cache).await?;
     let installed = resolve::installed_from(fs);
     let chosen = resolve::resolve(&requested, &cands, &installed, &mut notes)?;
     let lock = LockFile {
@@ -618,7 +642,8 @@ fn status_stanza(control: &str) -> String {
 }
 
 /// What `update-ca-certificates` makes: `/etc/ca-certificates.conf` naming every certificate
-/// under /usr/share/ca-certificates, `/etc/ssl/certs/<name>.pem` links, and the bundle
+/// under /usr/share/ca-certificates, `/etc/ssl/certs/<name>.pem` links with OpenSSL's
+/// `<subject hash>.N` links to them, and the bundle
 /// `/etc/ssl/certs/ca-certificates.crt` (certificates of the base's own bundle kept first).
 fn ca_bundle(entries: &mut BTreeMap<String, Entry>, fs: &RootFs, dir: &Path) -> Result<()> {
     let prefix = "usr/share/ca-certificates/";
@@ -628,6 +653,7 @@ fn ca_bundle(entries: &mut BTreeMap<String, Entry>, fs: &RootFs, dir: &Path) -> 
         .filter_map(|e| e.source.clone().map(|s| (e.path.clone(), s)))
         .collect();
     let mut conf = String::from("# Generated by imgbuild (as update-ca-certificates would).\n");
+    let mut hashes: BTreeMap<String, u32> = BTreeMap::new();
     let mut bundle = Vec::new();
     if let Some(b) = fs.contents("/etc/ssl/certs/ca-certificates.crt") {
         bundle.extend_from_slice(b);
@@ -646,6 +672,28 @@ fn ca_bundle(entries: &mut BTreeMap<String, Entry>, fs: &RootFs, dir: &Path) -> 
             .next()
             .unwrap_or(rel)
             .replace(".crt", ".pem");
+        // OpenSSL's CApath lookup: <subject hash>.N → the certificate.
+        if let Some(h) = x509::pem_certificates(&String::from_utf8_lossy(&pem))
+            .first()
+            .and_then(|der| x509::subject_hash(der))
+        {
+            let n = hashes.entry(h.clone()).or_insert(0);
+            let link = format!("etc/ssl/certs/{h}.{n}");
+            *n += 1;
+            entries.insert(
+                link.clone(),
+                Entry {
+                    path: link,
+                    source: None,
+                    kind: EntryKind::Symlink {
+                        target: name.clone(),
+                    },
+                    mode: 0o777,
+                    uid: 0,
+                    gid: 0,
+                },
+            );
+        }
         let link = format!("etc/ssl/certs/{name}");
         entries.insert(
             link.clone(),

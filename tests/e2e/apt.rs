@@ -380,6 +380,24 @@ pub fn test_ca_certificates_bundle() -> TestResult {
     ]))?;
     let said = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
     assert!(said.contains("Verification: OK"), "{said}");
+    // And through OpenSSL's hashed directory lookup, as update-ca-certificates would allow.
+    let out = run(docker.cmd().args([
+        "run",
+        "--rm",
+        "--network=host",
+        "--entrypoint",
+        "openssl",
+        "imgbuild-e2e/ca:1",
+        "s_client",
+        "-connect",
+        &reg.host(),
+        "-CApath",
+        "/etc/ssl/certs",
+        "-verify_return_error",
+        "-brief",
+    ]))?;
+    let said = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("Verification: OK"), "CApath: {said}");
     Ok(())
 }
 
@@ -508,6 +526,61 @@ pub fn test_tampering_is_refused() -> TestResult {
             "{name}: {err}"
         );
         assert!(!out.exists(), "{name}: output written");
+    }
+    Ok(())
+}
+
+/// A repository without InRelease: Release and its detached Release.gpg, as older or simpler
+/// repositories publish. A good signature passes, one by an unknown key does not.
+pub fn test_detached_release_signature() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let repo = repo()?;
+    let rel = lab::crypto_release()?;
+    let sign = |homedir: &str| {
+        format!(
+            "rm dists/stable/InRelease; GNUPGHOME={homedir} gpg --batch --yes --pinentry-mode loopback --passphrase '' --armor --detach-sign -o dists/stable/Release.gpg dists/stable/Release"
+        )
+    };
+    let good = broken_copy(
+        &repo,
+        "apt-detached",
+        &sign(&repo.gnupg.display().to_string()),
+    )?;
+    let stranger = format!(
+        "export G=$(mktemp -d); GNUPGHOME=$G gpg --batch --pinentry-mode loopback --passphrase '' --quick-gen-key 'someone else <x@invalid>' rsa3072 sign never; {}",
+        sign("$G")
+    );
+    let bad = broken_copy(&repo, "apt-detached-unknown", &stranger)?;
+    for (port, ok) in [(good, true), (bad, false)] {
+        let dir = lab::scratch_dir(&format!("apt-detached-{port}"));
+        let res = lab::imgbuild()
+            .current_dir(&dir)
+            .env("IMGBUILD_CACHE", dir.join("cache"))
+            .arg("build")
+            .arg(&rel)
+            .args([
+                "--from",
+                &repo.from(),
+                "--apt-source",
+                &format!("http://127.0.0.1:{port} stable main"),
+                "--package",
+                "libssl3",
+                "-o",
+            ])
+            .arg(dir.join("x.tar"))
+            .output()
+            .map_err(|e| fail(e.to_string()))?;
+        let err = String::from_utf8_lossy(&res.stderr);
+        if ok {
+            assert!(res.status.success(), "{err}");
+        } else {
+            assert!(
+                res.status.code() == Some(1) && err.contains("Release.gpg: signature check failed"),
+                "{err}"
+            );
+        }
     }
     Ok(())
 }

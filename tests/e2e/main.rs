@@ -1055,6 +1055,10 @@ fn main() {
             apt::test_lock_reproducible_and_offline,
         ),
         Trial::test("apt::tampering_is_refused", apt::test_tampering_is_refused),
+        Trial::test(
+            "apt::detached_release_signature",
+            apt::test_detached_release_signature,
+        ),
         Trial::test("push::build_push_pull_run", push::test_build_push_pull_run),
         Trial::test(
             "push::mount_from_base_repository_and_no_base_download",

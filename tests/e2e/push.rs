@@ -735,6 +735,15 @@ pub fn test_tls_basic_auth_and_credential_sources() -> TestResult {
     run(push("helper")
         .env("DOCKER_CONFIG", &helper_cfg)
         .env("PATH", &path))?;
+    // The same helper as the default store (credsStore).
+    let store_cfg = dir.join("store-config");
+    write(
+        &store_cfg.join("config.json"),
+        r#"{"credsStore":"imgtest"}"#,
+    )?;
+    run(push("creds-store")
+        .env("DOCKER_CONFIG", &store_cfg)
+        .env("PATH", &path))?;
 
     // 3. podman's auth.json.
     let auth_json = dir.join("podman/auth.json");
@@ -778,6 +787,7 @@ pub fn test_tls_basic_auth_and_credential_sources() -> TestResult {
     for tag in [
         "config-json",
         "helper",
+        "creds-store",
         "podman",
         "ci-vars",
         "auth-config-var",
