@@ -331,7 +331,7 @@ async fn inspect_image(
         for n in &resolution.notes {
             progress.step(n);
         }
-        apt::fetch_debs(&resolution.lock, cache, client.http()).await?;
+        apt::fetch_debs(&resolution, cache, client.http()).await?;
         let (c, lock) = (cache.clone(), resolution.lock.clone());
         let staging = tempfile::Builder::new()
             .prefix("packages-")

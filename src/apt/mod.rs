@@ -163,6 +163,7 @@ pub struct Candidate {
     pub version: String,
     pub architecture: String,
     pub url: String,
+    pub filename: String,
     pub sha256: String,
     pub size: u64,
     pub stanza: Stanza,
@@ -176,7 +177,11 @@ pub struct Locked {
     pub architecture: String,
     pub sha256: String,
     pub size: u64,
+    /// Where it was found; the --apt-source mirrors are tried first (with `filename`).
     pub url: String,
+    /// The path below the archive root (`pool/main/o/openssl/...deb`).
+    #[serde(default)]
+    pub filename: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -227,6 +232,8 @@ pub struct PackageRequest {
 pub struct Resolution {
     pub lock: LockFile,
     pub notes: Vec<String>,
+    /// Archive roots to fetch from (the --apt-source mirrors), tried before the locked URLs.
+    pub mirrors: Vec<String>,
 }
 
 async fn fetch(http: &reqwest::Client, url: &str) -> Result<Vec<u8>> {
@@ -352,6 +359,7 @@ async fn candidates(
                     version: version.clone(),
                     architecture: a,
                     url: format!("{}/{}", src.uri, file.trim_start_matches('/')),
+                    filename: file.trim_start_matches('/').to_string(),
                     sha256: sha.to_ascii_lowercase(),
                     size: s.get("Size").and_then(|v| v.parse().ok()).unwrap_or(0),
                     stanza: s.clone(),
@@ -379,7 +387,17 @@ pub async fn resolve_packages(
         && let Some(lock) = LockFile::load(&req.lock_path)?
     {
         if lock.requested == requested && lock.architecture == arch {
-            return Ok(Resolution { lock, notes });
+            let mirrors = req
+                .sources
+                .iter()
+                .filter_map(|s| parse_source_line(s))
+                .map(|s| s.uri)
+                .collect();
+            return Ok(Resolution {
+                lock,
+                notes,
+                mirrors,
+            });
         }
         return Err(Error::Usage(format!(
             "{} pins {:?} for {} but this build asks for {:?} for {arch}: run with --update-lock to resolve again",
@@ -423,35 +441,56 @@ pub async fn resolve_packages(
                 sha256: c.sha256,
                 size: c.size,
                 url: c.url,
+                filename: c.filename,
             })
             .collect(),
     };
     lock.save(&req.lock_path)?;
     notes.push(format!("wrote {}", req.lock_path.display()));
-    Ok(Resolution { lock, notes })
+    Ok(Resolution {
+        lock,
+        notes,
+        mirrors: sources.iter().map(|s| s.uri.clone()).collect(),
+    })
 }
 
 /// Download (or find in the cache) each locked `.deb`, verified by its SHA256.
-pub async fn fetch_debs(lock: &LockFile, cache: &Cache, http: &reqwest::Client) -> Result<()> {
-    for p in &lock.packages {
+pub async fn fetch_debs(res: &Resolution, cache: &Cache, http: &reqwest::Client) -> Result<()> {
+    for p in &res.lock.packages {
         let d = digest::parse(&format!("sha256:{}", p.sha256))?;
         if cache.has_blob(&d) {
             continue;
         }
-        let resp = http.get(&p.url).send().await.map_err(|e| {
-            Error::Registry(format!(
-                "cannot fetch {}: {}",
-                p.url,
-                crate::registry::error_chain(&e)
-            ))
-        })?;
-        if !resp.status().is_success() {
-            return Err(Error::Registry(format!(
-                "{} answered {}",
-                p.url,
-                resp.status()
-            )));
+        // The mirrors first (an air-gapped site's own), then where the lock found it.
+        let mut urls: Vec<String> = res
+            .mirrors
+            .iter()
+            .filter(|_| !p.filename.is_empty())
+            .map(|m| format!("{m}/{}", p.filename))
+            .collect();
+        if !urls.contains(&p.url) {
+            urls.push(p.url.clone());
         }
+        let mut resp = None;
+        let mut tried = Vec::new();
+        for url in &urls {
+            match http.get(url).send().await {
+                Ok(r) if r.status().is_success() => {
+                    resp = Some(r);
+                    break;
+                }
+                Ok(r) => tried.push(format!("{url}: {}", r.status())),
+                Err(e) => tried.push(format!("{url}: {}", crate::registry::error_chain(&e))),
+            }
+        }
+        let Some(resp) = resp else {
+            return Err(Error::Registry(format!(
+                "cannot fetch {} {}: {}",
+                p.name,
+                p.version,
+                tried.join("; ")
+            )));
+        };
         let tmp = cache.temp_file()?;
         let file = tmp.reopen().ctx("open", tmp.path())?;
         let mut out = tokio::io::BufWriter::new(tokio::fs::File::from_std(file));

@@ -222,6 +222,7 @@ mod tests {
             version: version.into(),
             architecture: "amd64".into(),
             url: format!("http://x/{name}.deb"),
+            filename: format!("pool/{name}.deb"),
             sha256: "00".into(),
             size: 1,
             stanza: index::stanzas(&text).remove(0),

@@ -437,6 +437,34 @@ pub fn test_lock_reproducible_and_offline() -> TestResult {
     };
     assert_eq!(layer_of(&a, "packages"), layer_of(&b, "packages"));
     assert_eq!(a["digest"], b["digest"]);
+    // An air-gapped site: the host in the lock is gone, the cache is cold, a mirror serves the
+    // same files; the mirror given with --apt-source is used and the digest is the same.
+    let lock =
+        std::fs::read_to_string(dir.join("imgbuild.lock")).map_err(|e| fail(e.to_string()))?;
+    std::fs::write(
+        dir.join("imgbuild.lock"),
+        lock.replace(&format!("127.0.0.1:{}", repo.port), "127.0.0.1:9"),
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let mirror = broken_copy(&repo, "apt-mirror", "true")?;
+    let out = run(lab::imgbuild()
+        .current_dir(&dir)
+        .env("IMGBUILD_CACHE", dir.join("cold-cache"))
+        .arg("build")
+        .arg(&rel)
+        .args([
+            "--from",
+            &repo.from(),
+            "--apt-source",
+            &format!("http://127.0.0.1:{mirror} stable main"),
+            "--package",
+            "libssl3",
+            "--json",
+            "-o",
+        ])
+        .arg(dir.join("m.tar")))?;
+    let m: Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
+    assert_eq!(m["digest"], a["digest"]);
     // A request the lock does not answer needs --update-lock.
     let out = lab::imgbuild()
         .current_dir(&dir)
