@@ -667,6 +667,17 @@ fn generated(dir: &Path, rel: &str, bytes: &[u8]) -> Result<Entry> {
     })
 }
 
+fn symlink(path: String, target: String) -> Entry {
+    Entry {
+        path,
+        source: None,
+        kind: EntryKind::Symlink { target },
+        mode: 0o777,
+        uid: 0,
+        gid: 0,
+    }
+}
+
 /// The control stanza as dpkg's status records it: `Status` after `Package`.
 fn status_stanza(control: &str) -> String {
     let mut out = String::new();
@@ -719,34 +730,10 @@ fn ca_bundle(entries: &mut BTreeMap<String, Entry>, fs: &RootFs, dir: &Path) -> 
             let n = hashes.entry(h.clone()).or_insert(0);
             let link = format!("etc/ssl/certs/{h}.{n}");
             *n += 1;
-            entries.insert(
-                link.clone(),
-                Entry {
-                    path: link,
-                    source: None,
-                    kind: EntryKind::Symlink {
-                        target: name.clone(),
-                    },
-                    mode: 0o777,
-                    uid: 0,
-                    gid: 0,
-                },
-            );
+            entries.insert(link.clone(), symlink(link, name.clone()));
         }
         let link = format!("etc/ssl/certs/{name}");
-        entries.insert(
-            link.clone(),
-            Entry {
-                path: link,
-                source: None,
-                kind: EntryKind::Symlink {
-                    target: format!("/{path}"),
-                },
-                mode: 0o777,
-                uid: 0,
-                gid: 0,
-            },
-        );
+        entries.insert(link.clone(), symlink(link, format!("/{path}")));
     }
     for (rel, bytes) in [
         ("etc/ca-certificates.conf", conf.into_bytes()),

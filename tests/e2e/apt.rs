@@ -261,23 +261,7 @@ pub fn test_libssl3_makes_crypto_start() -> TestResult {
     );
     let docker = lab::docker()?;
     run(docker.cmd().arg("load").arg("-i").arg(&tar))?;
-    let port = lab::free_port();
-    let name = format!("imgbuild-e2e-crypto-{port}");
-    run(docker.cmd().args([
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--network=host",
-        "-e",
-        &format!("PORT={port}"),
-        "-e",
-        "RELEASE_DISTRIBUTION=none",
-        "imgbuild-e2e/crypto:1",
-    ]))?;
-    let answer = lab::http_get(port, "/crypto");
-    let _ = docker.cmd().args(["rm", "-f", &name]).output();
-    let (status, body) = answer?;
+    let (status, body) = lab::run_and_get_path(&docker, "imgbuild-e2e/crypto:1", "/crypto")?;
     assert!(status.contains("200"), "{status} {body}");
     // sha256("imgbuild"), computed by :crypto inside the container.
     let want = {
@@ -491,6 +475,34 @@ pub fn test_lock_reproducible_and_offline() -> TestResult {
     Ok(())
 }
 
+/// Build the crypto release with libssl3 from the repository served on `port`, in a fresh
+/// cache under `dir`; returns the process output whatever it is.
+fn libssl3_from(
+    repo: &Repo,
+    rel: &Path,
+    port: u16,
+    dir: &Path,
+    out: &Path,
+) -> Result<std::process::Output, Failed> {
+    lab::imgbuild()
+        .current_dir(dir)
+        .env("IMGBUILD_CACHE", dir.join("cache"))
+        .arg("build")
+        .arg(rel)
+        .args([
+            "--from",
+            &repo.from(),
+            "--apt-source",
+            &format!("http://127.0.0.1:{port} stable main"),
+            "--package",
+            "libssl3",
+            "-o",
+        ])
+        .arg(out)
+        .output()
+        .map_err(|e| fail(e.to_string()))
+}
+
 /// A copy of the repository with `mutate` applied, served on its own port.
 fn broken_copy(repo: &Repo, name: &str, mutate: &str) -> Result<u16, Failed> {
     let dir = lab::scratch_dir(name);
@@ -531,23 +543,7 @@ pub fn test_tampering_is_refused() -> TestResult {
         let port = broken_copy(&repo, name, &mutate)?;
         let dir = lab::scratch_dir(&format!("{name}-build"));
         let out = dir.join("x.tar");
-        let res = lab::imgbuild()
-            .current_dir(&dir)
-            .env("IMGBUILD_CACHE", dir.join("cache"))
-            .arg("build")
-            .arg(&rel)
-            .args([
-                "--from",
-                &repo.from(),
-                "--apt-source",
-                &format!("http://127.0.0.1:{port} stable main"),
-                "--package",
-                "libssl3",
-                "-o",
-            ])
-            .arg(&out)
-            .output()
-            .map_err(|e| fail(e.to_string()))?;
+        let res = libssl3_from(&repo, &rel, port, &dir, &out)?;
         let err = String::from_utf8_lossy(&res.stderr);
         assert!(
             res.status.code() == Some(1) && err.contains(want),
@@ -583,23 +579,7 @@ pub fn test_detached_release_signature() -> TestResult {
     let bad = broken_copy(&repo, "apt-detached-unknown", &stranger)?;
     for (port, ok) in [(good, true), (bad, false)] {
         let dir = lab::scratch_dir(&format!("apt-detached-{port}"));
-        let res = lab::imgbuild()
-            .current_dir(&dir)
-            .env("IMGBUILD_CACHE", dir.join("cache"))
-            .arg("build")
-            .arg(&rel)
-            .args([
-                "--from",
-                &repo.from(),
-                "--apt-source",
-                &format!("http://127.0.0.1:{port} stable main"),
-                "--package",
-                "libssl3",
-                "-o",
-            ])
-            .arg(dir.join("x.tar"))
-            .output()
-            .map_err(|e| fail(e.to_string()))?;
+        let res = libssl3_from(&repo, &rel, port, &dir, &dir.join("x.tar"))?;
         let err = String::from_utf8_lossy(&res.stderr);
         if ok {
             assert!(res.status.success(), "{err}");

@@ -477,6 +477,15 @@ pub fn run_and_get(
     docker: &Docker,
     image: &str,
 ) -> Result<(String, String), libtest_mimic::Failed> {
+    run_and_get_path(docker, image, "/")
+}
+
+/// As `run_and_get`, for another path.
+pub fn run_and_get_path(
+    docker: &Docker,
+    image: &str,
+    path: &str,
+) -> Result<(String, String), libtest_mimic::Failed> {
     let port = free_port();
     let name = format!("imgbuild-e2e-{port}");
     run(docker.cmd().args([
@@ -491,7 +500,7 @@ pub fn run_and_get(
         "RELEASE_DISTRIBUTION=none",
         image,
     ]))?;
-    let answer = http_get(port, "/");
+    let answer = http_get(port, path);
     let logs = docker
         .cmd()
         .args(["logs", &name])
