@@ -71,6 +71,8 @@ pub struct BuildReport {
     pub base: BaseReport,
     pub layers: Vec<LayerRecord>,
     pub warnings: Vec<String>,
+    /// How many of the new layers were found unchanged in the layer cache (not compressed).
+    pub reused_layers: usize,
     pub sbom: SbomReport,
     /// The start-up check's findings (absent with --no-check).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,7 +159,7 @@ pub async fn build(
         level: req.gzip_level,
     };
     let cache2 = cache.clone();
-    let built: Vec<(LayerKind, LayerBlob)> = tokio::task::spawn_blocking(move || {
+    let written: Vec<(LayerKind, LayerBlob, bool)> = tokio::task::spawn_blocking(move || {
         // One thread per layer: the layers are independent, and compression dominates.
         std::thread::scope(|s| {
             let handles: Vec<_> = plans
@@ -165,7 +167,8 @@ pub async fn build(
                 .map(|plan| {
                     let cache = &cache2;
                     s.spawn(move || {
-                        layer::write_layer(&plan.entries, opts, cache).map(|b| (plan.kind, b))
+                        layer::write_layer_cached(&plan.entries, opts, cache)
+                            .map(|(b, reused)| (plan.kind, b, reused))
                     })
                 })
                 .collect();
@@ -181,14 +184,17 @@ pub async fn build(
     })
     .await
     .map_err(|e| Error::Image(format!("internal: layer workers failed: {e}")))??;
-    for (kind, blob) in &built {
+    for (kind, blob, reused) in &written {
         progress.step(&format!(
-            "layer {:<7} {} ({})",
+            "layer {:<8} {} ({}){}",
             kind.as_str(),
             blob.digest,
-            human_size(blob.size)
+            human_size(blob.size),
+            if *reused { ", unchanged: reused" } else { "" }
         ));
     }
+    let reused_layers = written.iter().filter(|w| w.2).count();
+    let built: Vec<(LayerKind, LayerBlob)> = written.into_iter().map(|(k, b, _)| (k, b)).collect();
 
     let mut image = image::assemble(&base, &release, &built, &settings, cache)?;
     image.sbom = Some((sbom_digest.clone(), sbom_bytes.len() as u64));
@@ -226,6 +232,7 @@ pub async fn build(
         },
         layers: image.layers.clone(),
         warnings,
+        reused_layers,
         sbom: SbomReport {
             digest: sbom_digest.to_string(),
             path: format!("/{}", sbom::path_in_image(&release)),

@@ -140,6 +140,45 @@ impl Cache {
         }
     }
 
+    /// A layer made before from the same inputs (see `layer::input_key`), when its blob is
+    /// still here. A damaged record is ignored (and the layer made again).
+    pub fn layer_record(&self, key: &Digest) -> Result<Option<crate::layer::LayerBlob>> {
+        let path = self.root.join("layers").join(key.digest());
+        let Ok(text) = fs::read_to_string(&path) else {
+            return Ok(None);
+        };
+        let mut lines = text.lines();
+        let (Some(d), Some(diff), Some(size)) = (lines.next(), lines.next(), lines.next()) else {
+            return Ok(None);
+        };
+        let (Ok(digest), Ok(diff_id), Ok(size)) =
+            (digest::parse(d), digest::parse(diff), size.parse::<u64>())
+        else {
+            return Ok(None);
+        };
+        if !self.has_blob(&digest) || self.blob_size(&digest)? != size {
+            return Ok(None);
+        }
+        Ok(Some(crate::layer::LayerBlob {
+            digest,
+            diff_id,
+            size,
+        }))
+    }
+
+    /// Remember which blob `key`'s inputs made (written to a temporary name, then renamed).
+    pub fn put_layer_record(&self, key: &Digest, blob: &crate::layer::LayerBlob) -> Result<()> {
+        let dir = self.root.join("layers");
+        fs::create_dir_all(&dir).ctx("create", &dir)?;
+        let mut tmp = self.temp_file()?;
+        writeln!(tmp, "{}\n{}\n{}", blob.digest, blob.diff_id, blob.size)
+            .ctx("write", tmp.path())?;
+        let dest = dir.join(key.digest());
+        tmp.persist(&dest)
+            .map_err(|e| Error::io("store layer record", &dest, e.error))?;
+        Ok(())
+    }
+
     pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
         let path = self.blob_path(digest);
         Ok(fs::metadata(&path).ctx("stat cached blob", &path)?.len())

@@ -34,6 +34,57 @@ pub struct TarOptions {
     pub level: u32,
 }
 
+/// Bump when the tar or gzip output for the same inputs would change.
+const FORMAT: &str = "imgbuild-layer-v1";
+
+/// The layer cache's key: everything that decides a layer's bytes, with files by content (their
+/// sha256), so an unchanged layer is found without tarring or compressing anything.
+pub fn input_key(entries: &[Entry], opts: TarOptions) -> Result<Digest> {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(format!("{FORMAT}\0{}\0{}\0", opts.mtime, opts.level.min(9)));
+    let mut buf = vec![0u8; 1 << 16];
+    for e in entries {
+        h.update(format!("{}\0{:o}\0{}\0{}\0", e.path, e.mode, e.uid, e.gid));
+        match &e.kind {
+            EntryKind::Dir => h.update(b"d\0"),
+            EntryKind::Symlink { target } => h.update(format!("l\0{target}\0")),
+            EntryKind::File { size } => {
+                h.update(format!("f\0{size}\0"));
+                if let Some(src) = &e.source {
+                    let mut f = File::open(src).ctx("read", src)?;
+                    let mut file_hash = sha2::Sha256::new();
+                    loop {
+                        let n = f.read(&mut buf).ctx("read", src)?;
+                        if n == 0 {
+                            break;
+                        }
+                        file_hash.update(&buf[..n]);
+                    }
+                    h.update(file_hash.finalize());
+                }
+            }
+        }
+    }
+    Ok(crate::digest::from_hasher(h))
+}
+
+/// Write the layer, or find it in the cache when the same inputs made it before: then nothing
+/// is tarred or compressed. Returns the blob and whether it was reused.
+pub fn write_layer_cached(
+    entries: &[Entry],
+    opts: TarOptions,
+    cache: &Cache,
+) -> Result<(LayerBlob, bool)> {
+    let key = input_key(entries, opts)?;
+    if let Some(blob) = cache.layer_record(&key)? {
+        return Ok((blob, true));
+    }
+    let blob = write_layer(entries, opts, cache)?;
+    cache.put_layer_record(&key, &blob)?;
+    Ok((blob, false))
+}
+
 /// Write `entries` as one gzip layer into `cache`.
 pub fn write_layer(entries: &[Entry], opts: TarOptions, cache: &Cache) -> Result<LayerBlob> {
     let tmp = cache.temp_file()?;
@@ -196,6 +247,37 @@ mod tests {
     use crate::digest::sha256_of;
     use flate2::read::GzDecoder;
     use std::fs;
+
+    #[test]
+    fn layer_cache_reuses_only_identical_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().join("cache")).unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"one").unwrap();
+        let entries = |size| {
+            vec![
+                entry("app", EntryKind::Dir, None),
+                entry("app/f", EntryKind::File { size }, Some(file.clone())),
+            ]
+        };
+        let opts = TarOptions { mtime: 0, level: 6 };
+        let (a, reused) = write_layer_cached(&entries(3), opts, &cache).unwrap();
+        assert!(!reused);
+        let (b, reused) = write_layer_cached(&entries(3), opts, &cache).unwrap();
+        assert!(reused && a == b);
+        // Same size and path, other content: a new layer.
+        fs::write(&file, b"two").unwrap();
+        let (c, reused) = write_layer_cached(&entries(3), opts, &cache).unwrap();
+        assert!(!reused && c.digest != a.digest);
+        // Another mtime or level is another layer too.
+        let (_, reused) =
+            write_layer_cached(&entries(3), TarOptions { mtime: 1, level: 6 }, &cache).unwrap();
+        assert!(!reused);
+        // A record whose blob is gone is not trusted.
+        fs::remove_file(cache.blob_path(&c.digest)).unwrap();
+        let (d, reused) = write_layer_cached(&entries(3), opts, &cache).unwrap();
+        assert!(!reused && d == c);
+    }
 
     fn entry(path: &str, kind: EntryKind, source: Option<std::path::PathBuf>) -> Entry {
         Entry {

@@ -465,7 +465,8 @@ fn test_one_module_change_touches_only_app_and_release_layers() -> TestResult {
     let v1 = lab::release()?;
     let dir = lab::scratch_dir("layering");
     let v2 = lab::build_release(&dir.join("hello-v2"), Some("hello from a changed module"))?;
-    let layers = |rel: &Path, out: &str| -> Result<Vec<(String, String)>, libtest_mimic::Failed> {
+    type Layers = (Vec<(String, String)>, u64, String);
+    let layers = |rel: &Path, out: &str| -> Result<Layers, libtest_mimic::Failed> {
         let r = build_json(&[
             rel.to_str().unwrap_or_default(),
             "--from",
@@ -473,7 +474,7 @@ fn test_one_module_change_touches_only_app_and_release_layers() -> TestResult {
             "-o",
             dir.join(out).to_str().unwrap_or_default(),
         ])?;
-        Ok(r["layers"]
+        let list = r["layers"]
             .as_array()
             .into_iter()
             .flatten()
@@ -483,10 +484,21 @@ fn test_one_module_change_touches_only_app_and_release_layers() -> TestResult {
                     l["digest"].as_str().unwrap_or("").to_string(),
                 )
             })
-            .collect())
+            .collect();
+        Ok((
+            list,
+            r["reused_layers"].as_u64().unwrap_or(99),
+            r["digest"].as_str().unwrap_or("").to_string(),
+        ))
     };
-    let a = layers(&v1, "v1.tar")?;
-    let b = layers(&v2, "v2.tar")?;
+    let (a, _, _) = layers(&v1, "v1.tar")?;
+    let (b, reused, digest) = layers(&v2, "v2.tar")?;
+    // The layer cache: erts, deps and the SBOM were not tarred or compressed again.
+    assert!(reused >= 3, "only {reused} layers reused");
+    // Nothing changed: every new layer comes from the layer cache, and the image is the same.
+    let (_, reused_again, digest_again) = layers(&v2, "v2-again.tar")?;
+    assert_eq!(reused_again, 5);
+    assert_eq!(digest_again, digest);
     assert_eq!(a.len(), b.len());
     for ((kind, da), (_, db)) in a.iter().zip(&b) {
         let changed = da != db;
