@@ -341,7 +341,7 @@ async fn inspect_image(
         apt::fetch_debs(&resolution, cache, client.http()).await?;
         let (c, lock) = (cache.clone(), resolution.lock.clone());
         let staging = tempfile::Builder::new()
-            .prefix("packages-")
+            .prefix(&format!("{}packages-", crate::interrupt::marker()))
             .tempdir_in(cache.root().join("tmp"))
             .ctx("create staging directory in", cache.root())?;
         let dir = staging.path().to_path_buf();

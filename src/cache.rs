@@ -41,6 +41,9 @@ impl Cache {
         for dir in [root.join("blobs").join("sha256"), root.join("tmp")] {
             fs::create_dir_all(&dir).ctx("create cache directory", &dir)?;
         }
+        // What a killed process left behind goes; this process's temporaries go on a signal.
+        crate::interrupt::remove_stale(&root.join("tmp"));
+        crate::interrupt::watch(&root.join("tmp"));
         Ok(Cache { root })
     }
 
@@ -60,7 +63,7 @@ impl Cache {
     pub fn temp_file(&self) -> Result<NamedTempFile> {
         let dir = self.root.join("tmp");
         tempfile::Builder::new()
-            .prefix("blob-")
+            .prefix(&format!("{}blob-", crate::interrupt::marker()))
             .tempfile_in(&dir)
             .ctx("create temporary file in", &dir)
     }

@@ -259,17 +259,27 @@ pub fn main() -> i32 {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Build(args) => run_build(*args).await,
-            Command::Check(args) => run_check(*args).await,
-            Command::Push(args) => run_push(args).await,
-            Command::Login(args) => run_login(args).await,
-            Command::Inspect(args) => run_inspect(args).await,
-            Command::Logout(args) => run_logout(args),
+        let work = async {
+            match cli.command {
+                Command::Build(args) => run_build(*args).await,
+                Command::Check(args) => run_check(*args).await,
+                Command::Push(args) => run_push(args).await,
+                Command::Login(args) => run_login(args).await,
+                Command::Inspect(args) => run_inspect(args).await,
+                Command::Logout(args) => run_logout(args),
+            }
+        };
+        tokio::select! {
+            r = work => r.map(|()| 0),
+            code = crate::interrupt::signalled() => {
+                crate::interrupt::cleanup();
+                eprintln!("imgbuild: interrupted; temporary files removed, nothing written");
+                Ok(code)
+            }
         }
     });
     match result {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             report(&e);
             e.exit_code()

@@ -17,6 +17,7 @@ pub mod elf;
 pub mod error;
 pub mod image;
 pub mod inspect;
+pub mod interrupt;
 pub mod layer;
 pub mod output;
 pub mod platform;

@@ -85,8 +85,9 @@ fn temp_beside(dest: &Path) -> Result<tempfile::NamedTempFile> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "image".into());
+    crate::interrupt::watch(&dir);
     tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
+        .prefix(&format!(".{name}.{}", crate::interrupt::marker()))
         .suffix(".tmp")
         .tempfile_in(&dir)
         .ctx("create temporary file in", &dir)
@@ -209,8 +210,9 @@ pub fn write_oci_layout(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "layout".into());
+    crate::interrupt::watch(&parent);
     let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
+        .prefix(&format!(".{name}.{}", crate::interrupt::marker()))
         .suffix(".tmp")
         .tempdir_in(&parent)
         .ctx("create temporary directory in", &parent)?;

@@ -3,6 +3,7 @@
 
 mod apt;
 mod check;
+mod faults;
 mod lab;
 mod push;
 mod servers;
@@ -1070,6 +1071,10 @@ fn main() {
         Trial::test(
             "apt::detached_release_signature",
             apt::test_detached_release_signature,
+        ),
+        Trial::test(
+            "faults::sigterm_and_kill9_leave_nothing",
+            faults::test_sigterm_and_kill9_leave_nothing,
         ),
         Trial::test("push::build_push_pull_run", push::test_build_push_pull_run),
         Trial::test(
