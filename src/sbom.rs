@@ -250,6 +250,32 @@ mod tests {
     }
 
     #[test]
+    fn packages_from_status_and_status_d() {
+        // A Debian base's status file plus a distroless-style status.d entry, from a layer.
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, text) in [
+            (
+                "var/lib/dpkg/status",
+                "Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\nArchitecture: amd64\n",
+            ),
+            (
+                "var/lib/dpkg/status.d/tzdata",
+                "Package: tzdata\nVersion: 2024a-0+deb12u1\nArchitecture: all\n",
+            ),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(text.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, path, text.as_bytes()).unwrap();
+        }
+        let mut fs = RootFs::new();
+        fs.apply_layer(&b.into_inner().unwrap()[..], "test")
+            .unwrap();
+        let names: Vec<String> = debian_packages(&fs).into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["libc6", "tzdata"]);
+    }
+
+    #[test]
     fn ids_are_valid() {
         assert_eq!(
             spdx_id("deb", "libstdc++6-amd64"),
