@@ -295,6 +295,19 @@ pub fn report(e: &Error) {
         eprintln!("  caused by: {cause}");
         source = cause.source();
     }
+    if let Error::Io { source, path, .. } = e {
+        match source.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => eprintln!(
+                "  hint: the file system holding {} is full: free space there, or write the output (-o) or the cache (IMGBUILD_CACHE) elsewhere; nothing was left half-written",
+                path.display()
+            ),
+            std::io::ErrorKind::PermissionDenied => eprintln!(
+                "  hint: this user may not write {}: choose a writable place",
+                path.display()
+            ),
+            _ => {}
+        }
+    }
 }
 
 fn key_value(flag: &str, s: &str) -> Result<(String, String)> {

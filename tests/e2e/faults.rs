@@ -111,3 +111,159 @@ pub fn test_sigterm_and_kill9_leave_nothing() -> TestResult {
     );
     Ok(())
 }
+
+/// A full disk: a clear error naming the path and the fix, exit 1, nothing left behind.
+pub fn test_disk_full() -> TestResult {
+    if !lab::require(&["umoci", "debootstrap", "mix", "mount"])? {
+        return Ok(());
+    }
+    let dir = lab::scratch_dir("disk-full");
+    let small = dir.join("small");
+    std::fs::create_dir_all(&small).map_err(|e| fail(e.to_string()))?;
+    // An 8 MB file system: far less than the image.
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&small))
+    .map_err(|e| {
+        fail(format!(
+            "{} (the test mounts a small tmpfs, which needs root)",
+            e.message().unwrap_or("")
+        ))
+    })?;
+    let base = format!("oci:{}:bookworm", lab::base_layout()?.display());
+    let out = small.join("img.tar");
+    let res = lab::imgbuild()
+        .arg("build")
+        .arg(lab::release()?)
+        .args(["--from", &base, "-o"])
+        .arg(&out)
+        .output()
+        .map_err(|e| fail(e.to_string()));
+    let left: Vec<String> = std::fs::read_dir(&small)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let _ = Command::new("umount").arg(&small).status();
+    let res = res?;
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("img.tar") && err.contains("full") && err.contains("IMGBUILD_CACHE"),
+        "{err}"
+    );
+    assert!(left.is_empty(), "left behind: {left:?}");
+    Ok(())
+}
+
+/// Two builds sharing one empty cache at the same time: both succeed with the same image.
+pub fn test_two_builds_share_a_cache() -> TestResult {
+    if !lab::require(&["umoci", "debootstrap", "mix"])? {
+        return Ok(());
+    }
+    let dir = lab::scratch_dir("shared-cache");
+    let base = format!("oci:{}:bookworm", lab::base_layout()?.display());
+    let rel = lab::release()?;
+    let spawn = |n: u32| {
+        lab::imgbuild()
+            .env("IMGBUILD_CACHE", dir.join("cache"))
+            .arg("build")
+            .arg(&rel)
+            .args(["--from", &base, "--json", "-o"])
+            .arg(dir.join(format!("img-{n}.tar")))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| fail(e.to_string()))
+    };
+    let children = (0..3).map(spawn).collect::<Result<Vec<_>, _>>()?;
+    let mut digests = Vec::new();
+    for c in children {
+        let out = c.wait_with_output().map_err(|e| fail(e.to_string()))?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
+        digests.push(v["digest"].as_str().unwrap_or_default().to_string());
+    }
+    assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+    let a = std::fs::read(dir.join("img-0.tar")).map_err(|e| fail(e.to_string()))?;
+    let b = std::fs::read(dir.join("img-2.tar")).map_err(|e| fail(e.to_string()))?;
+    assert!(a == b, "the tarballs differ");
+    // No temporaries are left in the shared cache.
+    let tmp: Vec<_> = std::fs::read_dir(dir.join("cache/tmp"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "{} temporaries left", tmp.len());
+    Ok(())
+}
+
+/// Load: 20 different images pushed at once to one registry; each pulls back verified.
+pub fn test_twenty_concurrent_pushes() -> TestResult {
+    if !lab::require(&["docker-registry", "skopeo", "mix"])? {
+        return Ok(());
+    }
+    let dir = lab::scratch_dir("load");
+    let reg = lab::start_registry("load")?;
+    let rel = lab::release()?;
+    let mut images = Vec::new();
+    for i in 0..20 {
+        let tar = dir.join(format!("img-{i}.tar"));
+        let out = run(lab::imgbuild()
+            .arg("build")
+            .arg(&rel)
+            .args([
+                "--from",
+                "scratch",
+                "--no-check",
+                "--label",
+                &format!("n={i}"),
+                "--json",
+                "-o",
+            ])
+            .arg(&tar))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
+        images.push((tar, v["digest"].as_str().unwrap_or_default().to_string()));
+    }
+    let children = images
+        .iter()
+        .enumerate()
+        .map(|(i, (tar, _))| {
+            lab::imgbuild()
+                .arg("push")
+                .arg(tar)
+                .arg(format!("{}/load/app-{i}:1", reg.host()))
+                .arg("--quiet")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| fail(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for c in children {
+        let out = c.wait_with_output().map_err(|e| fail(e.to_string()))?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (i, (_, digest)) in images.iter().enumerate() {
+        let copy = dir.join(format!("pulled-{i}"));
+        run(Command::new("skopeo")
+            .args(["copy", "--quiet", "--src-tls-verify=false"])
+            .arg(format!("docker://{}/load/app-{i}:1", reg.host()))
+            .arg(format!("oci:{}:x", copy.display())))?;
+        let out = run(Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+            .arg(format!("docker://{}/load/app-{i}:1", reg.host())))?;
+        assert_eq!(crate::lab::stdout(&out).trim(), digest, "image {i}");
+    }
+    Ok(())
+}

@@ -1076,6 +1076,15 @@ fn main() {
             "faults::sigterm_and_kill9_leave_nothing",
             faults::test_sigterm_and_kill9_leave_nothing,
         ),
+        Trial::test("faults::disk_full", faults::test_disk_full),
+        Trial::test(
+            "faults::two_builds_share_a_cache",
+            faults::test_two_builds_share_a_cache,
+        ),
+        Trial::test(
+            "faults::twenty_concurrent_pushes",
+            faults::test_twenty_concurrent_pushes,
+        ),
         Trial::test("push::build_push_pull_run", push::test_build_push_pull_run),
         Trial::test(
             "push::mount_from_base_repository_and_no_base_download",
