@@ -1104,6 +1104,7 @@ fn main() {
             push::test_inspect_tarball_and_registry,
         ),
         Trial::test("push::faults_are_retried", push::test_faults_are_retried),
+        Trial::test("push::killed_push_resumes", push::test_killed_push_resumes),
         Trial::test(
             "push::failing_registry_writes_no_tag",
             push::test_failing_registry_writes_no_tag,

@@ -1012,3 +1012,58 @@ pub fn test_inspect_tarball_and_registry() -> TestResult {
     assert!(err.contains("not found"), "{err}");
     Ok(())
 }
+
+/// A push killed in the middle (kill -9) leaves no tag; run again, it completes and verifies.
+pub fn test_killed_push_resumes() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let p = pushed()?;
+    let reg = lab::registry()?;
+    let proxy = servers::start_proxy(reg.port)?;
+    let dest = format!("{}/killed/hello:v1", proxy.host());
+    let mut child = lab::imgbuild()
+        .arg("push")
+        .arg(&p.tarball)
+        .arg(&dest)
+        .args(["--quiet", "--jobs", "1"])
+        .spawn()
+        .map_err(|e| fail(e.to_string()))?;
+    // Kill it once the first blob upload has started.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !proxy
+        .seen()
+        .iter()
+        .any(|s| s.method == "POST" && s.target.contains("/v2/killed/hello/blobs/uploads/"))
+    {
+        if std::time::Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            return Err(fail("the push never started an upload"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    run(Command::new("kill")
+        .arg("-KILL")
+        .arg(child.id().to_string()))?;
+    let _ = child.wait();
+    let direct = format!("{}/killed/hello:v1", reg.host());
+    let tag = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{direct}"))
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    assert!(!tag.status.success(), "a killed push left a tag");
+    let out = run(lab::imgbuild()
+        .arg("push")
+        .arg(&p.tarball)
+        .arg(&dest)
+        .arg("--json"))?;
+    let report = json_of(&out)?;
+    assert_served(&direct, &[], &report)?;
+    let copy = lab::scratch_dir("killed-copy");
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--src-tls-verify=false"])
+        .arg(format!("docker://{direct}"))
+        .arg(format!("oci:{}:x", copy.join("oci").display())))?;
+    Ok(())
+}
