@@ -183,12 +183,12 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 /// A parsed manifest-or-index document.
-pub(crate) enum Document {
+pub enum Document {
     Manifest(Box<ImageManifest>),
     Index(Box<ImageIndex>),
 }
 
-pub(crate) fn parse_document(
+pub fn parse_document(
     bytes: &[u8],
     fallback_media_type: &str,
     what: &str,
@@ -235,7 +235,7 @@ pub(crate) fn parse_document(
 }
 
 /// Choose the entry for `platform` (default: the host's) from an index, skipping attestations.
-pub(crate) fn select_from_index(
+pub fn select_from_index(
     index: &ImageIndex,
     platform: Option<&Platform>,
     what: &str,
