@@ -3,7 +3,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(s) = std::str::from_utf8(data) else { return };
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
     use imgbuild::apt::{index, version};
     for st in index::stanzas(s) {
         let _ = index::release_hashes(&st);
@@ -17,8 +19,8 @@ fuzz_target!(|data: &[u8]| {
     for line in s.lines() {
         let _ = imgbuild::apt::parse_source_line(line);
     }
-    let (a, b) = s.split_at(s.len() / 2);
     if s.is_char_boundary(s.len() / 2) {
+        let (a, b) = s.split_at(s.len() / 2);
         let _ = version::compare(a, b);
         let _ = version::satisfies(a, ">=", b);
     }

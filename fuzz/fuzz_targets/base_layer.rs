@@ -6,7 +6,12 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let mut fs = imgbuild::rootfs::RootFs::new();
     if fs.apply_layer(data, "fuzz").is_ok() {
-        for p in ["/bin/sh", "/lib/x86_64-linux-gnu/libc.so.6", "/etc/ld.so.conf", "/"] {
+        for p in [
+            "/bin/sh",
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "/etc/ld.so.conf",
+            "/",
+        ] {
             let _ = fs.resolve(p);
             let _ = fs.list(p);
         }

@@ -5,7 +5,12 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(s) = std::str::from_utf8(data) {
         if let Ok(r) = imgbuild::reference::Reference::parse(s) {
-            let _ = (r.canonical(), r.familiar_tagged(), r.api_host(), r.manifest_reference());
+            let _ = (
+                r.canonical(),
+                r.familiar_tagged(),
+                r.api_host(),
+                r.manifest_reference(),
+            );
         }
         let _ = imgbuild::platform::Platform::parse(s);
         let _ = imgbuild::base::BaseSource::parse(s);
