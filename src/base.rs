@@ -188,11 +188,7 @@ pub enum Document {
     Index(Box<ImageIndex>),
 }
 
-pub fn parse_document(
-    bytes: &[u8],
-    fallback_media_type: &str,
-    what: &str,
-) -> Result<Document> {
+pub fn parse_document(bytes: &[u8], fallback_media_type: &str, what: &str) -> Result<Document> {
     #[derive(serde::Deserialize)]
     struct Probe {
         #[serde(rename = "mediaType")]
