@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::apt::{self, PackageRequest};
-use crate::base::{self, BaseImage, BaseSource};
+use crate::base::{self, BaseImage, BaseSource, blocking};
 use crate::cache::Cache;
 use crate::check::{self, CheckReport, ImageEnv};
 use crate::error::IoContext;
@@ -102,13 +102,7 @@ pub async fn build(
     progress: &dyn Progress,
 ) -> Result<BuildReport> {
     // Everything local is checked before the network is touched.
-    let release = Release::inspect(&req.release_dir)?;
-    let plan_opts = PlanOptions {
-        workdir: req.settings.workdir.clone(),
-        own_apps: req.own_apps.clone(),
-        drop_cookie: req.drop_cookie,
-    };
-    let (mut plans, mut warnings) = release::plan_layers(&release, &plan_opts)?;
+    let (release, mut plans, mut warnings) = plan_release(req)?;
     progress.step(&format!(
         "release {} {} at {}",
         release.name,
@@ -290,6 +284,18 @@ struct PackageLayer {
     _staging: tempfile::TempDir,
 }
 
+/// Inspect the release and plan its layers, as the request says.
+fn plan_release(req: &BuildRequest) -> Result<(Release, Vec<LayerPlan>, Vec<String>)> {
+    let release = Release::inspect(&req.release_dir)?;
+    let plan_opts = PlanOptions {
+        workdir: req.settings.workdir.clone(),
+        own_apps: req.own_apps.clone(),
+        drop_cookie: req.drop_cookie,
+    };
+    let (plans, warnings) = release::plan_layers(&release, &plan_opts)?;
+    Ok((release, plans, warnings))
+}
+
 /// Only the start-up check: the release against the base, nothing written.
 pub async fn check_only(
     req: &BuildRequest,
@@ -297,13 +303,7 @@ pub async fn check_only(
     client: &RegistryClient,
     progress: &dyn Progress,
 ) -> Result<CheckReport> {
-    let release = Release::inspect(&req.release_dir)?;
-    let plan_opts = PlanOptions {
-        workdir: req.settings.workdir.clone(),
-        own_apps: req.own_apps.clone(),
-        drop_cookie: req.drop_cookie,
-    };
-    let (plans, _) = release::plan_layers(&release, &plan_opts)?;
+    let (release, plans, _) = plan_release(req)?;
     let base = base::resolve(&req.from, req.platform.as_ref(), cache, client).await?;
     let seen = inspect_image(&base, &release, &plans, req, cache, client, progress).await?;
     for w in &seen.warnings {
@@ -374,11 +374,11 @@ async fn inspect_image(
     }
     let check = if req.check {
         let (plans, workdir) = (plans.to_vec(), req.settings.workdir.clone());
-        let env = image_env(base, &req.settings);
+        let env = ImageEnv::from_env(&image::final_env(base, &req.settings));
         Some(
             blocking(move || {
                 let mut fs = fs;
-                let elves = check::add_release(&mut fs, &plans)?;
+                let elves = check::add_entries(&mut fs, &plans)?;
                 let scripts = check::release_scripts(&plans, &workdir)?;
                 Ok(check::check(&fs, &elves, &scripts, &arch, &env))
             })
@@ -412,27 +412,6 @@ async fn inspect_image(
         warnings,
         packages,
     })
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Image(format!("internal: a worker failed: {e}")))?
-}
-
-/// The environment the container will have: the base's, then the image settings'.
-fn image_env(base: &BaseImage, settings: &ImageSettings) -> ImageEnv {
-    let mut env: Vec<String> = base
-        .config
-        .config()
-        .as_ref()
-        .and_then(|c| c.env().clone())
-        .unwrap_or_default();
-    for (k, v) in &settings.env {
-        env.retain(|e| e.split('=').next() != Some(k.as_str()));
-        env.push(format!("{k}={v}"));
-    }
-    ImageEnv::from_env(&env)
 }
 
 fn describe(s: &BaseSource) -> String {

@@ -82,11 +82,6 @@ pub fn base_rootfs(base: &BaseImage, cache: &Cache) -> Result<(RootFs, Vec<Strin
     Ok((fs, warnings))
 }
 
-/// Put the release's planned entries into the tree; returns the ELF files among them.
-pub fn add_release(fs: &mut RootFs, plans: &[LayerPlan]) -> Result<Vec<(String, ElfInfo)>> {
-    add_entries(fs, plans)
-}
-
 /// Put planned entries (release or package files) into the tree, reading ELF headers so that
 /// libraries resolve; returns the ELF files among them.
 pub fn add_entries(fs: &mut RootFs, plans: &[LayerPlan]) -> Result<Vec<(String, ElfInfo)>> {

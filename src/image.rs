@@ -65,21 +65,14 @@ const DEFAULT_ENV: [(&str, &str); 3] = [
     ("RELEASE_TMP", "/tmp"),
 ];
 
-pub fn assemble(
-    base: &BaseImage,
-    release: &Release,
-    new_layers: &[(LayerKind, LayerBlob)],
-    settings: &ImageSettings,
-    cache: &Cache,
-) -> Result<Image> {
-    let created = rfc3339(settings.epoch);
-    let mut config: ImageConfiguration = base.config.clone();
-    config.set_created(Some(created.clone()));
-
-    let mut c: Config = config.config().clone().unwrap_or_default();
-    let mut env: Vec<(String, String)> = c
-        .env()
-        .clone()
+/// The container's environment: the base's, then the defaults, then the user's settings, each
+/// overriding a variable in place.
+pub fn final_env(base: &BaseImage, settings: &ImageSettings) -> Vec<String> {
+    let mut env: Vec<(String, String)> = base
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.env().clone())
         .unwrap_or_default()
         .iter()
         .map(|kv| {
@@ -98,9 +91,22 @@ pub fn assemble(
             None => env.push((k, v)),
         }
     }
-    c.set_env(Some(
-        env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
-    ));
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+pub fn assemble(
+    base: &BaseImage,
+    release: &Release,
+    new_layers: &[(LayerKind, LayerBlob)],
+    settings: &ImageSettings,
+    cache: &Cache,
+) -> Result<Image> {
+    let created = rfc3339(settings.epoch);
+    let mut config: ImageConfiguration = base.config.clone();
+    config.set_created(Some(created.clone()));
+
+    let mut c: Config = config.config().clone().unwrap_or_default();
+    c.set_env(Some(final_env(base, settings)));
     c.set_user(Some(
         settings
             .user

@@ -1,7 +1,6 @@
 //! `imgbuild inspect`: what an image holds, from a saved tarball or a registry: config, layers
 //! with their kinds and sizes, history, and the SBOM's summary.
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use oci_spec::image::{ImageConfiguration, ImageManifest};
@@ -11,7 +10,7 @@ use crate::base::{self, Document};
 use crate::build::human_size;
 use crate::cache::Cache;
 use crate::digest;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::image::SBOM_ANNOTATION;
 use crate::push::{self, BlobSource};
 use crate::reference::Reference;
@@ -123,24 +122,12 @@ fn from_tarball(path: &Path) -> Result<Inspection> {
             .find(|b| &b.digest == d);
         let Some(push::PushBlob {
             source: BlobSource::File(at),
-            size,
             ..
         }) = blob
         else {
             return Ok(None);
         };
-        let mut f = std::fs::File::open(&at.path).ctx("open", &at.path)?;
-        f.seek(SeekFrom::Start(at.offset)).ctx("read", &at.path)?;
-        let mut buf = Vec::new();
-        f.take(*size.min(&(16 << 20)))
-            .read_to_end(&mut buf)
-            .ctx("read", &at.path)?;
-        digest::verify(
-            format!("{}: blob {d}", path.display()),
-            d,
-            &digest::sha256_of(&buf),
-        )?;
-        Ok(Some(buf))
+        push::read_small_blob(at, d, &path.display().to_string()).map(Some)
     };
     let manifest: ImageManifest = serde_json::from_slice(&t.image.manifest)
         .map_err(|e| Error::Image(format!("{}: malformed manifest: {e}", path.display())))?;

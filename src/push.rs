@@ -523,17 +523,12 @@ pub fn read_tarball(path: &Path) -> Result<Tarball> {
     }
     let read_member = |d: &Digest| -> Result<Vec<u8>> {
         let (offset, size) = locate(&members, d, &what)?;
-        if size > MAX_JSON {
-            return Err(Error::Image(format!(
-                "{what}: blob {d} is implausibly large"
-            )));
-        }
-        let mut f = File::open(path).ctx("open", path)?;
-        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset)).ctx("read", path)?;
-        let mut buf = Vec::with_capacity(size as usize);
-        f.take(size).read_to_end(&mut buf).ctx("read", path)?;
-        digest::verify(format!("{what}: blob {d}"), d, &digest::sha256_of(&buf))?;
-        Ok(buf)
+        let at = BlobLocation {
+            path: path.to_path_buf(),
+            offset,
+            size,
+        };
+        read_small_blob(&at, d, &what)
     };
     let manifest_digest = digest::parse(desc.digest().as_ref())?;
     let manifest_bytes = read_member(&manifest_digest)?;
@@ -639,6 +634,23 @@ pub fn read_tarball(path: &Path) -> Result<Tarball> {
         },
         names,
     })
+}
+
+/// A small blob (manifest, config, SBOM) read whole from where it lies, verified by its digest.
+pub fn read_small_blob(at: &BlobLocation, d: &Digest, what: &str) -> Result<Vec<u8>> {
+    if at.size > MAX_JSON {
+        return Err(Error::Image(format!(
+            "{what}: blob {d} is implausibly large"
+        )));
+    }
+    let mut f = File::open(&at.path).ctx("open", &at.path)?;
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(at.offset)).ctx("read", &at.path)?;
+    let mut buf = Vec::with_capacity(at.size as usize);
+    f.take(at.size)
+        .read_to_end(&mut buf)
+        .ctx("read", &at.path)?;
+    digest::verify(format!("{what}: blob {d}"), d, &digest::sha256_of(&buf))?;
+    Ok(buf)
 }
 
 fn locate(members: &HashMap<String, (u64, u64)>, d: &Digest, what: &str) -> Result<(u64, u64)> {

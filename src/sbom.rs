@@ -5,6 +5,7 @@
 
 use serde_json::{Value, json};
 
+use crate::apt::index;
 use crate::error::Result;
 use crate::image::{canonical_json, rfc3339};
 use crate::release::Release;
@@ -26,47 +27,48 @@ pub struct DebPackage {
     pub source: Option<String>,
 }
 
-/// Installed packages from dpkg status text (stanzas separated by blank lines).
+/// Installed packages from dpkg status text.
 pub fn parse_dpkg_status(text: &str) -> Vec<DebPackage> {
-    let mut out = Vec::new();
-    for stanza in text.split("\n\n") {
-        let field = |name: &str| {
-            stanza.lines().find_map(|l| {
-                l.strip_prefix(name)
-                    .and_then(|r| r.strip_prefix(':'))
-                    .map(|v| v.trim().to_string())
-            })
-        };
-        let (Some(name), Some(version)) = (field("Package"), field("Version")) else {
-            continue;
-        };
-        // status.d files have no Status field; in status, only what is installed counts.
-        if let Some(status) = field("Status")
-            && !status.ends_with(" installed")
-        {
-            continue;
-        }
-        out.push(DebPackage {
-            name,
-            version,
-            architecture: field("Architecture").unwrap_or_else(|| "all".into()),
-            source: field("Source").map(|s| s.split_whitespace().next().unwrap_or("").to_string()),
-        });
+    installed(index::stanzas(text)).map(package_of).collect()
+}
+
+/// Only what is installed: status.d files have no Status field; in status, the field decides.
+fn installed(stanzas: Vec<index::Stanza>) -> impl Iterator<Item = index::Stanza> {
+    stanzas.into_iter().filter(|s| {
+        s.contains_key("Package")
+            && s.contains_key("Version")
+            && s.get("Status").is_none_or(|st| st.ends_with(" installed"))
+    })
+}
+
+fn package_of(s: index::Stanza) -> DebPackage {
+    DebPackage {
+        name: s["Package"].clone(),
+        version: s["Version"].clone(),
+        architecture: s
+            .get("Architecture")
+            .cloned()
+            .unwrap_or_else(|| "all".into()),
+        source: s
+            .get("Source")
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_string()),
     }
-    out
+}
+
+/// The installed stanzas of the image's dpkg database (`status` and distroless `status.d/`).
+pub fn dpkg_stanzas(fs: &RootFs) -> Vec<index::Stanza> {
+    let mut files = vec!["/var/lib/dpkg/status".to_string()];
+    files.extend(fs.list("/var/lib/dpkg/status.d"));
+    files
+        .iter()
+        .filter_map(|f| fs.contents(f))
+        .flat_map(|b| installed(index::stanzas(&String::from_utf8_lossy(b))))
+        .collect()
 }
 
 /// Every Debian package the image's dpkg database records.
 pub fn debian_packages(fs: &RootFs) -> Vec<DebPackage> {
-    let mut all = Vec::new();
-    if let Some(b) = fs.contents("/var/lib/dpkg/status") {
-        all.extend(parse_dpkg_status(&String::from_utf8_lossy(b)));
-    }
-    for f in fs.list("/var/lib/dpkg/status.d") {
-        if let Some(b) = fs.contents(&f) {
-            all.extend(parse_dpkg_status(&String::from_utf8_lossy(b)));
-        }
-    }
+    let mut all: Vec<DebPackage> = dpkg_stanzas(fs).into_iter().map(package_of).collect();
     all.sort();
     all.dedup();
     all

@@ -57,28 +57,41 @@ fn tar_reader(path: &Path, m: &Member, what: &str) -> Result<Box<dyn Read>> {
     let mut f = File::open(path).ctx("open", path)?;
     f.seek(SeekFrom::Start(m.offset)).ctx("read", path)?;
     let raw = BufReader::new(f.take(m.size));
-    Ok(if m.name.ends_with(".gz") {
-        Box::new(flate2::read::GzDecoder::new(raw))
-    } else if m.name.ends_with(".xz") {
-        // lzma-rs decodes whole streams; decode into a temporary spool file so memory stays flat.
-        let mut spool = tempfile::tempfile().ctx("create temporary file for", path)?;
-        let mut input = raw;
-        lzma_rs::xz_decompress(&mut input, &mut spool)
-            .map_err(|e| Error::Image(format!("{what}: {} is not valid xz: {e}", m.name)))?;
-        spool.seek(SeekFrom::Start(0)).ctx("read", path)?;
-        Box::new(BufReader::new(spool))
-    } else if m.name.ends_with(".zst") {
-        Box::new(
-            ruzstd::decoding::StreamingDecoder::new(raw)
-                .map_err(|e| Error::Image(format!("{what}: {} is not valid zstd: {e}", m.name)))?,
-        )
-    } else if m.name.ends_with(".tar") {
-        Box::new(raw)
-    } else {
+    if ![".tar", ".tar.gz", ".tar.xz", ".tar.zst"]
+        .iter()
+        .any(|ext| m.name.ends_with(ext))
+    {
         return Err(Error::Image(format!(
             "{what}: unsupported member compression {}",
             m.name
         )));
+    }
+    decoder(&m.name, raw, &format!("{what}: {}", m.name))
+}
+
+/// A decompressing reader chosen by `name`'s extension (`.gz`, `.xz`, `.zst`, else plain),
+/// shared by .deb members and apt's indexes. xz is spooled to an unnamed temporary file, since
+/// lzma-rs decodes whole streams, so memory stays flat.
+pub fn decoder(name: &str, raw: impl Read + 'static, what: &str) -> Result<Box<dyn Read>> {
+    Ok(if name.ends_with(".gz") {
+        Box::new(flate2::read::GzDecoder::new(raw))
+    } else if name.ends_with(".xz") {
+        let mut spool = tempfile::tempfile()
+            .map_err(|e| Error::Image(format!("{what}: no temporary file to decode into: {e}")))?;
+        let mut input = BufReader::new(raw);
+        lzma_rs::xz_decompress(&mut input, &mut spool)
+            .map_err(|e| Error::Image(format!("{what} is not valid xz: {e}")))?;
+        spool
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| Error::Image(format!("{what}: {e}")))?;
+        Box::new(BufReader::new(spool))
+    } else if name.ends_with(".zst") {
+        Box::new(
+            ruzstd::decoding::StreamingDecoder::new(raw)
+                .map_err(|e| Error::Image(format!("{what} is not valid zstd: {e}")))?,
+        )
+    } else {
+        Box::new(raw)
     })
 }
 

@@ -15,10 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt;
 
 use crate::cache::Cache;
 use crate::digest;
@@ -327,20 +325,11 @@ async fn candidates(
                     bytes
                 }
             };
-            let mut text = String::new();
-            let decode_err = |e: String| Error::Image(format!("{url}: {e}"));
-            if name.ends_with(".xz") {
-                let mut out = Vec::new();
-                lzma_rs::xz_decompress(&mut &bytes[..], &mut out)
-                    .map_err(|e| decode_err(e.to_string()))?;
-                text = String::from_utf8_lossy(&out).into_owned();
-            } else if name.ends_with(".gz") {
-                flate2::read::GzDecoder::new(&bytes[..])
-                    .read_to_string(&mut text)
-                    .map_err(|e| decode_err(e.to_string()))?;
-            } else {
-                text = String::from_utf8_lossy(&bytes).into_owned();
-            }
+            let mut raw = Vec::new();
+            deb::decoder(&name, std::io::Cursor::new(bytes), &url)?
+                .read_to_end(&mut raw)
+                .map_err(|e| Error::Image(format!("{url}: {e}")))?;
+            let text = String::from_utf8_lossy(&raw);
             for s in index::stanzas(&text) {
                 let (Some(name), Some(version), Some(file), Some(sha)) = (
                     s.get("Package"),
@@ -491,24 +480,8 @@ pub async fn fetch_debs(res: &Resolution, cache: &Cache, http: &reqwest::Client)
                 tried.join("; ")
             )));
         };
-        let tmp = cache.temp_file()?;
-        let file = tmp.reopen().ctx("open", tmp.path())?;
-        let mut out = tokio::io::BufWriter::new(tokio::fs::File::from_std(file));
-        let mut hasher = Sha256::new();
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk
-                .map_err(|e| Error::Registry(format!("download of {} broke off: {e}", p.url)))?;
-            hasher.update(&chunk);
-            out.write_all(&chunk).await.ctx("write", tmp.path())?;
-        }
-        out.flush().await.ctx("write", tmp.path())?;
-        digest::verify(
-            format!("{} (against the SHA256 in Packages / imgbuild.lock)", p.url),
-            &d,
-            &digest::from_hasher(hasher),
-        )?;
-        cache.commit(tmp, &d)?;
+        let what = format!("{} (against the SHA256 in Packages / imgbuild.lock)", p.url);
+        crate::registry::store_download(resp, cache, &d, &what).await?;
     }
     Ok(())
 }

@@ -20,29 +20,10 @@ pub struct Installed {
 
 pub fn installed_from(fs: &RootFs) -> Installed {
     let mut out = Installed::default();
-    let mut texts = Vec::new();
-    if let Some(b) = fs.contents("/var/lib/dpkg/status") {
-        texts.push(String::from_utf8_lossy(b).into_owned());
-    }
-    for f in fs.list("/var/lib/dpkg/status.d") {
-        if let Some(b) = fs.contents(&f) {
-            texts.push(String::from_utf8_lossy(b).into_owned());
-        }
-    }
-    for t in texts {
-        for s in index::stanzas(&t) {
-            if s.get("Status")
-                .is_some_and(|st| !st.ends_with(" installed"))
-            {
-                continue;
-            }
-            let (Some(name), Some(v)) = (s.get("Package"), s.get("Version")) else {
-                continue;
-            };
-            out.real.insert(name.clone(), v.clone());
-            for (p, pv) in index::parse_provides(s.get("Provides").map_or("", String::as_str)) {
-                out.provided.entry(p).or_default().push(pv);
-            }
+    for s in crate::sbom::dpkg_stanzas(fs) {
+        out.real.insert(s["Package"].clone(), s["Version"].clone());
+        for (p, pv) in index::parse_provides(s.get("Provides").map_or("", String::as_str)) {
+            out.provided.entry(p).or_default().push(pv);
         }
     }
     out

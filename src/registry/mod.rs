@@ -647,29 +647,13 @@ impl RegistryClient {
             let body = resp.bytes().await.unwrap_or_default();
             return Err(self.status_error(host, "GET", &path, status, &body));
         }
-        let tmp = cache.temp_file()?;
-        let file = tmp.reopen().ctx("open", tmp.path())?;
-        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
-        let mut hasher = Sha256::new();
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                Error::Registry(format!(
-                    "download of {digest} from {host} broke off: {}",
-                    error_chain(&e)
-                ))
-            })?;
-            hasher.update(&chunk);
-            out.write_all(&chunk).await.ctx("write", tmp.path())?;
-        }
-        out.flush().await.ctx("write", tmp.path())?;
-        digest::verify(
-            format!("blob {digest} served by {host}"),
+        store_download(
+            resp,
+            cache,
             digest,
-            &digest::from_hasher(hasher),
-        )?;
-        cache.commit(tmp, digest)?;
-        Ok(())
+            &format!("blob {digest} served by {host}"),
+        )
+        .await
     }
 
     pub fn status_error(
@@ -710,6 +694,32 @@ impl RegistryClient {
         })
         .await
     }
+}
+
+/// Stream a response body into the cache as `digest`, hashing it on the way; it becomes
+/// visible only when it matches. `what` names it in errors.
+pub async fn store_download(
+    resp: Response,
+    cache: &Cache,
+    digest: &Digest,
+    what: &str,
+) -> Result<()> {
+    let tmp = cache.temp_file()?;
+    let file = tmp.reopen().ctx("open", tmp.path())?;
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
+    let mut hasher = Sha256::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            Error::Registry(format!("download of {what} broke off: {}", error_chain(&e)))
+        })?;
+        hasher.update(&chunk);
+        out.write_all(&chunk).await.ctx("write", tmp.path())?;
+    }
+    out.flush().await.ctx("write", tmp.path())?;
+    digest::verify(what, digest, &digest::from_hasher(hasher))?;
+    cache.commit(tmp, digest)?;
+    Ok(())
 }
 
 fn challenge_of(resp: &Response) -> Option<Challenge> {

@@ -347,41 +347,30 @@ pub fn test_ca_certificates_bundle() -> TestResult {
     );
     // A TLS server whose certificate the test CA signed is trusted from inside the container.
     let reg = servers::start_tls_basic_registry(&repo.tls, "u", "p")?;
-    let out = run(docker.cmd().args([
-        "run",
-        "--rm",
-        "--network=host",
-        "--entrypoint",
-        "openssl",
-        "imgbuild-e2e/ca:1",
-        "s_client",
-        "-connect",
-        &reg.host(),
-        "-CAfile",
-        "/etc/ssl/certs/ca-certificates.crt",
-        "-verify_return_error",
-        "-brief",
-    ]))?;
-    let said = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
-    assert!(said.contains("Verification: OK"), "{said}");
-    // And through OpenSSL's hashed directory lookup, as update-ca-certificates would allow.
-    let out = run(docker.cmd().args([
-        "run",
-        "--rm",
-        "--network=host",
-        "--entrypoint",
-        "openssl",
-        "imgbuild-e2e/ca:1",
-        "s_client",
-        "-connect",
-        &reg.host(),
-        "-CApath",
-        "/etc/ssl/certs",
-        "-verify_return_error",
-        "-brief",
-    ]))?;
-    let said = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
-    assert!(said.contains("Verification: OK"), "CApath: {said}");
+    // Through the bundle, and through OpenSSL's hashed directory lookup as
+    // update-ca-certificates would allow.
+    for (flag, place) in [
+        ("-CAfile", "/etc/ssl/certs/ca-certificates.crt"),
+        ("-CApath", "/etc/ssl/certs"),
+    ] {
+        let out = run(docker.cmd().args([
+            "run",
+            "--rm",
+            "--network=host",
+            "--entrypoint",
+            "openssl",
+            "imgbuild-e2e/ca:1",
+            "s_client",
+            "-connect",
+            &reg.host(),
+            flag,
+            place,
+            "-verify_return_error",
+            "-brief",
+        ]))?;
+        let said = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+        assert!(said.contains("Verification: OK"), "{flag}: {said}");
+    }
     Ok(())
 }
 

@@ -112,6 +112,15 @@ pub fn test_sigterm_and_kill9_leave_nothing() -> TestResult {
     Ok(())
 }
 
+/// Wait for a spawned imgbuild and fail with its stderr unless it succeeded.
+fn succeeded(c: std::process::Child) -> Result<std::process::Output, Failed> {
+    let out = c.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(String::from_utf8_lossy(&out.stderr).into_owned()));
+    }
+    Ok(out)
+}
+
 /// A full disk: a clear error naming the path and the fix, exit 1, nothing left behind.
 pub fn test_disk_full() -> TestResult {
     if !lab::require(&["umoci", "debootstrap", "mix", "mount"])? {
@@ -181,12 +190,7 @@ pub fn test_two_builds_share_a_cache() -> TestResult {
     let children = (0..3).map(spawn).collect::<Result<Vec<_>, _>>()?;
     let mut digests = Vec::new();
     for c in children {
-        let out = c.wait_with_output().map_err(|e| fail(e.to_string()))?;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = succeeded(c)?;
         let v: serde_json::Value =
             serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
         digests.push(v["digest"].as_str().unwrap_or_default().to_string());
@@ -247,12 +251,7 @@ pub fn test_twenty_concurrent_pushes() -> TestResult {
         })
         .collect::<Result<Vec<_>, _>>()?;
     for c in children {
-        let out = c.wait_with_output().map_err(|e| fail(e.to_string()))?;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(c)?;
     }
     for (i, (_, digest)) in images.iter().enumerate() {
         let copy = dir.join(format!("pulled-{i}"));
