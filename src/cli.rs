@@ -258,25 +258,21 @@ pub fn main() -> i32 {
             return 1;
         }
     };
+    // Signal handlers go in before the work starts, so no temporary can outlive an interrupt.
+    {
+        let _guard = runtime.enter();
+        crate::interrupt::install();
+    }
     let result = runtime.block_on(async {
-        let work = async {
-            match cli.command {
-                Command::Build(args) => run_build(*args).await,
-                Command::Check(args) => run_check(*args).await,
-                Command::Push(args) => run_push(args).await,
-                Command::Login(args) => run_login(args).await,
-                Command::Inspect(args) => run_inspect(args).await,
-                Command::Logout(args) => run_logout(args),
-            }
-        };
-        tokio::select! {
-            r = work => r.map(|()| 0),
-            code = crate::interrupt::signalled() => {
-                crate::interrupt::cleanup();
-                eprintln!("imgbuild: interrupted; temporary files removed, nothing written");
-                Ok(code)
-            }
+        match cli.command {
+            Command::Build(args) => run_build(*args).await,
+            Command::Check(args) => run_check(*args).await,
+            Command::Push(args) => run_push(args).await,
+            Command::Login(args) => run_login(args).await,
+            Command::Inspect(args) => run_inspect(args).await,
+            Command::Logout(args) => run_logout(args),
         }
+        .map(|()| 0)
     });
     match result {
         Ok(code) => code,

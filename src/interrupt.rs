@@ -66,18 +66,27 @@ pub fn remove_stale(dir: &Path) {
     }
 }
 
-/// Wait for SIGINT or SIGTERM; returns the exit code for it (130 or 143).
-pub async fn signalled() -> i32 {
+/// Install the SIGINT and SIGTERM handlers now, before any temporary exists, and act on
+/// them from a task of their own: remove this process's temporaries and exit 130 or 143.
+/// Handling them outside the work means a build busy in a long poll, or one that has not
+/// been polled yet, is still interrupted at once. Must be called inside the runtime.
+pub fn install() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
     ) else {
-        // Without signal handlers there is nothing to wait for.
-        return std::future::pending().await;
+        // Without handlers the default disposition applies; stale temporaries are swept at
+        // the next run.
+        return;
     };
-    tokio::select! {
-        _ = int.recv() => 130,
-        _ = term.recv() => 143,
-    }
+    tokio::spawn(async move {
+        let code = tokio::select! {
+            _ = int.recv() => 130,
+            _ = term.recv() => 143,
+        };
+        cleanup();
+        eprintln!("imgbuild: interrupted; temporary files removed, nothing written");
+        std::process::exit(code);
+    });
 }
