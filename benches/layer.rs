@@ -1,5 +1,6 @@
 //! Layer creation throughput on a generated release-like tree (~24 MB, 600 files of mixed
-//! compressibility), against the same bytes through `tar | gzip -6` measured in the same run.
+//! compressibility), against the same bytes through `tar | gzip -6` and `tar | pigz -6`, measured
+//! in the same run.
 //! Run: `cargo bench --bench layer`. Throughput is reported in bytes/s per iteration.
 
 use std::path::{Path, PathBuf};
@@ -112,6 +113,27 @@ fn tar_pipe_gzip6_sha256(bencher: divan::Bencher) {
                 .stdout(Stdio::null())
                 .status()
                 .expect("tar | gzip");
+            assert!(status.success());
+        });
+}
+
+/// The parallel peer: pigz on every core, the practical floor for a cold gzip layer.
+#[divan::bench(sample_count = 10)]
+fn tar_pipe_pigz6_sha256(bencher: divan::Bencher) {
+    let t = tree();
+    let root: &Path = &t.root;
+    bencher
+        .counter(divan::counter::BytesCount::new(t.bytes))
+        .bench(|| {
+            let status = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "tar -C {} -cf - lib | pigz -6 | sha256sum",
+                    root.display()
+                ))
+                .stdout(Stdio::null())
+                .status()
+                .expect("tar | pigz (apt-get install pigz)");
             assert!(status.success());
         });
 }

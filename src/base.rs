@@ -8,7 +8,6 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use flate2::{Compression, GzBuilder};
 use futures_util::{StreamExt, TryStreamExt};
 use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest};
 
@@ -450,10 +449,8 @@ fn gzip_if_plain(
 fn gzip_into_cache(reader: impl Read, cache: &Cache, what: &Path) -> Result<(Digest, u64, Digest)> {
     let tmp = cache.temp_file()?;
     let mut input = HashReader::new(reader);
-    let mut gz = GzBuilder::new().write(
-        HashWriter::new(std::io::BufWriter::new(tmp)),
-        Compression::new(6),
-    );
+    let mut gz =
+        crate::pgzip::ParallelGzWriter::new(HashWriter::new(std::io::BufWriter::new(tmp)), 6, 0);
     std::io::copy(&mut input, &mut gz).ctx("compress layer from", what)?;
     let (buffered, digest, size) = gz.finish().ctx("compress layer from", what)?.finish();
     let tmp = buffered

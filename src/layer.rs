@@ -1,16 +1,17 @@
 //! The layer writer: one streaming pass turns planned entries into a deterministic tar, hashes
-//! it (diff_id), gzips it and hashes the gzip (digest) on its way into the cache.
+//! it (diff_id), gzips it on every core ([`crate::pgzip`]) and hashes the gzip (digest) on its
+//! way into the cache.
 //! Memory stays flat whatever the layer size.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 
-use flate2::{Compression, GzBuilder};
 use oci_spec::image::Digest;
 
 use crate::cache::Cache;
 use crate::digest::HashWriter;
 use crate::error::{Error, IoContext, Result};
+use crate::pgzip::ParallelGzWriter;
 use crate::release::{Entry, EntryKind};
 
 pub const MEDIA_TYPE_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -35,7 +36,7 @@ pub struct TarOptions {
 }
 
 /// Bump when the tar or gzip output for the same inputs would change.
-const FORMAT: &str = "imgbuild-layer-v1";
+const FORMAT: &str = "imgbuild-layer-v2-pgzip256k";
 
 /// The layer cache's key: everything that decides a layer's bytes, with files by content (their
 /// sha256), so an unchanged layer is found without tarring or compressing anything.
@@ -90,7 +91,7 @@ pub fn write_layer(entries: &[Entry], opts: TarOptions, cache: &Cache) -> Result
     let tmp = cache.temp_file()?;
     let tmp_path = tmp.path().to_path_buf();
     let compressed = HashWriter::new(BufWriter::with_capacity(1 << 20, tmp));
-    let gz = GzBuilder::new().write(compressed, Compression::new(opts.level.min(9)));
+    let gz = ParallelGzWriter::new(compressed, opts.level, 0);
     let mut builder = tar::Builder::new(HashWriter::new(gz));
     for entry in entries {
         append_entry(&mut builder, entry, opts.mtime)?;

@@ -20,6 +20,7 @@ pub mod inspect;
 pub mod interrupt;
 pub mod layer;
 pub mod output;
+pub mod pgzip;
 pub mod platform;
 pub mod progress;
 pub mod project;
