@@ -327,7 +327,21 @@ async fn inspect_image(
 ) -> Result<Seen> {
     base::fetch_layers(base, cache, client).await?;
     let (b, c) = (base.clone(), cache.clone());
-    let (mut fs, mut warnings) = blocking(move || check::base_rootfs(&b, &c)).await?;
+    let (mut fs, mut warnings) = match blocking(move || check::base_rootfs(&b, &c)).await {
+        // A base layer damaged in the cache was removed on detection: fetch it again, once.
+        Err(Error::DigestMismatch {
+            expected, actual, ..
+        }) if base.reference.is_some() => {
+            // A warning, not progress: damage on disk is worth seeing even with --quiet.
+            eprintln!(
+                "imgbuild: warning: base layer {expected} was damaged in the cache (it hashed to {actual}); fetching it again"
+            );
+            base::fetch_layers(base, cache, client).await?;
+            let (b, c) = (base.clone(), cache.clone());
+            blocking(move || check::base_rootfs(&b, &c)).await?
+        }
+        r => r?,
+    };
     let mut debs = sbom::debian_packages(&fs);
     let os = sbom::os_version(&fs);
     let arch = base.config.architecture().to_string();

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::base::BaseImage;
 use crate::cache::Cache;
+use crate::digest::HashReader;
 use crate::elf::{self, ElfInfo};
 use crate::error::{Error, IoContext, Result};
 use crate::layer::MEDIA_TYPE_GZIP;
@@ -76,8 +77,21 @@ pub fn base_rootfs(base: &BaseImage, cache: &Cache) -> Result<(RootFs, Vec<Strin
         }
         let path = cache.blob_path(&layer.digest);
         let file = std::fs::File::open(&path).ctx("open cached layer", &path)?;
-        let gz = GzDecoder::new(BufReader::with_capacity(1 << 16, file));
-        fs.apply_layer(BufReader::with_capacity(1 << 16, gz), &what)?;
+        // The layer is hashed as it is read: the check must see exactly the bytes that ship,
+        // and a cache file damaged on disk is caught here rather than trusted.
+        let mut hashed = HashReader::new(file);
+        let applied = {
+            let gz = GzDecoder::new(BufReader::with_capacity(1 << 16, &mut hashed));
+            let mut tar = BufReader::with_capacity(1 << 16, gz);
+            fs.apply_layer(&mut tar, &what)
+                .and_then(|()| std::io::copy(&mut tar, &mut std::io::sink()).ctx("read", &path))
+        };
+        std::io::copy(&mut hashed, &mut std::io::sink()).ctx("read cached layer", &path)?;
+        let (actual, _) = hashed.finish();
+        if actual != layer.digest {
+            return Err(cache.corrupted(&layer.digest, &actual));
+        }
+        applied?;
     }
     Ok((fs, warnings))
 }
@@ -114,9 +128,11 @@ pub fn add_entries(fs: &mut RootFs, plans: &[LayerPlan]) -> Result<Vec<(String, 
                             }
                         }
                     }
+                    let not_elf = info.is_none();
                     Node::File {
                         mode: e.mode,
                         elf: info,
+                        not_elf,
                     }
                 }
             };
@@ -345,8 +361,16 @@ impl<'a> Ctx<'a> {
             (real, Node::File { elf: Some(e), .. }) => (e.machine == user.machine
                 && e.is_64 == user.is_64)
                 .then(|| (real, Some(e.clone()))),
-            // A file we did not parse: assume the loader takes it.
-            (real, Node::File { elf: None, .. }) => Some((real, None)),
+            // An ELF file we did not parse: assume the loader takes it. Anything else (a text
+            // file, say, reached through a link) the loader refuses.
+            (
+                real,
+                Node::File {
+                    elf: None,
+                    not_elf: false,
+                    ..
+                },
+            ) => Some((real, None)),
             _ => None,
         }
     }
@@ -550,6 +574,7 @@ mod tests {
                 defines: defines.iter().map(|s| s.to_string()).collect(),
                 ..ElfInfo::default()
             }),
+            not_elf: false,
         }
     }
 
@@ -560,6 +585,7 @@ mod tests {
             Node::File {
                 mode: 0o644,
                 elf: None,
+                not_elf: true,
             },
         );
         fs.insert(
@@ -573,6 +599,7 @@ mod tests {
             Node::File {
                 mode: 0o755,
                 elf: None,
+                not_elf: false,
             },
         );
         fs.insert("/bin", Node::Symlink("usr/bin".into()));
@@ -582,6 +609,7 @@ mod tests {
             Node::File {
                 mode: 0o755,
                 elf: None,
+                not_elf: false,
             },
         );
         fs

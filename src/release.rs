@@ -542,6 +542,17 @@ fn entry_for(path: &Path, image_path: &str, warnings: &mut Warnings) -> Result<E
                 path.display()
             ))
         })?;
+        // A link that only leads back to itself cannot be opened in the container either:
+        // a broken release, named here rather than shipped.
+        if let Err(e) = fs::metadata(path)
+            && e.raw_os_error() == Some(40)
+        // ELOOP
+        {
+            return Err(Error::Input(format!(
+                "symlink {} -> {target} is a symlink loop: fix or remove it in the release",
+                path.display()
+            )));
+        }
         EntryKind::Symlink { target }
     } else {
         let what = if ft.is_socket() {

@@ -17,10 +17,14 @@ pub enum Node {
         mode: u32,
         /// Set for ELF files worth resolving against (shared libraries, interpreters).
         elf: Option<ElfInfo>,
+        /// Known not to be an ELF file at all (ld.so would refuse it as a library).
+        not_elf: bool,
     },
     Symlink(String),
 }
 
+/// The longest path Linux accepts; a layer entry beyond it is not a real file.
+const PATH_MAX: usize = 4096;
 /// Small files whose contents are kept (at most this large).
 const MAX_KEPT: u64 = 16 << 20;
 /// Shared libraries larger than this are not parsed (none is in practice).
@@ -72,6 +76,18 @@ fn keep_contents(path: &str) -> bool {
 }
 
 /// Files that may be shared libraries or program interpreters.
+/// Read up to `buf.len()` bytes, fewer only at the end of the entry.
+fn read_head(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
 fn maybe_library(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or("");
     name.contains(".so")
@@ -95,6 +111,13 @@ impl RootFs {
         for entry in archive.entries().map_err(bad)? {
             let mut entry = entry.map_err(bad)?;
             let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let link_len = entry.link_name_bytes().map_or(0, |l| l.len());
+            if raw.len() > PATH_MAX || link_len > PATH_MAX {
+                return Err(Error::Image(format!(
+                    "{what}: an entry's name or link target is {} bytes long, over the {PATH_MAX} bytes Linux allows; this layer cannot be a real file system (rebuild or replace the base image)",
+                    raw.len().max(link_len)
+                )));
+            }
             let path = normalize(&raw);
             if path == "/" {
                 continue;
@@ -126,7 +149,11 @@ impl RootFs {
                         .find(|(p, _)| *p == target)
                         .map(|(_, n)| n.clone())
                         .or_else(|| self.nodes.get(&target).cloned())
-                        .unwrap_or(Node::File { mode, elf: None });
+                        .unwrap_or(Node::File {
+                            mode,
+                            elf: None,
+                            not_elf: false,
+                        });
                     if let Some(c) = kept
                         .iter()
                         .rev()
@@ -141,19 +168,31 @@ impl RootFs {
                 t if t.is_file() || t == tar::EntryType::Continuous => {
                     let size = entry.size();
                     let mut elf = None;
+                    let not_elf;
                     if keep_contents(&path) && size <= MAX_KEPT {
                         let mut buf = Vec::with_capacity(size as usize);
                         entry.read_to_end(&mut buf).map_err(bad)?;
+                        not_elf = !crate::elf::is_elf(&buf);
                         kept.push((path.clone(), buf));
                     } else if maybe_library(&path) && (64..=MAX_ELF).contains(&size) {
                         let mut buf = Vec::with_capacity(size as usize);
                         entry.read_to_end(&mut buf).map_err(bad)?;
+                        not_elf = !crate::elf::is_elf(&buf);
                         elf = ElfInfo::parse(&buf).ok();
+                    } else {
+                        // The first bytes say whether a link to this file could be a library.
+                        let mut head = [0u8; 4];
+                        let n = read_head(&mut entry, &mut head).map_err(bad)?;
+                        not_elf = !crate::elf::is_elf(&head[..n]);
                     }
-                    Node::File { mode, elf }
+                    Node::File { mode, elf, not_elf }
                 }
                 // Devices, fifos and the like: present, but nothing the checks read.
-                _ => Node::File { mode, elf: None },
+                _ => Node::File {
+                    mode,
+                    elf: None,
+                    not_elf: true,
+                },
             };
             added.push((path, node));
         }

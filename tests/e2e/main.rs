@@ -4,6 +4,7 @@
 mod apt;
 mod check;
 mod faults;
+mod hostile;
 mod lab;
 mod push;
 mod servers;
@@ -1116,6 +1117,30 @@ fn main() {
         Trial::test(
             "push::token_auth_anonymous_pull_and_authenticated_push",
             push::test_token_auth_anonymous_pull_and_authenticated_push,
+        ),
+        Trial::test(
+            "hostile::escaping_base_layer_stays_inside",
+            hostile::test_escaping_base_layer_stays_inside,
+        ),
+        Trial::test(
+            "hostile::malformed_base_layers_fail_cleanly",
+            hostile::test_malformed_base_layers_fail_cleanly,
+        ),
+        Trial::test(
+            "hostile::wrong_bytes_from_registry",
+            hostile::test_wrong_bytes_from_registry,
+        ),
+        Trial::test(
+            "hostile::damaged_cache_is_fetched_again",
+            hostile::test_damaged_cache_is_fetched_again,
+        ),
+        Trial::test(
+            "hostile::bad_release_directories",
+            hostile::test_bad_release_directories,
+        ),
+        Trial::test(
+            "hostile::unknown_manifest_media_type",
+            hostile::test_unknown_manifest_media_type,
         ),
     ];
     let conclusion = libtest_mimic::run(&args, tests);

@@ -452,6 +452,8 @@ pub enum Fault {
         from: &'static str,
         to: &'static str,
     },
+    /// Forward, but flip one byte of the answer's body: a registry or cache serving wrong bytes.
+    CorruptBody,
 }
 
 #[derive(Clone, Debug)]
@@ -576,8 +578,9 @@ fn relay(client: TcpStream, upstream: u16, proxy: &Proxy) -> std::io::Result<()>
             let _ = client.shutdown(Shutdown::Both);
             return Ok(());
         }
-        None => {}
+        Some(Fault::CorruptBody) | None => {}
     }
+    let corrupt = matches!(fault, Some(Fault::CorruptBody));
     let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
     up.write_all(&with_connection_close(&req.head))?;
     let mut up_w = up.try_clone()?;
@@ -595,6 +598,21 @@ fn relay(client: TcpStream, upstream: u16, proxy: &Proxy) -> std::io::Result<()>
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     client_w.write_all(status_line.as_bytes())?;
+    if corrupt {
+        // Headers as they are, then the body with its first byte flipped.
+        loop {
+            let mut line = String::new();
+            up_reader.read_line(&mut line)?;
+            client_w.write_all(line.as_bytes())?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        let mut first = [0u8; 1];
+        if up_reader.read(&mut first)? == 1 {
+            client_w.write_all(&[first[0] ^ 0xff])?;
+        }
+    }
     std::io::copy(&mut up_reader, &mut client_w)?;
     record(status);
     let _ = client.shutdown(Shutdown::Both);
