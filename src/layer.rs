@@ -36,7 +36,7 @@ pub struct TarOptions {
 }
 
 /// Bump when the tar or gzip output for the same inputs would change.
-const FORMAT: &str = "imgbuild-layer-v2-pgzip256k";
+const FORMAT: &str = "imgbuild-layer-v3-pgzip256k";
 
 /// The layer cache's key: everything that decides a layer's bytes, with files by content (their
 /// sha256), so an unchanged layer is found without tarring or compressing anything.
