@@ -793,3 +793,28 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod mode_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn setuid_setgid_and_group_write_are_dropped_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tool");
+        fs::write(&p, "x").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o6777)).unwrap();
+        let mut warnings = Warnings::new();
+        let e = entry_for(&p, "app/bin/tool", &mut warnings).unwrap();
+        assert_eq!(e.mode, 0o755);
+        assert_eq!((e.uid, e.gid), (RUNTIME_UID, RUNTIME_GID));
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("setuid/setgid"), "{warnings:?}");
+        // Plain modes pass without a word.
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o664)).unwrap();
+        let mut warnings = Warnings::new();
+        assert_eq!(entry_for(&p, "app/x", &mut warnings).unwrap().mode, 0o644);
+        assert!(warnings.is_empty());
+    }
+}

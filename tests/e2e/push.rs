@@ -449,6 +449,33 @@ pub fn test_chunked_upload() -> TestResult {
         "a chunk was refused: {seen:?}"
     );
     assert_served(&format!("{}/chunked/hello:v1", reg.host()), &[], &report)?;
+
+    // A registry that asks for at least 1 MiB per chunk (OCI-Chunk-Min-Length) gets it.
+    let proxy = servers::start_proxy(reg.port)?;
+    proxy.set_rules(vec![Rule {
+        method: "POST",
+        target_contains: "/v2/chunked-min/hello/blobs/uploads/",
+        fault: Fault::AddHeader("OCI-Chunk-Min-Length: 1048576"),
+        times: u32::MAX,
+    }]);
+    let dest = format!("{}/chunked-min/hello:v1", proxy.host());
+    let out = run(lab::imgbuild()
+        .arg("push")
+        .arg(&p.tarball)
+        .arg(&dest)
+        .args(["--chunk-size", "256k", "--json"]))?;
+    let report = json_of(&out)?;
+    let seen = proxy.seen();
+    let larger = count(&seen, "PATCH", "/v2/chunked-min/hello/blobs/uploads/");
+    assert!(
+        larger * 2 < patches && larger >= uploads(&seen),
+        "{larger} PATCH requests with 1 MiB chunks against {patches} with 256 KiB: {seen:?}"
+    );
+    assert_served(
+        &format!("{}/chunked-min/hello:v1", reg.host()),
+        &[],
+        &report,
+    )?;
     Ok(())
 }
 
@@ -755,6 +782,14 @@ pub fn test_tls_basic_auth_and_credential_sources() -> TestResult {
         ),
     )?;
     run(push("podman").env("REGISTRY_AUTH_FILE", &auth_json))?;
+    // The same file where podman keeps it by default, under XDG_RUNTIME_DIR.
+    let runtime_dir = dir.join("podman");
+    std::fs::create_dir_all(runtime_dir.join("containers")).map_err(|e| fail(e.to_string()))?;
+    std::fs::copy(&auth_json, runtime_dir.join("containers/auth.json"))
+        .map_err(|e| fail(e.to_string()))?;
+    run(push("podman-runtime-dir")
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env("XDG_RUNTIME_DIR", &runtime_dir))?;
 
     // 4. CI variables.
     run(push("ci-vars")

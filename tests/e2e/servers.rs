@@ -454,6 +454,8 @@ pub enum Fault {
     },
     /// Forward, but flip one byte of the answer's body: a registry or cache serving wrong bytes.
     CorruptBody,
+    /// Forward, and add this header line (`Name: value`) to the answer.
+    AddHeader(&'static str),
 }
 
 #[derive(Clone, Debug)]
@@ -578,9 +580,13 @@ fn relay(client: TcpStream, upstream: u16, proxy: &Proxy) -> std::io::Result<()>
             let _ = client.shutdown(Shutdown::Both);
             return Ok(());
         }
-        Some(Fault::CorruptBody) | None => {}
+        Some(Fault::CorruptBody | Fault::AddHeader(_)) | None => {}
     }
     let corrupt = matches!(fault, Some(Fault::CorruptBody));
+    let added = match &fault {
+        Some(Fault::AddHeader(h)) => format!("{h}\r\n"),
+        _ => String::new(),
+    };
     let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
     up.write_all(&with_connection_close(&req.head))?;
     let mut up_w = up.try_clone()?;
@@ -598,6 +604,7 @@ fn relay(client: TcpStream, upstream: u16, proxy: &Proxy) -> std::io::Result<()>
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     client_w.write_all(status_line.as_bytes())?;
+    client_w.write_all(added.as_bytes())?;
     if corrupt {
         // Headers as they are, then the body with its first byte flipped.
         loop {
