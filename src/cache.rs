@@ -182,6 +182,31 @@ impl Cache {
         Ok(())
     }
 
+    /// A derived record (e.g. a base image's file tree) stored under `kind/<key>`, when present.
+    pub fn record(&self, kind: &str, key: &Digest) -> Option<Vec<u8>> {
+        fs::read(self.root.join(kind).join(key.digest())).ok()
+    }
+
+    /// Store a derived record (written to a temporary name, then renamed).
+    pub fn put_record(&self, kind: &str, key: &Digest, bytes: &[u8]) -> Result<()> {
+        let dir = self.root.join(kind);
+        fs::create_dir_all(&dir).ctx("create", &dir)?;
+        let mut tmp = self.temp_file()?;
+        tmp.write_all(bytes).ctx("write", tmp.path())?;
+        let dest = dir.join(key.digest());
+        tmp.persist(&dest)
+            .map_err(|e| Error::io("store cache record", &dest, e.error))?;
+        Ok(())
+    }
+
+    /// What identifies a cached blob file as the one verified earlier: its size and mtime.
+    /// A file rewritten since (damaged, replaced) gets a new stamp and is read in full again.
+    pub fn blob_stamp(&self, digest: &Digest) -> Option<(u64, i64, u32)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(self.blob_path(digest)).ok()?;
+        Some((m.len(), m.mtime(), m.mtime_nsec() as u32))
+    }
+
     pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
         let path = self.blob_path(digest);
         Ok(fs::metadata(&path).ctx("stat cached blob", &path)?.len())

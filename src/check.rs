@@ -64,6 +64,52 @@ impl CheckReport {
 
 /// The base's file system, read from its cached layers without extracting them.
 pub fn base_rootfs(base: &BaseImage, cache: &Cache) -> Result<(RootFs, Vec<String>)> {
+    // The tree of a base read before is kept in the cache, keyed by its layers, and reused
+    // while every layer file still has the size and mtime it had when it was read and hashed.
+    let key = {
+        let mut text = String::from("base-tree-v1\n");
+        for l in &base.layers {
+            text.push_str(&format!("{} {}\n", l.media_type, l.digest));
+        }
+        crate::digest::sha256_of(text.as_bytes())
+    };
+    let stamps: Vec<Option<(u64, i64, u32)>> = base
+        .layers
+        .iter()
+        .map(|l| cache.blob_stamp(&l.digest))
+        .collect();
+    if let Some(bytes) = cache.record("trees", &key)
+        && let Ok(record) = serde_json::from_slice::<TreeRecord>(&bytes)
+        && record.stamps == stamps
+    {
+        return Ok((record.fs, record.warnings));
+    }
+    let (fs, warnings) = read_base_rootfs(base, cache)?;
+    let record = TreeRecord {
+        stamps: base
+            .layers
+            .iter()
+            .map(|l| cache.blob_stamp(&l.digest))
+            .collect(),
+        fs,
+        warnings,
+    };
+    // A tree that cannot be stored is only a slower next build.
+    if let Ok(bytes) = serde_json::to_vec(&record) {
+        let _ = cache.put_record("trees", &key, &bytes);
+    }
+    Ok((record.fs, record.warnings))
+}
+
+/// A base image's file tree as cached: valid while the layer files keep these stamps.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TreeRecord {
+    stamps: Vec<Option<(u64, i64, u32)>>,
+    fs: RootFs,
+    warnings: Vec<String>,
+}
+
+fn read_base_rootfs(base: &BaseImage, cache: &Cache) -> Result<(RootFs, Vec<String>)> {
     let mut fs = RootFs::new();
     let mut warnings = Vec::new();
     for (i, layer) in base.layers.iter().enumerate() {

@@ -5,7 +5,7 @@
 use goblin::elf::Elf;
 use goblin::elf::header;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ElfInfo {
     pub machine: u16,
     pub is_64: bool,

@@ -70,6 +70,44 @@ pub fn input_key(entries: &[Entry], opts: TarOptions) -> Result<Digest> {
     Ok(crate::digest::from_hasher(h))
 }
 
+/// The layer's inputs by metadata alone: every entry as in [`input_key`], but files by their
+/// size, mtime, ctime, inode and device instead of their content. `None` when a file cannot
+/// be examined (the content key then decides).
+fn stat_key(entries: &[Entry], opts: TarOptions) -> Option<Digest> {
+    use sha2::Digest as _;
+    use std::os::unix::fs::MetadataExt;
+    let mut h = sha2::Sha256::new();
+    h.update(format!(
+        "{FORMAT}\0stat\0{}\0{}\0",
+        opts.mtime,
+        opts.level.min(9)
+    ));
+    for e in entries {
+        h.update(format!("{}\0{:o}\0{}\0{}\0", e.path, e.mode, e.uid, e.gid));
+        match &e.kind {
+            EntryKind::Dir => h.update(b"d\0"),
+            EntryKind::Symlink { target } => h.update(format!("l\0{target}\0")),
+            EntryKind::File { size } => {
+                h.update(format!("f\0{size}\0"));
+                if let Some(src) = &e.source {
+                    let m = std::fs::metadata(src).ok()?;
+                    h.update(format!(
+                        "{}\0{}.{}\0{}.{}\0{}\0{}\0",
+                        m.len(),
+                        m.mtime(),
+                        m.mtime_nsec(),
+                        m.ctime(),
+                        m.ctime_nsec(),
+                        m.ino(),
+                        m.dev()
+                    ));
+                }
+            }
+        }
+    }
+    Some(crate::digest::from_hasher(h))
+}
+
 /// Write the layer, or find it in the cache when the same inputs made it before: then nothing
 /// is tarred or compressed. Returns the blob and whether it was reused.
 pub fn write_layer_cached(
@@ -77,7 +115,24 @@ pub fn write_layer_cached(
     opts: TarOptions,
     cache: &Cache,
 ) -> Result<(LayerBlob, bool)> {
-    let key = input_key(entries, opts)?;
+    // Files whose size, mtime, ctime and inode are as they were when last hashed are not
+    // read again (git's index does the same); any change there means a full content hash.
+    let meta = stat_key(entries, opts);
+    let known = meta
+        .as_ref()
+        .and_then(|m| cache.record("inputs", m))
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|t| crate::digest::parse(t.trim()).ok());
+    let key = match known {
+        Some(k) => k,
+        None => {
+            let k = input_key(entries, opts)?;
+            if let Some(m) = &meta {
+                let _ = cache.put_record("inputs", m, k.to_string().as_bytes());
+            }
+            k
+        }
+    };
     if let Some(blob) = cache.layer_record(&key)? {
         return Ok((blob, true));
     }
@@ -278,6 +333,39 @@ mod tests {
         fs::remove_file(cache.blob_path(&c.digest)).unwrap();
         let (d, reused) = write_layer_cached(&entries(3), opts, &cache).unwrap();
         assert!(!reused && d == c);
+    }
+
+    /// The stat fast path never hides a change: an edit that keeps size and mtime (restored
+    /// with `touch -d`) still changes ctime, so the content is hashed again.
+    #[test]
+    fn stat_fast_path_sees_edits_that_keep_size_and_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().join("cache")).unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"one").unwrap();
+        let stamp = fs::metadata(&file).unwrap().modified().unwrap();
+        let entries = vec![entry(
+            "app/f",
+            EntryKind::File { size: 3 },
+            Some(file.clone()),
+        )];
+        let opts = TarOptions { mtime: 0, level: 6 };
+        let (a, _) = write_layer_cached(&entries, opts, &cache).unwrap();
+        let (b, reused) = write_layer_cached(&entries, opts, &cache).unwrap();
+        assert!(reused && a == b);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&file, b"two").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(stamp)
+            .unwrap();
+        let (c, reused) = write_layer_cached(&entries, opts, &cache).unwrap();
+        assert!(
+            !reused && c.digest != a.digest,
+            "an edit was hidden by the stat cache"
+        );
     }
 
     fn entry(path: &str, kind: EntryKind, source: Option<std::path::PathBuf>) -> Entry {

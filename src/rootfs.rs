@@ -10,7 +10,7 @@ use std::io::Read;
 use crate::elf::ElfInfo;
 use crate::error::{Error, Result};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Node {
     Dir,
     File {
@@ -30,10 +30,44 @@ const MAX_KEPT: u64 = 16 << 20;
 /// Shared libraries larger than this are not parsed (none is in practice).
 const MAX_ELF: u64 = 512 << 20;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct RootFs {
     nodes: BTreeMap<String, Node>,
+    #[serde(with = "base64_map")]
     contents: BTreeMap<String, Vec<u8>>,
+}
+
+/// Kept file contents as base64 in the cached tree (JSON has no bytes).
+mod base64_map {
+    use std::collections::BTreeMap;
+
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<String, Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        m.iter()
+            .map(|(k, v)| (k, STANDARD.encode(v)))
+            .collect::<BTreeMap<_, _>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
+        BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| {
+                STANDARD
+                    .decode(v)
+                    .map(|b| (k, b))
+                    .map_err(serde::de::Error::custom)
+            })
+            .collect()
+    }
 }
 
 /// `a/./b/../c` → `/a/c`; `..` stops at the root, as it does inside a container.
