@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use imgbuild::cache::Cache;
-use imgbuild::layer::{TarOptions, write_layer};
+use imgbuild::layer::{Codec, TarOptions, write_layer};
 use imgbuild::release::{Entry, EntryKind};
 
 fn main() {
@@ -93,7 +93,29 @@ fn imgbuild_layer(bencher: divan::Bencher) {
     bencher
         .counter(divan::counter::BytesCount::new(t.bytes))
         .bench(|| {
-            write_layer(&t.entries, TarOptions { mtime: 0, level: 6 }, &cache).expect("layer")
+            let opts = TarOptions {
+                mtime: 0,
+                level: 6,
+                codec: Codec::Gzip,
+            };
+            write_layer(&t.entries, opts, &cache).expect("layer")
+        });
+}
+
+#[divan::bench(sample_count = 10)]
+fn imgbuild_layer_zstd3(bencher: divan::Bencher) {
+    let t = tree();
+    let cache_dir = tempfile::tempdir().expect("tempdir");
+    let cache = Cache::open(cache_dir.path()).expect("cache");
+    bencher
+        .counter(divan::counter::BytesCount::new(t.bytes))
+        .bench(|| {
+            let opts = TarOptions {
+                mtime: 0,
+                level: 3,
+                codec: Codec::Zstd,
+            };
+            write_layer(&t.entries, opts, &cache).expect("layer")
         });
 }
 

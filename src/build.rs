@@ -33,7 +33,8 @@ pub struct BuildRequest {
     pub settings: ImageSettings,
     pub own_apps: Vec<String>,
     pub drop_cookie: bool,
-    pub gzip_level: u32,
+    /// Compression of the new layers and its level.
+    pub compression: (crate::layer::Codec, u32),
     /// Run the start-up check (on by default; `--no-check` turns it off).
     pub check: bool,
     /// Also write the SBOM to this file.
@@ -150,7 +151,8 @@ pub async fn build(
 
     let opts = TarOptions {
         mtime: req.settings.epoch,
-        level: req.gzip_level,
+        level: req.compression.1,
+        codec: req.compression.0,
     };
     let cache2 = cache.clone();
     let written: Vec<(LayerKind, LayerBlob, bool)> = tokio::task::spawn_blocking(move || {

@@ -151,8 +151,15 @@ impl Cache {
             return Ok(None);
         };
         let mut lines = text.lines();
-        let (Some(d), Some(diff), Some(size)) = (lines.next(), lines.next(), lines.next()) else {
+        let (Some(d), Some(diff), Some(size), Some(media_type)) =
+            (lines.next(), lines.next(), lines.next(), lines.next())
+        else {
             return Ok(None);
+        };
+        let media_type = match media_type {
+            crate::layer::MEDIA_TYPE_GZIP => crate::layer::MEDIA_TYPE_GZIP,
+            crate::layer::MEDIA_TYPE_ZSTD => crate::layer::MEDIA_TYPE_ZSTD,
+            _ => return Ok(None),
         };
         let (Ok(digest), Ok(diff_id), Ok(size)) =
             (digest::parse(d), digest::parse(diff), size.parse::<u64>())
@@ -164,6 +171,7 @@ impl Cache {
         }
         Ok(Some(crate::layer::LayerBlob {
             digest,
+            media_type,
             diff_id,
             size,
         }))
@@ -174,8 +182,12 @@ impl Cache {
         let dir = self.root.join("layers");
         fs::create_dir_all(&dir).ctx("create", &dir)?;
         let mut tmp = self.temp_file()?;
-        writeln!(tmp, "{}\n{}\n{}", blob.digest, blob.diff_id, blob.size)
-            .ctx("write", tmp.path())?;
+        writeln!(
+            tmp,
+            "{}\n{}\n{}\n{}",
+            blob.digest, blob.diff_id, blob.size, blob.media_type
+        )
+        .ctx("write", tmp.path())?;
         let dest = dir.join(key.digest());
         tmp.persist(&dest)
             .map_err(|e| Error::io("store layer record", &dest, e.error))?;

@@ -211,7 +211,7 @@ pub fn assemble(
         digest: b.digest.to_string(),
         diff_id: b.diff_id.to_string(),
         size: b.size,
-        media_type: crate::layer::MEDIA_TYPE_GZIP.to_string(),
+        media_type: b.media_type.to_string(),
         kind: *kind,
     }));
     let layer_descriptors = layers

@@ -15,12 +15,64 @@ use crate::pgzip::ParallelGzWriter;
 use crate::release::{Entry, EntryKind};
 
 pub const MEDIA_TYPE_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const MEDIA_TYPE_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+
+/// How the release layers are compressed. gzip is what every reader takes; zstd is smaller
+/// and faster to decompress, but Docker Engine before 23 cannot load it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    Gzip,
+    Zstd,
+}
+
+impl Codec {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Codec::Gzip => MEDIA_TYPE_GZIP,
+            Codec::Zstd => MEDIA_TYPE_ZSTD,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Codec::Gzip => "gzip",
+            Codec::Zstd => "zstd",
+        }
+    }
+
+    /// `gzip`, `gzip:LEVEL` (1-9, default 6), `zstd` or `zstd:LEVEL` (1-19, default 3).
+    pub fn parse(s: &str) -> std::result::Result<(Codec, u32), String> {
+        let (name, level) = match s.split_once(':') {
+            Some((n, l)) => (n, Some(l)),
+            None => (s, None),
+        };
+        let (codec, default, max) = match name {
+            "gzip" => (Codec::Gzip, 6, 9),
+            "zstd" => (Codec::Zstd, 3, 19),
+            other => {
+                return Err(format!(
+                    "unknown compression {other:?}: use gzip[:1-9] or zstd[:1-19]"
+                ));
+            }
+        };
+        let level = match level {
+            None => default,
+            Some(l) => match l.parse::<u32>() {
+                Ok(n) if (1..=max).contains(&n) => n,
+                _ => return Err(format!("{name} level {l:?} must be 1-{max}")),
+            },
+        };
+        Ok((codec, level))
+    }
+}
 
 /// A layer blob stored in the cache.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerBlob {
     /// sha256 of the compressed blob.
     pub digest: Digest,
+    /// The layer media type (gzip or zstd).
+    pub media_type: &'static str,
     /// sha256 of the uncompressed tar.
     pub diff_id: Digest,
     /// Size of the compressed blob.
@@ -31,19 +83,25 @@ pub struct LayerBlob {
 pub struct TarOptions {
     /// Every entry's mtime (`SOURCE_DATE_EPOCH`, else 0).
     pub mtime: u64,
-    /// gzip level, 0-9.
+    /// Compression level (gzip 1-9, zstd 1-19).
     pub level: u32,
+    pub codec: Codec,
 }
 
 /// Bump when the tar or gzip output for the same inputs would change.
-const FORMAT: &str = "imgbuild-layer-v3-pgzip256k";
+const FORMAT: &str = "imgbuild-layer-v4-pgzip256k";
 
 /// The layer cache's key: everything that decides a layer's bytes, with files by content (their
 /// sha256), so an unchanged layer is found without tarring or compressing anything.
 pub fn input_key(entries: &[Entry], opts: TarOptions) -> Result<Digest> {
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
-    h.update(format!("{FORMAT}\0{}\0{}\0", opts.mtime, opts.level.min(9)));
+    h.update(format!(
+        "{FORMAT}\0{}\0{}\0{}\0",
+        opts.mtime,
+        opts.codec.name(),
+        opts.level
+    ));
     let mut buf = vec![0u8; 1 << 16];
     for e in entries {
         h.update(format!("{}\0{:o}\0{}\0{}\0", e.path, e.mode, e.uid, e.gid));
@@ -141,29 +199,65 @@ pub fn write_layer_cached(
     Ok((blob, false))
 }
 
-/// Write `entries` as one gzip layer into `cache`.
+/// Write `entries` as one compressed layer into `cache`.
 pub fn write_layer(entries: &[Entry], opts: TarOptions, cache: &Cache) -> Result<LayerBlob> {
     let tmp = cache.temp_file()?;
     let tmp_path = tmp.path().to_path_buf();
     let compressed = HashWriter::new(BufWriter::with_capacity(1 << 20, tmp));
-    let gz = ParallelGzWriter::new(compressed, opts.level, 0);
-    let mut builder = tar::Builder::new(HashWriter::new(gz));
-    for entry in entries {
-        append_entry(&mut builder, entry, opts.mtime)?;
-    }
-    let tar = builder.into_inner().ctx("write layer", &tmp_path)?;
-    let (gz, diff_id, _) = tar.finish();
-    let compressed = gz.finish().ctx("compress layer", &tmp_path)?;
-    let (buffered, digest, size) = compressed.finish();
+    let compressed = match opts.codec {
+        Codec::Gzip => {
+            let gz = ParallelGzWriter::new(compressed, opts.level, 0);
+            let (gz, diff_id) = write_tar(entries, opts, gz, &tmp_path)?;
+            (gz.finish().ctx("compress layer", &tmp_path)?, diff_id)
+        }
+        Codec::Zstd => {
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+            let z = zstd_writer(compressed, opts.level, workers as u32)
+                .ctx("compress layer", &tmp_path)?;
+            let (z, diff_id) = write_tar(entries, opts, z, &tmp_path)?;
+            (z.finish().ctx("compress layer", &tmp_path)?, diff_id)
+        }
+    };
+    let ((buffered, digest, size), diff_id) = (compressed.0.finish(), compressed.1);
     let tmp = buffered
         .into_inner()
         .map_err(|e| Error::io("write layer", &tmp_path, e.into_error()))?;
     cache.commit(tmp, &digest)?;
     Ok(LayerBlob {
         digest,
+        media_type: opts.codec.media_type(),
         diff_id,
         size,
     })
+}
+
+/// The tar of `entries` into `out`, hashed on the way (the diff_id).
+fn write_tar<W: Write>(
+    entries: &[Entry],
+    opts: TarOptions,
+    out: W,
+    tmp_path: &std::path::Path,
+) -> Result<(W, Digest)> {
+    let mut builder = tar::Builder::new(HashWriter::new(out));
+    for entry in entries {
+        append_entry(&mut builder, entry, opts.mtime)?;
+    }
+    let tar = builder.into_inner().ctx("write layer", tmp_path)?;
+    let (out, diff_id, _) = tar.finish();
+    Ok((out, diff_id))
+}
+
+/// A zstd stream on every core. zstd's multi-threaded mode gives the same bytes whatever the
+/// number of workers (at least one), so the layer stays reproducible across machines.
+fn zstd_writer<W: Write>(
+    out: W,
+    level: u32,
+    workers: u32,
+) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut z = zstd::stream::write::Encoder::new(out, level as i32)?;
+    z.multithread(workers)?;
+    z.include_checksum(true)?;
+    Ok(z)
 }
 
 /// Append one entry with a fully controlled header: numeric ids, no user or group names,
@@ -316,7 +410,11 @@ mod tests {
                 entry("app/f", EntryKind::File { size }, Some(file.clone())),
             ]
         };
-        let opts = TarOptions { mtime: 0, level: 6 };
+        let opts = TarOptions {
+            mtime: 0,
+            level: 6,
+            codec: Codec::Gzip,
+        };
         let (a, reused) = write_layer_cached(&entries(3), opts, &cache).unwrap();
         assert!(!reused);
         let (b, reused) = write_layer_cached(&entries(3), opts, &cache).unwrap();
@@ -326,8 +424,16 @@ mod tests {
         let (c, reused) = write_layer_cached(&entries(3), opts, &cache).unwrap();
         assert!(!reused && c.digest != a.digest);
         // Another mtime or level is another layer too.
-        let (_, reused) =
-            write_layer_cached(&entries(3), TarOptions { mtime: 1, level: 6 }, &cache).unwrap();
+        let (_, reused) = write_layer_cached(
+            &entries(3),
+            TarOptions {
+                mtime: 1,
+                level: 6,
+                codec: Codec::Gzip,
+            },
+            &cache,
+        )
+        .unwrap();
         assert!(!reused);
         // A record whose blob is gone is not trusted.
         fs::remove_file(cache.blob_path(&c.digest)).unwrap();
@@ -349,7 +455,11 @@ mod tests {
             EntryKind::File { size: 3 },
             Some(file.clone()),
         )];
-        let opts = TarOptions { mtime: 0, level: 6 };
+        let opts = TarOptions {
+            mtime: 0,
+            level: 6,
+            codec: Codec::Gzip,
+        };
         let (a, _) = write_layer_cached(&entries, opts, &cache).unwrap();
         let (b, reused) = write_layer_cached(&entries, opts, &cache).unwrap();
         assert!(reused && a == b);
@@ -365,6 +475,49 @@ mod tests {
         assert!(
             !reused && c.digest != a.digest,
             "an edit was hidden by the stat cache"
+        );
+    }
+
+    /// zstd on several workers gives the same bytes as on one (given the same level), so a
+    /// zstd layer is as reproducible as a gzip one; and it decodes to the input.
+    #[test]
+    fn zstd_bytes_do_not_depend_on_workers() {
+        let mut data = Vec::new();
+        let mut names: Vec<_> = fs::read_dir("/usr/bin")
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        names.sort();
+        for n in names {
+            if data.len() > 12 << 20 {
+                break;
+            }
+            data.extend(fs::read(n).unwrap_or_default());
+        }
+        let compress = |workers| {
+            let mut z = zstd_writer(Vec::new(), 3, workers).unwrap();
+            for c in data.chunks(100_000) {
+                z.write_all(c).unwrap();
+            }
+            z.finish().unwrap()
+        };
+        let one = compress(1);
+        assert!(compress(2) == one && compress(4) == one);
+        assert_eq!(zstd::stream::decode_all(&one[..]).unwrap(), data);
+    }
+
+    #[test]
+    fn compression_names_parse() {
+        assert_eq!(Codec::parse("gzip"), Ok((Codec::Gzip, 6)));
+        assert_eq!(Codec::parse("zstd"), Ok((Codec::Zstd, 3)));
+        assert_eq!(Codec::parse("zstd:19"), Ok((Codec::Zstd, 19)));
+        assert!(Codec::parse("gzip:10").is_err());
+        assert!(Codec::parse("zstd:0").is_err());
+        assert!(
+            Codec::parse("brotli")
+                .unwrap_err()
+                .contains("gzip[:1-9] or zstd")
         );
     }
 
@@ -403,6 +556,7 @@ mod tests {
         let opts = TarOptions {
             mtime: 1_700_000_000,
             level: 6,
+            codec: Codec::Gzip,
         };
         let a = write_layer(&entries, opts, &c1).unwrap();
         let b = write_layer(&entries, opts, &c2).unwrap();
@@ -447,7 +601,11 @@ mod tests {
         let cache = Cache::open(tempfile::tempdir().unwrap().keep()).unwrap();
         let err = write_layer(
             &[entry("f", EntryKind::File { size: 10 }, Some(file))],
-            TarOptions { mtime: 0, level: 1 },
+            TarOptions {
+                mtime: 0,
+                level: 1,
+                codec: Codec::Gzip,
+            },
             &cache,
         )
         .unwrap_err();

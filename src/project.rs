@@ -39,6 +39,8 @@ pub struct ProjectFile {
     pub apt_sources: Option<Vec<String>>,
     /// `false` skips the start-up check, as `--no-check` does.
     pub check: Option<bool>,
+    /// `gzip[:LEVEL]` or `zstd[:LEVEL]`, as `--compression`.
+    pub compression: Option<String>,
     /// Env or label keys that look secret but are not.
     pub allow_secrets: Option<Vec<String>>,
     pub insecure_registries: Option<Vec<String>>,

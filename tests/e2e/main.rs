@@ -202,6 +202,72 @@ fn test_docker_load_and_run() -> TestResult {
     Ok(())
 }
 
+/// `--compression zstd`: zstd layers (and gzip base layers, carried as they are) that podman
+/// loads and runs, and skopeo reads; the same build twice gives the same digest.
+fn test_zstd_layers_podman_run() -> TestResult {
+    if !lab::require(&[TOOLS, &["podman", "runc"]].concat())? {
+        return Ok(());
+    }
+    let rel = lab::release()?;
+    let base = lab::base_in_registry()?;
+    let dir = lab::scratch_dir("zstd");
+    let tarball = dir.join("zstd.tar");
+    let mut digests = Vec::new();
+    for cache in ["c1", "c2"] {
+        let out = run(lab::imgbuild()
+            .env("IMGBUILD_CACHE", dir.join(cache))
+            .arg("build")
+            .arg(&rel)
+            .args(["--from", &base, "--compression", "zstd:3", "--json"])
+            .args(["-t", "imgbuild-e2e/hello-zstd:1", "-o"])
+            .arg(&tarball))?;
+        let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
+        digests.push(report["digest"].clone());
+    }
+    assert_eq!(digests[0], digests[1], "zstd builds differ");
+    let raw = run(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci-archive:{}", tarball.display())))?;
+    let manifest: Value = serde_json::from_slice(&raw.stdout).map_err(|e| fail(e.to_string()))?;
+    let types: Vec<String> = manifest["layers"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|d| d["mediaType"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(types[0].ends_with("tar+gzip"), "{types:?}");
+    assert!(
+        types[1..].iter().all(|t| t.ends_with("tar+zstd")),
+        "{types:?}"
+    );
+    run(lab::podman().arg("load").arg("-i").arg(&tarball))?;
+    let port = lab::free_port();
+    let name = format!("imgbuild-e2e-z{port}");
+    run(lab::podman().args([
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network=host",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "-e",
+        &format!("PORT={port}"),
+        "-e",
+        "RELEASE_DISTRIBUTION=none",
+        "docker.io/imgbuild-e2e/hello-zstd:1",
+    ]))?;
+    let answer = lab::http_get(port, "/");
+    let _ = lab::podman().args(["rm", "-f", &name]).output();
+    let (status, body) = answer?;
+    assert!(status.contains("200"), "{status}");
+    check_body(&body)
+}
+
 fn test_podman_load_and_run() -> TestResult {
     if !lab::require(&[TOOLS, &["podman", "runc"]].concat())? {
         return Ok(());
@@ -1008,6 +1074,7 @@ fn main() {
         Trial::test("build::json_report_and_tarball_layout", test_json_report),
         Trial::test("build::docker_load_and_run", test_docker_load_and_run),
         Trial::test("build::podman_load_and_run", test_podman_load_and_run),
+        Trial::test("build::zstd_layers_podman_run", test_zstd_layers_podman_run),
         Trial::test(
             "build::skopeo_reads_both_transports",
             test_skopeo_reads_both_transports,
