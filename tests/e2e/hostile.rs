@@ -458,31 +458,40 @@ pub fn test_bad_release_directories() -> TestResult {
         assert!(!out.exists(), "{}: output written", path.display());
     }
 
-    // A file the builder may not read (root reads everything, so run as nobody).
-    let unreadable = copy("unreadable")?;
-    let secret = unreadable.join("releases/0.1.0/vm.args");
-    run(Command::new("chmod").arg("000").arg(&secret))?;
-    run(Command::new("chmod").arg("777").arg(&dir))?;
-    let cache = dir.join("nobody-cache");
-    std::fs::create_dir_all(&cache).map_err(io)?;
-    run(Command::new("chmod").arg("777").arg(&cache))?;
+    // A file the builder may not read (root reads everything, so run as nobody). Everything
+    // nobody needs (binary, release, cache) goes under /tmp, whose parents anyone may enter.
+    let nobody_dir =
+        std::env::temp_dir().join(format!("imgbuild-e2e-nobody-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&nobody_dir);
+    std::fs::create_dir_all(&nobody_dir).map_err(io)?;
+    let unreadable = nobody_dir.join("rel");
+    run(Command::new("cp").arg("-a").arg(&rel).arg(&unreadable))?;
+    let binary = nobody_dir.join("imgbuild");
+    std::fs::copy(env!("CARGO_BIN_EXE_imgbuild"), &binary).map_err(io)?;
+    run(Command::new("chmod").args(["-R", "a+rwX"]).arg(&nobody_dir))?;
+    run(Command::new("chmod")
+        .arg("000")
+        .arg(unreadable.join("releases/0.1.0/vm.args")))?;
+    let nobody_out = nobody_dir.join("img.tar");
     let o = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_imgbuild"))
-        .env("IMGBUILD_CACHE", &cache)
-        .env("HOME", &cache)
+        .arg(&binary)
+        .env("IMGBUILD_CACHE", nobody_dir.join("cache"))
+        .env("HOME", &nobody_dir)
         .args(["build", "--from", "scratch", "--no-check", "-o"])
-        .arg(&out)
+        .arg(&nobody_out)
         .arg(&unreadable)
         .output()
         .map_err(io)?;
     let err = stderr(&o);
+    let written = nobody_out.exists();
+    let _ = std::fs::remove_dir_all(&nobody_dir);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
         err.contains("vm.args"),
         "the unreadable file is not named: {err}"
     );
-    assert!(!out.exists());
+    assert!(!written, "output written");
     Ok(())
 }
 

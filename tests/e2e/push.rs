@@ -322,6 +322,35 @@ pub fn test_incremental_push_uploads_only_changed_layers() -> TestResult {
     }
     let reg = lab::registry()?;
     assert_served(&format!("{}/app/hello:v2", reg.host()), &[], &report)?;
+
+    // Nothing changed: the same build and push again compresses nothing, uploads no blob
+    // (no POST, PATCH or blob PUT), and gives the same digest.
+    let before = proxy.seen().len();
+    let out = run(lab::imgbuild()
+        .env("IMGBUILD_CACHE", dir.join("cache"))
+        .arg("build")
+        .arg(&rel2)
+        .args([
+            "--from",
+            &format!("{}/base/debian:bookworm-minbase", p.proxy.host()),
+        ])
+        .args(["-t", &format!("{}/app/hello:v2", proxy.host())])
+        .args(["--push", "--json"]))?;
+    let again = json_of(&out)?;
+    assert_eq!(again["digest"], report["digest"]);
+    assert_eq!(again["reused_layers"], 5, "{again}");
+    assert_eq!(again["push"]["repositories"][0]["uploaded"], 0, "{again}");
+    let seen = proxy.seen();
+    let writes: Vec<&Seen> = seen[before..]
+        .iter()
+        .filter(|s| {
+            s.target.contains("/blobs/") && matches!(s.method.as_str(), "POST" | "PATCH" | "PUT")
+        })
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "blob writes on a no-change push: {writes:?}"
+    );
     Ok(())
 }
 
