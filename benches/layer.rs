@@ -85,77 +85,58 @@ fn tree() -> &'static Tree {
     })
 }
 
-#[divan::bench(sample_count = 10)]
-fn imgbuild_layer(bencher: divan::Bencher) {
+/// imgbuild's layer writer over the tree with `codec` at `level`.
+fn bench_layer(bencher: divan::Bencher, codec: Codec, level: u32) {
     let t = tree();
     let cache_dir = tempfile::tempdir().expect("tempdir");
     let cache = Cache::open(cache_dir.path()).expect("cache");
+    let opts = TarOptions {
+        mtime: 0,
+        level,
+        codec,
+    };
     bencher
         .counter(divan::counter::BytesCount::new(t.bytes))
-        .bench(|| {
-            let opts = TarOptions {
-                mtime: 0,
-                level: 6,
-                codec: Codec::Gzip,
-            };
-            write_layer(&t.entries, opts, &cache).expect("layer")
-        });
+        .bench(|| write_layer(&t.entries, opts, &cache).expect("layer"));
+}
+
+#[divan::bench(sample_count = 10)]
+fn imgbuild_layer(bencher: divan::Bencher) {
+    bench_layer(bencher, Codec::Gzip, 6);
 }
 
 #[divan::bench(sample_count = 10)]
 fn imgbuild_layer_zstd3(bencher: divan::Bencher) {
+    bench_layer(bencher, Codec::Zstd, 3);
+}
+
+/// The same tree through a shell pipeline measured in the same run.
+fn bench_pipeline(bencher: divan::Bencher, compressor: &str) {
     let t = tree();
-    let cache_dir = tempfile::tempdir().expect("tempdir");
-    let cache = Cache::open(cache_dir.path()).expect("cache");
+    let root: &Path = &t.root;
     bencher
         .counter(divan::counter::BytesCount::new(t.bytes))
         .bench(|| {
-            let opts = TarOptions {
-                mtime: 0,
-                level: 3,
-                codec: Codec::Zstd,
-            };
-            write_layer(&t.entries, opts, &cache).expect("layer")
+            let status = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "tar -C {} -cf - lib | {compressor} | sha256sum",
+                    root.display()
+                ))
+                .stdout(Stdio::null())
+                .status()
+                .expect("tar | compressor (apt-get install pigz for the parallel one)");
+            assert!(status.success());
         });
 }
 
 #[divan::bench(sample_count = 10)]
 fn tar_pipe_gzip6_sha256(bencher: divan::Bencher) {
-    let t = tree();
-    let root: &Path = &t.root;
-    bencher
-        .counter(divan::counter::BytesCount::new(t.bytes))
-        .bench(|| {
-            let status = Command::new("sh")
-                .arg("-c")
-                .arg(format!(
-                    "tar -C {} -cf - lib | gzip -6 | sha256sum",
-                    root.display()
-                ))
-                .stdout(Stdio::null())
-                .status()
-                .expect("tar | gzip");
-            assert!(status.success());
-        });
+    bench_pipeline(bencher, "gzip -6");
 }
 
 /// The parallel peer: pigz on every core, the practical floor for a cold gzip layer.
 #[divan::bench(sample_count = 10)]
 fn tar_pipe_pigz6_sha256(bencher: divan::Bencher) {
-    let t = tree();
-    let root: &Path = &t.root;
-    bencher
-        .counter(divan::counter::BytesCount::new(t.bytes))
-        .bench(|| {
-            let status = Command::new("sh")
-                .arg("-c")
-                .arg(format!(
-                    "tar -C {} -cf - lib | pigz -6 | sha256sum",
-                    root.display()
-                ))
-                .stdout(Stdio::null())
-                .status()
-                .expect("tar | pigz (apt-get install pigz)");
-            assert!(status.success());
-        });
+    bench_pipeline(bencher, "pigz -6");
 }

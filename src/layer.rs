@@ -95,37 +95,20 @@ const FORMAT: &str = "imgbuild-layer-v4-pgzip256k";
 /// sha256), so an unchanged layer is found without tarring or compressing anything.
 pub fn input_key(entries: &[Entry], opts: TarOptions) -> Result<Digest> {
     use sha2::Digest as _;
-    let mut h = sha2::Sha256::new();
-    h.update(format!(
-        "{FORMAT}\0{}\0{}\0{}\0",
-        opts.mtime,
-        opts.codec.name(),
-        opts.level
-    ));
     let mut buf = vec![0u8; 1 << 16];
-    for e in entries {
-        h.update(format!("{}\0{:o}\0{}\0{}\0", e.path, e.mode, e.uid, e.gid));
-        match &e.kind {
-            EntryKind::Dir => h.update(b"d\0"),
-            EntryKind::Symlink { target } => h.update(format!("l\0{target}\0")),
-            EntryKind::File { size } => {
-                h.update(format!("f\0{size}\0"));
-                if let Some(src) = &e.source {
-                    let mut f = File::open(src).ctx("read", src)?;
-                    let mut file_hash = sha2::Sha256::new();
-                    loop {
-                        let n = f.read(&mut buf).ctx("read", src)?;
-                        if n == 0 {
-                            break;
-                        }
-                        file_hash.update(&buf[..n]);
-                    }
-                    h.update(file_hash.finalize());
-                }
+    entries_key(entries, opts, "content", |src, h| {
+        let mut f = File::open(src).ctx("read", src)?;
+        let mut file_hash = sha2::Sha256::new();
+        loop {
+            let n = f.read(&mut buf).ctx("read", src)?;
+            if n == 0 {
+                break;
             }
+            file_hash.update(&buf[..n]);
         }
-    }
-    Ok(crate::digest::from_hasher(h))
+        h.update(file_hash.finalize());
+        Ok(())
+    })
 }
 
 /// The layer's inputs by metadata alone: every entry as in [`input_key`], but files by their
@@ -134,11 +117,38 @@ pub fn input_key(entries: &[Entry], opts: TarOptions) -> Result<Digest> {
 fn stat_key(entries: &[Entry], opts: TarOptions) -> Option<Digest> {
     use sha2::Digest as _;
     use std::os::unix::fs::MetadataExt;
+    entries_key(entries, opts, "stat", |src, h| {
+        let m = std::fs::metadata(src).ctx("stat", src)?;
+        h.update(format!(
+            "{}\0{}.{}\0{}.{}\0{}\0{}\0",
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.ino(),
+            m.dev()
+        ));
+        Ok(())
+    })
+    .ok()
+}
+
+/// Hash what decides a layer's bytes: the format, mtime, codec and level, then every entry's
+/// path, mode, owner and kind; `file` adds what stands for a file's content (`kind` names it).
+fn entries_key(
+    entries: &[Entry],
+    opts: TarOptions,
+    kind: &str,
+    mut file: impl FnMut(&std::path::Path, &mut sha2::Sha256) -> Result<()>,
+) -> Result<Digest> {
+    use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
     h.update(format!(
-        "{FORMAT}\0stat\0{}\0{}\0",
+        "{FORMAT}\0{kind}\0{}\0{}\0{}\0",
         opts.mtime,
-        opts.level.min(9)
+        opts.codec.name(),
+        opts.level
     ));
     for e in entries {
         h.update(format!("{}\0{:o}\0{}\0{}\0", e.path, e.mode, e.uid, e.gid));
@@ -148,22 +158,12 @@ fn stat_key(entries: &[Entry], opts: TarOptions) -> Option<Digest> {
             EntryKind::File { size } => {
                 h.update(format!("f\0{size}\0"));
                 if let Some(src) = &e.source {
-                    let m = std::fs::metadata(src).ok()?;
-                    h.update(format!(
-                        "{}\0{}.{}\0{}.{}\0{}\0{}\0",
-                        m.len(),
-                        m.mtime(),
-                        m.mtime_nsec(),
-                        m.ctime(),
-                        m.ctime_nsec(),
-                        m.ino(),
-                        m.dev()
-                    ));
+                    file(src, &mut h)?;
                 }
             }
         }
     }
-    Some(crate::digest::from_hasher(h))
+    Ok(crate::digest::from_hasher(h))
 }
 
 /// Write the layer, or find it in the cache when the same inputs made it before: then nothing
@@ -505,6 +505,35 @@ mod tests {
         let one = compress(1);
         assert!(compress(2) == one && compress(4) == one);
         assert_eq!(zstd::stream::decode_all(&one[..]).unwrap(), data);
+    }
+
+    /// gzip:3 and zstd:3 of the same files are different layers, also through the stat path.
+    #[test]
+    fn codec_is_part_of_every_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().join("cache")).unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"one").unwrap();
+        let entries = vec![entry("app/f", EntryKind::File { size: 3 }, Some(file))];
+        let gzip = TarOptions {
+            mtime: 0,
+            level: 3,
+            codec: Codec::Gzip,
+        };
+        let zstd = TarOptions {
+            mtime: 0,
+            level: 3,
+            codec: Codec::Zstd,
+        };
+        let (g, _) = write_layer_cached(&entries, gzip, &cache).unwrap();
+        let (z, reused) = write_layer_cached(&entries, zstd, &cache).unwrap();
+        assert!(!reused && g.digest != z.digest);
+        assert_eq!(
+            (g.media_type, z.media_type),
+            (MEDIA_TYPE_GZIP, MEDIA_TYPE_ZSTD)
+        );
+        let (z2, reused) = write_layer_cached(&entries, zstd, &cache).unwrap();
+        assert!(reused && z2 == z);
     }
 
     #[test]

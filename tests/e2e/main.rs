@@ -243,42 +243,14 @@ fn test_zstd_layers_podman_run() -> TestResult {
         "{types:?}"
     );
     run(lab::podman().arg("load").arg("-i").arg(&tarball))?;
-    let port = lab::free_port();
-    let name = format!("imgbuild-e2e-z{port}");
-    run(lab::podman().args([
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--network=host",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "-e",
-        &format!("PORT={port}"),
-        "-e",
-        "RELEASE_DISTRIBUTION=none",
-        "docker.io/imgbuild-e2e/hello-zstd:1",
-    ]))?;
-    let answer = lab::http_get(port, "/");
-    let _ = lab::podman().args(["rm", "-f", &name]).output();
-    let (status, body) = answer?;
+    let (status, body) = podman_run_and_get("docker.io/imgbuild-e2e/hello-zstd:1")?;
     assert!(status.contains("200"), "{status}");
     check_body(&body)
 }
 
-fn test_podman_load_and_run() -> TestResult {
-    if !lab::require(&[TOOLS, &["podman", "runc"]].concat())? {
-        return Ok(());
-    }
-    let b = built()?;
-    let out = run(lab::podman().arg("load").arg("-i").arg(&b.tarball))?;
-    assert!(
-        stdout(&out).contains("docker.io/imgbuild-e2e/hello:0.1.0"),
-        "{}",
-        stdout(&out)
-    );
+/// Run `image` with podman on a free port, GET `/`, remove the container; a failure carries
+/// the container's logs.
+fn podman_run_and_get(image: &str) -> Result<(String, String), libtest_mimic::Failed> {
     let port = lab::free_port();
     let name = format!("imgbuild-e2e-p{port}");
     run(lab::podman().args([
@@ -295,7 +267,7 @@ fn test_podman_load_and_run() -> TestResult {
         &format!("PORT={port}"),
         "-e",
         "RELEASE_DISTRIBUTION=none",
-        "docker.io/imgbuild-e2e/hello:0.1.0",
+        image,
     ]))?;
     let answer = lab::http_get(port, "/");
     let logs = lab::podman()
@@ -304,12 +276,26 @@ fn test_podman_load_and_run() -> TestResult {
         .map(|o| format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr)))
         .unwrap_or_default();
     let _ = lab::podman().args(["rm", "-f", &name]).output();
-    let (status, body) = answer.map_err(|e| {
+    answer.map_err(|e| {
         fail(format!(
             "{}; container logs:\n{logs}",
             e.message().unwrap_or("")
         ))
-    })?;
+    })
+}
+
+fn test_podman_load_and_run() -> TestResult {
+    if !lab::require(&[TOOLS, &["podman", "runc"]].concat())? {
+        return Ok(());
+    }
+    let b = built()?;
+    let out = run(lab::podman().arg("load").arg("-i").arg(&b.tarball))?;
+    assert!(
+        stdout(&out).contains("docker.io/imgbuild-e2e/hello:0.1.0"),
+        "{}",
+        stdout(&out)
+    );
+    let (status, body) = podman_run_and_get("docker.io/imgbuild-e2e/hello:0.1.0")?;
     assert!(status.contains("200"), "{status}");
     check_body(&body)
 }

@@ -286,18 +286,20 @@ pub fn test_incremental_push_uploads_only_changed_layers() -> TestResult {
     let rel2 = lab::build_release(&lab::workdir().join("hello-push-v2"), Some("hello again"))?;
     let dir = lab::scratch_dir("push-v2");
     let proxy = servers::start_proxy(lab::registry()?.port)?;
-    let out = run(lab::imgbuild()
-        .env("IMGBUILD_CACHE", dir.join("cache"))
-        .arg("build")
-        .arg(&rel2)
-        // The same base name as v1 (through the fixture's proxy), so only the code differs.
-        .args([
-            "--from",
-            &format!("{}/base/debian:bookworm-minbase", p.proxy.host()),
-        ])
-        .args(["-t", &format!("{}/app/hello:v2", proxy.host())])
-        .args(["--push", "--json"]))?;
-    let report = json_of(&out)?;
+    let build_and_push = || {
+        run(lab::imgbuild()
+            .env("IMGBUILD_CACHE", dir.join("cache"))
+            .arg("build")
+            .arg(&rel2)
+            // The same base name as v1 (through the fixture's proxy), so only the code differs.
+            .args([
+                "--from",
+                &format!("{}/base/debian:bookworm-minbase", p.proxy.host()),
+            ])
+            .args(["-t", &format!("{}/app/hello:v2", proxy.host())])
+            .args(["--push", "--json"]))
+    };
+    let report = json_of(&build_and_push()?)?;
     let seen = proxy.seen();
     let repo = &report["push"]["repositories"][0];
     // app + release layers and the config; base, erts, deps and the SBOM already there.
@@ -326,17 +328,7 @@ pub fn test_incremental_push_uploads_only_changed_layers() -> TestResult {
     // Nothing changed: the same build and push again compresses nothing, uploads no blob
     // (no POST, PATCH or blob PUT), and gives the same digest.
     let before = proxy.seen().len();
-    let out = run(lab::imgbuild()
-        .env("IMGBUILD_CACHE", dir.join("cache"))
-        .arg("build")
-        .arg(&rel2)
-        .args([
-            "--from",
-            &format!("{}/base/debian:bookworm-minbase", p.proxy.host()),
-        ])
-        .args(["-t", &format!("{}/app/hello:v2", proxy.host())])
-        .args(["--push", "--json"]))?;
-    let again = json_of(&out)?;
+    let again = json_of(&build_and_push()?)?;
     assert_eq!(again["digest"], report["digest"]);
     assert_eq!(again["reused_layers"], 5, "{again}");
     assert_eq!(again["push"]["repositories"][0]["uploaded"], 0, "{again}");
@@ -458,15 +450,17 @@ pub fn test_chunked_upload() -> TestResult {
     }
     let p = pushed()?;
     let reg = lab::registry()?;
+    // Push the tarball in 256 KiB chunks through `proxy` into `repo`.
+    let chunked_push = |proxy: &Proxy, repo: &str| -> Result<(Value, Vec<Seen>), Failed> {
+        let out = run(lab::imgbuild()
+            .arg("push")
+            .arg(&p.tarball)
+            .arg(format!("{}/{repo}:v1", proxy.host()))
+            .args(["--chunk-size", "256k", "--json"]))?;
+        Ok((json_of(&out)?, proxy.seen()))
+    };
     let proxy = servers::start_proxy(reg.port)?;
-    let dest = format!("{}/chunked/hello:v1", proxy.host());
-    let out = run(lab::imgbuild()
-        .arg("push")
-        .arg(&p.tarball)
-        .arg(&dest)
-        .args(["--chunk-size", "256k", "--json"]))?;
-    let report = json_of(&out)?;
-    let seen = proxy.seen();
+    let (report, seen) = chunked_push(&proxy, "chunked/hello")?;
     let patches = count(&seen, "PATCH", "/v2/chunked/hello/blobs/uploads/");
     // The ERTS layer alone (about 3 MB) takes a dozen 256 KiB chunks.
     assert!(
@@ -487,14 +481,7 @@ pub fn test_chunked_upload() -> TestResult {
         fault: Fault::AddHeader("OCI-Chunk-Min-Length: 1048576"),
         times: u32::MAX,
     }]);
-    let dest = format!("{}/chunked-min/hello:v1", proxy.host());
-    let out = run(lab::imgbuild()
-        .arg("push")
-        .arg(&p.tarball)
-        .arg(&dest)
-        .args(["--chunk-size", "256k", "--json"]))?;
-    let report = json_of(&out)?;
-    let seen = proxy.seen();
+    let (report, seen) = chunked_push(&proxy, "chunked-min/hello")?;
     let larger = count(&seen, "PATCH", "/v2/chunked-min/hello/blobs/uploads/");
     assert!(
         larger * 2 < patches && larger >= uploads(&seen),
