@@ -13,7 +13,7 @@ use crate::cache::Cache;
 use crate::digest::HashReader;
 use crate::elf::{self, ElfInfo};
 use crate::error::{Error, IoContext, Result};
-use crate::layer::MEDIA_TYPE_GZIP;
+use crate::layer::{MEDIA_TYPE_GZIP, MEDIA_TYPE_ZSTD};
 use crate::release::{EntryKind, LayerPlan};
 use crate::rootfs::{Node, RootFs, normalize};
 
@@ -67,7 +67,7 @@ pub fn base_rootfs(base: &BaseImage, cache: &Cache) -> Result<(RootFs, Vec<Strin
     // The tree of a base read before is kept in the cache, keyed by its layers, and reused
     // while every layer file still has the size and mtime it had when it was read and hashed.
     let key = {
-        let mut text = String::from("base-tree-v1\n");
+        let mut text = String::from("base-tree-v2\n");
         for l in &base.layers {
             text.push_str(&format!("{} {}\n", l.media_type, l.digest));
         }
@@ -101,6 +101,13 @@ pub fn base_rootfs(base: &BaseImage, cache: &Cache) -> Result<(RootFs, Vec<Strin
     Ok((record.fs, record.warnings))
 }
 
+/// How a base layer's bytes are compressed.
+enum LayerCodec {
+    Gzip,
+    Zstd,
+    Plain,
+}
+
 /// A base image's file tree as cached: valid while the layer files keep these stamps.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct TreeRecord {
@@ -114,23 +121,36 @@ fn read_base_rootfs(base: &BaseImage, cache: &Cache) -> Result<(RootFs, Vec<Stri
     let mut warnings = Vec::new();
     for (i, layer) in base.layers.iter().enumerate() {
         let what = format!("base image {} layer {}", base.name, i + 1);
-        if layer.media_type != MEDIA_TYPE_GZIP {
-            warnings.push(format!(
-                "{what} is {}: its files were not read, so the start-up check and SBOM may miss them",
-                layer.media_type
-            ));
-            continue;
-        }
+        let codec = match layer.media_type.as_str() {
+            MEDIA_TYPE_GZIP => LayerCodec::Gzip,
+            MEDIA_TYPE_ZSTD => LayerCodec::Zstd,
+            "application/vnd.oci.image.layer.v1.tar" => LayerCodec::Plain,
+            other => {
+                warnings.push(format!(
+                    "{what} is {other}: its files were not read, so the start-up check and SBOM may miss them"
+                ));
+                continue;
+            }
+        };
         let path = cache.blob_path(&layer.digest);
         let file = std::fs::File::open(&path).ctx("open cached layer", &path)?;
         // The layer is hashed as it is read: the check must see exactly the bytes that ship,
         // and a cache file damaged on disk is caught here rather than trusted.
         let mut hashed = HashReader::new(file);
         let applied = {
-            let gz = GzDecoder::new(BufReader::with_capacity(1 << 16, &mut hashed));
-            let mut tar = BufReader::with_capacity(1 << 16, gz);
-            fs.apply_layer(&mut tar, &what)
-                .and_then(|()| std::io::copy(&mut tar, &mut std::io::sink()).ctx("read", &path))
+            let raw = BufReader::with_capacity(1 << 16, &mut hashed);
+            let decoded: Result<Box<dyn Read + '_>> = match codec {
+                LayerCodec::Gzip => Ok(Box::new(GzDecoder::new(raw))),
+                LayerCodec::Zstd => zstd::stream::read::Decoder::with_buffer(raw)
+                    .map(|d| Box::new(d) as Box<dyn Read>)
+                    .ctx("read zstd layer", &path),
+                LayerCodec::Plain => Ok(Box::new(raw)),
+            };
+            decoded.and_then(|d| {
+                let mut tar = BufReader::with_capacity(1 << 16, d);
+                fs.apply_layer(&mut tar, &what)
+                    .and_then(|()| std::io::copy(&mut tar, &mut std::io::sink()).ctx("read", &path))
+            })
         };
         std::io::copy(&mut hashed, &mut std::io::sink()).ctx("read cached layer", &path)?;
         let (actual, _) = hashed.finish();
@@ -792,5 +812,57 @@ mod tests {
         assert!(glob_match("*.conf", "x86_64-linux-gnu.conf"));
         assert!(!glob_match("*.conf", "README"));
         assert!(glob_match("a*b*c", "aXXbYc"));
+    }
+
+    /// Base layers compressed with gzip or zstd, or not at all, are all read into the tree
+    /// (zstd bases are common now); another media type is named in a warning.
+    #[test]
+    fn base_layers_of_every_compression_are_read() {
+        use crate::base::{BaseImage, BaseLayer};
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(12);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "etc/os-release", &b"ID=debian\n\n\n"[..])
+            .unwrap();
+        let tar = tar.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::stream::encode_all(&tar[..], 3).unwrap();
+        let diff_id = crate::digest::sha256_of(&tar);
+        for (bytes, media) in [
+            (gz, MEDIA_TYPE_GZIP),
+            (zst, MEDIA_TYPE_ZSTD),
+            (tar.clone(), "application/vnd.oci.image.layer.v1.tar"),
+            (tar.clone(), "application/vnd.example.other"),
+        ] {
+            let digest = cache.put_bytes(&bytes).unwrap();
+            let base = BaseImage {
+                name: "test".into(),
+                reference: None,
+                manifest_digest: None,
+                config: Default::default(),
+                layers: vec![BaseLayer {
+                    digest,
+                    diff_id: diff_id.clone(),
+                    size: bytes.len() as u64,
+                    media_type: media.into(),
+                }],
+                warnings: vec![],
+            };
+            let (fs, warnings) = base_rootfs(&base, &cache).unwrap();
+            if media.contains("example") {
+                assert!(!fs.exists("/etc/os-release"));
+                assert!(warnings[0].contains(media), "{warnings:?}");
+            } else {
+                assert!(fs.exists("/etc/os-release"), "{media}");
+                assert!(warnings.is_empty(), "{media}: {warnings:?}");
+            }
+        }
     }
 }
