@@ -1158,6 +1158,10 @@ fn main() {
             push::test_inspect_tarball_and_registry,
         ),
         Trial::test("push::faults_are_retried", push::test_faults_are_retried),
+        Trial::test(
+            "push::referrers_api_registry_gets_no_fallback_tag",
+            push::test_referrers_api_registry_gets_no_fallback_tag,
+        ),
         Trial::test("push::killed_push_resumes", push::test_killed_push_resumes),
         Trial::test(
             "push::failing_registry_writes_no_tag",

@@ -495,6 +495,59 @@ pub fn test_chunked_upload() -> TestResult {
     Ok(())
 }
 
+/// A registry with the referrers API answers the artifact's manifest PUT with `OCI-Subject`;
+/// then the SBOM is attached by that alone, and no `sha256-<hex>` fallback tag is written.
+/// registry 2.8 has no referrers API and no packaged registry here has one, so the test proxy
+/// adds the header the way such a registry would; the registry itself stores the artifact.
+pub fn test_referrers_api_registry_gets_no_fallback_tag() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let p = pushed()?;
+    let reg = lab::registry()?;
+    let proxy = servers::start_proxy(reg.port)?;
+    proxy.set_rules(vec![Rule {
+        method: "PUT",
+        target_contains: "/v2/referrers/hello/manifests/sha256:",
+        fault: Fault::AddHeader(
+            "OCI-Subject: sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        times: u32::MAX,
+    }]);
+    let out = run(lab::imgbuild()
+        .arg("push")
+        .arg(&p.tarball)
+        .arg(format!("{}/referrers/hello:v1", proxy.host()))
+        .arg("--json"))?;
+    let report = json_of(&out)?;
+    assert_eq!(report["sbom"]["method"], "referrers-api", "{report}");
+    let seen = proxy.seen();
+    assert_eq!(
+        count(&seen, "PUT", "/manifests/sha256:"),
+        1,
+        "the SBOM artifact is PUT once by digest: {seen:?}"
+    );
+    assert_eq!(
+        count(&seen, "PUT", "/manifests/sha256-"),
+        0,
+        "a fallback tag was written for a registry with the referrers API: {seen:?}"
+    );
+    // The artifact is in the registry, with the image as its subject.
+    let artifact = report["sbom"]["digest"].as_str().unwrap_or_default();
+    let out = run(Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!(
+            "docker://{}/referrers/hello@{artifact}",
+            reg.host()
+        )))?;
+    let manifest: Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
+    assert_eq!(
+        manifest["subject"]["digest"], report["digest"],
+        "{manifest}"
+    );
+    Ok(())
+}
+
 pub fn test_faults_are_retried() -> TestResult {
     if !lab::require(TOOLS)? {
         return Ok(());
