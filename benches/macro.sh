@@ -45,6 +45,7 @@ dockerd --iptables=false --ip-forward=false --bridge=none --host unix://$D/docke
   --data-root $D/data --exec-root $D/exec --pidfile $D/dockerd.pid >"$W/dockerd.log" 2>&1 & PIDS+=($!)
 export DOCKER_HOST=unix://$D/docker.sock
 for _ in $(seq 100); do docker info >/dev/null 2>&1 && break; sleep 0.2; done
+# vfs: no dependence on overlay support in the sandbox (slower for buildah; see README).
 BUILDAH=(buildah --root "$W/buildah/root" --runroot "$W/buildah/run" --storage-driver vfs)
 
 # ---- the base: a bookworm minbase root filesystem in the registry ----
