@@ -117,10 +117,11 @@ fn bench_pipeline(bencher: divan::Bencher, compressor: &str) {
     bencher
         .counter(divan::counter::BytesCount::new(t.bytes))
         .bench(|| {
-            let status = Command::new("sh")
+            // pipefail: a missing compressor must fail the bench, not time an empty pipe.
+            let status = Command::new("bash")
                 .arg("-c")
                 .arg(format!(
-                    "tar -C {} -cf - lib | {compressor} | sha256sum",
+                    "set -o pipefail; tar -C {} -cf - lib | {compressor} | sha256sum",
                     root.display()
                 ))
                 .stdout(Stdio::null())
