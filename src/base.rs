@@ -14,13 +14,11 @@ use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageIndex, ImageM
 use crate::cache::Cache;
 use crate::digest::{self, HashReader, HashWriter};
 use crate::error::{Error, IoContext, Result};
-use crate::layer::MEDIA_TYPE_GZIP;
+use crate::layer::{MEDIA_TYPE_GZIP, MEDIA_TYPE_TAR, MEDIA_TYPE_ZSTD};
 use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::registry::{self, RegistryClient};
 
-const MEDIA_OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-const MEDIA_OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 const MEDIA_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 const MEDIA_DOCKER_LAYER_FOREIGN: &str =
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
@@ -310,8 +308,8 @@ fn base_layers(
             let media = d.media_type().to_string();
             let media = match media.as_str() {
                 MEDIA_TYPE_GZIP | MEDIA_DOCKER_LAYER_GZIP => MEDIA_TYPE_GZIP.to_string(),
-                MEDIA_OCI_LAYER_TAR | "application/vnd.docker.image.rootfs.diff.tar" => MEDIA_OCI_LAYER_TAR.to_string(),
-                MEDIA_OCI_LAYER_ZSTD => {
+                MEDIA_TYPE_TAR | "application/vnd.docker.image.rootfs.diff.tar" => MEDIA_TYPE_TAR.to_string(),
+                MEDIA_TYPE_ZSTD => {
                     warnings.push(format!("{what} has zstd layers: Docker Engine before 23.0 cannot load the result"));
                     media
                 }
@@ -385,7 +383,7 @@ async fn from_registry(
     futures_util::stream::iter(
         layers
             .iter()
-            .filter(|(_, _, media)| media == MEDIA_OCI_LAYER_TAR)
+            .filter(|(_, _, media)| media == MEDIA_TYPE_TAR)
             .map(|(d, _, _)| client.pull_blob(r, d.digest(), cache)),
     )
     .buffer_unordered(4)
@@ -425,7 +423,7 @@ fn gzip_if_plain(
     diff_id: &Digest,
     media: &str,
 ) -> Result<(Digest, u64, String)> {
-    if media != MEDIA_OCI_LAYER_TAR {
+    if media != MEDIA_TYPE_TAR {
         // A cached blob's true size wins over what a manifest declares.
         let size = if cache.has_blob(blob) {
             cache.blob_size(blob)?

@@ -146,8 +146,10 @@ impl Cache {
     /// A layer made before from the same inputs (see `layer::input_key`), when its blob is
     /// still here. A damaged record is ignored (and the layer made again).
     pub fn layer_record(&self, key: &Digest) -> Result<Option<crate::layer::LayerBlob>> {
-        let path = self.root.join("layers").join(key.digest());
-        let Ok(text) = fs::read_to_string(&path) else {
+        let Some(text) = self
+            .record("layers", key)
+            .and_then(|b| String::from_utf8(b).ok())
+        else {
             return Ok(None);
         };
         let mut lines = text.lines();
@@ -179,19 +181,11 @@ impl Cache {
 
     /// Remember which blob `key`'s inputs made (written to a temporary name, then renamed).
     pub fn put_layer_record(&self, key: &Digest, blob: &crate::layer::LayerBlob) -> Result<()> {
-        let dir = self.root.join("layers");
-        fs::create_dir_all(&dir).ctx("create", &dir)?;
-        let mut tmp = self.temp_file()?;
-        writeln!(
-            tmp,
-            "{}\n{}\n{}\n{}",
+        let text = format!(
+            "{}\n{}\n{}\n{}\n",
             blob.digest, blob.diff_id, blob.size, blob.media_type
-        )
-        .ctx("write", tmp.path())?;
-        let dest = dir.join(key.digest());
-        tmp.persist(&dest)
-            .map_err(|e| Error::io("store layer record", &dest, e.error))?;
-        Ok(())
+        );
+        self.put_record("layers", key, text.as_bytes())
     }
 
     /// A derived record (e.g. a base image's file tree) stored under `kind/<key>`, when present.

@@ -13,7 +13,7 @@ use crate::cache::Cache;
 use crate::digest::HashReader;
 use crate::elf::{self, ElfInfo};
 use crate::error::{Error, IoContext, Result};
-use crate::layer::{MEDIA_TYPE_GZIP, MEDIA_TYPE_ZSTD};
+use crate::layer::{MEDIA_TYPE_GZIP, MEDIA_TYPE_TAR, MEDIA_TYPE_ZSTD};
 use crate::release::{EntryKind, LayerPlan};
 use crate::rootfs::{Node, RootFs, normalize};
 
@@ -84,13 +84,10 @@ pub fn base_rootfs(base: &BaseImage, cache: &Cache) -> Result<(RootFs, Vec<Strin
     {
         return Ok((record.fs, record.warnings));
     }
+    // The stamps taken before the read: a file changed since then is re-read next time.
     let (fs, warnings) = read_base_rootfs(base, cache)?;
     let record = TreeRecord {
-        stamps: base
-            .layers
-            .iter()
-            .map(|l| cache.blob_stamp(&l.digest))
-            .collect(),
+        stamps,
         fs,
         warnings,
     };
@@ -124,7 +121,7 @@ fn read_base_rootfs(base: &BaseImage, cache: &Cache) -> Result<(RootFs, Vec<Stri
         let codec = match layer.media_type.as_str() {
             MEDIA_TYPE_GZIP => LayerCodec::Gzip,
             MEDIA_TYPE_ZSTD => LayerCodec::Zstd,
-            "application/vnd.oci.image.layer.v1.tar" => LayerCodec::Plain,
+            MEDIA_TYPE_TAR => LayerCodec::Plain,
             other => {
                 warnings.push(format!(
                     "{what} is {other}: its files were not read, so the start-up check and SBOM may miss them"

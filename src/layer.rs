@@ -16,6 +16,7 @@ use crate::release::{Entry, EntryKind};
 
 pub const MEDIA_TYPE_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const MEDIA_TYPE_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+pub const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// How the release layers are compressed. gzip is what every reader takes; zstd is smaller
 /// and faster to decompress, but Docker Engine before 23 cannot load it.
@@ -95,17 +96,10 @@ const FORMAT: &str = "imgbuild-layer-v4-pgzip256k";
 /// sha256), so an unchanged layer is found without tarring or compressing anything.
 pub fn input_key(entries: &[Entry], opts: TarOptions) -> Result<Digest> {
     use sha2::Digest as _;
-    let mut buf = vec![0u8; 1 << 16];
     entries_key(entries, opts, "content", |src, h| {
         let mut f = File::open(src).ctx("read", src)?;
         let mut file_hash = sha2::Sha256::new();
-        loop {
-            let n = f.read(&mut buf).ctx("read", src)?;
-            if n == 0 {
-                break;
-            }
-            file_hash.update(&buf[..n]);
-        }
+        io::copy(&mut f, &mut file_hash).ctx("read", src)?;
         h.update(file_hash.finalize());
         Ok(())
     })
@@ -211,9 +205,12 @@ pub fn write_layer(entries: &[Entry], opts: TarOptions, cache: &Cache) -> Result
             (gz.finish().ctx("compress layer", &tmp_path)?, diff_id)
         }
         Codec::Zstd => {
-            let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-            let z = zstd_writer(compressed, opts.level, workers as u32)
-                .ctx("compress layer", &tmp_path)?;
+            let z = zstd_writer(
+                compressed,
+                opts.level,
+                crate::pgzip::default_threads() as u32,
+            )
+            .ctx("compress layer", &tmp_path)?;
             let (z, diff_id) = write_tar(entries, opts, z, &tmp_path)?;
             (z.finish().ctx("compress layer", &tmp_path)?, diff_id)
         }

@@ -22,6 +22,12 @@ pub const BLOCK: usize = 256 * 1024;
 /// Deflate's window: how much of the previous block primes the next one.
 const DICT: usize = 32 * 1024;
 
+/// Compression workers per layer: one per core, at most 8 (beyond that the writer, not the
+/// compressors, is the limit, and memory per layer stays small).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+}
+
 struct Job {
     index: u64,
     dict: Option<Arc<Vec<u8>>>,
@@ -59,7 +65,7 @@ impl<W: Write> ParallelGzWriter<W> {
     /// `threads` of 0 means one per available core.
     pub fn new(out: W, level: u32, threads: usize) -> Self {
         let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+            default_threads()
         } else {
             threads
         };
