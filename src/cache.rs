@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::Digest;
 use tempfile::NamedTempFile;
 
-use crate::digest::{self, HashReader, HashWriter};
 use crate::error::{Error, IoContext, Result};
+use crate::oci::digest::{self, HashReader, HashWriter};
 
 #[derive(Clone, Debug)]
 pub struct Cache {
@@ -141,51 +141,6 @@ impl Cache {
             expected: digest.to_string(),
             actual: actual.to_string(),
         }
-    }
-
-    /// A layer made before from the same inputs (see `layer::input_key`), when its blob is
-    /// still here. A damaged record is ignored (and the layer made again).
-    pub fn layer_record(&self, key: &Digest) -> Result<Option<crate::layer::LayerBlob>> {
-        let Some(text) = self
-            .record("layers", key)
-            .and_then(|b| String::from_utf8(b).ok())
-        else {
-            return Ok(None);
-        };
-        let mut lines = text.lines();
-        let (Some(d), Some(diff), Some(size), Some(media_type)) =
-            (lines.next(), lines.next(), lines.next(), lines.next())
-        else {
-            return Ok(None);
-        };
-        let media_type = match media_type {
-            crate::layer::MEDIA_TYPE_GZIP => crate::layer::MEDIA_TYPE_GZIP,
-            crate::layer::MEDIA_TYPE_ZSTD => crate::layer::MEDIA_TYPE_ZSTD,
-            _ => return Ok(None),
-        };
-        let (Ok(digest), Ok(diff_id), Ok(size)) =
-            (digest::parse(d), digest::parse(diff), size.parse::<u64>())
-        else {
-            return Ok(None);
-        };
-        if !self.has_blob(&digest) || self.blob_size(&digest)? != size {
-            return Ok(None);
-        }
-        Ok(Some(crate::layer::LayerBlob {
-            digest,
-            media_type,
-            diff_id,
-            size,
-        }))
-    }
-
-    /// Remember which blob `key`'s inputs made (written to a temporary name, then renamed).
-    pub fn put_layer_record(&self, key: &Digest, blob: &crate::layer::LayerBlob) -> Result<()> {
-        let text = format!(
-            "{}\n{}\n{}\n{}\n",
-            blob.digest, blob.diff_id, blob.size, blob.media_type
-        );
-        self.put_record("layers", key, text.as_bytes())
     }
 
     /// A derived record (e.g. a base image's file tree) stored under `kind/<key>`, when present.

@@ -1,33 +1,39 @@
 //! imgbuild: build OCI images from Elixir releases without a daemon, root or RUN steps.
 //!
-//! The pipeline, one module per concern: [`reference`] and [`platform`] name images;
-//! [`registry`] talks to registries; [`cache`] stores blobs by digest; [`base`] resolves the base
-//! image; [`release`] inspects the release and plans its layers; [`layer`] writes them;
-//! [`image`] assembles config and manifest; [`output`] writes tarballs and layouts;
-//! [`build`] runs it all; [`cli`] and [`project`] are the user's side.
+//! The image is the centre ([`oci`]): [`source`]s read an image or index from a registry, a
+//! layout, an archive or scratch; [`mutate`] makes new images from old (a base made fit to
+//! build on, the release's layers appended); [`sink`]s write them to a tarball, a layout, a
+//! registry or the local engine. [`build`] is the pipeline that makes an image from a release:
+//! [`release`] plans its layers, [`layer`] writes them, [`fs`] and [`check`] prove it can
+//! start, [`apt`] installs runtime packages, [`sbom`] lists what is inside. [`registry`] is
+//! the transport, [`cache`] the content-addressed store. The library never prints: it reports
+//! through [`report::Reporter`]. The command line lives in the binary.
 
 pub mod apt;
-pub mod base;
+pub mod atomic;
 pub mod build;
 pub mod cache;
 pub mod check;
-pub mod cli;
-pub mod digest;
-pub mod elf;
 pub mod error;
-pub mod image;
+pub mod fs;
 pub mod inspect;
 pub mod interrupt;
 pub mod layer;
-pub mod output;
-pub mod pgzip;
-pub mod platform;
-pub mod progress;
-pub mod project;
-pub mod push;
-pub mod reference;
+pub mod mutate;
+pub mod oci;
 pub mod registry;
 pub mod release;
-pub mod rootfs;
+pub mod report;
 pub mod sbom;
 pub mod secrets;
+pub mod sink;
+pub mod source;
+
+/// Run blocking work (file reading, hashing, compression) off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> error::Result<T> + Send + 'static,
+) -> error::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| error::Error::Image(format!("internal: worker failed: {e}")))?
+}

@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 
 use crate::apt::index;
 use crate::error::Result;
-use crate::image::{canonical_json, rfc3339};
+use crate::fs::RootFs;
+use crate::oci::document::{canonical_json, rfc3339};
 use crate::release::Release;
-use crate::rootfs::RootFs;
 
 /// Where the SBOM lives inside the image (the directory apko/Wolfi use, which scanners read).
 pub const SBOM_DIR: &str = "var/lib/db/sbom";
@@ -186,7 +186,7 @@ pub fn document(input: &SbomInput) -> Result<Vec<u8>> {
         contains(&mut relationships, &base_id, &id);
     }
     // A namespace unique to this content, and stable across rebuilds of the same content.
-    let fingerprint = crate::digest::sha256_of(&canonical_json(&packages)?);
+    let fingerprint = crate::oci::digest::sha256_of(&canonical_json(&packages)?);
     let namespace = format!(
         "https://imgbuild.invalid/spdx/{}-{}-{}",
         r.name,

@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let mut fs = imgbuild::rootfs::RootFs::new();
+    let mut fs = imgbuild::fs::RootFs::new();
     if fs.apply_layer(data, "fuzz").is_ok() {
         for p in [
             "/bin/sh",

@@ -9,10 +9,10 @@ fuzz_target!(|data: &[u8]| {
         "application/vnd.oci.image.index.v1+json",
         "application/vnd.docker.distribution.manifest.list.v2+json",
     ] {
-        if let Ok(imgbuild::base::Document::Index(index)) =
-            imgbuild::base::parse_document(data, media, "fuzz")
+        if let Ok(imgbuild::oci::document::Document::Index(index)) =
+            imgbuild::oci::document::parse_document(data, media, "fuzz")
         {
-            let _ = imgbuild::base::select_from_index(&index, None, "fuzz");
+            let _ = imgbuild::oci::document::select_from_index(&index, None, "fuzz");
         }
     }
     let _ = imgbuild::sbom::summary(data);

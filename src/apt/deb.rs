@@ -7,8 +7,8 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::fs::normalize;
 use crate::release::{Entry, EntryKind};
-use crate::rootfs::normalize;
 
 /// A member of an ar archive: name, offset and size of its data.
 struct Member {
@@ -86,10 +86,9 @@ pub fn decoder(name: &str, raw: impl Read + 'static, what: &str) -> Result<Box<d
             .map_err(|e| Error::Image(format!("{what}: {e}")))?;
         Box::new(BufReader::new(spool))
     } else if name.ends_with(".zst") {
-        Box::new(
-            ruzstd::decoding::StreamingDecoder::new(raw)
-                .map_err(|e| Error::Image(format!("{what} is not valid zstd: {e}")))?,
-        )
+        crate::oci::media::Codec::Zstd
+            .decoder(raw)
+            .map_err(|e| Error::Image(format!("{what} is not valid zstd: {e}")))?
     } else {
         Box::new(raw)
     })

@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::cache::Cache;
-use crate::digest;
 use crate::error::{Error, IoContext, Result};
+use crate::fs::RootFs;
+use crate::oci::digest;
 use crate::release::{Entry, EntryKind, LayerKind, LayerPlan};
-use crate::rootfs::RootFs;
 use crate::sbom::DebPackage;
 use index::Stanza;
 
@@ -212,7 +212,7 @@ impl LockFile {
         let text = format!(
             "# Written by imgbuild: the runtime packages, pinned. Refresh with --update-lock.\n{body}"
         );
-        crate::output::write_file(path, text.as_bytes())
+        crate::atomic::write_file(path, text.as_bytes())
     }
 }
 

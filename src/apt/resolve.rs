@@ -9,7 +9,7 @@ use super::Candidate;
 use super::index::{self, Dep};
 use super::version;
 use crate::error::{Error, Result};
-use crate::rootfs::RootFs;
+use crate::fs::RootFs;
 
 /// What the base's dpkg database has: name → version, and virtual name → provider versions.
 #[derive(Clone, Debug, Default)]

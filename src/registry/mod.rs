@@ -20,18 +20,12 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::cache::Cache;
-use crate::digest;
 use crate::error::{Error, IoContext, Result};
-use crate::reference::Reference;
+use crate::oci::digest;
+use crate::oci::reference::Reference;
 use challenge::Challenge;
 
-pub const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const MEDIA_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
-/// Registries cap manifests at about 4 MB; refuse anything far beyond that rather than buffer it.
-const MAX_MANIFEST_BYTES: usize = 8 << 20;
+use crate::oci::media::{MANIFEST_ACCEPT, MAX_JSON_BYTES};
 
 /// A credential for one registry, and where it came from (for error messages).
 #[derive(Clone)]
@@ -618,7 +612,7 @@ impl RegistryClient {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
             .unwrap_or_default();
-        let bytes = read_capped(resp, MAX_MANIFEST_BYTES, &path).await?;
+        let bytes = read_capped(resp, MAX_JSON_BYTES as usize, &path).await?;
         let actual = digest::sha256_of(&bytes);
         if let Ok(expected) = digest::parse(reference) {
             digest::verify(

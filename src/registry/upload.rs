@@ -1,7 +1,6 @@
 //! Writing to a registry: blob existence checks, cross-repository mounts, streamed monolithic
 //! and chunked uploads (hashed while they are sent), and manifest PUTs.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,18 +11,11 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{RegistryClient, Transient, append_query, backoff, scope};
-use crate::digest;
 use crate::error::{Error, Result};
-use crate::progress::Transfer;
-use crate::reference::Reference;
-
-/// Where a blob's bytes are: a file (a cache entry, or a member inside a tarball) at an offset.
-#[derive(Clone, Debug)]
-pub struct BlobLocation {
-    pub path: PathBuf,
-    pub offset: u64,
-    pub size: u64,
-}
+use crate::oci::FileRange as BlobLocation;
+use crate::oci::digest;
+use crate::oci::reference::Reference;
+use crate::report::Transfer;
 
 /// How blobs are sent.
 #[derive(Clone, Copy, Debug, Default)]
@@ -201,6 +193,87 @@ impl RegistryClient {
         }
     }
 
+    /// Copy a blob from `src` (on another registry) into `target`, streaming the download
+    /// into the upload without a copy on disk. The bytes are hashed on the way and the upload
+    /// fails before it is committed if they are not `digest`'s. Retried from the start.
+    pub async fn copy_blob(
+        &self,
+        src: &Reference,
+        target: &Reference,
+        digest: &Digest,
+        size: u64,
+        transfer: &Transfer,
+    ) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            let failure = match self.copy_once(src, target, digest, size, transfer).await {
+                Ok(()) => return Ok(()),
+                Err(f) => f,
+            };
+            let delay = match &failure {
+                UploadFailure::Transport(_) => Some(backoff(attempt)),
+                UploadFailure::Status { retry_after, .. } => {
+                    Some(retry_after.unwrap_or_else(|| backoff(attempt)))
+                }
+                _ => None,
+            };
+            match delay {
+                Some(d) if attempt < self.opts.retries => {
+                    attempt += 1;
+                    tokio::time::sleep(d).await;
+                }
+                _ => return Err(failure.into_error(target, digest, attempt + 1)),
+            }
+        }
+    }
+
+    async fn copy_once(
+        &self,
+        src: &Reference,
+        target: &Reference,
+        digest: &Digest,
+        size: u64,
+        transfer: &Transfer,
+    ) -> std::result::Result<(), UploadFailure> {
+        let path = format!("/v2/{}/blobs/{digest}", src.repository);
+        let resp = self
+            .send(
+                src.api_host(),
+                &[scope(&src.repository, "pull")],
+                |c, base| c.get(format!("{base}{path}")),
+            )
+            .await
+            .map_err(|e| UploadFailure::Local(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(status_failure(resp).await);
+        }
+        let s = self
+            .start_upload(target)
+            .await
+            .map_err(|e| UploadFailure::Local(e.to_string()))?;
+        transfer.restart();
+        let mismatch = Arc::new(Mutex::new(None));
+        let body = hashed_stream(resp, digest.clone(), transfer.clone(), mismatch.clone());
+        let body = Mutex::new(Some(body));
+        let url = append_query(&s.url, &[("digest", digest.as_ref())]);
+        let make = |c: &reqwest::Client, _: &str| {
+            let req = c
+                .put(url.clone())
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, size);
+            // The stream can be sent once; a second try of this request starts over above.
+            match body.lock().ok().and_then(|mut b| b.take()) {
+                Some(b) => req.body(b),
+                None => req.body(Vec::new()),
+            }
+        };
+        let resp = self.send_upload(target, &url, &make).await;
+        if let Some(actual) = mismatch.lock().ok().and_then(|m| m.clone()) {
+            return Err(UploadFailure::Corrupt(actual));
+        }
+        finish(resp?, StatusCode::CREATED).await
+    }
+
     async fn put_monolithic(
         &self,
         target: &Reference,
@@ -370,7 +443,7 @@ impl RegistryClient {
                 &[scope(&target.repository, "pull,push")],
                 |c, base| {
                     c.get(format!("{base}{path}"))
-                        .header("Accept", super::MEDIA_OCI_INDEX)
+                        .header("Accept", crate::oci::media::OCI_INDEX)
                 },
             )
             .await?;
@@ -547,6 +620,63 @@ fn file_body(
             }
             transfer.advance(want as u64);
             Some((Ok(buf), Some(st)))
+        }
+    });
+    Body::wrap_stream(stream)
+}
+
+/// A download's body passed on as an upload's, hashed as it goes; when it ends with the wrong
+/// digest the stream ends in an error (so the upload is not committed) and the actual digest
+/// is left in `mismatch`.
+fn hashed_stream(
+    resp: Response,
+    expected: Digest,
+    transfer: Transfer,
+    mismatch: Arc<Mutex<Option<Digest>>>,
+) -> Body {
+    use futures_util::StreamExt;
+    struct State<S> {
+        inner: S,
+        hasher: Sha256,
+    }
+    let init = State {
+        inner: resp.bytes_stream(),
+        hasher: Sha256::new(),
+    };
+    let stream = futures_util::stream::unfold(Some(init), move |state| {
+        let (expected, transfer, mismatch) = (expected.clone(), transfer.clone(), mismatch.clone());
+        async move {
+            let mut st = state?;
+            match st.inner.next().await {
+                Some(Ok(chunk)) => {
+                    st.hasher.update(&chunk);
+                    transfer.advance(chunk.len() as u64);
+                    Some((Ok(chunk), Some(st)))
+                }
+                Some(Err(e)) => Some((
+                    Err(std::io::Error::other(format!(
+                        "download broke off: {}",
+                        super::error_chain(&e)
+                    ))),
+                    None,
+                )),
+                None => {
+                    let actual = digest::from_hasher(st.hasher);
+                    if actual == expected {
+                        return None;
+                    }
+                    if let Ok(mut m) = mismatch.lock() {
+                        *m = Some(actual);
+                    }
+                    Some((
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("the source registry's bytes do not hash to {expected}"),
+                        )),
+                        None,
+                    ))
+                }
+            }
         }
     });
     Body::wrap_stream(stream)

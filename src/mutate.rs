@@ -1,18 +1,20 @@
-//! Image assembly: the config (the runner stage of Phoenix's Dockerfile, without RUN) and the
-//! OCI manifest, serialised canonically (sorted keys) so the same inputs give the same bytes.
+//! Mutations: new images made from old ones. [`normalize_base`] makes a base fit to build on
+//! (one layer family, every layer compressed); [`append`] puts the release's layers and the
+//! runtime config (the runner stage of Phoenix's Dockerfile, without RUN) on a base. Manifests
+//! and configs are serialised canonically (sorted keys) so the same inputs give the same bytes.
 
 use std::collections::BTreeMap;
 
 use oci_spec::image::{
-    Config, Descriptor, Digest, History, ImageConfiguration, ImageManifestBuilder, MediaType,
+    Config, Descriptor, History, ImageConfiguration, ImageManifestBuilder, MediaType,
 };
-use serde::Serialize;
 
-use crate::base::BaseImage;
 use crate::cache::Cache;
-use crate::error::{Error, Result};
-use crate::layer::LayerBlob;
-use crate::release::{LayerKind, RUNTIME_UID, Release};
+use crate::error::{Error, IoContext, Result};
+use crate::oci::document::{canonical_json, rfc3339};
+use crate::oci::media::{self, Codec, LayerType};
+use crate::oci::{Attachment, Blob, BlobSource, FileRange, Image, Layer, Origin, digest};
+use crate::release::{RUNTIME_UID, Release};
 
 #[derive(Clone, Debug, Default)]
 pub struct ImageSettings {
@@ -31,32 +33,6 @@ pub struct ImageSettings {
     pub epoch: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct LayerRecord {
-    pub digest: String,
-    pub diff_id: String,
-    pub size: u64,
-    pub media_type: String,
-    pub kind: LayerKind,
-}
-
-/// A finished image whose blobs are all in the cache.
-#[derive(Clone, Debug)]
-pub struct Image {
-    pub manifest: Vec<u8>,
-    pub manifest_digest: Digest,
-    pub config: Vec<u8>,
-    pub config_digest: Digest,
-    pub layers: Vec<LayerRecord>,
-    pub os: String,
-    pub architecture: String,
-    /// The SPDX document (digest, size), a blob beside the image's own.
-    pub sbom: Option<(Digest, u64)>,
-}
-
-/// Manifest annotation naming the SBOM blob, so a push can attach it as a referrer.
-pub const SBOM_ANNOTATION: &str = "dev.imgbuild.sbom";
-
 /// Default environment, as Phoenix's runner stage sets it. `C.UTF-8` ships in libc-bin, so the
 /// VM gets UTF-8 filename encoding without the `locales` package.
 const DEFAULT_ENV: [(&str, &str); 3] = [
@@ -67,7 +43,7 @@ const DEFAULT_ENV: [(&str, &str); 3] = [
 
 /// The container's environment: the base's, then the defaults, then the user's settings, each
 /// overriding a variable in place.
-pub fn final_env(base: &BaseImage, settings: &ImageSettings) -> Vec<String> {
+pub fn final_env(base: &Image, settings: &ImageSettings) -> Vec<String> {
     let mut env: Vec<(String, String)> = base
         .config
         .config()
@@ -94,12 +70,14 @@ pub fn final_env(base: &BaseImage, settings: &ImageSettings) -> Vec<String> {
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
-pub fn assemble(
-    base: &BaseImage,
+/// The release's layers on `base`, with imgbuild's config, labels and annotations; the
+/// attachments (the SBOM) belong to the new image.
+pub fn append(
+    base: &Image,
     release: &Release,
-    new_layers: &[(LayerKind, LayerBlob)],
+    new_layers: Vec<Layer>,
     settings: &ImageSettings,
-    cache: &Cache,
+    attachments: Vec<Attachment>,
 ) -> Result<Image> {
     let created = rfc3339(settings.epoch);
     let mut config: ImageConfiguration = base.config.clone();
@@ -148,9 +126,9 @@ pub fn assemble(
     );
     oci.insert(
         "org.opencontainers.image.base.name".to_string(),
-        base.name.clone(),
+        base.origin.name.clone(),
     );
-    if let Some(d) = &base.manifest_digest {
+    if let Some(d) = &base.origin.digest {
         oci.insert(
             "org.opencontainers.image.base.digest".to_string(),
             d.to_string(),
@@ -178,13 +156,13 @@ pub fn assemble(
             .map(|_| history_entry(&created, "base layer"))
             .collect();
     }
-    for (kind, blob) in new_layers {
-        diff_ids.push(blob.diff_id.to_string());
+    for layer in &new_layers {
+        diff_ids.push(layer.diff_id.to_string());
         history.push(history_entry(
             &created,
             &format!(
                 "imgbuild: {} layer of release {} {}",
-                kind.as_str(),
+                layer.kind.as_str(),
                 release.name,
                 release.version
             ),
@@ -194,36 +172,18 @@ pub fn assemble(
     config.set_history(Some(history));
 
     let config_bytes = canonical_json(&config)?;
-    let config_digest = cache.put_bytes(&config_bytes)?;
-
-    let mut layers: Vec<LayerRecord> = base
-        .layers
-        .iter()
-        .map(|l| LayerRecord {
-            digest: l.digest.to_string(),
-            diff_id: l.diff_id.to_string(),
-            size: l.size,
-            media_type: l.media_type.clone(),
-            kind: LayerKind::Base,
-        })
-        .collect();
-    layers.extend(new_layers.iter().map(|(kind, b)| LayerRecord {
-        digest: b.digest.to_string(),
-        diff_id: b.diff_id.to_string(),
-        size: b.size,
-        media_type: b.media_type.to_string(),
-        kind: *kind,
-    }));
+    let config_digest = digest::sha256_of(&config_bytes);
+    let layers: Vec<Layer> = base.layers.iter().cloned().chain(new_layers).collect();
     let layer_descriptors = layers
         .iter()
         .map(|l| {
-            Ok(Descriptor::new(
-                MediaType::from(l.media_type.as_str()),
-                l.size,
-                crate::digest::parse(&l.digest)?,
-            ))
+            Descriptor::new(
+                MediaType::from(l.blob.media_type.as_str()),
+                l.blob.size,
+                l.blob.digest.clone(),
+            )
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Vec<_>>();
     let mut annotations = oci;
     annotations.extend(settings.annotations.clone());
     let manifest = ImageManifestBuilder::default()
@@ -243,16 +203,20 @@ pub fn assemble(
         .build()
         .map_err(|e| Error::Image(format!("internal: cannot build manifest: {e}")))?;
     let manifest_bytes = canonical_json(&manifest)?;
-    let manifest_digest = cache.put_bytes(&manifest_bytes)?;
     Ok(Image {
+        digest: digest::sha256_of(&manifest_bytes),
         manifest: manifest_bytes,
-        manifest_digest,
-        config: config_bytes,
+        media_type: media::OCI_MANIFEST.into(),
+        config_bytes,
         config_digest,
+        config,
         layers,
-        os: config.os().to_string(),
-        architecture: config.architecture().to_string(),
-        sbom: None,
+        attachments,
+        origin: Origin {
+            name: String::new(),
+            reference: None,
+            digest: None,
+        },
     })
 }
 
@@ -263,69 +227,90 @@ fn history_entry(created: &str, created_by: &str) -> History {
     h
 }
 
-/// JSON with object keys sorted at every level, whatever map types the value uses.
-pub fn canonical_json(value: &impl Serialize) -> Result<Vec<u8>> {
-    fn sort(v: serde_json::Value) -> serde_json::Value {
-        match v {
-            serde_json::Value::Object(map) => {
-                let sorted: BTreeMap<String, serde_json::Value> =
-                    map.into_iter().map(|(k, v)| (k, sort(v))).collect();
-                serde_json::Value::Object(sorted.into_iter().collect())
+/// A base fit to build on: every layer an OCI file-system layer, uncompressed ones gzipped
+/// into the cache (`local` gives where each layer's bytes lie), so every layer of the output
+/// uses one compression and one manifest family. Non-distributable and non-layer blobs are
+/// refused. Returns warnings worth showing.
+pub fn normalize_base(
+    mut base: Image,
+    local: &[FileRange],
+    cache: &Cache,
+) -> Result<(Image, Vec<String>)> {
+    let what = format!("base image {}", base.origin.name);
+    let mut warnings = Vec::new();
+    for (layer, at) in base.layers.iter_mut().zip(local) {
+        let d = layer.blob.digest.clone();
+        match media::layer_type(&layer.blob.media_type) {
+            LayerType::Tar {
+                codec: Codec::Plain,
+                ..
+            } => {
+                let (digest, size) = gzip_into_cache(at, &layer.diff_id, cache, &what)?;
+                layer.blob = Blob::new(
+                    digest.clone(),
+                    size,
+                    media::LAYER_GZIP,
+                    BlobSource::File(FileRange {
+                        path: cache.blob_path(&digest),
+                        offset: 0,
+                        size,
+                    }),
+                );
             }
-            serde_json::Value::Array(items) => {
-                serde_json::Value::Array(items.into_iter().map(sort).collect())
+            LayerType::Tar { codec, oci } => {
+                if codec == Codec::Zstd && warnings.is_empty() {
+                    warnings.push(format!(
+                        "{what} has zstd layers: Docker Engine before 23.0 cannot load the result"
+                    ));
+                }
+                layer.blob.media_type = oci.to_string();
+                // The true size of a local blob wins over what a manifest declares.
+                if let BlobSource::File(_) = layer.blob.source {
+                    layer.blob.size = at.size;
+                }
             }
-            other => other,
+            LayerType::Foreign => {
+                return Err(Error::Image(format!(
+                    "{what} has a non-distributable (foreign) layer {d}: such bases cannot be rebuilt"
+                )));
+            }
+            LayerType::Other => {
+                return Err(Error::Image(format!(
+                    "{what} has a layer of unsupported media type {:?}",
+                    layer.blob.media_type
+                )));
+            }
         }
     }
-    let v = serde_json::to_value(value)
-        .map_err(|e| Error::Image(format!("internal: cannot serialise JSON: {e}")))?;
-    serde_json::to_vec(&sort(v))
-        .map_err(|e| Error::Image(format!("internal: cannot serialise JSON: {e}")))
+    Ok((base, warnings))
 }
 
-/// `SOURCE_DATE_EPOCH` seconds as RFC 3339 UTC (civil-from-days, Howard Hinnant's algorithm;
-/// no date crate needed for this one conversion).
-pub fn rfc3339(epoch: u64) -> String {
-    let days = (epoch / 86_400) as i64;
-    let secs = epoch % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    }
-
-    #[test]
-    fn canonical_json_sorts_keys() {
-        let mut m = std::collections::HashMap::new();
-        for k in ["b", "a", "c"] {
-            m.insert(k.to_string(), serde_json::json!({"z": 1, "y": 2}));
-        }
-        assert_eq!(
-            String::from_utf8(canonical_json(&m).unwrap()).unwrap(),
-            r#"{"a":{"y":2,"z":1},"b":{"y":2,"z":1},"c":{"y":2,"z":1}}"#
-        );
-    }
+/// gzip an uncompressed layer into the cache (deterministically, on every core), checking
+/// that the tar is the one the config's diff_id names. Returns the blob's digest and size.
+fn gzip_into_cache(
+    at: &FileRange,
+    diff_id: &oci_spec::image::Digest,
+    cache: &Cache,
+    what: &str,
+) -> Result<(oci_spec::image::Digest, u64)> {
+    use crate::oci::digest::{HashReader, HashWriter};
+    let tmp = cache.temp_file()?;
+    let mut input = HashReader::new(at.open()?);
+    let mut gz = crate::layer::pgzip::ParallelGzWriter::new(
+        HashWriter::new(std::io::BufWriter::new(tmp)),
+        6,
+        0,
+    );
+    std::io::copy(&mut input, &mut gz).ctx("compress layer from", &at.path)?;
+    let (buffered, digest, size) = gz.finish().ctx("compress layer from", &at.path)?.finish();
+    let tmp = buffered
+        .into_inner()
+        .map_err(|e| Error::io("write", &at.path, e.into_error()))?;
+    digest::verify(
+        format!("{what}: uncompressed layer {diff_id}"),
+        diff_id,
+        &input.finish().0,
+    )?;
+    cache.commit(tmp, &digest)?;
+    Ok((digest, size))
 }

@@ -1,40 +1,39 @@
-//! The build pipeline: inspect the release, resolve the base, write the release layers in
-//! parallel, assemble the image and write the requested outputs.
+//! The build pipeline: inspect the release, read the base, check that the release can start
+//! on it, write the release layers in parallel and append them to the base. It returns the
+//! image; writing it anywhere is a sink's job.
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 use crate::apt::{self, PackageRequest};
-use crate::base::{self, BaseImage, BaseSource, blocking};
+use crate::blocking;
 use crate::cache::Cache;
 use crate::check::{self, CheckReport, ImageEnv};
 use crate::error::IoContext;
 use crate::error::{Error, Result};
-use crate::image::SBOM_ANNOTATION;
-use crate::image::{self, Image, ImageSettings, LayerRecord};
-use crate::layer::{self, LayerBlob, TarOptions};
-use crate::output;
-use crate::platform::Platform;
-use crate::progress::Progress;
-use crate::reference::Reference;
+use crate::layer::{self, Codec, TarOptions};
+use crate::mutate::{self, ImageSettings};
+use crate::oci::platform::Platform;
+use crate::oci::reference::Reference;
+use crate::oci::{Attachment, Blob, BlobSource, FileRange, Image, Layer, SBOM_ANNOTATION, media};
 use crate::registry::RegistryClient;
 use crate::release::{self, Entry, EntryKind, LayerKind, LayerPlan, PlanOptions, Release};
+use crate::report::{Reporter, human_size};
 use crate::sbom::{self, DebPackage, SbomInput};
+use crate::source::{self, Source};
 
 #[derive(Clone, Debug)]
 pub struct BuildRequest {
     pub release_dir: PathBuf,
-    pub from: BaseSource,
+    pub from: Source,
     pub platform: Option<Platform>,
     pub tags: Vec<Reference>,
-    pub output: Option<PathBuf>,
-    pub oci_layout: Option<PathBuf>,
     pub settings: ImageSettings,
     pub own_apps: Vec<String>,
     pub drop_cookie: bool,
     /// Compression of the new layers and its level.
-    pub compression: (crate::layer::Codec, u32),
+    pub compression: (Codec, u32),
     /// Run the start-up check (on by default; `--no-check` turns it off).
     pub check: bool,
     /// Also write the SBOM to this file.
@@ -59,6 +58,16 @@ pub struct BaseReport {
     pub digest: Option<String>,
 }
 
+/// A layer as the report shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerRecord {
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+    pub media_type: String,
+    pub kind: LayerKind,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct BuildReport {
     /// Digest of the image manifest.
@@ -66,8 +75,6 @@ pub struct BuildReport {
     /// Digest of the image config.
     pub config: String,
     pub tags: Vec<String>,
-    pub output: Option<String>,
-    pub oci_layout: Option<String>,
     pub platform: String,
     pub base: BaseReport,
     pub layers: Vec<LayerRecord>,
@@ -78,44 +85,34 @@ pub struct BuildReport {
     /// The start-up check's findings (absent with --no-check).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckReport>,
-    /// Set by `--push`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub push: Option<crate::push::PushReport>,
-    #[serde(skip)]
-    pub image: Option<Image>,
-    /// The base's registry reference (a mount source when pushing).
-    #[serde(skip)]
-    pub base_reference: Option<Reference>,
 }
 
-pub fn human_size(n: u64) -> String {
-    match n {
-        n if n >= 1 << 20 => format!("{:.1} MB", n as f64 / 1_048_576.0),
-        n if n >= 1 << 10 => format!("{:.1} kB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
+/// What a build gives: the image, and what happened on the way.
+pub struct Built {
+    pub image: Image,
+    pub report: BuildReport,
 }
 
 pub async fn build(
     req: &BuildRequest,
     cache: &Cache,
     client: &RegistryClient,
-    progress: &dyn Progress,
-) -> Result<BuildReport> {
+    reporter: &dyn Reporter,
+) -> Result<Built> {
     // Everything local is checked before the network is touched.
     let (release, mut plans, mut warnings) = plan_release(req)?;
-    progress.step(&format!(
+    reporter.step(&format!(
         "release {} {} at {}",
         release.name,
         release.version,
         release.root.display()
     ));
 
-    progress.step(&format!("resolving base {}", describe(&req.from)));
-    let base = base::resolve(&req.from, req.platform.as_ref(), cache, client).await?;
-    warnings.extend(base.warnings.iter().cloned());
+    reporter.step(&format!("resolving base {}", req.from.describe()));
+    let (base, base_warnings) = base_image(req, cache, client).await?;
+    warnings.extend(base_warnings);
 
-    let mut seen = inspect_image(&base, &release, &plans, req, cache, client, progress).await?;
+    let mut seen = inspect_image(&base, &release, &plans, req, cache, client, reporter).await?;
     warnings.extend(std::mem::take(&mut seen.warnings));
     let check = seen.check.take();
     // Runtime packages go right above the base: they change least of all.
@@ -124,25 +121,35 @@ pub async fn build(
         plans.insert(0, p.plan.clone());
     }
 
-    // The SBOM goes into the image as its own small layer, and beside it as a blob.
+    // The SBOM goes into the image as its own small layer, and beside it as an attachment.
     let sbom_bytes = sbom::document(&SbomInput {
         release: &release,
-        base_name: &base.name,
-        base_digest: base.manifest_digest.as_ref().map(|d| d.as_ref()),
+        base_name: &base.origin.name,
+        base_digest: base.origin.digest.as_ref().map(|d| d.as_ref()),
         architecture: base.config.architecture().to_string().as_str(),
         debs: &seen.debs,
         os: seen.os.clone(),
         epoch: req.settings.epoch,
     })?;
     let sbom_digest = cache.put_bytes(&sbom_bytes)?;
+    let sbom_blob = Blob::new(
+        sbom_digest.clone(),
+        sbom_bytes.len() as u64,
+        media::SPDX_JSON,
+        BlobSource::File(FileRange {
+            path: cache.blob_path(&sbom_digest),
+            offset: 0,
+            size: sbom_bytes.len() as u64,
+        }),
+    );
     plans.push(sbom_layer_plan(
         &release,
         cache.blob_path(&sbom_digest),
         sbom_bytes.len() as u64,
     ));
     if let Some(path) = &req.sbom_out {
-        output::write_file(path, &sbom_bytes)?;
-        progress.step(&format!("wrote SBOM {}", path.display()));
+        crate::atomic::write_file(path, &sbom_bytes)?;
+        reporter.step(&format!("wrote SBOM {}", path.display()));
     }
     let mut settings = req.settings.clone();
     settings
@@ -155,7 +162,7 @@ pub async fn build(
         codec: req.compression.0,
     };
     let cache2 = cache.clone();
-    let written: Vec<(LayerKind, LayerBlob, bool)> = tokio::task::spawn_blocking(move || {
+    let written: Vec<(LayerKind, layer::LayerBlob, bool)> = blocking(move || {
         // One thread per layer: the layers are independent, and compression dominates.
         std::thread::scope(|s| {
             let handles: Vec<_> = plans
@@ -178,10 +185,9 @@ pub async fn build(
                 .collect::<Result<Vec<_>>>()
         })
     })
-    .await
-    .map_err(|e| Error::Image(format!("internal: layer workers failed: {e}")))??;
+    .await?;
     for (kind, blob, reused) in &written {
-        progress.step(&format!(
+        reporter.step(&format!(
             "layer {:<8} {} ({}){}",
             kind.as_str(),
             blob.digest,
@@ -190,43 +196,57 @@ pub async fn build(
         ));
     }
     let reused_layers = written.iter().filter(|w| w.2).count();
-    let built: Vec<(LayerKind, LayerBlob)> = written.into_iter().map(|(k, b, _)| (k, b)).collect();
+    let new_layers: Vec<Layer> = written
+        .into_iter()
+        .map(|(kind, b, _)| Layer {
+            blob: Blob::new(
+                b.digest.clone(),
+                b.size,
+                b.media_type,
+                BlobSource::File(FileRange {
+                    path: cache.blob_path(&b.digest),
+                    offset: 0,
+                    size: b.size,
+                }),
+            ),
+            diff_id: b.diff_id,
+            kind,
+        })
+        .collect();
 
-    let mut image = image::assemble(&base, &release, &built, &settings, cache)?;
-    image.sbom = Some((sbom_digest.clone(), sbom_bytes.len() as u64));
-    progress.step(&format!(
+    let attachments = vec![Attachment {
+        artifact_type: media::SPDX_JSON.into(),
+        blob: sbom_blob,
+    }];
+    let image = mutate::append(&base, &release, new_layers, &settings, attachments)?;
+    reporter.step(&format!(
         "image {} ({} layers)",
-        image.manifest_digest,
+        image.digest,
         image.layers.len()
     ));
-
-    if req.output.is_some() || req.oci_layout.is_some() {
-        // Only outputs that carry the base's bytes fetch them.
-        base::fetch_layers(&base, cache, client).await?;
-    }
-    if let Some(out) = &req.output {
-        output::write_tarball(out, &image, &req.tags, cache, req.settings.epoch)?;
-        progress.step(&format!("wrote {}", out.display()));
-    }
-    if let Some(dir) = &req.oci_layout {
-        output::write_oci_layout(dir, &image, &req.tags, cache)?;
-        progress.step(&format!("wrote OCI layout {}", dir.display()));
-    }
     for w in &warnings {
-        eprintln!("imgbuild: warning: {w}");
+        reporter.warn(w);
     }
-    Ok(BuildReport {
-        digest: image.manifest_digest.to_string(),
+    let report = BuildReport {
+        digest: image.digest.to_string(),
         config: image.config_digest.to_string(),
         tags: req.tags.iter().map(Reference::canonical).collect(),
-        output: req.output.as_ref().map(|p| p.display().to_string()),
-        oci_layout: req.oci_layout.as_ref().map(|p| p.display().to_string()),
-        platform: format!("{}/{}", image.os, image.architecture),
+        platform: format!("{}/{}", image.config.os(), image.config.architecture()),
         base: BaseReport {
-            name: base.name.clone(),
-            digest: base.manifest_digest.as_ref().map(ToString::to_string),
+            name: base.origin.name.clone(),
+            digest: base.origin.digest.as_ref().map(ToString::to_string),
         },
-        layers: image.layers.clone(),
+        layers: image
+            .layers
+            .iter()
+            .map(|l| LayerRecord {
+                digest: l.blob.digest.to_string(),
+                diff_id: l.diff_id.to_string(),
+                size: l.blob.size,
+                media_type: l.blob.media_type.clone(),
+                kind: l.kind,
+            })
+            .collect(),
         warnings,
         reused_layers,
         sbom: SbomReport {
@@ -236,10 +256,38 @@ pub async fn build(
             debian_packages: seen.debs.len(),
         },
         check,
-        push: None,
-        image: Some(image),
-        base_reference: base.reference.clone(),
-    })
+    };
+    Ok(Built { image, report })
+}
+
+/// The base, read from its source, with its layers' bytes at hand (registry layers are
+/// fetched into the cache once: the check and the SBOM read them) and made fit to build on.
+async fn base_image(
+    req: &BuildRequest,
+    cache: &Cache,
+    client: &RegistryClient,
+) -> Result<(Image, Vec<String>)> {
+    let base = source::read_image(&req.from, req.platform.as_ref(), cache, client).await?;
+    let local = local_layers(&base, cache, client).await?;
+    let c = cache.clone();
+    blocking(move || mutate::normalize_base(base, &local, &c)).await
+}
+
+/// Where each layer's bytes lie locally (registry layers fetched into the cache, verified).
+async fn local_layers(
+    base: &Image,
+    cache: &Cache,
+    client: &RegistryClient,
+) -> Result<Vec<FileRange>> {
+    use futures_util::{StreamExt, TryStreamExt};
+    futures_util::stream::iter(
+        base.layers
+            .iter()
+            .map(|l| source::localize(&l.blob, cache, client)),
+    )
+    .buffered(4)
+    .try_collect()
+    .await
 }
 
 /// The SBOM's layer: the document under /var/lib/db/sbom, owned by root, read-only to others.
@@ -303,13 +351,13 @@ pub async fn check_only(
     req: &BuildRequest,
     cache: &Cache,
     client: &RegistryClient,
-    progress: &dyn Progress,
+    reporter: &dyn Reporter,
 ) -> Result<CheckReport> {
     let (release, plans, _) = plan_release(req)?;
-    let base = base::resolve(&req.from, req.platform.as_ref(), cache, client).await?;
-    let seen = inspect_image(&base, &release, &plans, req, cache, client, progress).await?;
-    for w in &seen.warnings {
-        eprintln!("imgbuild: warning: {w}");
+    let (base, base_warnings) = base_image(req, cache, client).await?;
+    let seen = inspect_image(&base, &release, &plans, req, cache, client, reporter).await?;
+    for w in base_warnings.iter().chain(&seen.warnings) {
+        reporter.warn(w);
     }
     seen.check
         .ok_or_else(|| Error::Image("internal: the check did not run".into()))
@@ -319,28 +367,28 @@ pub async fn check_only(
 /// packages into a layer of their own, add the release, and unless turned off check that the
 /// image can start.
 async fn inspect_image(
-    base: &BaseImage,
+    base: &Image,
     release: &Release,
     plans: &[LayerPlan],
     req: &BuildRequest,
     cache: &Cache,
     client: &RegistryClient,
-    progress: &dyn Progress,
+    reporter: &dyn Reporter,
 ) -> Result<Seen> {
-    base::fetch_layers(base, cache, client).await?;
+    let local = local_layers(base, cache, client).await?;
     let (b, c) = (base.clone(), cache.clone());
-    let (mut fs, mut warnings) = match blocking(move || check::base_rootfs(&b, &c)).await {
+    let (mut fs, mut warnings) = match blocking(move || check::base_rootfs(&b, &local, &c)).await {
         // A base layer damaged in the cache was removed on detection: fetch it again, once.
         Err(Error::DigestMismatch {
             expected, actual, ..
-        }) if base.reference.is_some() => {
+        }) if base.origin.reference.is_some() => {
             // A warning, not progress: damage on disk is worth seeing even with --quiet.
-            eprintln!(
-                "imgbuild: warning: base layer {expected} was damaged in the cache (it hashed to {actual}); fetching it again"
-            );
-            base::fetch_layers(base, cache, client).await?;
+            reporter.warn(&format!(
+                "base layer {expected} was damaged in the cache (it hashed to {actual}); fetching it again"
+            ));
+            let local = local_layers(base, cache, client).await?;
             let (b, c) = (base.clone(), cache.clone());
-            blocking(move || check::base_rootfs(&b, &c)).await?
+            blocking(move || check::base_rootfs(&b, &local, &c)).await?
         }
         r => r?,
     };
@@ -352,7 +400,7 @@ async fn inspect_image(
         let resolution =
             apt::resolve_packages(&req.packages, &fs, &arch, client.http(), cache).await?;
         for n in &resolution.notes {
-            progress.step(n);
+            reporter.step(n);
         }
         apt::fetch_debs(&resolution, cache, client.http()).await?;
         let (c, lock) = (cache.clone(), resolution.lock.clone());
@@ -370,9 +418,9 @@ async fn inspect_image(
         .await?;
         fs = fs2;
         for n in notes {
-            progress.step(&n);
+            reporter.step(&n);
         }
-        progress.step(&format!(
+        reporter.step(&format!(
             "packages: {}",
             new_debs
                 .iter()
@@ -390,7 +438,7 @@ async fn inspect_image(
     }
     let check = if req.check {
         let (plans, workdir) = (plans.to_vec(), req.settings.workdir.clone());
-        let env = ImageEnv::from_env(&image::final_env(base, &req.settings));
+        let env = ImageEnv::from_env(&mutate::final_env(base, &req.settings));
         Some(
             blocking(move || {
                 let mut fs = fs;
@@ -410,7 +458,7 @@ async fn inspect_image(
         Some(report) if !report.problems.is_empty() => {
             return Err(Error::Check(report.render()));
         }
-        Some(report) => progress.step(&format!(
+        Some(report) => reporter.step(&format!(
             "check: {} can start here ({} ELF files resolved{})",
             release.name,
             report.elf_files,
@@ -428,14 +476,4 @@ async fn inspect_image(
         warnings,
         packages,
     })
-}
-
-fn describe(s: &BaseSource) -> String {
-    match s {
-        BaseSource::Scratch => "scratch".into(),
-        BaseSource::Registry(r) => r.canonical(),
-        BaseSource::OciDir { path, .. } => format!("oci:{}", path.display()),
-        BaseSource::OciArchive { path, .. } => format!("oci-archive:{}", path.display()),
-        BaseSource::DockerArchive { path, .. } => format!("docker-archive:{}", path.display()),
-    }
 }

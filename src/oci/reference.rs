@@ -5,8 +5,8 @@ use std::fmt;
 
 use oci_spec::image::Digest;
 
-use crate::digest;
 use crate::error::{Error, Result};
+use crate::oci::digest;
 
 pub const DOCKER_HUB: &str = "docker.io";
 /// The host that actually serves Docker Hub's registry API.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use imgbuild::error::{Error, Result};
 
 pub const FILE_NAME: &str = "imgbuild.toml";
 

@@ -1,27 +1,34 @@
 //! The command line: flags and `imgbuild.toml` merged into a request, run, and reported.
 
+mod progress;
+mod project;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
 
-use crate::apt::PackageRequest;
-use crate::base::BaseSource;
-use crate::build::{self, BuildRequest};
-use crate::cache::Cache;
-use crate::error::{Error, Result};
-use crate::image::ImageSettings;
-use crate::platform::Platform;
-use crate::progress::{self, Progress};
-use crate::project::ProjectFile;
-use crate::push::{self, PushImage, PushOptions};
-use crate::reference::Reference;
-use crate::registry::credentials::{self, DockerCredentials};
-use crate::registry::upload::UploadOptions;
-use crate::registry::{ClientOptions, Credential, RegistryClient, Secret};
-use crate::release;
-use crate::secrets;
+use imgbuild::apt::PackageRequest;
+use imgbuild::build::{self, BuildReport, BuildRequest};
+use imgbuild::cache::Cache;
+use imgbuild::error::{Error, Result};
+use imgbuild::layer::Codec;
+use imgbuild::mutate::ImageSettings;
+use imgbuild::oci::Artifact;
+use imgbuild::oci::platform::Platform;
+use imgbuild::oci::reference::Reference;
+use imgbuild::registry::credentials::{self, DockerCredentials};
+use imgbuild::registry::upload::UploadOptions;
+use imgbuild::registry::{ClientOptions, Credential, RegistryClient, Secret};
+use imgbuild::release;
+use imgbuild::report::Reporter;
+use imgbuild::secrets;
+use imgbuild::sink::registry::PushOptions;
+use imgbuild::sink::{self, Naming, Sink, Written};
+use imgbuild::source::{self, Platforms, Source};
+use project::ProjectFile;
 
 pub const DEFAULT_BASE: &str = "debian:bookworm-slim";
 
@@ -44,6 +51,10 @@ pub enum Command {
     Check(Box<BuildArgs>),
     /// Push an image tarball (from `imgbuild build -o`) to one or more registries.
     Push(PushArgs),
+    /// Save an image (a base, for an air-gapped site) from a registry to a tarball or layout.
+    Pull(PullArgs),
+    /// Copy an image from any source to a registry, a tarball or a layout, digests kept.
+    Copy(CopyArgs),
     /// Show an image's config, layers, history and SBOM summary (a tarball or a registry image).
     Inspect(InspectArgs),
     /// Store credentials for a registry where `docker login` would.
@@ -62,7 +73,7 @@ pub struct RegistryArgs {
     #[arg(long = "ca-cert")]
     pub ca_certs: Vec<PathBuf>,
     /// Retries of a failed request (connection reset, timeout, 408, 429, 5xx), with backoff.
-    #[arg(long, default_value_t = crate::registry::DEFAULT_RETRIES)]
+    #[arg(long, default_value_t = imgbuild::registry::DEFAULT_RETRIES)]
     pub retries: u32,
 }
 
@@ -97,6 +108,52 @@ pub struct PushArgs {
     #[arg(long)]
     pub json: bool,
     /// Print nothing but errors (and --json).
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub upload: UploadArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// The image, e.g. debian:bookworm-slim or registry.example.com/base@sha256:…
+    pub image: String,
+    /// Write one tarball (an OCI archive with Docker's manifest.json).
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
+    /// Write an OCI layout directory.
+    #[arg(long)]
+    pub oci_layout: Option<PathBuf>,
+    /// The platform to take from a multi-platform image, os/arch[/variant] [default: the host's].
+    #[arg(long, conflicts_with = "all_platforms")]
+    pub platform: Option<String>,
+    /// Keep the whole multi-platform index.
+    #[arg(long)]
+    pub all_platforms: bool,
+    /// Print one JSON object describing the result on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// The source: a registry reference, oci:DIR[:REF], oci-archive:FILE[:REF],
+    /// docker-archive:FILE[:NAME:TAG] or an image file.
+    pub source: String,
+    /// The destination: a registry reference, oci-archive:FILE, docker-archive:FILE or oci:DIR.
+    pub destination: String,
+    /// The platform to take from a multi-platform source [default: every platform].
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Print one JSON object describing the result on stdout.
+    #[arg(long)]
+    pub json: bool,
     #[arg(short, long)]
     pub quiet: bool,
     #[command(flatten)]
@@ -233,6 +290,9 @@ pub struct BuildArgs {
     /// Push the image to every -t destination after building it.
     #[arg(long)]
     pub push: bool,
+    /// Load the image into the local Docker Engine or podman (their API socket), no tarball.
+    #[arg(long)]
+    pub load: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
@@ -243,15 +303,15 @@ pub struct BuildArgs {
     /// Compression of the new layers: gzip[:1-9] (default gzip:6; every reader takes it) or
     /// zstd[:1-19] (smaller and faster; Docker Engine before 23 cannot load it).
     #[arg(long, value_parser = parse_compression)]
-    pub compression: Option<(crate::layer::Codec, u32)>,
+    pub compression: Option<(Codec, u32)>,
     /// Print nothing but errors (and --json).
     #[arg(short, long)]
     pub quiet: bool,
 }
 
 /// Run the CLI; returns the process exit code.
-fn parse_compression(s: &str) -> std::result::Result<(crate::layer::Codec, u32), String> {
-    crate::layer::Codec::parse(s)
+fn parse_compression(s: &str) -> std::result::Result<(Codec, u32), String> {
+    imgbuild::layer::parse_compression(s)
 }
 
 pub fn main() -> i32 {
@@ -269,13 +329,15 @@ pub fn main() -> i32 {
     // Signal handlers go in before the work starts, so no temporary can outlive an interrupt.
     {
         let _guard = runtime.enter();
-        crate::interrupt::install();
+        imgbuild::interrupt::install();
     }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Build(args) => run_build(*args).await,
             Command::Check(args) => run_check(*args).await,
             Command::Push(args) => run_push(args).await,
+            Command::Pull(args) => run_pull(args).await,
+            Command::Copy(args) => run_copy(args).await,
             Command::Login(args) => run_login(args).await,
             Command::Inspect(args) => run_inspect(args).await,
             Command::Logout(args) => run_logout(args),
@@ -366,13 +428,10 @@ fn source_date_epoch() -> Result<u64> {
     }
 }
 
-/// Merge flags over the project file into a build request.
-pub fn build_request(
-    args: &BuildArgs,
-    project: &ProjectFile,
-    cwd: &std::path::Path,
-) -> Result<BuildRequest> {
-    build_request_for(args, project, cwd, true)
+/// Where a build's image goes, besides the request itself.
+struct Outputs {
+    output: Option<PathBuf>,
+    oci_layout: Option<PathBuf>,
 }
 
 /// `writes`: whether the command writes an image (build) or only looks (check).
@@ -381,10 +440,10 @@ fn build_request_for(
     project: &ProjectFile,
     cwd: &std::path::Path,
     writes: bool,
-) -> Result<BuildRequest> {
+) -> Result<(BuildRequest, Outputs)> {
     let given_release = args.release_dir.clone().or_else(|| project.release.clone());
     let release_dir = release::locate(given_release.as_deref(), cwd)?;
-    let from = BaseSource::parse(
+    let from = Source::parse(
         args.from
             .as_deref()
             .or(project.from.as_deref())
@@ -415,7 +474,7 @@ fn build_request_for(
         // Default name: the release's own name and version.
         let rel = release::Release::inspect(&release_dir)?;
         let name = rel.name.replace('_', "-").to_ascii_lowercase();
-        let tag = if crate::reference::valid_tag(&rel.version) {
+        let tag = if imgbuild::oci::reference::valid_tag(&rel.version) {
             rel.version.replace('+', "_")
         } else {
             "latest".into()
@@ -477,18 +536,17 @@ fn build_request_for(
         .oci_layout
         .clone()
         .or_else(|| project.oci_layout.clone());
-    if writes && output.is_none() && oci_layout.is_none() && !args.push {
+    if writes && output.is_none() && oci_layout.is_none() && !args.push && !args.load {
         return Err(Error::Usage(
-            "nothing to write: pass -o IMAGE.tar, --oci-layout DIR and/or --push".into(),
+            "nothing to write: pass -o IMAGE.tar, --oci-layout DIR, --push and/or --load".into(),
         ));
     }
-    Ok(BuildRequest {
+    let outputs = Outputs { output, oci_layout };
+    let req = BuildRequest {
         release_dir,
         from,
         platform,
         tags,
-        output,
-        oci_layout,
         settings: ImageSettings {
             env: env_order,
             labels,
@@ -508,10 +566,10 @@ fn build_request_for(
         drop_cookie: args.drop_cookie || project.drop_cookie.unwrap_or(false),
         compression: match (args.compression, args.gzip_level, &project.compression) {
             (Some(c), _, _) => c,
-            (None, Some(level), _) => (crate::layer::Codec::Gzip, level),
-            (None, None, Some(text)) => crate::layer::Codec::parse(text)
+            (None, Some(level), _) => (Codec::Gzip, level),
+            (None, None, Some(text)) => imgbuild::layer::parse_compression(text)
                 .map_err(|e| Error::Usage(format!("compression in imgbuild.toml: {e}")))?,
-            (None, None, None) => (crate::layer::Codec::Gzip, 6),
+            (None, None, None) => (Codec::Gzip, 6),
         },
         check: !args.no_check && project.check.unwrap_or(true),
         sbom_out: args.sbom.clone(),
@@ -526,10 +584,11 @@ fn build_request_for(
             } else {
                 args.apt_sources.clone()
             },
-            lock_path: cwd.join(crate::apt::LOCK_FILE),
+            lock_path: cwd.join(imgbuild::apt::LOCK_FILE),
             update_lock: args.update_lock,
         },
-    })
+    };
+    Ok((req, outputs))
 }
 
 pub fn client_options(args: &RegistryArgs, project: &ProjectFile) -> ClientOptions {
@@ -568,41 +627,109 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
+/// The JSON `imgbuild build --json` prints: the build's report and what each sink did.
+#[derive(Serialize)]
+struct BuildJson {
+    #[serde(flatten)]
+    report: BuildReport,
+    output: Option<String>,
+    oci_layout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    push: Option<imgbuild::sink::registry::PushReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load: Option<imgbuild::sink::engine::LoadReport>,
+}
+
+/// More than one tag in an archive: the rule every reader gets, said once at build time.
+fn warn_tags(tags: &[Reference], reporter: &dyn Reporter, path: &std::path::Path) {
+    if tags.len() > 1 {
+        reporter.warn(&format!(
+            "{} holds {} tags: docker, podman, ctr and containerd load every one, but skopeo and other oci-archive readers must name one ({}:{})",
+            path.display(),
+            tags.len(),
+            format_args!("oci-archive:{}", path.display()),
+            tags[0].tag_or_latest()
+        ));
+    }
+}
+
 async fn run_build(args: BuildArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
-    let req = build_request(&args, &project, &cwd)?;
+    let (req, outputs) = build_request_for(&args, &project, &cwd, true)?;
     let cache = Cache::from_env()?;
     let push_targets = if args.push { req.tags.clone() } else { vec![] };
     let client = client_for(client_options(&args.registry, &project), &push_targets)?;
-    let progress: Box<dyn Progress> = progress::choose(args.quiet || args.json);
-    if req.compression.0 == crate::layer::Codec::Zstd && req.output.is_some() && !args.quiet {
+    let reporter = progress::choose(args.quiet || args.json);
+    // An engine is looked for first: without one, nothing is built or written.
+    let engine = if args.load {
+        Some(sink::engine::Engine::find().await?)
+    } else {
+        None
+    };
+    if req.compression.0 == Codec::Zstd && outputs.output.is_some() && !args.quiet {
         eprintln!(
             "imgbuild: note: zstd layers load with podman, skopeo, containerd and Docker Engine 23 or later; older Docker Engines need gzip"
         );
     }
-    let mut report = build::build(&req, &cache, &client, progress.as_ref()).await?;
+    let built = build::build(&req, &cache, &client, reporter.as_ref()).await?;
+    let naming = Naming {
+        tags: req.tags.clone(),
+        source: None,
+        platform: req.platform.clone(),
+    };
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(path) = &outputs.output {
+        warn_tags(&req.tags, reporter.as_ref(), path);
+        sinks.push(Box::new(sink::TarballSink {
+            path: path.clone(),
+            naming: naming.clone(),
+            mtime: req.settings.epoch,
+        }));
+    }
+    if let Some(path) = &outputs.oci_layout {
+        sinks.push(Box::new(sink::LayoutSink {
+            path: path.clone(),
+            naming: naming.clone(),
+        }));
+    }
+    if let Some(engine) = engine {
+        sinks.push(Box::new(sink::EngineSink {
+            engine,
+            naming: naming.clone(),
+        }));
+    }
     if args.push {
-        let image = report
-            .image
-            .as_ref()
-            .ok_or_else(|| Error::Image("internal: the build kept no image".into()))?;
-        let pushable = PushImage::from_built(image, report.base_reference.as_ref(), &cache)?;
-        let pushed = push::push(
-            &pushable,
-            &req.tags,
-            &client,
-            &cache,
-            push_options(&args.upload),
-            progress.as_ref(),
-        )
-        .await?;
-        report.push = Some(pushed);
+        sinks.push(Box::new(sink::RegistrySink {
+            targets: req.tags.clone(),
+            opts: push_options(&args.upload),
+        }));
+    }
+    let artifact = Artifact::Image(Box::new(built.image));
+    let cx = sink::Context {
+        cache: &cache,
+        client: &client,
+        reporter: reporter.as_ref(),
+    };
+    let written = sink::write_all(&sinks, &artifact, &cx).await?;
+    let mut json = BuildJson {
+        report: built.report,
+        output: outputs.output.as_ref().map(|p| p.display().to_string()),
+        oci_layout: outputs.oci_layout.as_ref().map(|p| p.display().to_string()),
+        push: None,
+        load: None,
+    };
+    for w in written {
+        match w {
+            Written::Registry(r) => json.push = Some(r),
+            Written::Engine(l) => json.load = Some(l),
+            _ => {}
+        }
     }
     if args.json {
-        print_json(&report)?;
+        print_json(&json)?;
     } else if !args.quiet {
-        println!("{}", report.digest);
+        println!("{}", json.report.digest);
     }
     Ok(())
 }
@@ -610,12 +737,12 @@ async fn run_build(args: BuildArgs) -> Result<()> {
 async fn run_check(args: BuildArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
-    let mut req = build_request_for(&args, &project, &cwd, false)?;
+    let (mut req, _) = build_request_for(&args, &project, &cwd, false)?;
     req.check = true;
     let cache = Cache::from_env()?;
     let client = client_for(client_options(&args.registry, &project), &[])?;
-    let progress = progress::choose(args.quiet || args.json);
-    let report = build::check_only(&req, &cache, &client, progress.as_ref()).await?;
+    let reporter = progress::choose(args.quiet || args.json);
+    let report = build::check_only(&req, &cache, &client, reporter.as_ref()).await?;
     if args.json {
         print_json(&report)?;
     } else if !args.quiet {
@@ -632,44 +759,53 @@ async fn run_check(args: BuildArgs) -> Result<()> {
     Ok(())
 }
 
+/// Destinations given on the command line: references without digests.
+fn destinations(given: &[String]) -> Result<Vec<Reference>> {
+    let refs = given
+        .iter()
+        .map(|d| Reference::parse(d))
+        .collect::<Result<Vec<_>>>()?;
+    if refs.iter().any(|r| r.digest.is_some()) {
+        return Err(Error::Usage(
+            "a push destination cannot carry a digest: give NAME[:TAG]".into(),
+        ));
+    }
+    Ok(refs)
+}
+
 async fn run_push(args: PushArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
-    let path = args.tarball.clone();
-    let tarball = tokio::task::spawn_blocking(move || push::read_tarball(&path))
-        .await
-        .map_err(|e| Error::Image(format!("internal: {e}")))??;
+    if !args.tarball.is_file() {
+        return Err(Error::Input(format!(
+            "cannot open image tarball {}: no such file (write one with `imgbuild build -o` or `imgbuild pull -o`)",
+            args.tarball.display()
+        )));
+    }
     let targets = if args.destinations.is_empty() {
-        if tarball.names.is_empty() {
+        let names = source::file_names(&args.tarball)?;
+        if names.is_empty() {
             return Err(Error::Usage(format!(
                 "{} names no image: give a destination such as registry.example.com/team/app:1.0",
                 args.tarball.display()
             )));
         }
-        tarball.names.clone()
+        names
     } else {
-        let refs = args
-            .destinations
-            .iter()
-            .map(|d| Reference::parse(d))
-            .collect::<Result<Vec<_>>>()?;
-        if refs.iter().any(|r| r.digest.is_some()) {
-            return Err(Error::Usage(
-                "a push destination cannot carry a digest: give NAME[:TAG]".into(),
-            ));
-        }
-        refs
+        destinations(&args.destinations)?
     };
     let cache = Cache::from_env()?;
     let client = client_for(client_options(&args.registry, &project), &targets)?;
-    let progress = progress::choose(args.quiet || args.json);
-    let report = push::push(
-        &tarball.image,
+    let reporter = progress::choose(args.quiet || args.json);
+    let src = Source::File(args.tarball.clone());
+    let artifact = source::read(&src, &Platforms::All, &cache, &client).await?;
+    let report = imgbuild::sink::registry::push(
+        &artifact,
         &targets,
         &client,
         &cache,
         push_options(&args.upload),
-        progress.as_ref(),
+        reporter.as_ref(),
     )
     .await?;
     if args.json {
@@ -680,12 +816,192 @@ async fn run_push(args: PushArgs) -> Result<()> {
     Ok(())
 }
 
+/// What `pull` and `copy` print with `--json`.
+#[derive(Serialize)]
+struct CopyJson {
+    source: String,
+    digest: String,
+    media_type: String,
+    platforms: Vec<String>,
+    written: Vec<Written>,
+}
+
+fn copy_json(source: &Source, artifact: &Artifact, written: Vec<Written>) -> CopyJson {
+    CopyJson {
+        source: source.describe(),
+        digest: artifact.digest().to_string(),
+        media_type: artifact.media_type().to_string(),
+        platforms: artifact
+            .images()
+            .iter()
+            .map(|i| i.platform().to_string())
+            .collect(),
+        written,
+    }
+}
+
+async fn run_pull(args: PullArgs) -> Result<()> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
+    let project = ProjectFile::load(&cwd)?;
+    let reference = Reference::parse(&args.image)?;
+    if args.output.is_none() && args.oci_layout.is_none() {
+        return Err(Error::Usage(
+            "nothing to write: pass -o FILE.tar and/or --oci-layout DIR".into(),
+        ));
+    }
+    let platforms = if args.all_platforms {
+        Platforms::All
+    } else {
+        Platforms::One(args.platform.as_deref().map(Platform::parse).transpose()?)
+    };
+    let cache = Cache::from_env()?;
+    let client = client_for(client_options(&args.registry, &project), &[])?;
+    let reporter = progress::choose(args.quiet || args.json);
+    let src = Source::Registry(reference.clone());
+    let artifact = source::read(&src, &platforms, &cache, &client).await?;
+    let mut tag = reference.clone();
+    tag.digest = None;
+    // The archive remembers where it came from, so `--from oci-archive:` labels the same base.
+    let naming = Naming {
+        tags: vec![tag],
+        source: Some(reference),
+        platform: None,
+    };
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(path) = &args.output {
+        sinks.push(Box::new(sink::TarballSink {
+            path: path.clone(),
+            naming: naming.clone(),
+            mtime: 0,
+        }));
+    }
+    if let Some(path) = &args.oci_layout {
+        sinks.push(Box::new(sink::LayoutSink {
+            path: path.clone(),
+            naming,
+        }));
+    }
+    let cx = sink::Context {
+        cache: &cache,
+        client: &client,
+        reporter: reporter.as_ref(),
+    };
+    let written = sink::write_all(&sinks, &artifact, &cx).await?;
+    if args.json {
+        print_json(&copy_json(&src, &artifact, written))?;
+    } else if !args.quiet {
+        println!("{}", artifact.digest());
+    }
+    Ok(())
+}
+
+/// `copy`'s destination: where to, and under which name.
+fn destination_sink(
+    dst: &str,
+    src: &Source,
+    upload: &UploadArgs,
+) -> Result<(Box<dyn Sink>, Vec<Reference>)> {
+    // An archive or layout is named after the source's reference when it has one.
+    let naming = || Naming {
+        tags: match src {
+            Source::Registry(r) => {
+                let mut t = r.clone();
+                t.digest = None;
+                vec![t]
+            }
+            _ => vec![],
+        },
+        source: match src {
+            Source::Registry(r) => Some(r.clone()),
+            _ => None,
+        },
+        platform: None,
+    };
+    let path_of = |rest: &str, what: &str| -> Result<PathBuf> {
+        if rest.is_empty() {
+            return Err(Error::Usage(format!(
+                "copy destination {dst:?}: give a path after {what}"
+            )));
+        }
+        Ok(PathBuf::from(rest))
+    };
+    if let Some(rest) = dst
+        .strip_prefix("oci-archive:")
+        .or_else(|| dst.strip_prefix("docker-archive:"))
+    {
+        return Ok((
+            Box::new(sink::TarballSink {
+                path: path_of(rest, "the transport")?,
+                naming: naming(),
+                mtime: 0,
+            }),
+            vec![],
+        ));
+    }
+    if let Some(rest) = dst.strip_prefix("oci:") {
+        return Ok((
+            Box::new(sink::LayoutSink {
+                path: path_of(rest, "oci:")?,
+                naming: naming(),
+            }),
+            vec![],
+        ));
+    }
+    let targets = match Source::parse(dst) {
+        Ok(Source::Registry(_)) => destinations(&[dst.to_string()])?,
+        Ok(_) | Err(_) => {
+            return Err(Error::Usage(format!(
+                "copy destination {dst:?} is not one imgbuild writes: use a registry reference (REGISTRY/REPO:TAG), oci-archive:FILE, docker-archive:FILE or oci:DIR"
+            )));
+        }
+    };
+    Ok((
+        Box::new(sink::RegistrySink {
+            targets: targets.clone(),
+            opts: push_options(upload),
+        }),
+        targets,
+    ))
+}
+
+async fn run_copy(args: CopyArgs) -> Result<()> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
+    let project = ProjectFile::load(&cwd)?;
+    let src = Source::parse_any(&args.source)?;
+    if src == Source::Scratch {
+        return Err(Error::Usage(
+            "copy needs an image to copy, not scratch".into(),
+        ));
+    }
+    let (dst, targets) = destination_sink(&args.destination, &src, &args.upload)?;
+    let platforms = match args.platform.as_deref() {
+        Some(p) => Platforms::One(Some(Platform::parse(p)?)),
+        None => Platforms::All,
+    };
+    let cache = Cache::from_env()?;
+    let client = client_for(client_options(&args.registry, &project), &targets)?;
+    let reporter = progress::choose(args.quiet || args.json);
+    let artifact = source::read(&src, &platforms, &cache, &client).await?;
+    let cx = sink::Context {
+        cache: &cache,
+        client: &client,
+        reporter: reporter.as_ref(),
+    };
+    let written = sink::write_all(&[dst], &artifact, &cx).await?;
+    if args.json {
+        print_json(&copy_json(&src, &artifact, written))?;
+    } else if !args.quiet {
+        println!("{}", artifact.digest());
+    }
+    Ok(())
+}
+
 async fn run_inspect(args: InspectArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
     let client = client_for(client_options(&args.registry, &project), &[])?;
     let cache = Cache::from_env()?;
-    let found = crate::inspect::inspect(&args.image, &client, &cache).await?;
+    let found = imgbuild::inspect::inspect(&args.image, &client, &cache).await?;
     if args.json {
         print_json(&found)?;
     } else {

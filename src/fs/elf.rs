@@ -158,7 +158,7 @@ mod tests {
         let info = ElfInfo::parse(&bytes).unwrap();
         assert_eq!(
             Some(info.machine),
-            machine_for(crate::platform::Platform::host().architecture.as_str())
+            machine_for(crate::oci::platform::Platform::host().architecture.as_str())
         );
         assert!(
             info.needed.iter().any(|n| n.starts_with("libc.so")),

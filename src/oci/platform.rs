@@ -5,6 +5,15 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 
+/// Which images of a multi-platform source to take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Platforms {
+    /// One image: for this platform (`None`: the host's when choosing from an index).
+    One(Option<Platform>),
+    /// The whole index, every platform.
+    All,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Platform {
     pub os: String,

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use crate::elf::ElfInfo;
+pub mod elf;
+
+use self::elf::ElfInfo;
 use crate::error::{Error, Result};
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -206,18 +208,18 @@ impl RootFs {
                     if keep_contents(&path) && size <= MAX_KEPT {
                         let mut buf = Vec::with_capacity(size as usize);
                         entry.read_to_end(&mut buf).map_err(bad)?;
-                        not_elf = !crate::elf::is_elf(&buf);
+                        not_elf = !crate::fs::elf::is_elf(&buf);
                         kept.push((path.clone(), buf));
                     } else if maybe_library(&path) && (64..=MAX_ELF).contains(&size) {
                         let mut buf = Vec::with_capacity(size as usize);
                         entry.read_to_end(&mut buf).map_err(bad)?;
-                        not_elf = !crate::elf::is_elf(&buf);
+                        not_elf = !crate::fs::elf::is_elf(&buf);
                         elf = ElfInfo::parse(&buf).ok();
                     } else {
                         // The first bytes say whether a link to this file could be a library.
                         let mut head = [0u8; 4];
                         let n = read_head(&mut entry, &mut head).map_err(bad)?;
-                        not_elf = !crate::elf::is_elf(&head[..n]);
+                        not_elf = !crate::fs::elf::is_elf(&head[..n]);
                     }
                     Node::File { mode, elf, not_elf }
                 }

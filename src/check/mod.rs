@@ -5,17 +5,16 @@
 
 use std::io::{BufReader, Read};
 
-use flate2::read::GzDecoder;
 use serde::Serialize;
 
-use crate::base::BaseImage;
 use crate::cache::Cache;
-use crate::digest::HashReader;
-use crate::elf::{self, ElfInfo};
 use crate::error::{Error, IoContext, Result};
-use crate::layer::{MEDIA_TYPE_GZIP, MEDIA_TYPE_TAR, MEDIA_TYPE_ZSTD};
+use crate::fs::elf::{self, ElfInfo};
+use crate::fs::{Node, RootFs, normalize};
+use crate::oci::digest::HashReader;
+use crate::oci::media::{self, LayerType};
+use crate::oci::{FileRange, Image};
 use crate::release::{EntryKind, LayerPlan};
-use crate::rootfs::{Node, RootFs, normalize};
 
 /// One reason the image would fail at start.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -62,22 +61,23 @@ impl CheckReport {
     }
 }
 
-/// The base's file system, read from its cached layers without extracting them.
-pub fn base_rootfs(base: &BaseImage, cache: &Cache) -> Result<(RootFs, Vec<String>)> {
+/// The base's file system, read from its layers' bytes (`local`, one range per layer)
+/// without extracting them.
+pub fn base_rootfs(
+    base: &Image,
+    local: &[FileRange],
+    cache: &Cache,
+) -> Result<(RootFs, Vec<String>)> {
     // The tree of a base read before is kept in the cache, keyed by its layers, and reused
     // while every layer file still has the size and mtime it had when it was read and hashed.
     let key = {
-        let mut text = String::from("base-tree-v2\n");
+        let mut text = String::from("base-tree-v3\n");
         for l in &base.layers {
-            text.push_str(&format!("{} {}\n", l.media_type, l.digest));
+            text.push_str(&format!("{} {}\n", l.blob.media_type, l.blob.digest));
         }
-        crate::digest::sha256_of(text.as_bytes())
+        crate::oci::digest::sha256_of(text.as_bytes())
     };
-    let stamps: Vec<Option<(u64, i64, u32)>> = base
-        .layers
-        .iter()
-        .map(|l| cache.blob_stamp(&l.digest))
-        .collect();
+    let stamps: Vec<Option<(u64, i64, u32, u64)>> = local.iter().map(stamp).collect();
     if let Some(bytes) = cache.record("trees", &key)
         && let Ok(record) = serde_json::from_slice::<TreeRecord>(&bytes)
         && record.stamps == stamps
@@ -85,7 +85,7 @@ pub fn base_rootfs(base: &BaseImage, cache: &Cache) -> Result<(RootFs, Vec<Strin
         return Ok((record.fs, record.warnings));
     }
     // The stamps taken before the read: a file changed since then is re-read next time.
-    let (fs, warnings) = read_base_rootfs(base, cache)?;
+    let (fs, warnings) = read_base_rootfs(base, local, cache)?;
     let record = TreeRecord {
         stamps,
         fs,
@@ -98,61 +98,62 @@ pub fn base_rootfs(base: &BaseImage, cache: &Cache) -> Result<(RootFs, Vec<Strin
     Ok((record.fs, record.warnings))
 }
 
-/// How a base layer's bytes are compressed.
-enum LayerCodec {
-    Gzip,
-    Zstd,
-    Plain,
+/// What identifies a layer's bytes as the ones verified earlier: the file's size and mtime,
+/// and where in it they lie. A file rewritten since gets a new stamp and is read again.
+fn stamp(at: &FileRange) -> Option<(u64, i64, u32, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(&at.path).ok()?;
+    Some((m.len(), m.mtime(), m.mtime_nsec() as u32, at.offset))
 }
 
 /// A base image's file tree as cached: valid while the layer files keep these stamps.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct TreeRecord {
-    stamps: Vec<Option<(u64, i64, u32)>>,
+    stamps: Vec<Option<(u64, i64, u32, u64)>>,
     fs: RootFs,
     warnings: Vec<String>,
 }
 
-fn read_base_rootfs(base: &BaseImage, cache: &Cache) -> Result<(RootFs, Vec<String>)> {
+fn read_base_rootfs(
+    base: &Image,
+    local: &[FileRange],
+    cache: &Cache,
+) -> Result<(RootFs, Vec<String>)> {
     let mut fs = RootFs::new();
     let mut warnings = Vec::new();
-    for (i, layer) in base.layers.iter().enumerate() {
-        let what = format!("base image {} layer {}", base.name, i + 1);
-        let codec = match layer.media_type.as_str() {
-            MEDIA_TYPE_GZIP => LayerCodec::Gzip,
-            MEDIA_TYPE_ZSTD => LayerCodec::Zstd,
-            MEDIA_TYPE_TAR => LayerCodec::Plain,
-            other => {
-                warnings.push(format!(
-                    "{what} is {other}: its files were not read, so the start-up check and SBOM may miss them"
-                ));
-                continue;
-            }
+    for (i, (layer, at)) in base.layers.iter().zip(local).enumerate() {
+        let what = format!("base image {} layer {}", base.origin.name, i + 1);
+        let LayerType::Tar { codec, .. } = media::layer_type(&layer.blob.media_type) else {
+            warnings.push(format!(
+                "{what} is {}: its files were not read, so the start-up check and SBOM may miss them",
+                layer.blob.media_type
+            ));
+            continue;
         };
-        let path = cache.blob_path(&layer.digest);
-        let file = std::fs::File::open(&path).ctx("open cached layer", &path)?;
+        let path = &at.path;
         // The layer is hashed as it is read: the check must see exactly the bytes that ship,
         // and a cache file damaged on disk is caught here rather than trusted.
-        let mut hashed = HashReader::new(file);
+        let mut hashed = HashReader::new(at.open()?);
         let applied = {
             let raw = BufReader::with_capacity(1 << 16, &mut hashed);
-            let decoded: Result<Box<dyn Read + '_>> = match codec {
-                LayerCodec::Gzip => Ok(Box::new(GzDecoder::new(raw))),
-                LayerCodec::Zstd => zstd::stream::read::Decoder::with_buffer(raw)
-                    .map(|d| Box::new(d) as Box<dyn Read>)
-                    .ctx("read zstd layer", &path),
-                LayerCodec::Plain => Ok(Box::new(raw)),
-            };
-            decoded.and_then(|d| {
+            codec.decoder(raw).ctx("read layer", path).and_then(|d| {
                 let mut tar = BufReader::with_capacity(1 << 16, d);
                 fs.apply_layer(&mut tar, &what)
-                    .and_then(|()| std::io::copy(&mut tar, &mut std::io::sink()).ctx("read", &path))
+                    .and_then(|()| std::io::copy(&mut tar, &mut std::io::sink()).ctx("read", path))
             })
         };
-        std::io::copy(&mut hashed, &mut std::io::sink()).ctx("read cached layer", &path)?;
+        std::io::copy(&mut hashed, &mut std::io::sink()).ctx("read layer", path)?;
         let (actual, _) = hashed.finish();
-        if actual != layer.digest {
-            return Err(cache.corrupted(&layer.digest, &actual));
+        if actual != layer.blob.digest {
+            return Err(if *path == cache.blob_path(&layer.blob.digest) {
+                cache.corrupted(&layer.blob.digest, &actual)
+            } else {
+                Error::DigestMismatch {
+                    what: format!("{what} in {}", path.display()),
+                    expected: layer.blob.digest.to_string(),
+                    actual: actual.to_string(),
+                }
+            });
         }
         applied?;
     }
@@ -815,7 +816,7 @@ mod tests {
     /// (zstd bases are common now); another media type is named in a warning.
     #[test]
     fn base_layers_of_every_compression_are_read() {
-        use crate::base::{BaseImage, BaseLayer};
+        use crate::oci::{Blob, BlobSource, Layer, LayerKind};
         use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();
@@ -831,28 +832,31 @@ mod tests {
         gz.write_all(&tar).unwrap();
         let gz = gz.finish().unwrap();
         let zst = zstd::stream::encode_all(&tar[..], 3).unwrap();
-        let diff_id = crate::digest::sha256_of(&tar);
+        let diff_id = crate::oci::digest::sha256_of(&tar);
         for (bytes, media) in [
-            (gz, MEDIA_TYPE_GZIP),
-            (zst, MEDIA_TYPE_ZSTD),
+            (gz, media::LAYER_GZIP),
+            (zst, media::LAYER_ZSTD),
             (tar.clone(), "application/vnd.oci.image.layer.v1.tar"),
             (tar.clone(), "application/vnd.example.other"),
         ] {
             let digest = cache.put_bytes(&bytes).unwrap();
-            let base = BaseImage {
-                name: "test".into(),
-                reference: None,
-                manifest_digest: None,
-                config: Default::default(),
-                layers: vec![BaseLayer {
-                    digest,
-                    diff_id: diff_id.clone(),
-                    size: bytes.len() as u64,
-                    media_type: media.into(),
-                }],
-                warnings: vec![],
+            let at = FileRange {
+                path: cache.blob_path(&digest),
+                offset: 0,
+                size: bytes.len() as u64,
             };
-            let (fs, warnings) = base_rootfs(&base, &cache).unwrap();
+            let mut base = crate::source::scratch(&crate::oci::platform::Platform::host()).unwrap();
+            base.layers = vec![Layer {
+                blob: Blob::new(
+                    digest,
+                    bytes.len() as u64,
+                    media,
+                    BlobSource::File(at.clone()),
+                ),
+                diff_id: diff_id.clone(),
+                kind: LayerKind::Base,
+            }];
+            let (fs, warnings) = base_rootfs(&base, &[at], &cache).unwrap();
             if media.contains("example") {
                 assert!(!fs.exists("/etc/os-release"));
                 assert!(warnings[0].contains(media), "{warnings:?}");

@@ -319,39 +319,7 @@ pub mod erl_term {
     }
 }
 
-/// Which layer a part of the release goes to, from rarely to often changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LayerKind {
-    /// `erts-*`: the Erlang runtime.
-    Erts,
-    /// `lib/*` applications from OTP, Elixir and third-party dependencies.
-    Deps,
-    /// `lib/*` applications that belong to the project itself.
-    App,
-    /// `releases/`, `bin/` and overlays.
-    Release,
-    /// A layer of the base image.
-    Base,
-    /// The SBOM document under /var/lib/db/sbom.
-    Sbom,
-    /// Debian runtime packages (`--package`).
-    Packages,
-}
-
-impl LayerKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LayerKind::Erts => "erts",
-            LayerKind::Deps => "deps",
-            LayerKind::App => "app",
-            LayerKind::Release => "release",
-            LayerKind::Base => "base",
-            LayerKind::Sbom => "sbom",
-            LayerKind::Packages => "packages",
-        }
-    }
-}
+pub use crate::oci::LayerKind;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EntryKind {

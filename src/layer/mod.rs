@@ -1,5 +1,5 @@
 //! The layer writer: one streaming pass turns planned entries into a deterministic tar, hashes
-//! it (diff_id), gzips it on every core ([`crate::pgzip`]) and hashes the gzip (digest) on its
+//! it (diff_id), gzips it on every core ([`crate::layer::pgzip`]) and hashes the gzip (digest) on its
 //! way into the cache.
 //! Memory stays flat whatever the layer size.
 
@@ -8,63 +8,39 @@ use std::io::{self, BufWriter, Read, Write};
 
 use oci_spec::image::Digest;
 
+use self::pgzip::ParallelGzWriter;
 use crate::cache::Cache;
-use crate::digest::HashWriter;
 use crate::error::{Error, IoContext, Result};
-use crate::pgzip::ParallelGzWriter;
+use crate::oci::digest::HashWriter;
+
+pub mod pgzip;
 use crate::release::{Entry, EntryKind};
 
-pub const MEDIA_TYPE_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const MEDIA_TYPE_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-pub const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+pub use crate::oci::media::Codec;
 
-/// How the release layers are compressed. gzip is what every reader takes; zstd is smaller
-/// and faster to decompress, but Docker Engine before 23 cannot load it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Codec {
-    Gzip,
-    Zstd,
-}
-
-impl Codec {
-    pub fn media_type(self) -> &'static str {
-        match self {
-            Codec::Gzip => MEDIA_TYPE_GZIP,
-            Codec::Zstd => MEDIA_TYPE_ZSTD,
+/// `gzip`, `gzip:LEVEL` (1-9, default 6), `zstd` or `zstd:LEVEL` (1-19, default 3).
+pub fn parse_compression(s: &str) -> std::result::Result<(Codec, u32), String> {
+    let (name, level) = match s.split_once(':') {
+        Some((n, l)) => (n, Some(l)),
+        None => (s, None),
+    };
+    let (codec, default, max) = match name {
+        "gzip" => (Codec::Gzip, 6, 9),
+        "zstd" => (Codec::Zstd, 3, 19),
+        other => {
+            return Err(format!(
+                "unknown compression {other:?}: use gzip[:1-9] or zstd[:1-19]"
+            ));
         }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Codec::Gzip => "gzip",
-            Codec::Zstd => "zstd",
-        }
-    }
-
-    /// `gzip`, `gzip:LEVEL` (1-9, default 6), `zstd` or `zstd:LEVEL` (1-19, default 3).
-    pub fn parse(s: &str) -> std::result::Result<(Codec, u32), String> {
-        let (name, level) = match s.split_once(':') {
-            Some((n, l)) => (n, Some(l)),
-            None => (s, None),
-        };
-        let (codec, default, max) = match name {
-            "gzip" => (Codec::Gzip, 6, 9),
-            "zstd" => (Codec::Zstd, 3, 19),
-            other => {
-                return Err(format!(
-                    "unknown compression {other:?}: use gzip[:1-9] or zstd[:1-19]"
-                ));
-            }
-        };
-        let level = match level {
-            None => default,
-            Some(l) => match l.parse::<u32>() {
-                Ok(n) if (1..=max).contains(&n) => n,
-                _ => return Err(format!("{name} level {l:?} must be 1-{max}")),
-            },
-        };
-        Ok((codec, level))
-    }
+    };
+    let level = match level {
+        None => default,
+        Some(l) => match l.parse::<u32>() {
+            Ok(n) if (1..=max).contains(&n) => n,
+            _ => return Err(format!("{name} level {l:?} must be 1-{max}")),
+        },
+    };
+    Ok((codec, level))
 }
 
 /// A layer blob stored in the cache.
@@ -157,7 +133,7 @@ fn entries_key(
             }
         }
     }
-    Ok(crate::digest::from_hasher(h))
+    Ok(crate::oci::digest::from_hasher(h))
 }
 
 /// Write the layer, or find it in the cache when the same inputs made it before: then nothing
@@ -174,7 +150,7 @@ pub fn write_layer_cached(
         .as_ref()
         .and_then(|m| cache.record("inputs", m))
         .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|t| crate::digest::parse(t.trim()).ok());
+        .and_then(|t| crate::oci::digest::parse(t.trim()).ok());
     let key = match known {
         Some(k) => k,
         None => {
@@ -185,12 +161,55 @@ pub fn write_layer_cached(
             k
         }
     };
-    if let Some(blob) = cache.layer_record(&key)? {
+    if let Some(blob) = record(cache, &key)? {
         return Ok((blob, true));
     }
     let blob = write_layer(entries, opts, cache)?;
-    cache.put_layer_record(&key, &blob)?;
+    let text = format!(
+        "{}\n{}\n{}\n{}\n",
+        blob.digest, blob.diff_id, blob.size, blob.media_type
+    );
+    cache.put_record("layers", &key, text.as_bytes())?;
     Ok((blob, false))
+}
+
+/// A layer made before from the same inputs (see [`input_key`]), when its blob is still in
+/// the cache. A damaged record is ignored (and the layer made again).
+fn record(cache: &Cache, key: &Digest) -> Result<Option<LayerBlob>> {
+    let Some(text) = cache
+        .record("layers", key)
+        .and_then(|b| String::from_utf8(b).ok())
+    else {
+        return Ok(None);
+    };
+    let mut lines = text.lines();
+    let (Some(d), Some(diff), Some(size), Some(media_type)) =
+        (lines.next(), lines.next(), lines.next(), lines.next())
+    else {
+        return Ok(None);
+    };
+    let Some(codec) = [Codec::Gzip, Codec::Zstd, Codec::Plain]
+        .into_iter()
+        .find(|c| c.media_type() == media_type)
+    else {
+        return Ok(None);
+    };
+    let (Ok(digest), Ok(diff_id), Ok(size)) = (
+        crate::oci::digest::parse(d),
+        crate::oci::digest::parse(diff),
+        size.parse::<u64>(),
+    ) else {
+        return Ok(None);
+    };
+    if !cache.has_blob(&digest) || cache.blob_size(&digest)? != size {
+        return Ok(None);
+    }
+    Ok(Some(LayerBlob {
+        digest,
+        media_type: codec.media_type(),
+        diff_id,
+        size,
+    }))
 }
 
 /// Write `entries` as one compressed layer into `cache`.
@@ -204,13 +223,10 @@ pub fn write_layer(entries: &[Entry], opts: TarOptions, cache: &Cache) -> Result
             let (gz, diff_id) = write_tar(entries, opts, gz, &tmp_path)?;
             (gz.finish().ctx("compress layer", &tmp_path)?, diff_id)
         }
+        Codec::Plain => write_tar(entries, opts, compressed, &tmp_path)?,
         Codec::Zstd => {
-            let z = zstd_writer(
-                compressed,
-                opts.level,
-                crate::pgzip::default_threads() as u32,
-            )
-            .ctx("compress layer", &tmp_path)?;
+            let z = zstd_writer(compressed, opts.level, pgzip::default_threads() as u32)
+                .ctx("compress layer", &tmp_path)?;
             let (z, diff_id) = write_tar(entries, opts, z, &tmp_path)?;
             (z.finish().ctx("compress layer", &tmp_path)?, diff_id)
         }
@@ -391,7 +407,7 @@ impl Read for ExactReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::sha256_of;
+    use crate::oci::digest::sha256_of;
     use flate2::read::GzDecoder;
     use std::fs;
 
@@ -527,7 +543,7 @@ mod tests {
         assert!(!reused && g.digest != z.digest);
         assert_eq!(
             (g.media_type, z.media_type),
-            (MEDIA_TYPE_GZIP, MEDIA_TYPE_ZSTD)
+            (crate::oci::media::LAYER_GZIP, crate::oci::media::LAYER_ZSTD)
         );
         let (z2, reused) = write_layer_cached(&entries, zstd, &cache).unwrap();
         assert!(reused && z2 == z);
@@ -535,13 +551,13 @@ mod tests {
 
     #[test]
     fn compression_names_parse() {
-        assert_eq!(Codec::parse("gzip"), Ok((Codec::Gzip, 6)));
-        assert_eq!(Codec::parse("zstd"), Ok((Codec::Zstd, 3)));
-        assert_eq!(Codec::parse("zstd:19"), Ok((Codec::Zstd, 19)));
-        assert!(Codec::parse("gzip:10").is_err());
-        assert!(Codec::parse("zstd:0").is_err());
+        assert_eq!(parse_compression("gzip"), Ok((Codec::Gzip, 6)));
+        assert_eq!(parse_compression("zstd"), Ok((Codec::Zstd, 3)));
+        assert_eq!(parse_compression("zstd:19"), Ok((Codec::Zstd, 19)));
+        assert!(parse_compression("gzip:10").is_err());
+        assert!(parse_compression("zstd:0").is_err());
         assert!(
-            Codec::parse("brotli")
+            parse_compression("brotli")
                 .unwrap_err()
                 .contains("gzip[:1-9] or zstd")
         );

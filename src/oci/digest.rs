@@ -18,6 +18,19 @@ pub fn from_hasher(hasher: Sha256) -> Digest {
     Digest::try_from(format!("sha256:{hex}")).unwrap_or_else(|_| unreachable!())
 }
 
+/// The first 12 hex digits, for people (`sha256:` dropped).
+pub fn short(d: &Digest) -> &str {
+    let hex = d.digest();
+    &hex[..hex.len().min(12)]
+}
+
+/// The digest of everything `reader` gives.
+pub fn sha256_of_reader(reader: &mut impl Read) -> io::Result<Digest> {
+    let mut h = HashReader::new(reader);
+    io::copy(&mut h, &mut io::sink())?;
+    Ok(h.finish().0)
+}
+
 /// Parse a digest, accepting only sha256 (the only algorithm registries and runtimes agree on).
 pub fn parse(s: &str) -> Result<Digest> {
     let d = Digest::try_from(s).map_err(|e| Error::Image(format!("invalid digest {s:?}: {e}")))?;

@@ -1,0 +1,243 @@
+//! Sinks: where images go. One [`Sink`] trait, four kinds — a tarball every loader accepts,
+//! an OCI layout directory, registries, and the local engine — and [`write_all`], which hands
+//! one artifact to several sinks in turn (ko's `MultiPublisher`).
+
+pub mod engine;
+pub mod registry;
+pub mod tarball;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use futures_util::future::BoxFuture;
+use oci_spec::image::Digest;
+use serde::Serialize;
+
+use crate::cache::Cache;
+use crate::error::Result;
+use crate::oci::reference::Reference;
+use crate::oci::{Artifact, BlobSource, FileRange};
+use crate::registry::RegistryClient;
+use crate::report::Reporter;
+
+pub use self::tarball::Naming;
+
+/// What every sink may use: the blob cache, the registry client, the reporter.
+pub struct Context<'a> {
+    pub cache: &'a Cache,
+    pub client: &'a RegistryClient,
+    pub reporter: &'a dyn Reporter,
+}
+
+/// What a sink did.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "lowercase", tag = "sink")]
+pub enum Written {
+    Tarball { path: PathBuf, sha256: String },
+    Layout { path: PathBuf },
+    Registry(registry::PushReport),
+    Engine(engine::LoadReport),
+}
+
+pub trait Sink: Send + Sync {
+    /// The sink in messages (`image.tar`, `registry.example/app`).
+    fn describe(&self) -> String;
+    fn write<'a>(
+        &'a self,
+        artifact: &'a Artifact,
+        cx: &'a Context<'a>,
+    ) -> BoxFuture<'a, Result<Written>>;
+}
+
+/// Write `artifact` to every sink, in order; the first failure stops the rest.
+pub async fn write_all(
+    sinks: &[Box<dyn Sink>],
+    artifact: &Artifact,
+    cx: &Context<'_>,
+) -> Result<Vec<Written>> {
+    let mut out = Vec::new();
+    for s in sinks {
+        out.push(s.write(artifact, cx).await?);
+    }
+    Ok(out)
+}
+
+/// Local byte ranges of the registry blobs of an artifact.
+pub type Local = HashMap<Digest, FileRange>;
+
+/// Fetch every registry blob of `artifact` into the cache (verified), for sinks that write
+/// bytes.
+async fn localize_all(artifact: &Artifact, cx: &Context<'_>) -> Result<Local> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let remote: Vec<_> = artifact
+        .images()
+        .into_iter()
+        .flat_map(|i| {
+            i.layers
+                .iter()
+                .map(|l| &l.blob)
+                .chain(i.attachments.iter().map(|a| &a.blob))
+        })
+        .filter(|b| matches!(b.source, BlobSource::Registry(_)))
+        .collect();
+    // The futures are made first, so no closure type is held across an await (a future that
+    // holds one cannot be proven Send for every lifetime).
+    let jobs: Vec<_> = remote
+        .into_iter()
+        .map(|b| {
+            Box::pin(async move {
+                crate::source::localize(b, cx.cache, cx.client)
+                    .await
+                    .map(|at| (b.digest.clone(), at))
+            })
+        })
+        .collect();
+    let fetched: Vec<(Digest, FileRange)> = futures_util::stream::iter(jobs)
+        .buffer_unordered(4)
+        .try_collect()
+        .await?;
+    Ok(fetched.into_iter().collect())
+}
+
+/// One tar file for docker/podman/skopeo/ctr.
+pub struct TarballSink {
+    pub path: PathBuf,
+    pub naming: Naming,
+    /// Every entry's mtime (`SOURCE_DATE_EPOCH`).
+    pub mtime: u64,
+}
+
+impl Sink for TarballSink {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+    fn write<'a>(
+        &'a self,
+        artifact: &'a Artifact,
+        cx: &'a Context<'a>,
+    ) -> BoxFuture<'a, Result<Written>> {
+        Box::pin(async move {
+            let local = localize_all(artifact, cx).await?;
+            let (art, naming, path, mtime, cache) = (
+                artifact.clone(),
+                self.naming.clone(),
+                self.path.clone(),
+                self.mtime,
+                cx.cache.clone(),
+            );
+            let sha = crate::blocking(move || {
+                let blobs = tarball::blobs(&art, &|d| local.get(d).cloned())?;
+                tarball::write_tarball(&path, &art, &blobs, &naming, mtime, &cache)
+            })
+            .await?;
+            cx.reporter.step(&format!("wrote {}", self.path.display()));
+            Ok(Written::Tarball {
+                path: self.path.clone(),
+                sha256: sha.to_string(),
+            })
+        })
+    }
+}
+
+/// An OCI layout directory.
+pub struct LayoutSink {
+    pub path: PathBuf,
+    pub naming: Naming,
+}
+
+impl Sink for LayoutSink {
+    fn describe(&self) -> String {
+        format!("oci:{}", self.path.display())
+    }
+    fn write<'a>(
+        &'a self,
+        artifact: &'a Artifact,
+        cx: &'a Context<'a>,
+    ) -> BoxFuture<'a, Result<Written>> {
+        Box::pin(async move {
+            let local = localize_all(artifact, cx).await?;
+            let (art, naming, path, cache) = (
+                artifact.clone(),
+                self.naming.clone(),
+                self.path.clone(),
+                cx.cache.clone(),
+            );
+            crate::blocking(move || {
+                let blobs = tarball::blobs(&art, &|d| local.get(d).cloned())?;
+                tarball::write_layout(&path, &art, &blobs, &naming, &cache)
+            })
+            .await?;
+            cx.reporter
+                .step(&format!("wrote OCI layout {}", self.path.display()));
+            Ok(Written::Layout {
+                path: self.path.clone(),
+            })
+        })
+    }
+}
+
+/// Registries: every target reference, blobs mounted or copied where they already are.
+pub struct RegistrySink {
+    pub targets: Vec<Reference>,
+    pub opts: registry::PushOptions,
+}
+
+impl Sink for RegistrySink {
+    fn describe(&self) -> String {
+        self.targets
+            .iter()
+            .map(Reference::canonical)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+    fn write<'a>(
+        &'a self,
+        artifact: &'a Artifact,
+        cx: &'a Context<'a>,
+    ) -> BoxFuture<'a, Result<Written>> {
+        Box::pin(async move {
+            registry::push(
+                artifact,
+                &self.targets,
+                cx.client,
+                cx.cache,
+                self.opts,
+                cx.reporter,
+            )
+            .await
+            .map(Written::Registry)
+        })
+    }
+}
+
+/// The local engine (Docker or podman), found beforehand with [`engine::Engine::find`] so a
+/// missing engine stops a build before it writes anything.
+pub struct EngineSink {
+    pub engine: engine::Engine,
+    pub naming: Naming,
+}
+
+impl Sink for EngineSink {
+    fn describe(&self) -> String {
+        "the local engine".into()
+    }
+    fn write<'a>(
+        &'a self,
+        artifact: &'a Artifact,
+        cx: &'a Context<'a>,
+    ) -> BoxFuture<'a, Result<Written>> {
+        Box::pin(async move {
+            let local = localize_all(artifact, cx).await?;
+            engine::load(
+                &self.engine,
+                artifact,
+                local,
+                &self.naming,
+                cx.cache,
+                cx.reporter,
+            )
+            .await
+            .map(Written::Engine)
+        })
+    }
+}

@@ -1,0 +1,414 @@
+//! The registry sink: skip what a repository already has, mount what another repository on
+//! the same registry holds, copy blobs from another registry as a stream, upload the rest in
+//! parallel, then write manifests (an index after its images) and the tags, in that order, so
+//! no tag ever points at a missing blob. Attachments (the SBOM) follow as OCI referrers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::cache::Cache;
+use crate::error::{Error, Result};
+use crate::oci::document::canonical_json;
+use crate::oci::reference::Reference;
+use crate::oci::{Artifact, Attachment, Blob, BlobSource, FileRange, Image, digest, media};
+use crate::registry::RegistryClient;
+use crate::registry::upload::{Mount, UploadOptions};
+use crate::report::{Reporter, human_size};
+
+#[derive(Clone, Copy, Debug)]
+pub struct PushOptions {
+    /// Blobs uploaded at once.
+    pub jobs: usize,
+    pub upload: UploadOptions,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            jobs: 4,
+            upload: UploadOptions::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RepositoryReport {
+    pub repository: String,
+    /// Blobs sent.
+    pub uploaded: usize,
+    /// Blobs linked from another repository on the same registry.
+    pub mounted: usize,
+    /// Blobs the repository already had.
+    pub existing: usize,
+    pub bytes_uploaded: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PushReport {
+    /// Digest of the pushed manifest.
+    pub digest: String,
+    /// Every tag written, canonical (`registry/repository:tag`).
+    pub tags: Vec<String>,
+    pub repositories: Vec<RepositoryReport>,
+    /// The SBOM referrer, when the image carries one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<SbomReferrer>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SbomReferrer {
+    /// Digest of the artifact manifest whose subject is the image.
+    pub digest: String,
+    /// `referrers-api`, or `tag-schema` (the `sha256-<hex>` index tag) for registries
+    /// without the referrers API.
+    pub method: String,
+}
+
+/// Push `artifact` to every target. Targets in one repository share the blob work; each
+/// further repository on a registry already pushed to mounts from the first.
+pub async fn push(
+    artifact: &Artifact,
+    targets: &[Reference],
+    client: &RegistryClient,
+    cache: &Cache,
+    opts: PushOptions,
+    reporter: &dyn Reporter,
+) -> Result<PushReport> {
+    if targets.is_empty() {
+        return Err(Error::Usage(
+            "nothing to push to: name a destination such as registry.example.com/team/app:1.0"
+                .into(),
+        ));
+    }
+    // Group tags by repository, keeping the order the user gave.
+    let mut repos: Vec<(Reference, Vec<String>)> = Vec::new();
+    for t in targets {
+        let tag = t.tag_or_latest().to_string();
+        match repos
+            .iter_mut()
+            .find(|(r, _)| r.registry == t.registry && r.repository == t.repository)
+        {
+            Some((_, tags)) if !tags.contains(&tag) => tags.push(tag),
+            Some(_) => {}
+            None => repos.push((t.clone(), vec![tag])),
+        }
+    }
+    let ctx = Ctx {
+        client,
+        cache,
+        opts,
+        reporter,
+    };
+    let mut done: Vec<Reference> = Vec::new();
+    let mut reports = Vec::new();
+    let mut referrer = None;
+    let mut written = Vec::new();
+    for (repo, tags) in &repos {
+        reporter.step(&format!("pushing to {}", repo.name()));
+        let mut report = RepositoryReport {
+            repository: repo.name(),
+            ..RepositoryReport::default()
+        };
+        // Every image's blobs, then the image manifests by digest (an index's children).
+        for image in artifact.images() {
+            ctx.push_blobs(image, repo, &done, &mut report).await?;
+            if let Artifact::Index(_) = artifact {
+                client
+                    .put_manifest(
+                        repo,
+                        image.digest.as_ref(),
+                        &image.manifest,
+                        &image.media_type,
+                    )
+                    .await?;
+            }
+        }
+        // Every blob is in place: now the top manifest under each tag (the first PUT also
+        // stores it; the rest only add names).
+        for tag in tags {
+            client
+                .put_manifest(repo, tag, artifact.manifest(), artifact.media_type())
+                .await?;
+            let mut tagged = repo.clone();
+            tagged.tag = Some(tag.clone());
+            tagged.digest = None;
+            reporter.step(&format!(
+                "tagged {} -> {}",
+                tagged.canonical(),
+                artifact.digest()
+            ));
+            written.push(tagged.canonical());
+        }
+        for image in artifact.images() {
+            for attachment in &image.attachments {
+                referrer = Some(ctx.attach(image, attachment, repo).await?);
+            }
+        }
+        reports.push(report);
+        done.push(repo.clone());
+    }
+    Ok(PushReport {
+        digest: artifact.digest().to_string(),
+        tags: written,
+        repositories: reports,
+        sbom: referrer,
+    })
+}
+
+/// What every blob push of one run shares.
+struct Ctx<'a> {
+    client: &'a RegistryClient,
+    cache: &'a Cache,
+    opts: PushOptions,
+    reporter: &'a dyn Reporter,
+}
+
+/// The empty JSON object: the config of an artifact manifest.
+const EMPTY_JSON: &[u8] = b"{}";
+
+impl Ctx<'_> {
+    /// A blob held in memory (config, artifact config), as a cached blob to upload.
+    fn cached(&self, bytes: &[u8], media_type: &str) -> Result<Blob> {
+        let d = self.cache.put_bytes(bytes)?;
+        Ok(Blob::new(
+            d.clone(),
+            bytes.len() as u64,
+            media_type,
+            BlobSource::File(FileRange {
+                path: self.cache.blob_path(&d),
+                offset: 0,
+                size: bytes.len() as u64,
+            }),
+        ))
+    }
+
+    /// Attach `attachment` to the pushed image as an OCI artifact whose `subject` is the
+    /// image: through the referrers API where the registry has it, else by the tag schema (an
+    /// index tagged `sha256-<hex of the image digest>` listing the artifacts).
+    async fn attach(
+        &self,
+        image: &Image,
+        attachment: &Attachment,
+        repo: &Reference,
+    ) -> Result<SbomReferrer> {
+        let empty = self.cached(EMPTY_JSON, media::OCI_EMPTY)?;
+        // An attachment read from a registry has its size only once fetched.
+        let mut blob = attachment.blob.clone();
+        if let BlobSource::Registry(_) = blob.source {
+            let at = crate::source::localize(&blob, self.cache, self.client).await?;
+            blob.size = at.size;
+            blob.source = BlobSource::File(at);
+        }
+        for b in [&blob, &empty] {
+            self.push_blob(b, "attachment", repo, &[]).await?;
+        }
+        let kind = &attachment.artifact_type;
+        let artifact = canonical_json(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_MANIFEST,
+            "artifactType": kind,
+            "config": {"mediaType": media::OCI_EMPTY, "digest": empty.digest.to_string(), "size": EMPTY_JSON.len()},
+            "layers": [{"mediaType": kind, "digest": blob.digest.to_string(), "size": blob.size}],
+            "subject": {"mediaType": image.media_type, "digest": image.digest.to_string(), "size": image.manifest.len()},
+        }))?;
+        let artifact_digest = digest::sha256_of(&artifact);
+        let api = self
+            .client
+            .put_manifest(
+                repo,
+                artifact_digest.as_ref(),
+                &artifact,
+                media::OCI_MANIFEST,
+            )
+            .await?;
+        let method = if api {
+            "referrers-api"
+        } else {
+            let tag = format!("sha256-{}", image.digest.digest());
+            let mut index = match self.client.find_manifest(repo, &tag).await? {
+                Some(bytes) => {
+                    serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| {
+                        Error::Registry(format!("{}:{tag} is not an index: {e}", repo.name()))
+                    })?
+                }
+                None => {
+                    serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": []})
+                }
+            };
+            let entry = serde_json::json!({
+                "mediaType": media::OCI_MANIFEST,
+                "digest": artifact_digest.to_string(),
+                "size": artifact.len(),
+                "artifactType": kind,
+            });
+            let manifests = index
+                .get_mut("manifests")
+                .and_then(|m| m.as_array_mut())
+                .ok_or_else(|| {
+                    Error::Registry(format!("{}:{tag} has no manifests list", repo.name()))
+                })?;
+            if !manifests.iter().any(|m| m["digest"] == entry["digest"]) {
+                manifests.push(entry);
+            }
+            let bytes = canonical_json(&index)?;
+            self.client
+                .put_manifest(repo, &tag, &bytes, media::OCI_INDEX)
+                .await?;
+            "tag-schema"
+        };
+        let what = if kind == media::SPDX_JSON {
+            "SBOM"
+        } else {
+            kind.as_str()
+        };
+        self.reporter.step(&format!(
+            "attached {what} {artifact_digest} to {} ({method})",
+            repo.name()
+        ));
+        Ok(SbomReferrer {
+            digest: artifact_digest.to_string(),
+            method: method.into(),
+        })
+    }
+
+    async fn push_blobs(
+        &self,
+        image: &Image,
+        repo: &Reference,
+        pushed_before: &[Reference],
+        report: &mut RepositoryReport,
+    ) -> Result<()> {
+        let mut config = self.cached(&image.config_bytes, media::OCI_CONFIG)?;
+        // A registry image's config is in its repository: mountable like its layers.
+        config
+            .mount_from
+            .extend(image.origin.reference.iter().map(|r| {
+                let mut repo = r.clone();
+                repo.tag = None;
+                repo.digest = None;
+                repo
+            }));
+        let mut blobs: Vec<(&Blob, String)> = vec![(&config, "config".to_string())];
+        for l in image.unique_layers() {
+            blobs.push((&l.blob, l.kind.as_str().to_string()));
+        }
+        let uploaded = AtomicU64::new(0);
+        let mounted = AtomicU64::new(0);
+        let existing = AtomicU64::new(0);
+        let bytes = AtomicU64::new(0);
+        let jobs: Vec<_> = blobs
+            .iter()
+            .map(|(blob, label)| {
+                let (uploaded, mounted, existing, bytes) = (&uploaded, &mounted, &existing, &bytes);
+                async move {
+                    match self.push_blob(blob, label, repo, pushed_before).await? {
+                        Outcome::Existed => existing.fetch_add(1, Ordering::Relaxed),
+                        Outcome::Mounted => mounted.fetch_add(1, Ordering::Relaxed),
+                        Outcome::Uploaded => {
+                            bytes.fetch_add(blob.size, Ordering::Relaxed);
+                            uploaded.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                    Ok::<_, Error>(())
+                }
+            })
+            .collect();
+        futures_util::stream::iter(jobs)
+            .buffer_unordered(self.opts.jobs.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+        report.uploaded += uploaded.load(Ordering::Relaxed) as usize;
+        report.mounted += mounted.load(Ordering::Relaxed) as usize;
+        report.existing += existing.load(Ordering::Relaxed) as usize;
+        report.bytes_uploaded += bytes.load(Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn push_blob(
+        &self,
+        blob: &Blob,
+        label: &str,
+        repo: &Reference,
+        pushed_before: &[Reference],
+    ) -> Result<Outcome> {
+        let (client, cache, reporter) = (self.client, self.cache, self.reporter);
+        let short = &blob.digest.digest()[..12];
+        let label = format!("{short} {label}");
+        if client.blob_exists(repo, &blob.digest).await? {
+            reporter.transfer(&label, blob.size).done("exists");
+            return Ok(Outcome::Existed);
+        }
+        // Mount sources on the same registry: the blob's own (the base's repository), then the
+        // repositories this run already pushed to.
+        let sources = blob
+            .mount_sources()
+            .chain(pushed_before)
+            .filter(|s| s.api_host() == repo.api_host() && s.repository != repo.repository);
+        let mut session = None;
+        for from in sources {
+            match client.mount_blob(repo, &blob.digest, from).await? {
+                Mount::Mounted => {
+                    reporter
+                        .transfer(&label, blob.size)
+                        .done(&format!("mounted from {}", from.repository));
+                    return Ok(Outcome::Mounted);
+                }
+                // The registry opened an upload instead: use it.
+                Mount::Session(s) => {
+                    session = Some(s);
+                    break;
+                }
+                Mount::Refused(_) => continue,
+            }
+        }
+        let at = match &blob.source {
+            BlobSource::File(at) => at.clone(),
+            BlobSource::Registry(_) if cache.has_blob(&blob.digest) => {
+                crate::source::localize(blob, cache, client).await?
+            }
+            // Another registry's blob: streamed from there to here, never stored on disk.
+            BlobSource::Registry(src) if src.api_host() != repo.api_host() => {
+                let transfer = reporter.transfer(&label, blob.size);
+                client
+                    .copy_blob(src, repo, &blob.digest, blob.size, &transfer)
+                    .await?;
+                transfer.done(&format!("copied {}", human_size(blob.size)));
+                return Ok(Outcome::Uploaded);
+            }
+            // Same registry, mount refused: fetch it, then upload.
+            BlobSource::Registry(_) => crate::source::localize(blob, cache, client).await?,
+        };
+        let transfer = reporter.transfer(&label, blob.size);
+        match client
+            .upload_blob(
+                repo,
+                &blob.digest,
+                &at,
+                session,
+                self.opts.upload,
+                &transfer,
+            )
+            .await
+        {
+            Ok(()) => {}
+            // A cache entry that no longer hashes to its name is removed, so a rerun refetches it.
+            Err(Error::DigestMismatch { actual, .. })
+                if at.path == cache.blob_path(&blob.digest) =>
+            {
+                let actual = digest::parse(&actual)?;
+                return Err(cache.corrupted(&blob.digest, &actual));
+            }
+            Err(e) => return Err(e),
+        }
+        transfer.done(&format!("pushed {}", human_size(blob.size)));
+        Ok(Outcome::Uploaded)
+    }
+}
+
+enum Outcome {
+    Existed,
+    Mounted,
+    Uploaded,
+}

@@ -1,0 +1,343 @@
+//! File sinks: one tarball that every loader accepts (an OCI layout plus Docker's
+//! `manifest.json` over the same blobs), and an OCI layout directory. Both are written under a
+//! temporary name beside the destination and renamed at the end, so an interrupted write
+//! leaves nothing half-made.
+//!
+//! Tags: `index.json` has one entry per tag (containerd, Docker 25+ with the containerd store,
+//! podman 5 and ctr take each entry's `io.containerd.image.name`), and `manifest.json` lists
+//! every tag for Docker's classic store and skopeo's `docker-archive:`. With more than one
+//! tag, `skopeo … oci-archive:FILE` must name one (`oci-archive:FILE:TAG`).
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use oci_spec::image::Digest;
+
+use crate::atomic::{parent_dir, set_mode, temp_beside};
+use crate::error::{Error, IoContext, Result};
+use crate::oci::digest::{HashReader, HashWriter};
+use crate::oci::document::canonical_json;
+use crate::oci::platform::Platform;
+use crate::oci::reference::Reference;
+use crate::oci::{Artifact, BlobSource, FileRange, SOURCE_ANNOTATION, media};
+
+const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// Where a blob's bytes come from when a file sink writes it.
+pub enum Bytes<'a> {
+    Memory(&'a [u8]),
+    Range(FileRange),
+}
+
+/// Every blob of an artifact, each once, with its bytes: configs, layers, attachments, image
+/// manifests, then the index. `local` turns a registry blob into a local range (fetched first).
+pub fn blobs<'a>(
+    artifact: &'a Artifact,
+    local: &dyn Fn(&Digest) -> Option<FileRange>,
+) -> Result<Vec<(Digest, Bytes<'a>)>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut add = |d: &Digest, b: Bytes<'a>| {
+        if seen.insert(d.clone()) {
+            out.push((d.clone(), b));
+        }
+    };
+    for image in artifact.images() {
+        add(&image.config_digest, Bytes::Memory(&image.config_bytes));
+        let blobs = image
+            .layers
+            .iter()
+            .map(|l| &l.blob)
+            .chain(image.attachments.iter().map(|a| &a.blob));
+        for blob in blobs {
+            let at = match &blob.source {
+                BlobSource::File(at) => Some(at.clone()),
+                BlobSource::Registry(_) => local(&blob.digest),
+            }
+            .ok_or_else(|| {
+                Error::Image(format!("internal: blob {} was not fetched", blob.digest))
+            })?;
+            add(&blob.digest, Bytes::Range(at));
+        }
+        add(&image.digest, Bytes::Memory(&image.manifest));
+    }
+    if let Artifact::Index(i) = artifact {
+        add(&i.digest, Bytes::Memory(&i.manifest));
+    }
+    Ok(out)
+}
+
+/// What to name the artifact inside a file.
+#[derive(Clone, Debug, Default)]
+pub struct Naming {
+    pub tags: Vec<Reference>,
+    /// The registry reference it came from (`imgbuild pull`), remembered in `index.json`.
+    pub source: Option<Reference>,
+    /// The platform `manifest.json` describes when the artifact is an index.
+    pub platform: Option<Platform>,
+}
+
+/// `index.json`: one entry per tag, named for containerd (`io.containerd.image.name`) and the
+/// OCI layout (`ref.name` = the tag); one unnamed entry without tags.
+pub fn index_json(artifact: &Artifact, naming: &Naming) -> Result<Vec<u8>> {
+    let entry = |tag: Option<&Reference>| {
+        let mut desc = serde_json::json!({
+            "mediaType": artifact.media_type(),
+            "digest": artifact.digest().to_string(),
+            "size": artifact.manifest().len(),
+        });
+        let mut notes = serde_json::Map::new();
+        if let Some(t) = tag {
+            notes.insert("io.containerd.image.name".into(), t.canonical().into());
+            notes.insert(
+                "org.opencontainers.image.ref.name".into(),
+                t.tag_or_latest().into(),
+            );
+        }
+        if let Some(s) = &naming.source {
+            notes.insert(SOURCE_ANNOTATION.into(), s.canonical().into());
+        }
+        if !notes.is_empty() {
+            desc["annotations"] = serde_json::Value::Object(notes);
+        }
+        desc
+    };
+    let manifests: Vec<serde_json::Value> = if naming.tags.is_empty() {
+        vec![entry(None)]
+    } else {
+        naming.tags.iter().map(|t| entry(Some(t))).collect()
+    };
+    canonical_json(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_INDEX,
+        "manifests": manifests,
+    }))
+}
+
+/// Docker's `manifest.json`, read by `docker load` (classic store), skopeo `docker-archive:`
+/// and crane: one image (an index's image for the naming's platform), every tag in the
+/// familiar form (`hello:0.1.0`).
+pub fn docker_manifest_json(artifact: &Artifact, naming: &Naming) -> Result<Vec<u8>> {
+    let image = artifact
+        .image_for(naming.platform.as_ref())
+        .ok_or_else(|| Error::Image("the index holds no runnable image".into()))?;
+    let blob = |d: &Digest| format!("blobs/sha256/{}", d.digest());
+    let repo_tags: Vec<String> = naming.tags.iter().map(Reference::familiar_tagged).collect();
+    canonical_json(&serde_json::json!([{
+        "Config": blob(&image.config_digest),
+        "RepoTags": repo_tags,
+        "Layers": image.layers.iter().map(|l| blob(&l.blob.digest)).collect::<Vec<_>>(),
+    }]))
+}
+
+/// A blob whose bytes did not hash to its digest: a damaged cache entry is removed (the next
+/// run fetches it again); damage elsewhere is named.
+fn damaged(d: &Digest, actual: &Digest, at: &FileRange, cache: &crate::cache::Cache) -> Error {
+    if at.path == cache.blob_path(d) {
+        cache.corrupted(d, actual)
+    } else {
+        Error::DigestMismatch {
+            what: format!("blob in {}", at.path.display()),
+            expected: d.to_string(),
+            actual: actual.to_string(),
+        }
+    }
+}
+
+/// Copy one blob into `out`, verifying that its bytes hash to `d`.
+fn copy_verified(
+    d: &Digest,
+    bytes: &Bytes,
+    out: &mut impl Write,
+    cache: &crate::cache::Cache,
+) -> Result<u64> {
+    match bytes {
+        Bytes::Memory(b) => {
+            out.write_all(b)
+                .map_err(|e| Error::io("write", "output", e))?;
+            Ok(b.len() as u64)
+        }
+        Bytes::Range(at) => {
+            let mut reader = HashReader::new(at.open()?);
+            let n = std::io::copy(&mut reader, out).ctx("copy", &at.path)?;
+            let (actual, _) = reader.finish();
+            if &actual != d || n != at.size {
+                return Err(damaged(d, &actual, at, cache));
+            }
+            Ok(n)
+        }
+    }
+}
+
+/// The whole archive into `tar`: `oci-layout`, every blob (streamed, verified), `index.json`
+/// and `manifest.json`, each entry with `mtime`.
+fn write_archive<W: Write>(
+    tar: &mut tar::Builder<W>,
+    artifact: &Artifact,
+    blobs: &[(Digest, Bytes)],
+    naming: &Naming,
+    mtime: u64,
+    cache: &crate::cache::Cache,
+) -> Result<()> {
+    let err = |e| Error::io("write", "image archive", e);
+    let header = |size: u64, mode: u32, kind: tar::EntryType, name: &str| -> Result<tar::Header> {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).map_err(err)?;
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_mtime(mtime);
+        h.set_entry_type(kind);
+        h.set_cksum();
+        Ok(h)
+    };
+    let regular = tar::EntryType::Regular;
+    tar.append(
+        &header(OCI_LAYOUT.len() as u64, 0o644, regular, "oci-layout")?,
+        OCI_LAYOUT,
+    )
+    .map_err(err)?;
+    for dir in ["blobs/", "blobs/sha256/"] {
+        tar.append(
+            &header(0, 0o755, tar::EntryType::Directory, dir)?,
+            std::io::empty(),
+        )
+        .map_err(err)?;
+    }
+    for (d, bytes) in blobs {
+        let name = format!("blobs/sha256/{}", d.digest());
+        match bytes {
+            Bytes::Memory(b) => tar
+                .append(&header(b.len() as u64, 0o644, regular, &name)?, *b)
+                .map_err(err)?,
+            Bytes::Range(at) => {
+                let mut reader = HashReader::new(at.open()?);
+                tar.append(&header(at.size, 0o644, regular, &name)?, &mut reader)
+                    .map_err(err)?;
+                let (actual, n) = reader.finish();
+                if &actual != d || n != at.size {
+                    return Err(damaged(d, &actual, at, cache));
+                }
+            }
+        }
+    }
+    for (name, bytes) in [
+        ("index.json", index_json(artifact, naming)?),
+        ("manifest.json", docker_manifest_json(artifact, naming)?),
+    ] {
+        tar.append(
+            &header(bytes.len() as u64, 0o644, regular, name)?,
+            &bytes[..],
+        )
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Write `artifact` as one tar file at `dest`. Returns the sha256 of the tarball.
+pub fn write_tarball(
+    dest: &Path,
+    artifact: &Artifact,
+    blobs: &[(Digest, Bytes)],
+    naming: &Naming,
+    mtime: u64,
+    cache: &crate::cache::Cache,
+) -> Result<Digest> {
+    if dest.is_dir() {
+        return Err(Error::Usage(format!(
+            "{}: is a directory; give a file name such as image.tar",
+            dest.display()
+        )));
+    }
+    let tmp = temp_beside(dest)?;
+    let tmp_path = tmp.path().to_path_buf();
+    let mut tar = tar::Builder::new(HashWriter::new(BufWriter::with_capacity(1 << 20, tmp)));
+    write_archive(&mut tar, artifact, blobs, naming, mtime, cache).map_err(|e| match e {
+        Error::Io {
+            action: "write",
+            source,
+            ..
+        } => Error::io("write", dest, source),
+        e => e,
+    })?;
+    let (buffered, sha, _) = tar
+        .into_inner()
+        .map_err(|e| Error::io("write", dest, e))?
+        .finish();
+    let tmp = buffered
+        .into_inner()
+        .map_err(|e| Error::io("write", &tmp_path, e.into_error()))?;
+    // tempfile creates 0600; an image tarball is an ordinary shareable file.
+    set_mode(&tmp_path, 0o644)?;
+    tmp.as_file().sync_all().ctx("flush", &tmp_path)?;
+    tmp.persist(dest)
+        .map_err(|e| Error::io("rename into place", dest, e.error))?;
+    Ok(sha)
+}
+
+/// Write `artifact` as an OCI layout directory at `dest` (replacing an earlier layout there).
+pub fn write_layout(
+    dest: &Path,
+    artifact: &Artifact,
+    blobs: &[(Digest, Bytes)],
+    naming: &Naming,
+    cache: &crate::cache::Cache,
+) -> Result<()> {
+    if dest.exists() && !dest.join("oci-layout").is_file() {
+        let empty = fs::read_dir(dest)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if !empty {
+            return Err(Error::Usage(format!(
+                "{}: exists and is not an OCI layout; choose a new or empty directory",
+                dest.display()
+            )));
+        }
+    }
+    let parent = parent_dir(dest);
+    fs::create_dir_all(&parent).ctx("create", &parent)?;
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "layout".into());
+    crate::interrupt::watch(&parent);
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.{}", crate::interrupt::marker()))
+        .suffix(".tmp")
+        .tempdir_in(&parent)
+        .ctx("create temporary directory in", &parent)?;
+    let blob_dir = tmp.path().join("blobs").join("sha256");
+    fs::create_dir_all(&blob_dir).ctx("create", &blob_dir)?;
+    for (d, bytes) in blobs {
+        let path = blob_dir.join(d.digest());
+        let mut out = BufWriter::new(fs::File::create(&path).ctx("create", &path)?);
+        copy_verified(d, bytes, &mut out, cache)?;
+        out.flush().ctx("write", &path)?;
+    }
+    fs::write(tmp.path().join("oci-layout"), OCI_LAYOUT).ctx("write", tmp.path())?;
+    fs::write(tmp.path().join("index.json"), index_json(artifact, naming)?)
+        .ctx("write", tmp.path())?;
+    let staged = tmp.keep();
+    if dest.exists() {
+        fs::remove_dir_all(dest).ctx("replace", dest)?;
+    }
+    fs::rename(&staged, dest).ctx("rename into place", dest)?;
+    Ok(())
+}
+
+/// Stream the tarball of `artifact` into `out` (an engine's load endpoint), blobs verified on
+/// the way; nothing touches the disk.
+pub fn stream_tarball(
+    out: impl Write,
+    artifact: &Artifact,
+    blobs: &[(Digest, Bytes)],
+    naming: &Naming,
+    cache: &crate::cache::Cache,
+) -> Result<()> {
+    let mut tar = tar::Builder::new(out);
+    write_archive(&mut tar, artifact, blobs, naming, 0, cache)?;
+    tar.into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(|e| Error::io("stream", "image archive", e))
+}

@@ -1,0 +1,313 @@
+//! Sources: where images come from. Each makes an [`Artifact`] (an image or an index) whose
+//! layers say where their bytes are; nothing is downloaded or copied until a sink asks.
+//!
+//! | source | grammar |
+//! |---|---|
+//! | registry | `[REGISTRY/]REPO[:TAG][@sha256:…]` |
+//! | OCI layout directory | `oci:DIR[:REF]` |
+//! | OCI archive | `oci-archive:FILE[:REF]` |
+//! | Docker archive (`docker save`) | `docker-archive:FILE[:NAME:TAG]` |
+//! | an image file of either kind | `FILE` (push, inspect, copy) |
+//! | nothing | `scratch` |
+
+pub mod archive;
+pub mod layout;
+pub mod registry;
+
+use std::path::{Path, PathBuf};
+
+use crate::cache::Cache;
+use crate::error::{Error, Result};
+use crate::oci::document::canonical_json;
+use crate::oci::media;
+pub use crate::oci::platform::Platforms;
+
+use crate::oci::platform::Platform;
+use crate::oci::reference::Reference;
+use crate::oci::{Artifact, Blob, BlobSource, FileRange, Image, Origin, digest};
+use crate::registry::RegistryClient;
+
+/// Where an image comes from, as parsed from `--from` (or `copy`'s source).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Scratch,
+    Registry(Reference),
+    OciDir {
+        path: PathBuf,
+        name: Option<String>,
+    },
+    OciArchive {
+        path: PathBuf,
+        name: Option<String>,
+    },
+    DockerArchive {
+        path: PathBuf,
+        name: Option<String>,
+    },
+    /// An image tar file of either format (imgbuild's own tarballs, `docker save`, skopeo's).
+    File(PathBuf),
+}
+
+/// Transports of other tools, named in the error when one is given.
+const KNOWN_ELSEWHERE: &[&str] = &[
+    "docker",
+    "dir",
+    "containers-storage",
+    "docker-daemon",
+    "ostree",
+    "sif",
+];
+
+fn unknown_transport(s: &str, transport: &str) -> Error {
+    Error::Usage(format!(
+        "{s:?}: the transport {transport}: is not supported; use a registry reference (REGISTRY/REPO:TAG), oci:DIR, oci-archive:FILE, docker-archive:FILE or scratch"
+    ))
+}
+
+impl Source {
+    /// The `--from` grammar (see the module doc). A bare word is a registry reference.
+    pub fn parse(s: &str) -> Result<Source> {
+        // `oci:DIR[:REF]`: the last ':' separates a ref name unless it is part of the path.
+        fn split(rest: &str) -> (PathBuf, Option<String>) {
+            match rest.rsplit_once(':') {
+                Some((p, n)) if !n.contains('/') && !n.is_empty() && !Path::new(rest).exists() => {
+                    (PathBuf::from(p), Some(n.to_string()))
+                }
+                _ => (PathBuf::from(rest), None),
+            }
+        }
+        if s == "scratch" {
+            return Ok(Source::Scratch);
+        }
+        type Make = fn(PathBuf, Option<String>) -> Source;
+        let transports: [(&str, Make); 3] = [
+            ("oci:", |path, name| Source::OciDir { path, name }),
+            ("oci-archive:", |path, name| Source::OciArchive {
+                path,
+                name,
+            }),
+            ("docker-archive:", |path, name| Source::DockerArchive {
+                path,
+                name,
+            }),
+        ];
+        for (prefix, make) in transports {
+            if let Some(rest) = s.strip_prefix(prefix) {
+                if rest.is_empty() {
+                    return Err(Error::Usage(format!("{s}: give a path after {prefix}")));
+                }
+                let (p, n) = split(rest);
+                return Ok(make(p, n));
+            }
+        }
+        // `name:/path` and `name://ref` cannot be references (a tag has no '/'): a transport
+        // imgbuild does not know, such as skopeo's `docker://` or `dir:`.
+        if let Some((transport, rest)) = s.split_once(':')
+            && !transport.contains('/')
+            && rest.starts_with('/')
+        {
+            return Err(unknown_transport(s, transport));
+        }
+        match Reference::parse(s) {
+            Ok(r) => Ok(Source::Registry(r)),
+            Err(e) => match s.split_once(':') {
+                Some((t, _)) if KNOWN_ELSEWHERE.contains(&t) => Err(unknown_transport(s, t)),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Like [`Source::parse`], but an existing file is an image tarball.
+    pub fn parse_any(s: &str) -> Result<Source> {
+        if Path::new(s).is_file() {
+            return Ok(Source::File(PathBuf::from(s)));
+        }
+        Source::parse(s)
+    }
+
+    /// How the source is named in messages and labels.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Scratch => "scratch".into(),
+            Source::Registry(r) => r.canonical(),
+            Source::OciDir { path, .. } => format!("oci:{}", path.display()),
+            Source::OciArchive { path, .. } => format!("oci-archive:{}", path.display()),
+            Source::DockerArchive { path, .. } => format!("docker-archive:{}", path.display()),
+            Source::File(path) => path.display().to_string(),
+        }
+    }
+}
+
+/// Read the source into the model. A registry image pinned by digest whose manifest and
+/// config are cached needs no network.
+pub async fn read(
+    source: &Source,
+    platforms: &Platforms,
+    cache: &Cache,
+    client: &RegistryClient,
+) -> Result<Artifact> {
+    let what = source.describe();
+    let platforms2 = platforms.clone();
+    match source {
+        Source::Scratch => {
+            let p = match platforms {
+                Platforms::One(Some(p)) => p.clone(),
+                _ => Platform::host(),
+            };
+            Ok(Artifact::Image(Box::new(scratch(&p)?)))
+        }
+        Source::Registry(r) => registry::read(r, platforms, cache, client).await,
+        Source::OciDir { path, name } => {
+            let (path, name) = (path.clone(), name.clone());
+            crate::blocking(move || {
+                let dir = layout::Dir::new(&path);
+                layout::read(&dir, &dir.index()?, name.as_deref(), &platforms2)
+            })
+            .await
+        }
+        Source::OciArchive { path, name } => {
+            let (path, name) = (path.clone(), name.clone());
+            crate::blocking(move || {
+                archive::Archive::open(&path, &what)?.read_oci(name.as_deref(), &platforms2)
+            })
+            .await
+        }
+        Source::DockerArchive { path, name } => {
+            let (path, name) = (path.clone(), name.clone());
+            crate::blocking(move || {
+                archive::Archive::open(&path, &what)?
+                    .read_docker(name.as_deref(), &platforms2)
+                    .map(|i| Artifact::Image(Box::new(i)))
+            })
+            .await
+        }
+        Source::File(path) => {
+            let path = path.clone();
+            crate::blocking(move || {
+                let a = archive::Archive::open(&path, &what)?;
+                if a.has("index.json") {
+                    a.read_oci(None, &platforms2)
+                } else {
+                    a.read_docker(None, &platforms2)
+                        .map(|i| Artifact::Image(Box::new(i)))
+                }
+            })
+            .await
+        }
+    }
+}
+
+/// Read one image (for a platform) from the source.
+pub async fn read_image(
+    source: &Source,
+    platform: Option<&Platform>,
+    cache: &Cache,
+    client: &RegistryClient,
+) -> Result<Image> {
+    match read(source, &Platforms::One(platform.cloned()), cache, client).await? {
+        Artifact::Image(i) => Ok(*i),
+        Artifact::Index(_) => Err(Error::Image(format!(
+            "internal: {} gave an index where one image was asked for",
+            source.describe()
+        ))),
+    }
+}
+
+/// The names an image file carries (its tags), for `push FILE` without destinations.
+pub fn file_names(path: &Path) -> Result<Vec<Reference>> {
+    Ok(archive::Archive::open(path, &path.display().to_string())?.names())
+}
+
+/// The empty image for `platform`: no layers, a minimal config.
+pub fn scratch(p: &Platform) -> Result<Image> {
+    let mut config = serde_json::json!({
+        "architecture": p.architecture, "os": p.os, "rootfs": {"type": "layers", "diff_ids": []}
+    });
+    if let Some(v) = &p.variant {
+        config["variant"] = serde_json::json!(v);
+    }
+    let config_bytes = canonical_json(&config)?;
+    let config_digest = digest::sha256_of(&config_bytes);
+    let manifest = canonical_json(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": media::OCI_CONFIG, "digest": config_digest.to_string(), "size": config_bytes.len()},
+        "layers": [],
+    }))?;
+    Ok(Image {
+        digest: digest::sha256_of(&manifest),
+        manifest,
+        media_type: media::OCI_MANIFEST.into(),
+        config: serde_json::from_slice(&config_bytes)
+            .map_err(|e| Error::Image(format!("internal: scratch config: {e}")))?,
+        config_bytes,
+        config_digest,
+        layers: vec![],
+        attachments: vec![],
+        origin: Origin {
+            name: "scratch".into(),
+            reference: None,
+            digest: None,
+        },
+    })
+}
+
+/// A local file range holding `blob`'s bytes: where it already lies, or the cache after a
+/// verified download from its registry.
+pub async fn localize(blob: &Blob, cache: &Cache, client: &RegistryClient) -> Result<FileRange> {
+    match &blob.source {
+        BlobSource::File(at) => Ok(at.clone()),
+        BlobSource::Registry(r) => {
+            client.pull_blob(r, &blob.digest, cache).await?;
+            Ok(FileRange {
+                path: cache.blob_path(&blob.digest),
+                offset: 0,
+                size: cache.blob_size(&blob.digest)?,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sources() {
+        assert_eq!(Source::parse("scratch").unwrap(), Source::Scratch);
+        assert!(matches!(
+            Source::parse("debian:bookworm-slim").unwrap(),
+            Source::Registry(_)
+        ));
+        assert_eq!(
+            Source::parse("oci:/nonexistent/layout:v1").unwrap(),
+            Source::OciDir {
+                path: PathBuf::from("/nonexistent/layout"),
+                name: Some("v1".into())
+            }
+        );
+        assert!(matches!(
+            Source::parse("docker-archive:/x.tar").unwrap(),
+            Source::DockerArchive { name: None, .. }
+        ));
+        assert!(Source::parse("oci-archive:").is_err());
+        assert!(Source::parse("Not A Ref").is_err());
+        for bad in ["docker-daemon:foo:1", "docker://x/y", "dir:/tmp/x"] {
+            let err = Source::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("not supported"), "{bad}: {err}");
+        }
+        assert!(matches!(
+            Source::parse("docker:27").unwrap(),
+            Source::Registry(_)
+        ));
+    }
+
+    #[test]
+    fn scratch_is_empty_and_stable() {
+        let p = Platform::parse("linux/arm64").unwrap();
+        let a = scratch(&p).unwrap();
+        assert!(a.layers.is_empty());
+        assert_eq!(a.config.architecture().to_string(), "arm64");
+        assert_eq!(a.digest, scratch(&p).unwrap().digest);
+    }
+}
