@@ -143,6 +143,16 @@ impl Reference {
     }
 
     /// `familiar()` reduced to name:tag (no digest), as docker load's RepoTags require.
+    /// `registry/repository:tag` without a digest (`docker.io/library/debian:latest`).
+    pub fn tagged(&self) -> String {
+        format!(
+            "{}/{}:{}",
+            self.registry,
+            self.repository,
+            self.tag_or_latest()
+        )
+    }
+
     pub fn familiar_tagged(&self) -> String {
         let name = self.familiar();
         let name = name.split('@').next().unwrap_or(&name).to_string();

@@ -270,15 +270,28 @@ pub async fn load(
     let written = writer
         .await
         .map_err(|e| Error::Image(format!("internal: archive writer failed: {e}")))?;
-    written?;
-    let resp = sent.map_err(|e| engine.broken("/images/load", e))?;
-    let status = resp.status();
-    let answer = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| engine.broken("/images/load", e))?
-        .to_bytes();
+    // The engine's answer comes first: when it stopped reading, it says why.
+    let answer = match sent {
+        Ok(resp) => {
+            let status = resp.status();
+            resp.into_body()
+                .collect()
+                .await
+                .map(|b| (status, b.to_bytes()))
+                .map_err(|e| engine.broken("/images/load", e))
+        }
+        Err(e) => Err(engine.broken("/images/load", e)),
+    };
+    let (status, answer) = match (answer, written) {
+        (Ok(a), _) => a,
+        (Err(e), Ok(())) => return Err(e),
+        (Err(e), Err(w)) => {
+            return Err(Error::Input(format!(
+                "engine at {} broke off the load: {e} (while sending: {w})",
+                engine.name()
+            )));
+        }
+    };
     // Docker answers 200 and reports a failure inside its JSON stream.
     let failure = engine_error(&answer);
     if !status.is_success() || failure.is_some() {

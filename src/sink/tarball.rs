@@ -116,15 +116,17 @@ pub fn index_json(artifact: &Artifact, naming: &Naming) -> Result<Vec<u8>> {
     }))
 }
 
-/// Docker's `manifest.json`, read by `docker load` (classic store), skopeo `docker-archive:`
-/// and crane: one image (an index's image for the naming's platform), every tag in the
-/// familiar form (`hello:0.1.0`).
+/// Docker's `manifest.json`, read by `docker load` (classic store), skopeo `docker-archive:`,
+/// crane, and podman when `index.json` names several tags: one image (an index's image for the
+/// naming's platform), every tag fully qualified (`docker.io/team/hello:0.1.0`). Docker reads
+/// that form as well as the short one, and podman would file a short `team/hello` under
+/// `localhost/`.
 pub fn docker_manifest_json(artifact: &Artifact, naming: &Naming) -> Result<Vec<u8>> {
     let image = artifact
         .image_for(naming.platform.as_ref())
         .ok_or_else(|| Error::Image("the index holds no runnable image".into()))?;
     let blob = |d: &Digest| format!("blobs/sha256/{}", d.digest());
-    let repo_tags: Vec<String> = naming.tags.iter().map(Reference::familiar_tagged).collect();
+    let repo_tags: Vec<String> = naming.tags.iter().map(Reference::tagged).collect();
     canonical_json(&serde_json::json!([{
         "Config": blob(&image.config_digest),
         "RepoTags": repo_tags,

@@ -279,6 +279,28 @@ pub fn image_from(
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    // An image imgbuild built names its base: base layers may be mounted from there.
+    let base_repo: Vec<Reference> = manifest
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get("org.opencontainers.image.base.name"))
+        .and_then(|n| Reference::parse(n).ok())
+        .map(|mut r| {
+            r.tag = None;
+            r.digest = None;
+            r
+        })
+        .into_iter()
+        .collect();
+    let layers: Vec<Layer> = layers
+        .into_iter()
+        .map(|mut l| {
+            if l.kind == LayerKind::Base {
+                l.blob.mount_from = base_repo.clone();
+            }
+            l
+        })
+        .collect();
     let attachments = manifest
         .annotations()
         .as_ref()

@@ -6,6 +6,7 @@ mod check;
 mod faults;
 mod hostile;
 mod lab;
+mod model;
 mod push;
 mod servers;
 
@@ -144,7 +145,7 @@ fn test_json_report() -> TestResult {
         .arg(&b.tarball)
         .arg("manifest.json"))?;
     let m: Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
-    assert_eq!(m[0]["RepoTags"][0], "imgbuild-e2e/hello:0.1.0");
+    assert_eq!(m[0]["RepoTags"][0], "docker.io/imgbuild-e2e/hello:0.1.0");
     assert_eq!(m[0]["Layers"].as_array().map(Vec::len), Some(6));
     Ok(())
 }
@@ -1085,6 +1086,19 @@ fn main() {
             test_pinned_cached_base_needs_no_network,
         ),
         Trial::test("build::bad_input_errors", test_bad_input_errors),
+        Trial::test(
+            "model::pull_then_build_offline",
+            model::test_pull_then_build_offline,
+        ),
+        Trial::test(
+            "model::copy_between_sources_and_sinks",
+            model::test_copy_between_sources_and_sinks,
+        ),
+        Trial::test("model::load_into_engines", model::test_load_into_engines),
+        Trial::test(
+            "model::three_tags_every_loader",
+            model::test_three_tags_every_loader,
+        ),
         Trial::test(
             "build::default_release_and_project_file",
             test_default_release_and_project_file,
