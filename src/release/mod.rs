@@ -34,6 +34,22 @@ pub struct Release {
     pub has_server: bool,
 }
 
+impl Release {
+    /// A release with a name and version and nothing else, for tests of what is built on it.
+    #[cfg(test)]
+    pub fn for_tests(name: &str, version: &str) -> Release {
+        Release {
+            root: PathBuf::from("/nonexistent"),
+            name: name.into(),
+            version: version.into(),
+            erts_version: "0".into(),
+            includes_erts: true,
+            applications: vec![],
+            has_server: false,
+        }
+    }
+}
+
 /// The release directory: the one given, else the single one under `./_build/prod/rel/`.
 pub fn locate(given: Option<&Path>, cwd: &Path) -> Result<PathBuf> {
     if let Some(dir) = given {

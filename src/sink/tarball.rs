@@ -343,3 +343,148 @@ pub fn stream_tarball(
         .and_then(|mut w| w.flush())
         .map_err(|e| Error::io("stream", "image archive", e))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every file sink written from a small image, and read back by every file source.
+    use super::*;
+    use crate::cache::Cache;
+    use crate::oci::platform::{Platform, Platforms};
+    use crate::oci::{Blob, Layer, LayerKind};
+    use crate::source::archive::Archive;
+    use crate::source::layout::{self, Dir};
+
+    /// A one-layer image (a gzip tar holding one file) whose layer lives in `cache`.
+    fn small_image(cache: &Cache) -> crate::oci::Image {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "hello.txt", &b"hello"[..]).unwrap();
+        let tar = tar.into_inner().unwrap();
+        let diff_id = crate::oci::digest::sha256_of(&tar);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let d = cache.put_bytes(&gz).unwrap();
+        let base = crate::source::scratch(&Platform::parse("linux/amd64").unwrap()).unwrap();
+        let layer = Layer {
+            blob: Blob::new(
+                d.clone(),
+                gz.len() as u64,
+                media::LAYER_GZIP,
+                BlobSource::File(FileRange {
+                    path: cache.blob_path(&d),
+                    offset: 0,
+                    size: gz.len() as u64,
+                }),
+            ),
+            diff_id,
+            kind: LayerKind::App,
+        };
+        let release = crate::release::Release::for_tests("small", "1.0");
+        crate::mutate::append(&base, &release, vec![layer], &Default::default(), vec![]).unwrap()
+    }
+
+    fn naming(tags: &[&str]) -> Naming {
+        Naming {
+            tags: tags.iter().map(|t| Reference::parse(t).unwrap()).collect(),
+            source: None,
+            platform: None,
+        }
+    }
+
+    #[test]
+    fn tarball_and_layout_read_back_by_every_file_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().join("cache")).unwrap();
+        let image = small_image(&cache);
+        let artifact = Artifact::Image(Box::new(image.clone()));
+        let blobs = blobs(&artifact, &|_| None).unwrap();
+        let names = naming(&["example.com/a/small:1", "example.com/a/small:2"]);
+        let tar = dir.path().join("small.tar");
+        write_tarball(&tar, &artifact, &blobs, &names, 0, &cache).unwrap();
+        let lay = dir.path().join("layout");
+        write_layout(&lay, &artifact, &blobs, &names, &cache).unwrap();
+
+        let one = Platforms::One(None);
+        let archive = Archive::open(&tar, "small.tar").unwrap();
+        // OCI side: the same manifest bytes, found by either tag or as the one digest named.
+        for name in [None, Some("2"), Some("example.com/a/small:1")] {
+            let Artifact::Image(read) = archive.read_oci(name, &one).unwrap() else {
+                panic!("an index")
+            };
+            assert_eq!(read.manifest, image.manifest);
+            assert_eq!(read.layers[0].kind, LayerKind::App);
+        }
+        assert!(archive.read_oci(Some("3"), &one).is_err());
+        // Docker side: the same config and layer, every tag named.
+        let docker = archive.read_docker(Some("2"), &one).unwrap();
+        assert_eq!(docker.config_digest, image.config_digest);
+        assert_eq!(docker.layers[0].blob.digest, image.layers[0].blob.digest);
+        assert_eq!(archive.names().len(), 2);
+        // The layout directory.
+        let d = Dir::new(&lay);
+        let Artifact::Image(read) = layout::read(&d, &d.index().unwrap(), None, &one).unwrap()
+        else {
+            panic!("an index")
+        };
+        assert_eq!(read.digest, image.digest);
+        // Blobs read from the archive verify while they are copied into a new one.
+        let again = dir.path().join("again.tar");
+        let artifact2 = Artifact::Image(read);
+        let blobs2 = super::blobs(&artifact2, &|_| None).unwrap();
+        write_tarball(&again, &artifact2, &blobs2, &names, 0, &cache).unwrap();
+        assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&tar).unwrap());
+    }
+
+    #[test]
+    fn damaged_bytes_are_refused_and_leave_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().join("cache")).unwrap();
+        let image = small_image(&cache);
+        let path = cache.blob_path(&image.layers[0].blob.digest);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let artifact = Artifact::Image(Box::new(image));
+        let blobs = blobs(&artifact, &|_| None).unwrap();
+        let tar = dir.path().join("bad.tar");
+        let err = write_tarball(&tar, &artifact, &blobs, &naming(&["a:1"]), 0, &cache).unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+        assert!(!tar.exists());
+        assert!(!path.exists(), "the damaged cache entry is removed");
+    }
+
+    #[test]
+    fn index_json_names_every_tag_and_manifest_json_one_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let artifact = Artifact::Image(Box::new(small_image(&cache)));
+        let names = naming(&["team/app:1", "team/app:2", "ghcr.io/o/app:3"]);
+        let index: serde_json::Value =
+            serde_json::from_slice(&index_json(&artifact, &names).unwrap()).unwrap();
+        let entries = index["manifests"].as_array().unwrap();
+        assert_eq!(entries.len(), 3);
+        assert_eq!(
+            entries[2]["annotations"]["io.containerd.image.name"],
+            "ghcr.io/o/app:3"
+        );
+        assert_eq!(
+            entries[1]["annotations"]["org.opencontainers.image.ref.name"],
+            "2"
+        );
+        let docker: serde_json::Value =
+            serde_json::from_slice(&docker_manifest_json(&artifact, &names).unwrap()).unwrap();
+        assert_eq!(
+            docker[0]["RepoTags"],
+            serde_json::json!([
+                "docker.io/team/app:1",
+                "docker.io/team/app:2",
+                "ghcr.io/o/app:3"
+            ])
+        );
+    }
+}

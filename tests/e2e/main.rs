@@ -1096,6 +1096,10 @@ fn main() {
         ),
         Trial::test("model::load_into_engines", model::test_load_into_engines),
         Trial::test(
+            "model::index_travels_whole",
+            model::test_index_travels_whole,
+        ),
+        Trial::test(
             "model::three_tags_every_loader",
             model::test_three_tags_every_loader,
         ),

@@ -54,6 +54,14 @@ fn skopeo_raw(transport_ref: &str) -> Result<Value, Failed> {
     serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("{transport_ref}: {e}")))
 }
 
+/// The digest of the exact manifest (or index) bytes a transport serves.
+fn skopeo_raw_digest(transport_ref: &str) -> Result<String, Failed> {
+    let out = run(Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(transport_ref))?;
+    Ok(format!("sha256:{}", crate::sha256_hex(&out.stdout)))
+}
+
 /// A registry this test owns and can stop (to prove a later step needs no network).
 struct OwnRegistry {
     child: Child,
@@ -675,4 +683,68 @@ pub fn test_three_tags_every_loader() -> TestResult {
     let _ = Command::new("kill").arg(dockerd.id().to_string()).status();
     let _ = dockerd.wait();
     result
+}
+
+/// A multi-platform index travels whole: layout → registry (`copy`), registry → archive
+/// (`pull --all-platforms`), archive → registry (`push`), its digest the same at every step;
+/// a build from the archive picks a platform as it would from the registry.
+pub fn test_index_travels_whole() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let rel = lab::release()?;
+    let dir = lab::scratch_dir("index-travels");
+    let layout = crate::multi_platform_layout(&dir)?;
+    let reg = lab::registry()?;
+    let src = format!("oci:{}:multi", layout.display());
+    let remote = format!("{}/model/multi:1", reg.host());
+    let copied = json_of(&run(
+        lab::imgbuild().args(["copy", "--json", &src, &remote])
+    )?)?;
+    assert_eq!(
+        copied["platforms"].as_array().map(Vec::len),
+        Some(3),
+        "{copied}"
+    );
+    let digest = copied["digest"].as_str().unwrap_or("?").to_string();
+    let raw = skopeo_raw(&format!("docker://{remote}"))?;
+    assert_eq!(raw["manifests"].as_array().map(Vec::len), Some(3), "{raw}");
+    assert_eq!(skopeo_raw_digest(&format!("docker://{remote}"))?, digest);
+
+    let archive = dir.join("multi.tar");
+    let pulled = json_of(&run(lab::imgbuild()
+        .args(["pull", "--json", "--all-platforms", &remote, "-o"])
+        .arg(&archive))?)?;
+    assert_eq!(pulled["digest"], digest.as_str());
+    let raw = skopeo_raw(&format!("oci-archive:{}", archive.display()))?;
+    assert_eq!(raw["manifests"].as_array().map(Vec::len), Some(3), "{raw}");
+
+    let back = format!("{}/model/multi-back:1", reg.host());
+    let pushed = json_of(&run(lab::imgbuild()
+        .args(["push", "--json"])
+        .arg(&archive)
+        .arg(&back))?)?;
+    assert_eq!(pushed["digest"], digest.as_str());
+    assert_eq!(skopeo_raw_digest(&format!("docker://{back}"))?, digest);
+
+    let pick = |from: String| -> Result<Value, Failed> {
+        json_of(&run(lab::imgbuild()
+            .args([
+                "build",
+                "--json",
+                "--no-check",
+                "--platform",
+                "linux/arm64",
+                "--from",
+            ])
+            .arg(from)
+            .arg("-o")
+            .arg(dir.join("arm.tar"))
+            .arg(&rel))?)
+    };
+    let from_registry = pick(remote.clone())?;
+    let from_archive = pick(format!("oci-archive:{}", archive.display()))?;
+    assert_eq!(from_archive["base"], from_registry["base"]);
+    assert_eq!(from_archive["digest"], from_registry["digest"]);
+    Ok(())
 }
