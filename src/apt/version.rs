@@ -1,71 +1,17 @@
-//! Debian version comparison (deb-version(7)): `[epoch:]upstream[-revision]`, where `~` sorts
-//! before everything, even the end of the string, and digits compare as numbers.
+//! Debian version comparison (deb-version(7)), by the `debversion` crate. A version that
+//! crate cannot parse (none should appear in a signed index) sorts by plain string order, so
+//! resolution stays deterministic instead of failing.
 
 use std::cmp::Ordering;
+use std::str::FromStr;
 
-fn split(v: &str) -> (u64, &str, &str) {
-    let (epoch, rest) = match v.split_once(':') {
-        Some((e, r)) if e.chars().all(|c| c.is_ascii_digit()) && !e.is_empty() => {
-            (e.parse().unwrap_or(0), r)
-        }
-        _ => (0, v),
-    };
-    match rest.rsplit_once('-') {
-        Some((up, rev)) => (epoch, up, rev),
-        None => (epoch, rest, ""),
-    }
-}
-
-fn order(c: Option<char>) -> i32 {
-    match c {
-        None => 0,
-        Some('~') => -1,
-        Some(c) if c.is_ascii_alphabetic() => c as i32,
-        Some(c) => c as i32 + 256,
-    }
-}
-
-fn compare_part(a: &str, b: &str) -> Ordering {
-    let (mut a, mut b) = (a, b);
-    while !a.is_empty() || !b.is_empty() {
-        // Non-digit prefix, character by character.
-        let na = a.find(|c: char| c.is_ascii_digit()).unwrap_or(a.len());
-        let nb = b.find(|c: char| c.is_ascii_digit()).unwrap_or(b.len());
-        let (pa, pb) = (&a[..na], &b[..nb]);
-        let (mut ca, mut cb) = (pa.chars(), pb.chars());
-        loop {
-            let (x, y) = (ca.next(), cb.next());
-            if x.is_none() && y.is_none() {
-                break;
-            }
-            match order(x).cmp(&order(y)) {
-                Ordering::Equal => {}
-                o => return o,
-            }
-        }
-        a = &a[na..];
-        b = &b[nb..];
-        // Digit run, as numbers.
-        let da = a.find(|c: char| !c.is_ascii_digit()).unwrap_or(a.len());
-        let db = b.find(|c: char| !c.is_ascii_digit()).unwrap_or(b.len());
-        let ia = a[..da].trim_start_matches('0');
-        let ib = b[..db].trim_start_matches('0');
-        match ia.len().cmp(&ib.len()).then_with(|| ia.cmp(ib)) {
-            Ordering::Equal => {}
-            o => return o,
-        }
-        a = &a[da..];
-        b = &b[db..];
-    }
-    Ordering::Equal
-}
+use debversion::Version;
 
 pub fn compare(a: &str, b: &str) -> Ordering {
-    let (ea, ua, ra) = split(a);
-    let (eb, ub, rb) = split(b);
-    ea.cmp(&eb)
-        .then_with(|| compare_part(ua, ub))
-        .then_with(|| compare_part(ra, rb))
+    match (Version::from_str(a), Version::from_str(b)) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        _ => a.cmp(b),
+    }
 }
 
 /// Whether `have` satisfies `op want` (`>=`, `<=`, `>>`, `<<`, `=`; also `>` and `<` as dpkg

@@ -2,58 +2,12 @@
 //! `update-ca-certificates` makes in /etc/ssl/certs so that OpenSSL's `CApath` lookups find a CA.
 //! It is the SHA-1 of the subject's canonical encoding: every string value as UTF-8, trimmed,
 //! inner whitespace collapsed and ASCII lowercased, the RDN sets' DER concatenated without the
-//! outer SEQUENCE. Only the DER this needs is parsed here.
+//! outer SEQUENCE.
 
 use base64::Engine;
+use der::{Decode, Encode, Tagged};
 use sha1::{Digest as _, Sha1};
-
-/// One DER element: tag, header length, content.
-struct Tlv<'a> {
-    tag: u8,
-    content: &'a [u8],
-    /// The whole element (header and content).
-    raw: &'a [u8],
-}
-
-fn tlv(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
-    let tag = *input.first()?;
-    let first = *input.get(1)? as usize;
-    let (len, header) = if first < 0x80 {
-        (first, 2)
-    } else {
-        let n = first & 0x7f;
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let mut len = 0usize;
-        for i in 0..n {
-            len = (len << 8) | *input.get(2 + i)? as usize;
-        }
-        (len, 2 + n)
-    };
-    let end = header.checked_add(len)?;
-    if end > input.len() {
-        return None;
-    }
-    Some((
-        Tlv {
-            tag,
-            content: &input[header..end],
-            raw: &input[..end],
-        },
-        &input[end..],
-    ))
-}
-
-fn children(mut content: &[u8]) -> Option<Vec<Tlv<'_>>> {
-    let mut out = Vec::new();
-    while !content.is_empty() {
-        let (t, rest) = tlv(content)?;
-        out.push(t);
-        content = rest;
-    }
-    Some(out)
-}
+use x509_cert::Certificate;
 
 fn der_len(len: usize, out: &mut Vec<u8>) {
     if len < 0x80 {
@@ -124,31 +78,19 @@ fn canonical_string(tag: u8, value: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The subject Name of a DER certificate.
-fn subject(cert: &[u8]) -> Option<Tlv<'_>> {
-    let (cert, _) = tlv(cert)?;
-    let (tbs, _) = tlv(cert.content)?;
-    let fields = children(tbs.content)?;
-    // [0] version is optional; then serial, signature, issuer, validity, subject.
-    let skip = usize::from(fields.first()?.tag == 0xa0);
-    let mut fields = fields.into_iter().skip(skip);
-    fields.nth(4)
-}
-
-/// `openssl x509 -subject_hash` of a DER certificate, as 8 hex digits.
+/// `openssl x509 -subject_hash` of a DER certificate, as 8 hex digits. The certificate is
+/// walked with `x509-cert`; the canonical form is OpenSSL's own, so it is written here.
 pub fn subject_hash(cert_der: &[u8]) -> Option<String> {
-    let name = subject(cert_der)?;
+    let cert = Certificate::from_der(cert_der).ok()?;
     let mut canon = Vec::new();
-    for rdn in children(name.content)? {
+    for rdn in cert.tbs_certificate.subject.0.iter() {
         let mut entries: Vec<Vec<u8>> = Vec::new();
-        for atv in children(rdn.content)? {
-            let parts = children(atv.content)?;
-            let (oid, value) = (parts.first()?, parts.get(1)?);
-            let value = match canonical_string(value.tag, value.content) {
+        for atv in rdn.0.iter() {
+            let value = match canonical_string(u8::from(atv.value.tag()), atv.value.value()) {
                 Some(s) => der(0x0c, &s),
-                None => value.raw.to_vec(),
+                None => atv.value.to_der().ok()?,
             };
-            let mut seq = oid.raw.to_vec();
+            let mut seq = atv.oid.to_der().ok()?;
             seq.extend(value);
             entries.push(der(0x30, &seq));
         }
