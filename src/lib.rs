@@ -20,6 +20,7 @@ pub mod inspect;
 pub mod interrupt;
 pub mod layer;
 pub mod mutate;
+pub mod net;
 pub mod oci;
 pub mod registry;
 pub mod release;

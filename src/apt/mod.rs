@@ -28,6 +28,7 @@ use sha2::{Digest as _, Sha256};
 use crate::cache::Cache;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::RootFs;
+use crate::net::Policy;
 use crate::oci::digest;
 use crate::release::{Entry, EntryKind, LayerKind, LayerPlan};
 use crate::sbom::DebPackage;
@@ -241,30 +242,9 @@ pub struct Resolution {
     pub mirrors: Vec<String>,
 }
 
-async fn fetch(http: &reqwest::Client, url: &str) -> Result<Vec<u8>> {
-    let mut last = String::new();
-    for attempt in 0..3u32 {
-        if attempt > 0 {
-            tokio::time::sleep(crate::registry::backoff(attempt)).await;
-        }
-        match http.get(url).send().await {
-            Ok(r) if r.status().is_success() => {
-                return r
-                    .bytes()
-                    .await
-                    .map(|b| b.to_vec())
-                    .map_err(|e| Error::Registry(format!("download of {url} broke off: {e}")));
-            }
-            Ok(r) if crate::registry::retryable_status(r.status()) => {
-                last = r.status().to_string();
-            }
-            Ok(r) => {
-                return Err(Error::Registry(format!("{url} answered {}", r.status())));
-            }
-            Err(e) => last = crate::registry::error_chain(&e),
-        }
-    }
-    Err(Error::Registry(format!("cannot fetch {url}: {last}")))
+/// An index file, retried and watched like every request (indexes are a few MB at most).
+async fn fetch(http: &reqwest::Client, policy: &Policy, url: &str) -> Result<Vec<u8>> {
+    crate::net::get_small(http, policy, url, 512 << 20).await
 }
 
 /// Read every source's verified indexes and return the candidates for `arch`.
@@ -273,6 +253,7 @@ async fn candidates(
     sources: &[AptSource],
     arch: &str,
     http: &reqwest::Client,
+    policy: &Policy,
     cache: &Cache,
 ) -> Result<Vec<Candidate>> {
     let mut out = Vec::new();
@@ -285,12 +266,12 @@ async fn candidates(
             ))
         };
         // InRelease (clearsigned), else Release with its detached Release.gpg, as apt does.
-        let text = match fetch(http, &format!("{base}/InRelease")).await {
+        let text = match fetch(http, policy, &format!("{base}/InRelease")).await {
             Ok(inrelease) => index::verify_inrelease(&String::from_utf8_lossy(&inrelease), &keys)
                 .map_err(|why| untrusted("InRelease", why))?,
             Err(_) => {
-                let release = fetch(http, &format!("{base}/Release")).await?;
-                let sig = fetch(http, &format!("{base}/Release.gpg")).await?;
+                let release = fetch(http, policy, &format!("{base}/Release")).await?;
+                let sig = fetch(http, policy, &format!("{base}/Release.gpg")).await?;
                 index::verify_detached(&release, &sig, &keys)
                     .map_err(|why| untrusted("Release.gpg", why))?;
                 String::from_utf8_lossy(&release).into_owned()
@@ -319,7 +300,7 @@ async fn candidates(
             let bytes = match cached {
                 Some(d) => cache.read_verified(&d)?,
                 None => {
-                    let bytes = fetch(http, &url).await?;
+                    let bytes = fetch(http, policy, &url).await?;
                     let actual = hex::encode(Sha256::digest(&bytes));
                     if actual != sha || bytes.len() as u64 != size {
                         return Err(Error::DigestMismatch {
@@ -373,6 +354,7 @@ pub async fn resolve_packages(
     fs: &RootFs,
     arch: &str,
     http: &reqwest::Client,
+    policy: &Policy,
     cache: &Cache,
 ) -> Result<Resolution> {
     let mut requested: Vec<String> = req.packages.clone();
@@ -422,7 +404,7 @@ pub async fn resolve_packages(
             "the base image has no apt sources (/etc/apt/sources.list or sources.list.d): pass --apt-source \"URI SUITE COMPONENT\"".into(),
         ));
     }
-    let cands = candidates(fs, &sources, arch, http, cache).await?;
+    let cands = candidates(fs, &sources, arch, http, policy, cache).await?;
     let installed = resolve::installed_from(fs);
     let chosen = resolve::resolve(&requested, &cands, &installed, &mut notes)?;
     let lock = LockFile {
@@ -451,7 +433,12 @@ pub async fn resolve_packages(
 }
 
 /// Download (or find in the cache) each locked `.deb`, verified by its SHA256.
-pub async fn fetch_debs(res: &Resolution, cache: &Cache, http: &reqwest::Client) -> Result<()> {
+pub async fn fetch_debs(
+    res: &Resolution,
+    cache: &Cache,
+    http: &reqwest::Client,
+    policy: &Policy,
+) -> Result<()> {
     for p in &res.lock.packages {
         let d = digest::parse(&format!("sha256:{}", p.sha256))?;
         if cache.has_blob(&d) {
@@ -467,28 +454,28 @@ pub async fn fetch_debs(res: &Resolution, cache: &Cache, http: &reqwest::Client)
         if !urls.contains(&p.url) {
             urls.push(p.url.clone());
         }
-        let mut resp = None;
         let mut tried = Vec::new();
         for url in &urls {
-            match http.get(url).send().await {
-                Ok(r) if r.status().is_success() => {
-                    resp = Some(r);
-                    break;
-                }
-                Ok(r) => tried.push(format!("{url}: {}", r.status())),
-                Err(e) => tried.push(format!("{url}: {}", crate::registry::error_chain(&e))),
+            let what = format!("{url} (against the SHA256 in Packages / imgbuild.lock)");
+            // Retried, watched for stalls, resumed with a range where it breaks off.
+            let got = crate::net::download(policy, url, &what, cache, &d, |offset| {
+                crate::net::get_url(http, policy, url, offset)
+            })
+            .await;
+            match got {
+                Ok(_) => break,
+                Err(e @ Error::DigestMismatch { .. }) => return Err(e),
+                Err(e) => tried.push(e.to_string()),
             }
         }
-        let Some(resp) = resp else {
+        if !cache.has_blob(&d) {
             return Err(Error::Registry(format!(
                 "cannot fetch {} {}: {}",
                 p.name,
                 p.version,
                 tried.join("; ")
             )));
-        };
-        let what = format!("{} (against the SHA256 in Packages / imgbuild.lock)", p.url);
-        crate::registry::store_download(resp, cache, &d, &what).await?;
+        }
     }
     Ok(())
 }

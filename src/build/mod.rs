@@ -397,12 +397,19 @@ async fn inspect_image(
     let arch = base.config.architecture().to_string();
     let mut packages = None;
     if !req.packages.packages.is_empty() {
-        let resolution =
-            apt::resolve_packages(&req.packages, &fs, &arch, client.http(), cache).await?;
+        let resolution = apt::resolve_packages(
+            &req.packages,
+            &fs,
+            &arch,
+            client.http(),
+            client.policy(),
+            cache,
+        )
+        .await?;
         for n in &resolution.notes {
             reporter.step(n);
         }
-        apt::fetch_debs(&resolution, cache, client.http()).await?;
+        apt::fetch_debs(&resolution, cache, client.http(), client.policy()).await?;
         let (c, lock) = (cache.clone(), resolution.lock.clone());
         let staging = tempfile::Builder::new()
             .prefix(&format!("{}packages-", crate::interrupt::marker()))

@@ -72,9 +72,18 @@ pub struct RegistryArgs {
     /// A PEM CA certificate to trust besides the system store (repeatable).
     #[arg(long = "ca-cert")]
     pub ca_certs: Vec<PathBuf>,
-    /// Retries of a failed request (connection reset, timeout, 408, 429, 5xx), with backoff.
-    #[arg(long, default_value_t = imgbuild::registry::DEFAULT_RETRIES)]
+    /// Retries of a failed request (connection error or reset, stall, 408, 429, 5xx), with
+    /// exponential backoff; applies to registries, token services and apt mirrors alike.
+    #[arg(long, default_value_t = imgbuild::net::DEFAULT_RETRIES)]
     pub retries: u32,
+    /// The longest Retry-After (in seconds) a server may ask for before imgbuild gives up
+    /// instead of waiting.
+    #[arg(long, value_name = "SECONDS", default_value_t = imgbuild::net::DEFAULT_MAX_RETRY_AFTER.as_secs())]
+    pub max_retry_wait: u64,
+    /// Seconds a transfer may go without a byte moving before it counts as stalled (and is
+    /// retried). A transfer that keeps moving may take as long as it needs.
+    #[arg(long, value_name = "SECONDS", default_value_t = imgbuild::net::DEFAULT_IDLE.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
 }
 
 /// How to upload.
@@ -595,7 +604,11 @@ pub fn client_options(args: &RegistryArgs, project: &ProjectFile) -> ClientOptio
     let mut opts = ClientOptions {
         insecure_registries: args.insecure_registries.clone(),
         ca_certs: args.ca_certs.clone(),
-        retries: args.retries,
+        policy: imgbuild::net::Policy {
+            retries: args.retries,
+            max_retry_after: std::time::Duration::from_secs(args.max_retry_wait),
+            idle: std::time::Duration::from_secs(args.idle_timeout),
+        },
     };
     opts.insecure_registries
         .extend(project.insecure_registries.clone().unwrap_or_default());

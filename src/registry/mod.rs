@@ -13,14 +13,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use oci_spec::image::Digest;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt;
 
 use crate::cache::Cache;
 use crate::error::{Error, IoContext, Result};
+use crate::net::{self, Activity, Attempt, Failure, Policy};
 use crate::oci::digest;
 use crate::oci::reference::Reference;
 use challenge::Challenge;
@@ -77,51 +75,17 @@ impl CredentialStore for Anonymous {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ClientOptions {
     /// Hosts (host[:port]) that may be spoken to over plain HTTP.
     pub insecure_registries: Vec<String>,
     /// Extra PEM CA certificates trusted besides the system store.
     pub ca_certs: Vec<PathBuf>,
-    /// How many times a transient failure is retried (with exponential backoff).
-    pub retries: u32,
+    /// Retries, `Retry-After` cap and idle timeout, for every request ([`crate::net`]).
+    pub policy: Policy,
 }
 
-impl Default for ClientOptions {
-    fn default() -> Self {
-        ClientOptions {
-            insecure_registries: Vec::new(),
-            ca_certs: Vec::new(),
-            retries: DEFAULT_RETRIES,
-        }
-    }
-}
-
-pub const DEFAULT_RETRIES: u32 = 4;
-
-/// The failure of one attempt: worth retrying (the connection broke) or not.
-#[derive(Debug)]
-pub enum Transient {
-    Transport(String),
-    Fatal(Error),
-}
-
-impl Transient {
-    pub fn into_error(self, host: &str, attempts: u32) -> Error {
-        match self {
-            Transient::Transport(cause) => Error::Registry(format!(
-                "request to registry {host} failed after {attempts} attempt{}: {cause}",
-                if attempts == 1 { "" } else { "s" }
-            )),
-            Transient::Fatal(e) => e,
-        }
-    }
-}
-
-/// Statuses a registry (or the proxy or load balancer in front of it) uses for "try again".
-pub fn retryable_status(s: StatusCode) -> bool {
-    matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
-}
+pub use crate::net::{DEFAULT_RETRIES, error_chain, retryable_status};
 
 /// Errors that no retry will mend: bad certificates and malformed requests.
 fn is_permanent(e: &reqwest::Error) -> bool {
@@ -129,24 +93,16 @@ fn is_permanent(e: &reqwest::Error) -> bool {
     e.is_builder() || e.is_redirect() || text.contains("certificate")
 }
 
-/// Exponential backoff with jitter: about 250 ms, 500 ms, 1 s, 2 s, ... capped at 8 s, each
-/// scaled by a random factor in [0.5, 1) so parallel clients do not retry in step.
-pub fn backoff(attempt: u32) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let base = 250u64.saturating_mul(1 << attempt.min(5)).min(8_000);
-    // RandomState is seeded randomly per instance: enough jitter without a rand dependency.
-    let noise = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    let factor = 0.5 + (noise % 1000) as f64 / 2000.0;
-    Duration::from_millis((base as f64 * factor) as u64)
-}
-
-/// `Retry-After` in seconds (the form registries and their proxies send), capped at a minute.
-pub fn retry_after(resp: &Response) -> Option<Duration> {
-    let v = resp.headers().get("retry-after")?.to_str().ok()?;
-    let secs: u64 = v.trim().parse().ok()?;
-    Some(Duration::from_secs(secs.min(60)))
+/// A response with a retryable status, as a failure (its body read for the message).
+async fn status_failure(resp: Response) -> Failure {
+    let status = resp.status();
+    let retry_after = net::retry_after(resp.headers());
+    let body = resp.bytes().await.unwrap_or_default();
+    Failure::Status {
+        status,
+        retry_after,
+        text: registry_error_text(&body),
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -187,7 +143,9 @@ impl RegistryClient {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(120))
+            // No read timeout here: reqwest's runs from the request's start to the response's
+            // headers, which a large upload on a slow link can outlast. Stalls are caught by
+            // the idle watch of every request instead (crate::net).
             .pool_max_idle_per_host(8);
         let mut certs = Vec::new();
         for path in &opts.ca_certs {
@@ -220,12 +178,19 @@ impl RegistryClient {
         &self.http
     }
 
+    /// The retry and idle policy every request of this client follows.
+    pub fn policy(&self) -> &Policy {
+        &self.opts.policy
+    }
+
     /// Plain HTTP is allowed only for loopback hosts and those the user named.
     pub fn allows_plain_http(&self, host: &str) -> bool {
         is_loopback(host) || self.opts.insecure_registries.iter().any(|h| h == host)
     }
 
-    /// Find the registry's base URL and auth challenge (`GET /v2/`), once per host.
+    /// Find the registry's base URL and auth challenge (`GET /v2/`), once per host. The probe
+    /// is a request like any other: retried when the registry (or a load balancer in front of
+    /// it) answers 408, 429 or 5xx, or the connection fails.
     async fn endpoint(&self, host: &str) -> Result<Endpoint> {
         if let Some(e) = self
             .endpoints
@@ -235,41 +200,75 @@ impl RegistryClient {
         {
             return Ok(e);
         }
-        let https = format!("https://{host}");
-        let endpoint = match self.ping(&https).await {
-            Ok(challenge) => Endpoint {
-                base_url: https,
-                challenge,
-            },
-            Err(tls_err) if self.allows_plain_http(host) => {
-                let http = format!("http://{host}");
-                match self.ping(&http).await {
-                    Ok(challenge) => Endpoint {
-                        base_url: http,
-                        challenge,
-                    },
-                    Err(e) => {
-                        return Err(Error::Registry(format!(
-                            "registry {host} is unreachable: over HTTPS: {tls_err}; over HTTP: {e}; check the host and port and that the registry is running"
-                        )));
-                    }
+        let policy = &self.opts.policy;
+        let mut attempts = 0;
+        let endpoint = loop {
+            attempts += 1;
+            let failure = match self.probe(host).await {
+                Ok(e) => break e,
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Failed(f)) => f,
+            };
+            match policy.next_try(attempts, &failure, &format!("registry {host}"))? {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => {
+                    let tries = if attempts == 1 {
+                        String::new()
+                    } else {
+                        format!(" ({attempts} attempts)")
+                    };
+                    return Err(Error::Registry(match failure {
+                        Failure::Status { .. } => format!(
+                            "registry {host}: GET /v2/ {failure}{tries}: the registry (or a proxy in front of it) is overloaded or failing; try again later or raise --retries"
+                        ),
+                        _ => format!(
+                            "registry {host} is unreachable: {failure}{tries}; check the host and port and that the registry is running{}",
+                            if is_loopback(host) || self.allows_plain_http(host) {
+                                ""
+                            } else {
+                                " (for a registry without TLS, pass --insecure-registry HOST)"
+                            }
+                        ),
+                    }));
                 }
-            }
-            Err(e) => {
-                let hint = if is_loopback(host) {
-                    ""
-                } else {
-                    " (for a registry without TLS, pass --insecure-registry HOST)"
-                };
-                return Err(Error::Registry(format!(
-                    "registry {host} is unreachable: {e}{hint}"
-                )));
             }
         };
         if let Ok(mut m) = self.endpoints.lock() {
             m.insert(host.to_string(), endpoint.clone());
         }
         Ok(endpoint)
+    }
+
+    /// One probe: HTTPS, then plain HTTP where allowed.
+    async fn probe(&self, host: &str) -> std::result::Result<Endpoint, Attempt> {
+        let https = format!("https://{host}");
+        let tls = match self.ping(&https).await {
+            Ok(challenge) => {
+                return Ok(Endpoint {
+                    base_url: https,
+                    challenge,
+                });
+            }
+            Err(e) => e,
+        };
+        if !self.allows_plain_http(host) {
+            return Err(tls);
+        }
+        let http = format!("http://{host}");
+        match self.ping(&http).await {
+            Ok(challenge) => Ok(Endpoint {
+                base_url: http,
+                challenge,
+            }),
+            // The plain-HTTP answer is the one that says most about a registry without TLS.
+            Err(Attempt::Failed(Failure::Transport(plain))) => match tls {
+                Attempt::Failed(Failure::Transport(t)) => Err(Attempt::Failed(Failure::Transport(
+                    format!("over HTTPS: {t}; over HTTP: {plain}"),
+                ))),
+                other => Err(other),
+            },
+            Err(other) => Err(other),
+        }
     }
 
     /// The base URL found for `host` (after a first request to it).
@@ -281,19 +280,32 @@ impl RegistryClient {
             .ok_or_else(|| Error::Registry(format!("internal: registry {host} not yet contacted")))
     }
 
-    async fn ping(&self, base: &str) -> std::result::Result<Option<Challenge>, String> {
-        let resp = self
-            .http
-            .get(format!("{base}/v2/"))
-            .send()
-            .await
-            .map_err(|e| error_chain(&e))?;
+    async fn ping(&self, base: &str) -> std::result::Result<Option<Challenge>, Attempt> {
+        let activity = Activity::default();
+        let resp = match net::watched(
+            self.http.get(format!("{base}/v2/")).send(),
+            &activity,
+            self.opts.policy.idle,
+        )
+        .await
+        {
+            Err(stalled) => return Err(Attempt::Failed(stalled)),
+            Ok(Err(e)) if is_permanent(&e) => {
+                return Err(Attempt::Fatal(Error::Registry(format!(
+                    "GET {base}/v2/ failed: {}",
+                    error_chain(&e)
+                ))));
+            }
+            Ok(Err(e)) => return Err(Attempt::Failed(Failure::Transport(error_chain(&e)))),
+            Ok(Ok(resp)) => resp,
+        };
         match resp.status() {
             s if s.is_success() => Ok(None),
             StatusCode::UNAUTHORIZED => Ok(challenge_of(&resp)),
-            s => Err(format!(
-                "GET {base}/v2/ answered {s}: not an OCI registry API"
-            )),
+            s if retryable_status(s) => Err(Attempt::Failed(status_failure(resp).await)),
+            s => Err(Attempt::Fatal(Error::Registry(format!(
+                "GET {base}/v2/ answered {s}: not an OCI registry API (is the host right?)"
+            )))),
         }
     }
 
@@ -354,8 +366,9 @@ impl RegistryClient {
                     .fetch_token(host, challenge, scopes, cred.as_ref())
                     .await?;
                 if let Ok(mut m) = self.tokens.lock() {
-                    // Renew a little before the registry's deadline.
-                    let ttl = ttl.saturating_sub(5).max(1);
+                    // Renew before the registry's deadline (a tenth of the lifetime, at most
+                    // 30 s), so a request never goes out with a token about to lapse.
+                    let ttl = ttl.saturating_sub((ttl / 10).clamp(1, 30));
                     m.insert(
                         key,
                         CachedToken {
@@ -426,12 +439,33 @@ impl RegistryClient {
                 }
             }
         };
-        let resp = request.send().await.map_err(|e| {
-            Error::Registry(format!(
-                "token service {realm} for registry {host} is unreachable: {}",
-                error_chain(&e)
-            ))
-        })?;
+        // The token service is guarded like the registry: retried, watched for stalls.
+        let policy = &self.opts.policy;
+        let mut attempts = 0;
+        let resp = loop {
+            attempts += 1;
+            let Some(rb) = request.try_clone() else {
+                return Err(Error::Registry(format!(
+                    "internal: token request to {realm} cannot be repeated"
+                )));
+            };
+            let activity = Activity::default();
+            let failure = match net::watched(rb.send(), &activity, policy.idle).await {
+                Err(stalled) => stalled,
+                Ok(Err(e)) => Failure::Transport(error_chain(&e)),
+                Ok(Ok(resp)) if retryable_status(resp.status()) => status_failure(resp).await,
+                Ok(Ok(resp)) => break resp,
+            };
+            match policy.next_try(attempts, &failure, &format!("token service {realm}"))? {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => {
+                    return Err(Error::Registry(format!(
+                        "token service {realm} for registry {host} failed after {attempts} attempt{}: {failure}",
+                        if attempts == 1 { "" } else { "s" }
+                    )));
+                }
+            }
+        };
         let status = resp.status();
         let body = resp
             .bytes()
@@ -450,6 +484,7 @@ impl RegistryClient {
             token: Option<String>,
             access_token: Option<String>,
             expires_in: Option<u64>,
+            issued_at: Option<String>,
         }
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
             Error::Registry(format!(
@@ -463,76 +498,104 @@ impl RegistryClient {
             .ok_or_else(|| {
                 Error::Registry(format!("token service {realm} answered without a token"))
             })?;
-        Ok((token, parsed.expires_in.unwrap_or(60)))
+        // `expires_in` counts from `issued_at` when the service says when that was (60 s by
+        // default, as the token spec says); a token issued a while ago has less left.
+        let lifetime = parsed.expires_in.unwrap_or(60);
+        let age = parsed
+            .issued_at
+            .as_deref()
+            .and_then(net::rfc3339_seconds)
+            .and_then(|at| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()?
+                    .as_secs();
+                now.checked_sub(at)
+            })
+            .unwrap_or(0)
+            .min(lifetime);
+        Ok((token, lifetime - age))
     }
 
-    /// Send an authorised, idempotent request, retried with backoff on transient failures
-    /// (connection errors, timeouts, 408, 429 and 5xx; `Retry-After` honoured). `make` builds
-    /// the request against the base URL and is called once per attempt. A 401 drops the cached
-    /// token and tries once more with a fresh one.
+    /// Send an authorised, idempotent request under the retry policy: connection errors,
+    /// stalls, 408, 429 and 5xx are tried again with backoff (`Retry-After` honoured within its
+    /// cap). `make` builds the request against the base URL once per attempt. A 401 drops the
+    /// cached token and tries once more with a fresh one. A response that is still retryable
+    /// after the last attempt is an error naming the request, the answer and the attempts.
     pub async fn send(
         &self,
         host: &str,
         scopes: &[String],
         make: impl Fn(&reqwest::Client, &str) -> RequestBuilder,
     ) -> Result<Response> {
-        let mut attempt = 0;
+        let policy = &self.opts.policy;
+        let mut attempts = 0;
         loop {
-            let outcome = self.send_once(host, scopes, &make).await;
-            let Some(delay) = self.retry_delay(attempt, &outcome) else {
-                return outcome.map_err(|t| t.into_error(host, attempt + 1));
-            };
-            attempt += 1;
-            tokio::time::sleep(delay).await;
-        }
-    }
-
-    /// How long to wait before trying `outcome` again, or `None` when it is final.
-    pub(crate) fn retry_delay(
-        &self,
-        attempt: u32,
-        outcome: &std::result::Result<Response, Transient>,
-    ) -> Option<Duration> {
-        if attempt >= self.opts.retries {
-            return None;
-        }
-        match outcome {
-            Err(Transient::Transport(_)) => Some(backoff(attempt)),
-            Err(Transient::Fatal(_)) => None,
-            Ok(resp) if retryable_status(resp.status()) => {
-                Some(retry_after(resp).unwrap_or_else(|| backoff(attempt)))
+            attempts += 1;
+            let activity = Activity::default();
+            let (failure, request) =
+                match net::watched(self.send_once(host, scopes, &make), &activity, policy.idle)
+                    .await
+                {
+                    Err(stalled) => (stalled, None),
+                    Ok(Err(Attempt::Fatal(e))) => return Err(e),
+                    Ok(Err(Attempt::Failed(f))) => (f, None),
+                    Ok(Ok(resp)) if retryable_status(resp.status()) => {
+                        let request = format!("{} {}", "request", resp.url().path());
+                        (status_failure(resp).await, Some(request))
+                    }
+                    Ok(Ok(resp)) => return Ok(resp),
+                };
+            match policy.next_try(attempts, &failure, &format!("registry {host}"))? {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => {
+                    return Err(Error::Registry(format!(
+                        "registry {host}: {}{failure}, after {attempts} attempt{}; {}",
+                        request
+                            .map(|r| format!("{} ", r.trim_start_matches("request ")))
+                            .unwrap_or_default(),
+                        if attempts == 1 { "" } else { "s" },
+                        match failure {
+                            Failure::Status { .. } =>
+                                "the registry is overloaded or failing: try again later, or raise --retries",
+                            Failure::Stalled(_) =>
+                                "the connection stalls: check the network, or raise --idle-timeout",
+                            Failure::Transport(_) =>
+                                "check the network and that the registry is running, or raise --retries",
+                        }
+                    )));
+                }
             }
-            Ok(_) => None,
         }
     }
 
     /// One attempt (plus the 401 refresh), without retries: for requests whose body cannot be
-    /// replayed on the same upload session. Transport failures come back as `Transient`.
+    /// replayed on the same upload session.
     pub(crate) async fn send_once(
         &self,
         host: &str,
         scopes: &[String],
         make: &impl Fn(&reqwest::Client, &str) -> RequestBuilder,
-    ) -> std::result::Result<Response, Transient> {
-        let mut endpoint = self.endpoint(host).await.map_err(Transient::Fatal)?;
+    ) -> std::result::Result<Response, Attempt> {
+        let mut endpoint = self.endpoint(host).await.map_err(Attempt::Fatal)?;
         let mut scopes = scopes.to_vec();
         for refreshed in [false, true] {
             let mut rb = make(&self.http, &endpoint.base_url);
             if let Some(auth) = self
                 .authorization(host, &endpoint, &scopes)
                 .await
-                .map_err(Transient::Fatal)?
+                .map_err(Attempt::Fatal)?
             {
                 rb = rb.header("Authorization", auth);
             }
             let resp = rb.send().await.map_err(|e| {
                 if is_permanent(&e) {
-                    Transient::Fatal(Error::Registry(format!(
+                    Attempt::Fatal(Error::Registry(format!(
                         "request to registry {host} failed: {}",
                         error_chain(&e)
                     )))
                 } else {
-                    Transient::Transport(error_chain(&e))
+                    Attempt::Failed(Failure::Transport(error_chain(&e)))
                 }
             })?;
             if resp.status() != StatusCode::UNAUTHORIZED || refreshed {
@@ -588,31 +651,48 @@ impl RegistryClient {
     ) -> Result<(Vec<u8>, String, Digest)> {
         let host = r.api_host();
         let path = format!("/v2/{}/manifests/{reference}", r.repository);
-        let resp = self
-            .send(host, &[scope(&r.repository, "pull")], |c, base| {
-                c.get(format!("{base}{path}"))
-                    .header("Accept", MANIFEST_ACCEPT)
-            })
-            .await?;
-        let status = resp.status();
-        if status == StatusCode::NOT_FOUND {
-            return Err(Error::Registry(format!(
-                "image {} not found on {}: check the name and tag",
-                r.canonical(),
-                r.registry
-            )));
-        }
-        if !status.is_success() {
-            let body = resp.bytes().await.unwrap_or_default();
-            return Err(self.status_error(host, "GET", &path, status, &body));
-        }
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
-            .unwrap_or_default();
-        let bytes = read_capped(resp, MAX_JSON_BYTES as usize, &path).await?;
+        let policy = &self.opts.policy;
+        let mut attempts = 0;
+        let (bytes, content_type) = loop {
+            attempts += 1;
+            let resp = self
+                .send(host, &[scope(&r.repository, "pull")], |c, base| {
+                    c.get(format!("{base}{path}"))
+                        .header("Accept", MANIFEST_ACCEPT)
+                })
+                .await?;
+            let status = resp.status();
+            if status == StatusCode::NOT_FOUND {
+                return Err(Error::Registry(format!(
+                    "image {} not found on {}: check the name and tag",
+                    r.canonical(),
+                    r.registry
+                )));
+            }
+            if !status.is_success() {
+                let body = resp.bytes().await.unwrap_or_default();
+                return Err(self.status_error(host, "GET", &path, status, &body));
+            }
+            let content_type = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
+                .unwrap_or_default();
+            let failure =
+                match read_capped(resp, MAX_JSON_BYTES as usize, &path, policy.idle).await? {
+                    Ok(bytes) => break (bytes, content_type),
+                    Err(f) => f,
+                };
+            match policy.next_try(attempts, &failure, &format!("registry {host}"))? {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => {
+                    return Err(Error::Registry(format!(
+                        "registry {host}: GET {path} broke off after {attempts} attempts: {failure}"
+                    )));
+                }
+            }
+        };
         let actual = digest::sha256_of(&bytes);
         if let Ok(expected) = digest::parse(reference) {
             digest::verify(
@@ -624,30 +704,47 @@ impl RegistryClient {
         Ok((bytes, content_type, actual))
     }
 
-    /// Download a blob into the cache, verifying it as it arrives. Cached blobs are not fetched.
+    /// Download a blob into the cache, verifying it as it arrives; a download that breaks off
+    /// resumes with a `Range` request (or starts over where the registry has no ranges).
+    /// Cached blobs are not fetched.
     pub async fn pull_blob(&self, r: &Reference, digest: &Digest, cache: &Cache) -> Result<()> {
         if cache.has_blob(digest) {
             return Ok(());
         }
         let host = r.api_host();
         let path = format!("/v2/{}/blobs/{digest}", r.repository);
-        let resp = self
-            .send(host, &[scope(&r.repository, "pull")], |c, base| {
-                c.get(format!("{base}{path}"))
-            })
-            .await?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = resp.bytes().await.unwrap_or_default();
-            return Err(self.status_error(host, "GET", &path, status, &body));
-        }
-        store_download(
-            resp,
+        let scopes = [scope(&r.repository, "pull")];
+        net::download(
+            &self.opts.policy,
+            &format!("registry {host}"),
+            &format!("blob {digest} served by {host}"),
             cache,
             digest,
-            &format!("blob {digest} served by {host}"),
+            |offset| {
+                let (path, scopes) = (path.clone(), scopes.clone());
+                async move {
+                    let resp = self
+                        .send(host, &scopes, |c, base| {
+                            let rb = c.get(format!("{base}{path}"));
+                            if offset > 0 {
+                                rb.header("Range", format!("bytes={offset}-"))
+                            } else {
+                                rb
+                            }
+                        })
+                        .await?;
+                    if resp.status().is_success() {
+                        Ok(resp)
+                    } else {
+                        let status = resp.status();
+                        let body = resp.bytes().await.unwrap_or_default();
+                        Err(self.status_error(host, "GET", &path, status, &body))
+                    }
+                }
+            },
         )
         .await
+        .map(|_| ())
     }
 
     pub fn status_error(
@@ -688,32 +785,6 @@ impl RegistryClient {
         })
         .await
     }
-}
-
-/// Stream a response body into the cache as `digest`, hashing it on the way; it becomes
-/// visible only when it matches. `what` names it in errors.
-pub async fn store_download(
-    resp: Response,
-    cache: &Cache,
-    digest: &Digest,
-    what: &str,
-) -> Result<()> {
-    let tmp = cache.temp_file()?;
-    let file = tmp.reopen().ctx("open", tmp.path())?;
-    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
-    let mut hasher = Sha256::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            Error::Registry(format!("download of {what} broke off: {}", error_chain(&e)))
-        })?;
-        hasher.update(&chunk);
-        out.write_all(&chunk).await.ctx("write", tmp.path())?;
-    }
-    out.flush().await.ctx("write", tmp.path())?;
-    digest::verify(what, digest, &digest::from_hasher(hasher))?;
-    cache.commit(tmp, digest)?;
-    Ok(())
 }
 
 fn challenge_of(resp: &Response) -> Option<Challenge> {
@@ -787,36 +858,30 @@ pub fn registry_error_text(body: &[u8]) -> String {
     }
 }
 
-/// reqwest's Display hides the cause; show the whole chain (e.g. "connection refused").
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        src = cause.source();
-    }
-    s
-}
-
-async fn read_capped(resp: Response, cap: usize, what: &str) -> Result<Vec<u8>> {
+/// A small body read whole within `cap` bytes; `Ok(Err(_))` when it broke off or stalled
+/// (worth another try), `Err` when it is too large.
+async fn read_capped(
+    resp: Response,
+    cap: usize,
+    what: &str,
+    idle: Duration,
+) -> Result<std::result::Result<Vec<u8>, Failure>> {
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            Error::Registry(format!("reading {what} broke off: {}", error_chain(&e)))
-        })?;
-        if out.len() + chunk.len() > cap {
-            return Err(Error::Image(format!(
-                "{what} is larger than {cap} bytes: refusing it"
-            )));
+    loop {
+        match net::next_chunk(&mut stream, idle).await {
+            Ok(Some(chunk)) => {
+                if out.len() + chunk.len() > cap {
+                    return Err(Error::Image(format!(
+                        "{what} is larger than {cap} bytes: refusing it"
+                    )));
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(Ok(out)),
+            Err(f) => return Ok(Err(f)),
         }
-        out.extend_from_slice(&chunk);
     }
-    Ok(out)
 }
 
 pub fn urlencode(s: &str) -> String {

@@ -10,8 +10,9 @@ use reqwest::{Body, Response, StatusCode};
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::{RegistryClient, Transient, append_query, backoff, scope};
+use super::{RegistryClient, append_query, scope};
 use crate::error::{Error, Result};
+use crate::net::{self, Activity, Attempt, Failure};
 use crate::oci::FileRange as BlobLocation;
 use crate::oci::digest;
 use crate::oci::reference::Reference;
@@ -140,8 +141,10 @@ impl RegistryClient {
         })
     }
 
-    /// Upload one blob, restarting from a fresh session when an attempt breaks off. `session`
-    /// is one the registry already opened (a mount answered 202).
+    /// Upload one blob, restarting from a fresh session when an attempt breaks off, under the
+    /// retry policy. `session` is one the registry already opened (a mount answered 202).
+    /// A registry that answers 413 gets chunks; one that refuses a monolithic PUT with a body
+    /// (Artifactory) gets the bytes by PATCH.
     pub async fn upload_blob(
         &self,
         target: &Reference,
@@ -151,17 +154,22 @@ impl RegistryClient {
         opts: UploadOptions,
         transfer: &Transfer,
     ) -> Result<()> {
-        let mut chunk_size = opts.chunk_size;
-        let mut attempt = 0;
+        let mut mode = match opts.chunk_size {
+            Some(max) => Mode::Chunked(max),
+            None => Mode::Monolithic,
+        };
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             let s = match session.take() {
                 Some(s) => s,
                 None => self.start_upload(target).await?,
             };
             transfer.restart();
-            let outcome = match chunk_size {
-                None => self.put_monolithic(target, digest, at, &s, transfer).await,
-                Some(max) => {
+            let outcome = match mode {
+                Mode::Monolithic => self.put_monolithic(target, digest, at, &s, transfer).await,
+                Mode::Patch => self.put_patched(target, digest, at, &s, transfer).await,
+                Mode::Chunked(max) => {
                     let size = max.max(s.chunk_min.unwrap_or(0)).max(1);
                     self.put_chunked(target, digest, at, &s, size, transfer)
                         .await
@@ -172,23 +180,25 @@ impl RegistryClient {
                 Err(f) => f,
             };
             // The registry holds a broken partial upload: leave it, start a new session.
-            let delay = match &failure {
-                UploadFailure::TooLarge if chunk_size.is_none() => {
-                    chunk_size = Some(FALLBACK_CHUNK);
+            let wait = match (&failure, mode) {
+                (UploadFailure::TooLarge, Mode::Monolithic | Mode::Patch) => {
+                    mode = Mode::Chunked(FALLBACK_CHUNK);
                     Some(Duration::ZERO)
                 }
-                UploadFailure::Transport(_) => Some(backoff(attempt)),
-                UploadFailure::Status { retry_after, .. } => {
-                    Some(retry_after.unwrap_or_else(|| backoff(attempt)))
+                (UploadFailure::Refused { .. }, Mode::Monolithic) => {
+                    mode = Mode::Patch;
+                    Some(Duration::ZERO)
                 }
+                (UploadFailure::Net(f), _) => self.opts.policy.next_try(
+                    attempts,
+                    f,
+                    &format!("registry {}", target.registry),
+                )?,
                 _ => None,
             };
-            match delay {
-                Some(d) if attempt < self.opts.retries => {
-                    attempt += 1;
-                    tokio::time::sleep(d).await;
-                }
-                _ => return Err(failure.into_error(target, digest, attempt + 1)),
+            match wait {
+                Some(d) if attempts <= self.opts.policy.retries + 2 => tokio::time::sleep(d).await,
+                _ => return Err(failure.into_error(target, digest, attempts)),
             }
         }
     }
@@ -204,25 +214,24 @@ impl RegistryClient {
         size: u64,
         transfer: &Transfer,
     ) -> Result<()> {
-        let mut attempt = 0;
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             let failure = match self.copy_once(src, target, digest, size, transfer).await {
                 Ok(()) => return Ok(()),
                 Err(f) => f,
             };
-            let delay = match &failure {
-                UploadFailure::Transport(_) => Some(backoff(attempt)),
-                UploadFailure::Status { retry_after, .. } => {
-                    Some(retry_after.unwrap_or_else(|| backoff(attempt)))
-                }
+            let wait = match &failure {
+                UploadFailure::Net(f) => self.opts.policy.next_try(
+                    attempts,
+                    f,
+                    &format!("registry {}", target.registry),
+                )?,
                 _ => None,
             };
-            match delay {
-                Some(d) if attempt < self.opts.retries => {
-                    attempt += 1;
-                    tokio::time::sleep(d).await;
-                }
-                _ => return Err(failure.into_error(target, digest, attempt + 1)),
+            match wait {
+                Some(d) => tokio::time::sleep(d).await,
+                None => return Err(failure.into_error(target, digest, attempts)),
             }
         }
     }
@@ -252,8 +261,15 @@ impl RegistryClient {
             .await
             .map_err(|e| UploadFailure::Local(e.to_string()))?;
         transfer.restart();
+        let activity = Activity::default();
         let mismatch = Arc::new(Mutex::new(None));
-        let body = hashed_stream(resp, digest.clone(), transfer.clone(), mismatch.clone());
+        let body = hashed_stream(
+            resp,
+            digest.clone(),
+            transfer.clone(),
+            activity.clone(),
+            mismatch.clone(),
+        );
         let body = Mutex::new(Some(body));
         let url = append_query(&s.url, &[("digest", digest.as_ref())]);
         let make = |c: &reqwest::Client, _: &str| {
@@ -267,13 +283,14 @@ impl RegistryClient {
                 None => req.body(Vec::new()),
             }
         };
-        let resp = self.send_upload(target, &url, &make).await;
+        let resp = self.send_upload(target, &url, &make, &activity).await;
         if let Some(actual) = mismatch.lock().ok().and_then(|m| m.clone()) {
             return Err(UploadFailure::Corrupt(actual));
         }
-        finish(resp?, StatusCode::CREATED).await
+        finish(resp?).await
     }
 
+    /// POST, then one PUT `?digest=` carrying the whole blob.
     async fn put_monolithic(
         &self,
         target: &Reference,
@@ -284,6 +301,7 @@ impl RegistryClient {
     ) -> std::result::Result<(), UploadFailure> {
         let url = append_query(&s.url, &[("digest", digest.as_ref())]);
         let mismatch = Arc::new(Mutex::new(None));
+        let activity = Activity::default();
         let make = |c: &reqwest::Client, _: &str| {
             c.put(url.clone())
                 .header(CONTENT_TYPE, "application/octet-stream")
@@ -292,14 +310,69 @@ impl RegistryClient {
                     at.clone(),
                     digest.clone(),
                     transfer.clone(),
+                    activity.clone(),
                     mismatch.clone(),
                 ))
         };
-        let resp = self.send_upload(target, &url, &make).await;
+        let resp = self.send_upload(target, &url, &make, &activity).await;
         if let Some(actual) = mismatch.lock().ok().and_then(|m| m.clone()) {
             return Err(UploadFailure::Corrupt(actual));
         }
-        finish(resp?, StatusCode::CREATED).await
+        match resp? {
+            // Some registries (Artifactory) take blob bytes only by PATCH.
+            r if matches!(r.status().as_u16(), 400 | 405 | 415 | 501) => {
+                Err(UploadFailure::Refused {
+                    status: r.status(),
+                    text: super::registry_error_text(&r.bytes().await.unwrap_or_default()),
+                })
+            }
+            r => finish(r).await,
+        }
+    }
+
+    /// POST, one PATCH streaming the whole blob (no Content-Range), then an empty PUT
+    /// `?digest=`: the widest-supported streamed upload.
+    async fn put_patched(
+        &self,
+        target: &Reference,
+        digest: &Digest,
+        at: &BlobLocation,
+        s: &UploadSession,
+        transfer: &Transfer,
+    ) -> std::result::Result<(), UploadFailure> {
+        let mismatch = Arc::new(Mutex::new(None));
+        let activity = Activity::default();
+        let make = |c: &reqwest::Client, _: &str| {
+            c.patch(s.url.clone())
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, at.size)
+                .body(file_body(
+                    at.clone(),
+                    digest.clone(),
+                    transfer.clone(),
+                    activity.clone(),
+                    mismatch.clone(),
+                ))
+        };
+        let resp = self.send_upload(target, &s.url, &make, &activity).await;
+        if let Some(actual) = mismatch.lock().ok().and_then(|m| m.clone()) {
+            return Err(UploadFailure::Corrupt(actual));
+        }
+        let resp = resp?;
+        if !resp.status().is_success() {
+            return Err(status_failure(resp).await);
+        }
+        let next = header(&resp, LOCATION.as_str()).unwrap_or_else(|| s.url.clone());
+        let next = self
+            .absolute(target.api_host(), &next)
+            .map_err(|e| UploadFailure::Local(e.to_string()))?;
+        let url = append_query(&next, &[("digest", digest.as_ref())]);
+        let make = |c: &reqwest::Client, _: &str| c.put(url.clone()).header(CONTENT_LENGTH, 0);
+        finish(
+            self.send_upload(target, &url, &make, &Activity::default())
+                .await?,
+        )
+        .await
     }
 
     async fn put_chunked(
@@ -329,15 +402,17 @@ impl RegistryClient {
                 .map_err(|e| UploadFailure::Local(format!("read {}: {e}", at.path.display())))?;
             hasher.update(&buf);
             let range = format!("{}-{}", sent, sent + n - 1);
+            let buf = bytes::Bytes::from(buf);
+            let activity = Activity::default();
             let make = |c: &reqwest::Client, _: &str| {
                 c.patch(url.clone())
                     .header(CONTENT_TYPE, "application/octet-stream")
                     .header("Content-Range", range.clone())
                     .header(CONTENT_LENGTH, n)
-                    .body(buf.clone())
+                    .body(pieces(buf.clone(), activity.clone()))
             };
-            let resp = self.send_upload(target, &url, &make).await?;
-            if resp.status() != StatusCode::ACCEPTED {
+            let resp = self.send_upload(target, &url, &make, &activity).await?;
+            if !resp.status().is_success() {
                 return Err(status_failure(resp).await);
             }
             let next = header(&resp, LOCATION.as_str()).ok_or_else(|| {
@@ -356,37 +431,42 @@ impl RegistryClient {
         let url = append_query(&url, &[("digest", digest.as_ref())]);
         let make = |c: &reqwest::Client, _: &str| c.put(url.clone()).header(CONTENT_LENGTH, 0);
         finish(
-            self.send_upload(target, &url, &make).await?,
-            StatusCode::CREATED,
+            self.send_upload(target, &url, &make, &Activity::default())
+                .await?,
         )
         .await
     }
 
     /// Send one upload request to `url`, with credentials only when `url` is on the registry's
-    /// own origin: an upload redirected to storage elsewhere never sees them.
+    /// own origin: an upload redirected to storage elsewhere never sees them. Watched for
+    /// stalls: `activity` is touched as the body is read (a server that stops reading, or
+    /// stops answering, is caught after the idle timeout).
     async fn send_upload(
         &self,
         target: &Reference,
         url: &str,
         make: &impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+        activity: &Activity,
     ) -> std::result::Result<Response, UploadFailure> {
         let host = target.api_host();
         let base = self
             .base_url(host)
             .map_err(|e| UploadFailure::Local(e.to_string()))?;
         let scopes = [scope(&target.repository, "pull,push")];
+        let idle = self.opts.policy.idle;
         if same_origin(&base, url) {
-            self.send_once(host, &scopes, make)
-                .await
-                .map_err(|t| match t {
-                    Transient::Transport(m) => UploadFailure::Transport(m),
-                    Transient::Fatal(e) => UploadFailure::Local(e.to_string()),
-                })
+            match net::watched(self.send_once(host, &scopes, make), activity, idle).await {
+                Err(stalled) => Err(UploadFailure::Net(stalled)),
+                Ok(Err(Attempt::Failed(f))) => Err(UploadFailure::Net(f)),
+                Ok(Err(Attempt::Fatal(e))) => Err(UploadFailure::Local(e.to_string())),
+                Ok(Ok(r)) => Ok(r),
+            }
         } else {
-            make(&self.http, &base)
-                .send()
-                .await
-                .map_err(|e| UploadFailure::Transport(super::error_chain(&e)))
+            match net::watched(make(&self.http, &base).send(), activity, idle).await {
+                Err(stalled) => Err(UploadFailure::Net(stalled)),
+                Ok(Err(e)) => Err(UploadFailure::Net(Failure::Transport(net::error_chain(&e)))),
+                Ok(Ok(r)) => Ok(r),
+            }
         }
     }
 
@@ -463,18 +543,28 @@ impl RegistryClient {
     }
 }
 
+/// How blob bytes are sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// POST, then PUT with the body.
+    Monolithic,
+    /// POST, PATCH with the body, empty PUT.
+    Patch,
+    /// POST, PATCHes of at most this many bytes with Content-Range, empty PUT.
+    Chunked(u64),
+}
+
 /// Why one upload attempt failed.
 enum UploadFailure {
-    /// The connection broke: start again.
-    Transport(String),
-    /// The registry answered an error status; retryable ones carry their delay.
-    Status {
-        status: StatusCode,
-        text: String,
-        retry_after: Option<Duration>,
-    },
+    /// The connection broke or stalled, or the registry answered an error status.
+    Net(Failure),
     /// 413: the registry wants smaller bodies.
     TooLarge,
+    /// The registry refused a monolithic PUT with a body.
+    Refused {
+        status: StatusCode,
+        text: String,
+    },
     /// The bytes read do not hash to the blob's digest.
     Corrupt(Digest),
     Local(String),
@@ -484,53 +574,60 @@ impl UploadFailure {
     fn into_error(self, target: &Reference, digest: &Digest, attempts: u32) -> Error {
         let r = &target.registry;
         let repo = &target.repository;
+        let tries = format!("{attempts} attempt{}", if attempts == 1 { "" } else { "s" });
         match self {
-            UploadFailure::Transport(m) => Error::Registry(format!(
-                "upload of {digest} to {r}/{repo} failed after {attempts} attempts: {m}"
-            )),
-            UploadFailure::Status { status, text, .. } => Error::Registry(format!(
-                "upload of {digest} to {r}/{repo} answered {status}: {text}"
+            UploadFailure::Net(f) => Error::Registry(format!(
+                "registry {r}: the upload of {digest} to {repo} failed after {tries}: {f}; {}",
+                match f {
+                    Failure::Status { status, .. } if !net::retryable_status(status) =>
+                        "the registry refuses it: check the push rights for this repository",
+                    Failure::Stalled(_) =>
+                        "the connection stalls: check the network, or raise --idle-timeout",
+                    _ => "try again later, or raise --retries",
+                }
             )),
             UploadFailure::TooLarge => Error::Registry(format!(
-                "upload of {digest} to {r}/{repo}: the registry refuses even {FALLBACK_CHUNK}-byte chunks; pass a smaller --chunk-size"
+                "registry {r}: the upload of {digest} to {repo}: the registry refuses even {FALLBACK_CHUNK}-byte chunks; pass a smaller --chunk-size"
+            )),
+            UploadFailure::Refused { status, text } => Error::Registry(format!(
+                "registry {r}: the upload of {digest} to {repo} was refused ({status}: {text}) by PUT and by PATCH"
             )),
             UploadFailure::Corrupt(actual) => Error::DigestMismatch {
                 what: format!("blob {digest} read for upload"),
                 expected: digest.to_string(),
                 actual: actual.to_string(),
             },
-            UploadFailure::Local(m) => {
-                Error::Registry(format!("upload of {digest} to {r}/{repo}: {m}"))
-            }
+            UploadFailure::Local(m) => Error::Registry(format!(
+                "registry {r}: the upload of {digest} to {repo}: {m}"
+            )),
         }
     }
 }
 
 async fn status_failure(resp: Response) -> UploadFailure {
-    let status = resp.status();
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return UploadFailure::TooLarge;
     }
-    let retry_after = super::retry_after(&resp);
-    let body = resp.bytes().await.unwrap_or_default();
-    let text = super::registry_error_text(&body);
-    if super::retryable_status(status) {
-        UploadFailure::Status {
-            status,
-            text,
-            retry_after,
-        }
-    } else {
-        UploadFailure::Local(format!("answered {status}: {text}"))
-    }
+    UploadFailure::Net(super::status_failure(resp).await)
 }
 
-async fn finish(resp: Response, want: StatusCode) -> std::result::Result<(), UploadFailure> {
-    if resp.status() == want || resp.status().is_success() {
+/// Success is any 2xx (ECR answers 201 where others answer 202, and the reverse).
+async fn finish(resp: Response) -> std::result::Result<(), UploadFailure> {
+    if resp.status().is_success() {
         Ok(())
     } else {
         Err(status_failure(resp).await)
     }
+}
+
+/// A chunk in memory as a body of 256 KiB pieces, so the idle watch sees it move.
+fn pieces(buf: bytes::Bytes, activity: Activity) -> Body {
+    let n = buf.len();
+    let stream = futures_util::stream::iter((0..n).step_by(READ_CHUNK).map(move |i| {
+        activity.touch();
+        Ok::<_, std::io::Error>(buf.slice(i..(i + READ_CHUNK).min(n)))
+    }));
+    Body::wrap_stream(stream)
 }
 
 fn header(resp: &Response, name: &str) -> Option<String> {
@@ -560,6 +657,7 @@ fn file_body(
     at: BlobLocation,
     expected: Digest,
     transfer: Transfer,
+    activity: Activity,
     mismatch: Arc<Mutex<Option<Digest>>>,
 ) -> Body {
     struct State {
@@ -577,6 +675,7 @@ fn file_body(
         let expected = expected.clone();
         let transfer = transfer.clone();
         let mismatch = mismatch.clone();
+        let activity = activity.clone();
         async move {
             let mut st = state?;
             if st.remaining == 0 {
@@ -619,6 +718,7 @@ fn file_body(
                 }
             }
             transfer.advance(want as u64);
+            activity.touch();
             Some((Ok(buf), Some(st)))
         }
     });
@@ -632,6 +732,7 @@ fn hashed_stream(
     resp: Response,
     expected: Digest,
     transfer: Transfer,
+    activity: Activity,
     mismatch: Arc<Mutex<Option<Digest>>>,
 ) -> Body {
     use futures_util::StreamExt;
@@ -644,19 +745,25 @@ fn hashed_stream(
         hasher: Sha256::new(),
     };
     let stream = futures_util::stream::unfold(Some(init), move |state| {
-        let (expected, transfer, mismatch) = (expected.clone(), transfer.clone(), mismatch.clone());
+        let (expected, transfer, mismatch, activity) = (
+            expected.clone(),
+            transfer.clone(),
+            mismatch.clone(),
+            activity.clone(),
+        );
         async move {
             let mut st = state?;
             match st.inner.next().await {
                 Some(Ok(chunk)) => {
                     st.hasher.update(&chunk);
                     transfer.advance(chunk.len() as u64);
+                    activity.touch();
                     Some((Ok(chunk), Some(st)))
                 }
                 Some(Err(e)) => Some((
                     Err(std::io::Error::other(format!(
                         "download broke off: {}",
-                        super::error_chain(&e)
+                        net::error_chain(&e)
                     ))),
                     None,
                 )),

@@ -4,6 +4,7 @@
 mod apt;
 mod check;
 mod faults;
+mod guard;
 mod hostile;
 mod lab;
 mod model;
@@ -1086,6 +1087,31 @@ fn main() {
             test_pinned_cached_base_needs_no_network,
         ),
         Trial::test("build::bad_input_errors", test_bad_input_errors),
+        Trial::test(
+            "guard::probe_503_is_retried",
+            guard::test_probe_503_is_retried,
+        ),
+        Trial::test(
+            "guard::downloads_resume_restart_and_unstall",
+            guard::test_downloads_resume_restart_and_unstall,
+        ),
+        Trial::test(
+            "guard::upload_stall_is_retried",
+            guard::test_upload_stall_is_retried,
+        ),
+        Trial::test(
+            "guard::long_retry_after_fails_fast",
+            guard::test_long_retry_after_fails_fast,
+        ),
+        Trial::test("guard::registry_quirks", guard::test_registry_quirks),
+        Trial::test(
+            "guard::short_tokens_are_refreshed",
+            guard::test_short_tokens_are_refreshed,
+        ),
+        Trial::test(
+            "guard::kill9_cold_builds_share_a_cache",
+            guard::test_kill9_cold_builds_share_a_cache,
+        ),
         Trial::test(
             "model::pull_then_build_offline",
             model::test_pull_then_build_offline,

@@ -151,13 +151,39 @@ struct Policy {
     refresh: String,
 }
 
+/// How the issuer answers: Docker Hub's `token` and `access_token` with 300 s, or (as some
+/// registries do) only `access_token`, with `issued_at` and a short lifetime.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenStyle {
+    pub access_token_only: bool,
+    pub lifetime: u64,
+}
+
+impl Default for TokenStyle {
+    fn default() -> Self {
+        TokenStyle {
+            access_token_only: false,
+            lifetime: 300,
+        }
+    }
+}
+
 /// Start an issuer and a token-auth registry that trusts it. Returns both.
 pub fn start_token_registry(
     user: &str,
     password: &str,
     refresh: &str,
 ) -> Result<(Registry, TokenIssuer), Failed> {
-    let dir = lab::workdir().join(format!("token-{}", std::process::id()));
+    start_token_registry_styled(user, password, refresh, TokenStyle::default())
+}
+
+pub fn start_token_registry_styled(
+    user: &str,
+    password: &str,
+    refresh: &str,
+    style: TokenStyle,
+) -> Result<(Registry, TokenIssuer), Failed> {
+    let dir = lab::workdir().join(format!("token-{}-{}", std::process::id(), style.lifetime));
     std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
     let key = dir.join("token.key");
     let cert = dir.join("token.crt");
@@ -190,7 +216,7 @@ pub fn start_token_registry(
         for conn in listener.incoming().flatten() {
             let (key, x5c, log, policy) = (key.clone(), x5c.clone(), log.clone(), policy.clone());
             std::thread::spawn(move || {
-                let _ = serve_token(conn, &key, &x5c, &log, &policy);
+                let _ = serve_token(conn, &key, &x5c, &log, &policy, style);
             });
         }
     });
@@ -211,6 +237,7 @@ fn serve_token(
     x5c: &str,
     log: &Mutex<Vec<TokenRequest>>,
     policy: &Policy,
+    style: TokenStyle,
 ) -> std::io::Result<()> {
     let req = read_request(&mut conn)?;
     let body = String::from_utf8_lossy(&req.body).to_string();
@@ -282,7 +309,7 @@ fn serve_token(
     let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
     let claims = serde_json::json!({
         "iss": TOKEN_ISSUER, "sub": caller, "aud": param("service").unwrap_or_default(),
-        "exp": now + 300, "nbf": now - 10, "iat": now,
+        "exp": now + style.lifetime, "nbf": now - 10, "iat": now,
         "jti": format!("{now}-{}", std::process::id()) + &format!("-{}", log.lock().map(|l| l.len()).unwrap_or(0)),
         "access": access,
     });
@@ -310,8 +337,22 @@ fn serve_token(
             granted,
         });
     }
-    let answer = serde_json::json!({"token": token, "access_token": token, "expires_in": 300});
+    let answer = if style.access_token_only {
+        let issued = lab_rfc3339(now);
+        serde_json::json!({"access_token": token, "expires_in": style.lifetime, "issued_at": issued})
+    } else {
+        serde_json::json!({"token": token, "access_token": token, "expires_in": style.lifetime})
+    };
     respond(&mut conn, 200, &answer.to_string())
+}
+
+/// Seconds since the epoch as RFC 3339 UTC (`date` does the calendar).
+fn lab_rfc3339(secs: u64) -> String {
+    Command::new("date")
+        .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 fn form(s: &str) -> Vec<(String, String)> {
@@ -437,6 +478,8 @@ pub struct Seen {
     pub status: u16,
     /// Whether the request carried an Authorization header.
     pub authorized: bool,
+    /// Its `Range` header, if any.
+    pub range: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -456,6 +499,28 @@ pub enum Fault {
     CorruptBody,
     /// Forward, and add this header line (`Name: value`) to the answer.
     AddHeader(&'static str),
+    /// Forward the answer's head and this many body bytes, then drop the connection: a
+    /// download reset mid-body.
+    CutBody(u64),
+    /// Forward the answer's head and this many body bytes, then send nothing for this long
+    /// (and drop): a download that stalls.
+    StallBody(u64, std::time::Duration),
+    /// Forward the request without its `Range` header: a registry without range requests.
+    StripRange,
+    /// Read this many bytes of the request body, then stop reading for this long (and drop):
+    /// an upload the server stops reading.
+    StallUpload(u64, std::time::Duration),
+    /// Answer with this status when the request carries a body, else forward: a registry that
+    /// takes blob bytes only by PATCH refuses a monolithic PUT (Artifactory).
+    StatusIfBody(u16),
+    /// Answer 413 to a request whose body is over this many bytes, else forward (GHCR's
+    /// 4 MiB cap on request bodies).
+    TooLargeOver(u64),
+    /// Wait this long, then forward: a slow registry.
+    Delay(std::time::Duration),
+    /// Answer a HEAD with 404, and (when true) a body after it, which HTTP forbids but some
+    /// registries send.
+    HeadNotFound(bool),
 }
 
 #[derive(Clone, Debug)]
@@ -517,6 +582,7 @@ fn relay(client: TcpStream, upstream: u16, proxy: &Proxy) -> std::io::Result<()>
     let mut reader = BufReader::new(client.try_clone()?);
     let req = read_head(&mut reader)?;
     let authorized = req.header("authorization").is_some();
+    let range = req.header("range");
     let record = |status: u16| {
         if let Ok(mut s) = proxy.seen.lock() {
             s.push(Seen {
@@ -524,6 +590,7 @@ fn relay(client: TcpStream, upstream: u16, proxy: &Proxy) -> std::io::Result<()>
                 target: req.target.clone(),
                 status,
                 authorized,
+                range: range.clone(),
             });
         }
     };
@@ -580,7 +647,71 @@ fn relay(client: TcpStream, upstream: u16, proxy: &Proxy) -> std::io::Result<()>
             let _ = client.shutdown(Shutdown::Both);
             return Ok(());
         }
-        Some(Fault::CorruptBody | Fault::AddHeader(_)) | None => {}
+        Some(Fault::TooLargeOver(cap)) if req.content_length() > cap => {
+            std::io::copy(
+                &mut (&mut reader).take(req.content_length()),
+                &mut std::io::sink(),
+            )?;
+            write!(
+                client_w,
+                "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+            record(413);
+            let _ = client_w.flush();
+            let _ = client.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        Some(Fault::Delay(pause)) => std::thread::sleep(pause),
+        Some(Fault::StatusIfBody(code)) if req.content_length() > 0 => {
+            std::io::copy(
+                &mut (&mut reader).take(req.content_length()),
+                &mut std::io::sink(),
+            )?;
+            let body = r#"{"errors":[{"code":"UNSUPPORTED","message":"use PATCH"}]}"#;
+            write!(
+                client_w,
+                "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            record(code);
+            let _ = client_w.flush();
+            let _ = client.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        Some(Fault::HeadNotFound(with_body)) => {
+            let body = if with_body { "{\"errors\":[]}" } else { "" };
+            write!(
+                client_w,
+                "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            record(404);
+            let _ = client_w.flush();
+            let _ = client.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        Some(Fault::StallUpload(n, pause)) => {
+            let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
+            up.write_all(&with_connection_close(&req.head))?;
+            let n = n.min(req.content_length().saturating_sub(1));
+            std::io::copy(&mut (&mut reader).take(n), &mut up)?;
+            record(0);
+            // Stop reading: the client's writes fill the socket buffers and block.
+            std::thread::sleep(pause);
+            let _ = up.shutdown(Shutdown::Both);
+            let _ = client.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        Some(
+            Fault::CorruptBody
+            | Fault::AddHeader(_)
+            | Fault::CutBody(_)
+            | Fault::StallBody(..)
+            | Fault::StripRange
+            | Fault::TooLargeOver(_)
+            | Fault::StatusIfBody(_),
+        )
+        | None => {}
     }
     let corrupt = matches!(fault, Some(Fault::CorruptBody));
     let added = match &fault {
@@ -588,7 +719,12 @@ fn relay(client: TcpStream, upstream: u16, proxy: &Proxy) -> std::io::Result<()>
         _ => String::new(),
     };
     let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
-    up.write_all(&with_connection_close(&req.head))?;
+    let head = if matches!(fault, Some(Fault::StripRange)) {
+        without_header(&req.head, "range")
+    } else {
+        req.head.clone()
+    };
+    up.write_all(&with_connection_close(&head))?;
     let mut up_w = up.try_clone()?;
     // The rest of the request body flows on its own thread; the answer on this one.
     let body_len = req.content_length();
@@ -620,11 +756,41 @@ fn relay(client: TcpStream, upstream: u16, proxy: &Proxy) -> std::io::Result<()>
             client_w.write_all(&[first[0] ^ 0xff])?;
         }
     }
+    if let Some(Fault::CutBody(n) | Fault::StallBody(n, _)) = fault {
+        // Headers as they are, then only the first n bytes of the body.
+        loop {
+            let mut line = String::new();
+            up_reader.read_line(&mut line)?;
+            client_w.write_all(line.as_bytes())?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        std::io::copy(&mut (&mut up_reader).take(n), &mut client_w)?;
+        client_w.flush()?;
+        if let Some(Fault::StallBody(_, pause)) = fault {
+            std::thread::sleep(pause);
+        }
+        record(0);
+        let _ = client.shutdown(Shutdown::Both);
+        let _ = pump.join();
+        return Ok(());
+    }
     std::io::copy(&mut up_reader, &mut client_w)?;
     record(status);
     let _ = client.shutdown(Shutdown::Both);
     let _ = pump.join();
     Ok(())
+}
+
+/// The request head without the header `name` (lowercase).
+fn without_header(head: &[u8], name: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    text.split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with(&format!("{name}:")))
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        .into_bytes()
 }
 
 /// The request head with `Connection: close`, so each connection carries one exchange.
