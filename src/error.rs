@@ -36,13 +36,23 @@ pub enum Error {
         actual: String,
     },
 
-    /// A registry could not be reached or answered with an error.
-    #[error("{0}")]
-    Registry(String),
+    /// A registry, token service or apt mirror could not be reached or answered with an error.
+    #[error(transparent)]
+    Registry(Box<crate::net::NetError>),
+
+    /// The local container engine (`--load`) is missing or refused the image.
+    #[error(transparent)]
+    Engine(#[from] crate::sink::engine::EngineError),
 
     /// The start-up check found that the image cannot run.
     #[error("{0}")]
     Check(String),
+}
+
+impl From<crate::net::NetError> for Error {
+    fn from(e: crate::net::NetError) -> Error {
+        Error::Registry(Box::new(e))
+    }
 }
 
 impl Error {

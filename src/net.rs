@@ -41,7 +41,7 @@ impl Default for Policy {
 }
 
 /// Why one attempt failed.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Failure {
     /// The connection could not be made, broke, or was reset.
     Transport(String),
@@ -116,12 +116,13 @@ impl Policy {
         } = failure
         {
             if *wait > self.max_retry_after {
-                return Err(Error::Registry(format!(
-                    "{who} answered {status} and asks to wait {} before trying again, longer than the {} s imgbuild waits; try later, or allow the wait with --max-retry-wait {}",
-                    human_duration(*wait),
-                    self.max_retry_after.as_secs(),
-                    wait.as_secs() + 1
-                )));
+                return Err(NetError::WaitTooLong {
+                    who: who.to_string(),
+                    status: *status,
+                    wait: *wait,
+                    cap: self.max_retry_after,
+                }
+                .into());
             }
             return Ok(Some(*wait));
         }
@@ -339,9 +340,14 @@ where
             }
         }
         if !status.is_success() {
-            return Err(Error::Registry(format!(
-                "{who}: GET {what} answered {status}"
-            )));
+            return Err(NetError::Refused {
+                who: who.to_string(),
+                request: format!("GET {what}"),
+                status,
+                text: String::new(),
+                hint: String::new(),
+            }
+            .into());
         }
         let mut body = resp.bytes_stream();
         let failure = loop {
@@ -359,11 +365,14 @@ where
         match policy.next_try(attempts, &failure, who)? {
             Some(wait) => tokio::time::sleep(wait).await,
             None => {
-                return Err(Error::Registry(format!(
-                    "{who}: the download of {what} failed after {attempts} attempt{}: {failure}; {} bytes arrived. Check the network, or raise --retries / --idle-timeout",
-                    if attempts == 1 { "" } else { "s" },
-                    written
-                )));
+                return Err(NetError::GaveUp {
+                    who: who.to_string(),
+                    request: format!("the download of {what} ({written} bytes arrived)"),
+                    hint: NetError::hint_for(&failure).into(),
+                    failure,
+                    attempts,
+                }
+                .into());
             }
         }
     }
@@ -417,10 +426,14 @@ pub async fn get_url(
         match policy.next_try(attempts, &failure, url)? {
             Some(wait) => tokio::time::sleep(wait).await,
             None => {
-                return Err(Error::Registry(format!(
-                    "GET {url} failed after {attempts} attempt{}: {failure}",
-                    if attempts == 1 { "" } else { "s" }
-                )));
+                return Err(NetError::GaveUp {
+                    who: url.to_string(),
+                    request: "GET".into(),
+                    hint: NetError::hint_for(&failure).into(),
+                    failure,
+                    attempts,
+                }
+                .into());
             }
         }
     }
@@ -439,10 +452,14 @@ pub async fn get_small(
         attempts += 1;
         let resp = get_url(http, policy, url, 0).await?;
         if !resp.status().is_success() {
-            return Err(Error::Registry(format!(
-                "GET {url} answered {}",
-                resp.status()
-            )));
+            return Err(NetError::Refused {
+                who: url.to_string(),
+                request: "GET".into(),
+                status: resp.status(),
+                text: String::new(),
+                hint: String::new(),
+            }
+            .into());
         }
         let mut body = resp.bytes_stream();
         let mut out = Vec::new();
@@ -463,9 +480,14 @@ pub async fn get_small(
         match policy.next_try(attempts, &failure, url)? {
             Some(wait) => tokio::time::sleep(wait).await,
             None => {
-                return Err(Error::Registry(format!(
-                    "GET {url} failed after {attempts} attempts: {failure}"
-                )));
+                return Err(NetError::GaveUp {
+                    who: url.to_string(),
+                    request: "GET".into(),
+                    hint: NetError::hint_for(&failure).into(),
+                    failure,
+                    attempts,
+                }
+                .into());
             }
         }
     }
@@ -484,6 +506,97 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     out
+}
+
+/// What can go wrong talking to a registry, a token service or an apt mirror, as data: which
+/// server, which request, what it answered, how many attempts were made, and the next step.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The server could not be reached (connection refused, name not found, TLS, stalls).
+    #[error("{who} is unreachable: {detail}{}; {hint}", tries(*attempts))]
+    Unreachable {
+        who: String,
+        detail: String,
+        attempts: u32,
+        hint: String,
+    },
+    /// A request kept failing in a way worth retrying until the retries ran out.
+    #[error("{who}: {request} {failure}, after {attempts} attempt{}; {hint}", plural(*attempts))]
+    GaveUp {
+        who: String,
+        request: String,
+        failure: Failure,
+        attempts: u32,
+        hint: String,
+    },
+    /// The server asked (`Retry-After`) to wait longer than imgbuild may.
+    #[error(
+        "{who} answered {status} and asks to wait {} before trying again, longer than the {} s imgbuild waits; try later, or allow the wait with --max-retry-wait {}",
+        human_duration(*wait),
+        cap.as_secs(),
+        wait.as_secs() + 1
+    )]
+    WaitTooLong {
+        who: String,
+        status: StatusCode,
+        wait: Duration,
+        cap: Duration,
+    },
+    /// An answer no retry mends.
+    #[error("{who}: {request} answered {status}: {text}{hint}")]
+    Refused {
+        who: String,
+        request: String,
+        status: StatusCode,
+        text: String,
+        /// `; what to do`, or empty.
+        hint: String,
+    },
+    #[error("image {image} not found on {registry}: check the name and tag")]
+    NotFound { image: String, registry: String },
+    /// The server broke the protocol: a missing header, a rewritten manifest, no token.
+    /// `detail` names the server itself.
+    #[error("{detail}")]
+    Protocol { who: String, detail: String },
+    /// The HTTP client could not be set up (a bad CA bundle, a broken proxy setting).
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn tries(n: u32) -> String {
+    if n > 1 {
+        format!(" ({n} attempts)")
+    } else {
+        String::new()
+    }
+}
+
+impl NetError {
+    pub fn protocol(who: impl Into<String>, detail: impl Into<String>) -> NetError {
+        NetError::Protocol {
+            who: who.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The next step for a failure that outlasted its retries.
+    pub fn hint_for(failure: &Failure) -> &'static str {
+        match failure {
+            Failure::Status { .. } => {
+                "the server is overloaded or failing: try again later, or raise --retries"
+            }
+            Failure::Stalled(_) => {
+                "the connection stalls: check the network, or raise --idle-timeout"
+            }
+            Failure::Transport(_) => {
+                "check the network and that the server is running, or raise --retries"
+            }
+        }
+    }
 }
 
 #[cfg(test)]

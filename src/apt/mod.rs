@@ -469,12 +469,13 @@ pub async fn fetch_debs(
             }
         }
         if !cache.has_blob(&d) {
-            return Err(Error::Registry(format!(
-                "cannot fetch {} {}: {}",
-                p.name,
-                p.version,
-                tried.join("; ")
-            )));
+            return Err(crate::net::NetError::Unreachable {
+                who: format!("every source of {} {}", p.name, p.version),
+                detail: tried.join("; "),
+                attempts: urls.len() as u32,
+                hint: "check the apt sources (--apt-source) and the network".into(),
+            }
+            .into());
         }
     }
     Ok(())

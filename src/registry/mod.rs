@@ -18,7 +18,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
 use crate::cache::Cache;
 use crate::error::{Error, IoContext, Result};
-use crate::net::{self, Activity, Attempt, Failure, Policy};
+use crate::net::{self, Activity, Attempt, Failure, NetError, Policy};
 use crate::oci::digest;
 use crate::oci::reference::Reference;
 use challenge::Challenge;
@@ -86,6 +86,17 @@ pub struct ClientOptions {
 }
 
 pub use crate::net::{DEFAULT_RETRIES, error_chain, retryable_status};
+
+/// The method of the request `make` builds (for messages).
+fn method_of(
+    make: &impl Fn(&reqwest::Client, &str) -> RequestBuilder,
+    http: &reqwest::Client,
+) -> String {
+    make(http, "http://localhost")
+        .build()
+        .map(|r| r.method().to_string())
+        .unwrap_or_else(|_| "request".into())
+}
 
 /// Errors that no retry will mend: bad certificates and malformed requests.
 fn is_permanent(e: &reqwest::Error) -> bool {
@@ -161,9 +172,7 @@ impl RegistryClient {
         if !certs.is_empty() {
             builder = builder.tls_certs_merge(certs);
         }
-        let http = builder
-            .build()
-            .map_err(|e| Error::Registry(format!("cannot set up the HTTP client: {e}")))?;
+        let http = builder.build().map_err(NetError::Client)?;
         Ok(RegistryClient {
             http,
             opts,
@@ -212,24 +221,29 @@ impl RegistryClient {
             match policy.next_try(attempts, &failure, &format!("registry {host}"))? {
                 Some(wait) => tokio::time::sleep(wait).await,
                 None => {
-                    let tries = if attempts == 1 {
-                        String::new()
-                    } else {
-                        format!(" ({attempts} attempts)")
-                    };
-                    return Err(Error::Registry(match failure {
-                        Failure::Status { .. } => format!(
-                            "registry {host}: GET /v2/ {failure}{tries}: the registry (or a proxy in front of it) is overloaded or failing; try again later or raise --retries"
-                        ),
-                        _ => format!(
-                            "registry {host} is unreachable: {failure}{tries}; check the host and port and that the registry is running{}",
-                            if is_loopback(host) || self.allows_plain_http(host) {
-                                ""
-                            } else {
-                                " (for a registry without TLS, pass --insecure-registry HOST)"
-                            }
-                        ),
-                    }));
+                    return Err(match failure {
+                        Failure::Status { .. } => NetError::GaveUp {
+                            who: format!("registry {host}"),
+                            request: "GET /v2/".into(),
+                            failure,
+                            attempts,
+                            hint: "the registry (or a proxy in front of it) is overloaded or failing: try again later, or raise --retries".into(),
+                        },
+                        _ => NetError::Unreachable {
+                            who: format!("registry {host}"),
+                            detail: failure.to_string(),
+                            attempts,
+                            hint: format!(
+                                "check the host and port and that the registry is running{}",
+                                if is_loopback(host) || self.allows_plain_http(host) {
+                                    ""
+                                } else {
+                                    " (for a registry without TLS, pass --insecure-registry HOST)"
+                                }
+                            ),
+                        },
+                    }
+                    .into());
                 }
             }
         };
@@ -277,7 +291,10 @@ impl RegistryClient {
             .lock()
             .ok()
             .and_then(|m| m.get(host).map(|e| e.base_url.clone()))
-            .ok_or_else(|| Error::Registry(format!("internal: registry {host} not yet contacted")))
+            .ok_or_else(|| {
+                NetError::protocol(host, format!("internal: registry {host} not yet contacted"))
+                    .into()
+            })
     }
 
     async fn ping(&self, base: &str) -> std::result::Result<Option<Challenge>, Attempt> {
@@ -291,10 +308,16 @@ impl RegistryClient {
         {
             Err(stalled) => return Err(Attempt::Failed(stalled)),
             Ok(Err(e)) if is_permanent(&e) => {
-                return Err(Attempt::Fatal(Error::Registry(format!(
-                    "GET {base}/v2/ failed: {}",
-                    error_chain(&e)
-                ))));
+                return Err(Attempt::Fatal(
+                    NetError::Unreachable {
+                        who: base.to_string(),
+                        detail: format!("GET /v2/ failed: {}", error_chain(&e)),
+                        attempts: 1,
+                        hint: "check the registry's certificate, or trust its CA with --ca-cert"
+                            .into(),
+                    }
+                    .into(),
+                ));
             }
             Ok(Err(e)) => return Err(Attempt::Failed(Failure::Transport(error_chain(&e)))),
             Ok(Ok(resp)) => resp,
@@ -303,9 +326,16 @@ impl RegistryClient {
             s if s.is_success() => Ok(None),
             StatusCode::UNAUTHORIZED => Ok(challenge_of(&resp)),
             s if retryable_status(s) => Err(Attempt::Failed(status_failure(resp).await)),
-            s => Err(Attempt::Fatal(Error::Registry(format!(
-                "GET {base}/v2/ answered {s}: not an OCI registry API (is the host right?)"
-            )))),
+            status => Err(Attempt::Fatal(
+                NetError::Refused {
+                    who: base.to_string(),
+                    request: "GET /v2/".into(),
+                    status,
+                    text: "not an OCI registry API".into(),
+                    hint: " (is the host right?)".into(),
+                }
+                .into(),
+            )),
         }
     }
 
@@ -379,9 +409,11 @@ impl RegistryClient {
                 }
                 Ok(Some(format!("Bearer {token}")))
             }
-            other => Err(Error::Registry(format!(
-                "registry {host} asks for unsupported auth scheme {other:?}"
-            ))),
+            other => Err(NetError::protocol(
+                host,
+                format!("registry {host} asks for unsupported auth scheme {other:?}"),
+            )
+            .into()),
         }
     }
 
@@ -393,8 +425,9 @@ impl RegistryClient {
         cred: Option<&Credential>,
     ) -> Result<(String, u64)> {
         let realm = challenge.param("realm").ok_or_else(|| {
-            Error::Registry(format!(
-                "registry {host} sent a Bearer challenge without a realm"
+            Error::from(NetError::protocol(
+                host,
+                format!("registry {host} sent a Bearer challenge without a realm"),
             ))
         })?;
         let service = challenge.param("service");
@@ -445,9 +478,11 @@ impl RegistryClient {
         let resp = loop {
             attempts += 1;
             let Some(rb) = request.try_clone() else {
-                return Err(Error::Registry(format!(
-                    "internal: token request to {realm} cannot be repeated"
-                )));
+                return Err(NetError::protocol(
+                    realm,
+                    format!("internal: token request to {realm} cannot be repeated"),
+                )
+                .into());
             };
             let activity = Activity::default();
             let failure = match net::watched(rb.send(), &activity, policy.idle).await {
@@ -459,25 +494,31 @@ impl RegistryClient {
             match policy.next_try(attempts, &failure, &format!("token service {realm}"))? {
                 Some(wait) => tokio::time::sleep(wait).await,
                 None => {
-                    return Err(Error::Registry(format!(
-                        "token service {realm} for registry {host} failed after {attempts} attempt{}: {failure}",
-                        if attempts == 1 { "" } else { "s" }
-                    )));
+                    return Err(NetError::GaveUp {
+                        who: format!("token service {realm}"),
+                        request: format!("a token for registry {host}"),
+                        hint: NetError::hint_for(&failure).into(),
+                        failure,
+                        attempts,
+                    }
+                    .into());
                 }
             }
         };
         let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::Registry(format!("token service {realm}: {e}")))?;
+        let body = resp.bytes().await.map_err(|e| {
+            NetError::protocol(realm, format!("token service {realm}: {}", error_chain(&e)))
+        })?;
         if !status.is_success() {
             let source = cred.map_or_else(|| self.credentials.describe(), |c| c.source.clone());
-            return Err(Error::Registry(format!(
-                "registry {host} refused to issue a token for {} ({status}): {}; credentials tried: {source}. Log in with `imgbuild login {host}` or set IMGBUILD_USERNAME/IMGBUILD_PASSWORD",
-                scopes.join(" "),
-                registry_error_text(&body)
-            )));
+            return Err(NetError::Refused {
+                who: format!("registry {host}"),
+                request: format!("a token for {} (refused to issue)", scopes.join(" ")),
+                status,
+                text: registry_error_text(&body),
+                hint: format!("; credentials tried: {source}. Log in with `imgbuild login {host}` or set IMGBUILD_USERNAME/IMGBUILD_PASSWORD"),
+            }
+            .into());
         }
         #[derive(serde::Deserialize)]
         struct TokenResponse {
@@ -487,8 +528,9 @@ impl RegistryClient {
             issued_at: Option<String>,
         }
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-            Error::Registry(format!(
-                "token service {realm} answered something that is not a token: {e}"
+            Error::from(NetError::protocol(
+                realm,
+                format!("token service {realm} answered something that is not a token: {e}"),
             ))
         })?;
         let token = parsed
@@ -496,7 +538,10 @@ impl RegistryClient {
             .or(parsed.access_token)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
-                Error::Registry(format!("token service {realm} answered without a token"))
+                Error::from(NetError::protocol(
+                    realm,
+                    format!("token service {realm} answered without a token"),
+                ))
             })?;
         // `expires_in` counts from `issued_at` when the service says when that was (60 s by
         // default, as the token spec says); a token issued a while ago has less left.
@@ -541,7 +586,8 @@ impl RegistryClient {
                     Ok(Err(Attempt::Fatal(e))) => return Err(e),
                     Ok(Err(Attempt::Failed(f))) => (f, None),
                     Ok(Ok(resp)) if retryable_status(resp.status()) => {
-                        let request = format!("{} {}", "request", resp.url().path());
+                        let request =
+                            format!("{} {}", method_of(&make, &self.http), resp.url().path());
                         (status_failure(resp).await, Some(request))
                     }
                     Ok(Ok(resp)) => return Ok(resp),
@@ -549,21 +595,14 @@ impl RegistryClient {
             match policy.next_try(attempts, &failure, &format!("registry {host}"))? {
                 Some(wait) => tokio::time::sleep(wait).await,
                 None => {
-                    return Err(Error::Registry(format!(
-                        "registry {host}: {}{failure}, after {attempts} attempt{}; {}",
-                        request
-                            .map(|r| format!("{} ", r.trim_start_matches("request ")))
-                            .unwrap_or_default(),
-                        if attempts == 1 { "" } else { "s" },
-                        match failure {
-                            Failure::Status { .. } =>
-                                "the registry is overloaded or failing: try again later, or raise --retries",
-                            Failure::Stalled(_) =>
-                                "the connection stalls: check the network, or raise --idle-timeout",
-                            Failure::Transport(_) =>
-                                "check the network and that the registry is running, or raise --retries",
-                        }
-                    )));
+                    return Err(NetError::GaveUp {
+                        who: format!("registry {host}"),
+                        request: request.unwrap_or_else(|| "a request".into()),
+                        hint: NetError::hint_for(&failure).into(),
+                        failure,
+                        attempts,
+                    }
+                    .into());
                 }
             }
         }
@@ -590,10 +629,17 @@ impl RegistryClient {
             }
             let resp = rb.send().await.map_err(|e| {
                 if is_permanent(&e) {
-                    Attempt::Fatal(Error::Registry(format!(
-                        "request to registry {host} failed: {}",
-                        error_chain(&e)
-                    )))
+                    Attempt::Fatal(
+                        NetError::Unreachable {
+                            who: format!("registry {host}"),
+                            detail: error_chain(&e),
+                            attempts: 1,
+                            hint:
+                                "check the registry's certificate, or trust its CA with --ca-cert"
+                                    .into(),
+                        }
+                        .into(),
+                    )
                 } else {
                     Attempt::Failed(Failure::Transport(error_chain(&e)))
                 }
@@ -663,11 +709,11 @@ impl RegistryClient {
                 .await?;
             let status = resp.status();
             if status == StatusCode::NOT_FOUND {
-                return Err(Error::Registry(format!(
-                    "image {} not found on {}: check the name and tag",
-                    r.canonical(),
-                    r.registry
-                )));
+                return Err(NetError::NotFound {
+                    image: r.canonical(),
+                    registry: r.registry.clone(),
+                }
+                .into());
             }
             if !status.is_success() {
                 let body = resp.bytes().await.unwrap_or_default();
@@ -687,9 +733,14 @@ impl RegistryClient {
             match policy.next_try(attempts, &failure, &format!("registry {host}"))? {
                 Some(wait) => tokio::time::sleep(wait).await,
                 None => {
-                    return Err(Error::Registry(format!(
-                        "registry {host}: GET {path} broke off after {attempts} attempts: {failure}"
-                    )));
+                    return Err(NetError::GaveUp {
+                        who: format!("registry {host}"),
+                        request: format!("GET {path}"),
+                        hint: NetError::hint_for(&failure).into(),
+                        failure,
+                        attempts,
+                    }
+                    .into());
                 }
             }
         };
@@ -766,10 +817,14 @@ impl RegistryClient {
             ),
             _ => String::new(),
         };
-        Error::Registry(format!(
-            "registry {host}: {method} {path} answered {status}: {}{hint}",
-            registry_error_text(body)
-        ))
+        NetError::Refused {
+            who: format!("registry {host}"),
+            request: format!("{method} {path}"),
+            status,
+            text: registry_error_text(body),
+            hint,
+        }
+        .into()
     }
 
     /// Convenience for other modules: an authorised request of `method` to `path` on `r`'s registry.

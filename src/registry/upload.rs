@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{RegistryClient, append_query, scope};
 use crate::error::{Error, Result};
-use crate::net::{self, Activity, Attempt, Failure};
+use crate::net::{self, Activity, Attempt, Failure, NetError};
 use crate::oci::FileRange as BlobLocation;
 use crate::oci::digest;
 use crate::oci::reference::Reference;
@@ -117,9 +117,12 @@ impl RegistryClient {
 
     fn session_of(&self, target: &Reference, resp: &Response) -> Result<UploadSession> {
         let location = header(resp, LOCATION.as_str()).ok_or_else(|| {
-            Error::Registry(format!(
-                "registry {} opened an upload without a Location header",
-                target.registry
+            Error::from(NetError::protocol(
+                &target.registry,
+                format!(
+                    "registry {} opened an upload without a Location header",
+                    target.registry
+                ),
             ))
         })?;
         Ok(UploadSession {
@@ -502,10 +505,14 @@ impl RegistryClient {
         if let Some(said) = header(&resp, "docker-content-digest")
             && said != expected.as_ref()
         {
-            return Err(Error::Registry(format!(
-                "registry {} stored manifest {path} as {said}, but imgbuild sent {expected}: the registry rewrote it",
-                target.registry
-            )));
+            return Err(NetError::protocol(
+                &target.registry,
+                format!(
+                    "registry {} stored manifest {path} as {said}, but imgbuild sent {expected}: the registry rewrote it",
+                    target.registry
+                ),
+            )
+            .into());
         }
         Ok(header(&resp, "oci-subject").is_some())
     }
@@ -532,7 +539,12 @@ impl RegistryClient {
             s if s.is_success() => Ok(Some(
                 resp.bytes()
                     .await
-                    .map_err(|e| Error::Registry(format!("reading {path} broke off: {e}")))?
+                    .map_err(|e| {
+                        NetError::protocol(
+                            &target.registry,
+                            format!("reading {path} broke off: {}", net::error_chain(&e)),
+                        )
+                    })?
                     .to_vec(),
             )),
             s => {
@@ -572,34 +584,51 @@ enum UploadFailure {
 
 impl UploadFailure {
     fn into_error(self, target: &Reference, digest: &Digest, attempts: u32) -> Error {
-        let r = &target.registry;
-        let repo = &target.repository;
-        let tries = format!("{attempts} attempt{}", if attempts == 1 { "" } else { "s" });
+        let who = format!("registry {}", target.registry);
+        let request = format!("the upload of {digest} to {}", target.repository);
         match self {
-            UploadFailure::Net(f) => Error::Registry(format!(
-                "registry {r}: the upload of {digest} to {repo} failed after {tries}: {f}; {}",
-                match f {
-                    Failure::Status { status, .. } if !net::retryable_status(status) =>
-                        "the registry refuses it: check the push rights for this repository",
-                    Failure::Stalled(_) =>
-                        "the connection stalls: check the network, or raise --idle-timeout",
-                    _ => "try again later, or raise --retries",
-                }
-            )),
-            UploadFailure::TooLarge => Error::Registry(format!(
-                "registry {r}: the upload of {digest} to {repo}: the registry refuses even {FALLBACK_CHUNK}-byte chunks; pass a smaller --chunk-size"
-            )),
-            UploadFailure::Refused { status, text } => Error::Registry(format!(
-                "registry {r}: the upload of {digest} to {repo} was refused ({status}: {text}) by PUT and by PATCH"
-            )),
+            UploadFailure::Net(Failure::Status {
+                status,
+                text,
+                retry_after: _,
+            }) if !net::retryable_status(status) => NetError::Refused {
+                who,
+                request,
+                status,
+                text,
+                hint: "; check the push rights for this repository".into(),
+            }
+            .into(),
+            UploadFailure::Net(failure) => NetError::GaveUp {
+                who,
+                request,
+                hint: NetError::hint_for(&failure).into(),
+                failure,
+                attempts,
+            }
+            .into(),
+            UploadFailure::TooLarge => NetError::Refused {
+                who,
+                request,
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                text: format!("even {FALLBACK_CHUNK}-byte chunks are too large"),
+                hint: "; pass a smaller --chunk-size".into(),
+            }
+            .into(),
+            UploadFailure::Refused { status, text } => NetError::Refused {
+                who,
+                request: format!("{request} (by PUT and by PATCH)"),
+                status,
+                text,
+                hint: String::new(),
+            }
+            .into(),
             UploadFailure::Corrupt(actual) => Error::DigestMismatch {
                 what: format!("blob {digest} read for upload"),
                 expected: digest.to_string(),
                 actual: actual.to_string(),
             },
-            UploadFailure::Local(m) => Error::Registry(format!(
-                "registry {r}: the upload of {digest} to {repo}: {m}"
-            )),
+            UploadFailure::Local(m) => NetError::protocol(who, format!("{request}: {m}")).into(),
         }
     }
 }

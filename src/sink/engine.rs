@@ -19,6 +19,27 @@ use crate::report::Reporter;
 use super::Local;
 use super::tarball::{Naming, blobs, stream_tarball};
 
+/// Why `--load` could not load.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No socket answered.
+    #[error(
+        "--load found no container engine; tried:\n  {}\nstart Docker or `podman system service`, set DOCKER_HOST=unix:///path/to/socket, or write a tarball with -o",
+        tried.join("\n  ")
+    )]
+    NotFound { tried: Vec<String> },
+    /// The engine answered, and refused (inside its JSON stream or with an error status).
+    #[error("engine at {engine} refused the image: {message}")]
+    Refused { engine: String, message: String },
+    /// The engine broke the conversation off.
+    #[error("engine at {engine}: {request}: {detail}")]
+    Broken {
+        engine: String,
+        request: String,
+        detail: String,
+    },
+}
+
 /// A local engine's API socket.
 #[derive(Clone, Debug)]
 pub struct Engine {
@@ -89,10 +110,7 @@ impl Engine {
                 )),
             }
         }
-        Err(Error::Input(format!(
-            "--load found no container engine; tried:\n  {}\nstart Docker or `podman system service`, set DOCKER_HOST=unix:///path/to/socket, or write a tarball with -o",
-            tried.join("\n  ")
-        )))
+        Err(EngineError::NotFound { tried }.into())
     }
 
     fn name(&self) -> String {
@@ -144,7 +162,12 @@ impl Engine {
     }
 
     fn broken(&self, path: &str, e: impl std::fmt::Display) -> Error {
-        Error::Registry(format!("engine at {}: {path}: {e}", self.name()))
+        EngineError::Broken {
+            engine: self.name(),
+            request: path.to_string(),
+            detail: e.to_string(),
+        }
+        .into()
     }
 
     /// The engine's id of an image and its names, when it has the image (looked up by config
@@ -214,12 +237,15 @@ pub async fn load(
             );
             let (status, body) = engine.request("POST", &path, None).await?;
             if !status.is_success() {
-                return Err(Error::Input(format!(
-                    "engine at {} refused to tag {id} as {}: {status} {}",
-                    engine.name(),
-                    t.familiar_tagged(),
-                    String::from_utf8_lossy(&body).trim()
-                )));
+                return Err(EngineError::Refused {
+                    engine: engine.name(),
+                    message: format!(
+                        "tagging {id} as {}: {status} {}",
+                        t.familiar_tagged(),
+                        String::from_utf8_lossy(&body).trim()
+                    ),
+                }
+                .into());
             }
         }
         reporter.step(&format!(
@@ -286,21 +312,23 @@ pub async fn load(
         (Ok(a), _) => a,
         (Err(e), Ok(())) => return Err(e),
         (Err(e), Err(w)) => {
-            return Err(Error::Input(format!(
-                "engine at {} broke off the load: {e} (while sending: {w})",
-                engine.name()
-            )));
+            return Err(EngineError::Broken {
+                engine: engine.name(),
+                request: "/images/load".into(),
+                detail: format!("{e} (while sending: {w})"),
+            }
+            .into());
         }
     };
     // Docker answers 200 and reports a failure inside its JSON stream.
     let failure = engine_error(&answer);
     if !status.is_success() || failure.is_some() {
-        return Err(Error::Input(format!(
-            "engine at {} refused the image: {}",
-            engine.name(),
-            failure
-                .unwrap_or_else(|| format!("{status} {}", String::from_utf8_lossy(&answer).trim()))
-        )));
+        return Err(EngineError::Refused {
+            engine: engine.name(),
+            message: failure
+                .unwrap_or_else(|| format!("{status} {}", String::from_utf8_lossy(&answer).trim())),
+        }
+        .into());
     }
     reporter.step(&format!(
         "loaded {} into {} as {}",

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::cache::Cache;
 use crate::error::{Error, Result};
+use crate::net::NetError;
 use crate::oci::document::canonical_json;
 use crate::oci::reference::Reference;
 use crate::oci::{Artifact, Attachment, Blob, BlobSource, FileRange, Image, digest, media};
@@ -230,7 +231,10 @@ impl Ctx<'_> {
             let mut index = match self.client.find_manifest(repo, &tag).await? {
                 Some(bytes) => {
                     serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| {
-                        Error::Registry(format!("{}:{tag} is not an index: {e}", repo.name()))
+                        Error::from(NetError::protocol(
+                            repo.name(),
+                            format!("{}:{tag} is not an index: {e}", repo.name()),
+                        ))
                     })?
                 }
                 None => {
@@ -247,7 +251,10 @@ impl Ctx<'_> {
                 .get_mut("manifests")
                 .and_then(|m| m.as_array_mut())
                 .ok_or_else(|| {
-                    Error::Registry(format!("{}:{tag} has no manifests list", repo.name()))
+                    Error::from(NetError::protocol(
+                        repo.name(),
+                        format!("{}:{tag} has no manifests list", repo.name()),
+                    ))
                 })?;
             if !manifests.iter().any(|m| m["digest"] == entry["digest"]) {
                 manifests.push(entry);

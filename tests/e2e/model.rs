@@ -326,10 +326,13 @@ impl Drop for PodmanService {
 
 fn load_build(rel: &Path, base: &str, tag: &str, engine: (&str, &str)) -> Command {
     let mut c = lab::imgbuild();
+    // A label of this run's own: the engines may hold the same image from other tests (or,
+    // for podman's machine-wide store, from an earlier run), and would only be tagged.
     c.env_remove("DOCKER_HOST")
         .env_remove("CONTAINER_HOST")
         .env(engine.0, engine.1)
         .args(["build", "--json", "--load", "-t", tag, "--from", base])
+        .args(["--label", &format!("e2e-load-run={}", std::process::id())])
         .arg(rel);
     c
 }
