@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::Digest;
 use tempfile::NamedTempFile;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, ImageError, IoContext, Result};
 use crate::oci::digest::{self, HashReader, HashWriter};
 
 #[derive(Clone, Debug)]
@@ -92,7 +92,8 @@ impl Cache {
         let tmp = self.temp_file()?;
         let mut reader = HashReader::new(reader);
         let mut out = BufWriter::new(tmp);
-        io::copy(&mut reader, &mut out).map_err(|e| Error::Image(format!("read {what}: {e}")))?;
+        io::copy(&mut reader, &mut out)
+            .map_err(|e| Error::from(ImageError::Invalid(format!("read {what}: {e}"))))?;
         let tmp = out
             .into_inner()
             .map_err(|e| Error::io("write", self.root.join("tmp"), e.into_error()))?;

@@ -24,9 +24,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// An image (manifest, index, config, layer) is malformed or unsupported.
-    #[error("{0}")]
-    Image(String),
+    /// An image (manifest, index, config, layer, archive) or a package is malformed,
+    /// inconsistent or unsupported.
+    #[error(transparent)]
+    Image(#[from] ImageError),
 
     /// Content did not hash to the digest it was announced under.
     #[error("{what} does not match its digest: expected {expected}, got {actual}")]
@@ -47,6 +48,28 @@ pub enum Error {
     /// The start-up check found that the image cannot run.
     #[error("{0}")]
     Check(String),
+}
+
+/// What is wrong with an image, an archive or a package, by kind.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// A JSON document (manifest, index, config, index.json, manifest.json) that does not parse.
+    #[error("{what}: malformed {doc}: {source}")]
+    Json {
+        what: String,
+        doc: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An image or archive that is inconsistent, incomplete, or of a kind imgbuild does not take.
+    #[error("{0}")]
+    Invalid(String),
+    /// A `.deb` package or an apt index that cannot be read.
+    #[error("{0}")]
+    Package(String),
+    /// imgbuild's own failure (a worker that died, JSON it could not write).
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 impl From<crate::net::NetError> for Error {

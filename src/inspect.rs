@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::cache::Cache;
-use crate::error::{Error, Result};
+use crate::error::{Error, ImageError, Result};
 use crate::oci::Image;
 use crate::registry::RegistryClient;
 use crate::report::human_size;
@@ -64,8 +64,13 @@ pub async fn inspect(target: &str, client: &RegistryClient, cache: &Cache) -> Re
 }
 
 fn describe(source: String, image: &Image, sbom: Option<SbomSummary>) -> Result<Inspection> {
-    let raw: serde_json::Value = serde_json::from_slice(&image.config_bytes)
-        .map_err(|e| Error::Image(format!("{source}: malformed config: {e}")))?;
+    let raw: serde_json::Value = serde_json::from_slice(&image.config_bytes).map_err(|e| {
+        Error::from(ImageError::Json {
+            what: source.to_string(),
+            doc: "config",
+            source: e,
+        })
+    })?;
     let history: Vec<serde_json::Value> = raw["history"].as_array().cloned().unwrap_or_default();
     let layered: Vec<String> = history
         .iter()

@@ -34,7 +34,7 @@ pub mod source;
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> error::Result<T> + Send + 'static,
 ) -> error::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| error::Error::Image(format!("internal: worker failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        error::Error::from(error::ImageError::Internal(format!("worker failed: {e}")))
+    })?
 }

@@ -10,7 +10,7 @@ use oci_spec::image::{
 };
 
 use crate::cache::Cache;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, ImageError, IoContext, Result};
 use crate::oci::document::{canonical_json, rfc3339};
 use crate::oci::media::{self, Codec, LayerType};
 use crate::oci::{Attachment, Blob, BlobSource, FileRange, Image, Layer, Origin, digest};
@@ -201,7 +201,7 @@ pub fn append(
                 .collect::<std::collections::HashMap<_, _>>(),
         )
         .build()
-        .map_err(|e| Error::Image(format!("internal: cannot build manifest: {e}")))?;
+        .map_err(|e| Error::from(ImageError::Internal(format!("cannot build manifest: {e}"))))?;
     let manifest_bytes = canonical_json(&manifest)?;
     Ok(Image {
         digest: digest::sha256_of(&manifest_bytes),
@@ -270,15 +270,15 @@ pub fn normalize_base(
                 }
             }
             LayerType::Foreign => {
-                return Err(Error::Image(format!(
+                return Err(Error::from(ImageError::Invalid(format!(
                     "{what} has a non-distributable (foreign) layer {d}: such bases cannot be rebuilt"
-                )));
+                ))));
             }
             LayerType::Other => {
-                return Err(Error::Image(format!(
+                return Err(Error::from(ImageError::Invalid(format!(
                     "{what} has a layer of unsupported media type {:?}",
                     layer.blob.media_type
-                )));
+                ))));
             }
         }
     }

@@ -12,7 +12,7 @@ use futures_util::{Stream, StreamExt};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ImageError, Result};
 
 /// How requests are retried and watched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -467,9 +467,9 @@ pub async fn get_small(
             match next_chunk(&mut body, policy.idle).await {
                 Ok(Some(c)) => {
                     if out.len() as u64 + c.len() as u64 > cap {
-                        return Err(Error::Image(format!(
+                        return Err(Error::from(ImageError::Invalid(format!(
                             "{url} is larger than {cap} bytes: refusing it"
-                        )));
+                        ))));
                     }
                     out.extend_from_slice(&c);
                 }

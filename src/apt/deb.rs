@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, ImageError, IoContext, Result};
 use crate::fs::normalize;
 use crate::release::{Entry, EntryKind};
 
@@ -20,10 +20,15 @@ struct Member {
 fn members(path: &Path, what: &str) -> Result<Vec<Member>> {
     let mut f = File::open(path).ctx("open", path)?;
     let mut magic = [0u8; 8];
-    f.read_exact(&mut magic)
-        .map_err(|_| Error::Image(format!("{what} is not a .deb (too short)")))?;
+    f.read_exact(&mut magic).map_err(|_| {
+        Error::from(ImageError::Package(format!(
+            "{what} is not a .deb (too short)"
+        )))
+    })?;
     if &magic != b"!<arch>\n" {
-        return Err(Error::Image(format!("{what} is not a .deb (no ar header)")));
+        return Err(Error::from(ImageError::Package(format!(
+            "{what} is not a .deb (no ar header)"
+        ))));
     }
     let total = f.metadata().ctx("stat", path)?.len();
     let mut pos = 8u64;
@@ -39,12 +44,16 @@ fn members(path: &Path, what: &str) -> Result<Vec<Member>> {
         let size: u64 = String::from_utf8_lossy(&h[48..58])
             .trim()
             .parse()
-            .map_err(|_| Error::Image(format!("{what}: malformed ar member header")))?;
+            .map_err(|_| {
+                Error::from(ImageError::Package(format!(
+                    "{what}: malformed ar member header"
+                )))
+            })?;
         let offset = pos + 60;
         if offset + size > total {
-            return Err(Error::Image(format!(
+            return Err(Error::from(ImageError::Package(format!(
                 "{what}: ar member {name} runs past the end"
-            )));
+            ))));
         }
         out.push(Member { name, offset, size });
         pos = offset + size + (size % 2);
@@ -61,10 +70,10 @@ fn tar_reader(path: &Path, m: &Member, what: &str) -> Result<Box<dyn Read>> {
         .iter()
         .any(|ext| m.name.ends_with(ext))
     {
-        return Err(Error::Image(format!(
+        return Err(Error::from(ImageError::Package(format!(
             "{what}: unsupported member compression {}",
             m.name
-        )));
+        ))));
     }
     decoder(&m.name, raw, &format!("{what}: {}", m.name))
 }
@@ -76,19 +85,25 @@ pub fn decoder(name: &str, raw: impl Read + 'static, what: &str) -> Result<Box<d
     Ok(if name.ends_with(".gz") {
         Box::new(flate2::read::GzDecoder::new(raw))
     } else if name.ends_with(".xz") {
-        let mut spool = tempfile::tempfile()
-            .map_err(|e| Error::Image(format!("{what}: no temporary file to decode into: {e}")))?;
+        let mut spool = tempfile::tempfile().map_err(|e| {
+            Error::from(ImageError::Package(format!(
+                "{what}: no temporary file to decode into: {e}"
+            )))
+        })?;
         let mut input = BufReader::new(raw);
-        lzma_rs::xz_decompress(&mut input, &mut spool)
-            .map_err(|e| Error::Image(format!("{what} is not valid xz: {e}")))?;
+        lzma_rs::xz_decompress(&mut input, &mut spool).map_err(|e| {
+            Error::from(ImageError::Package(format!("{what} is not valid xz: {e}")))
+        })?;
         spool
             .seek(SeekFrom::Start(0))
-            .map_err(|e| Error::Image(format!("{what}: {e}")))?;
+            .map_err(|e| Error::from(ImageError::Package(format!("{what}: {e}"))))?;
         Box::new(BufReader::new(spool))
     } else if name.ends_with(".zst") {
-        crate::oci::media::Codec::Zstd
-            .decoder(raw)
-            .map_err(|e| Error::Image(format!("{what} is not valid zstd: {e}")))?
+        crate::oci::media::Codec::Zstd.decoder(raw).map_err(|e| {
+            Error::from(ImageError::Package(format!(
+                "{what} is not valid zstd: {e}"
+            )))
+        })?
     } else {
         Box::new(raw)
     })
@@ -106,14 +121,22 @@ pub fn read_control(path: &Path, what: &str) -> Result<Control> {
     let m = ms
         .iter()
         .find(|m| m.name.starts_with("control.tar"))
-        .ok_or_else(|| Error::Image(format!("{what} has no control.tar member")))?;
+        .ok_or_else(|| {
+            Error::from(ImageError::Package(format!(
+                "{what} has no control.tar member"
+            )))
+        })?;
     let mut archive = tar::Archive::new(tar_reader(path, m, what)?);
     let mut out = Control {
         control: String::new(),
         md5sums: None,
         conffiles: None,
     };
-    let bad = |e: std::io::Error| Error::Image(format!("{what}: unreadable control.tar: {e}"));
+    let bad = |e: std::io::Error| {
+        Error::from(ImageError::Package(format!(
+            "{what}: unreadable control.tar: {e}"
+        )))
+    };
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let name = normalize(&String::from_utf8_lossy(&entry.path_bytes()));
@@ -134,7 +157,9 @@ pub fn read_control(path: &Path, what: &str) -> Result<Control> {
         }
     }
     if out.control.is_empty() {
-        return Err(Error::Image(format!("{what} has no control file")));
+        return Err(Error::from(ImageError::Package(format!(
+            "{what} has no control file"
+        ))));
     }
     Ok(out)
 }
@@ -146,9 +171,17 @@ pub fn unpack_data(path: &Path, staging: &Path, what: &str) -> Result<Vec<Entry>
     let m = ms
         .iter()
         .find(|m| m.name.starts_with("data.tar"))
-        .ok_or_else(|| Error::Image(format!("{what} has no data.tar member")))?;
+        .ok_or_else(|| {
+            Error::from(ImageError::Package(format!(
+                "{what} has no data.tar member"
+            )))
+        })?;
     let mut archive = tar::Archive::new(tar_reader(path, m, what)?);
-    let bad = |e: std::io::Error| Error::Image(format!("{what}: unreadable data.tar: {e}"));
+    let bad = |e: std::io::Error| {
+        Error::from(ImageError::Package(format!(
+            "{what}: unreadable data.tar: {e}"
+        )))
+    };
     let mut out: Vec<Entry> = Vec::new();
     for (i, entry) in archive.entries().map_err(bad)?.enumerate() {
         let mut entry = entry.map_err(bad)?;
@@ -188,9 +221,9 @@ pub fn unpack_data(path: &Path, staging: &Path, what: &str) -> Result<Vec<Entry>
                 let target = normalize(&link.unwrap_or_default());
                 let t = target.trim_start_matches('/');
                 let Some(src) = out.iter().find(|o| o.path == t).cloned() else {
-                    return Err(Error::Image(format!(
+                    return Err(Error::from(ImageError::Package(format!(
                         "{what}: hard link {path_in} to {target}, which comes later or not at all"
-                    )));
+                    ))));
                 };
                 Entry {
                     path: rel,
@@ -214,9 +247,9 @@ pub fn unpack_data(path: &Path, staging: &Path, what: &str) -> Result<Vec<Entry>
                 }
             }
             other => {
-                return Err(Error::Image(format!(
+                return Err(Error::from(ImageError::Package(format!(
                     "{what}: {path_in} is a {other:?}, which a runtime image layer does not carry"
-                )));
+                ))));
             }
         };
         out.push(e);

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::cache::Cache;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, ImageError, IoContext, Result};
 use crate::fs::RootFs;
 use crate::net::Policy;
 use crate::oci::digest;
@@ -216,7 +216,7 @@ impl LockFile {
 
     pub fn save(&self, path: &Path) -> Result<()> {
         let body = toml::to_string_pretty(self)
-            .map_err(|e| Error::Image(format!("internal: lock file: {e}")))?;
+            .map_err(|e| Error::from(ImageError::Package(format!("internal: lock file: {e}"))))?;
         let text = format!(
             "# Written by imgbuild: the runtime packages, pinned. Refresh with --update-lock.\n{body}"
         );
@@ -261,9 +261,9 @@ async fn candidates(
         let base = format!("{}/dists/{}", src.uri, src.suite);
         let keys = keys_for(fs, src);
         let untrusted = |file: &str, why: String| {
-            Error::Image(format!(
+            Error::from(ImageError::Package(format!(
                 "{base}/{file}: signature check failed: {why}. Add the repository's key to the base image (/etc/apt/trusted.gpg.d or the source's Signed-By)"
-            ))
+            )))
         };
         // InRelease (clearsigned), else Release with its detached Release.gpg, as apt does.
         let text = match fetch(http, policy, &format!("{base}/InRelease")).await {
@@ -316,7 +316,7 @@ async fn candidates(
             let mut raw = Vec::new();
             deb::decoder(&name, std::io::Cursor::new(bytes), &url)?
                 .read_to_end(&mut raw)
-                .map_err(|e| Error::Image(format!("{url}: {e}")))?;
+                .map_err(|e| Error::from(ImageError::Package(format!("{url}: {e}"))))?;
             let text = String::from_utf8_lossy(&raw);
             for s in index::stanzas(&text) {
                 let (Some(name), Some(version), Some(file), Some(sha)) = (
@@ -505,7 +505,9 @@ pub fn package_layer(
         let stanza = index::stanzas(&control.control)
             .into_iter()
             .next()
-            .ok_or_else(|| Error::Image(format!("{what}: empty control file")))?;
+            .ok_or_else(|| {
+                Error::from(ImageError::Package(format!("{what}: empty control file")))
+            })?;
         let multi_same = stanza.get("Multi-Arch").is_some_and(|m| m == "same");
         let info_name = if multi_same {
             format!("{}:{}", p.name, p.architecture)

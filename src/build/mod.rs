@@ -11,7 +11,7 @@ use crate::blocking;
 use crate::cache::Cache;
 use crate::check::{self, CheckReport, ImageEnv};
 use crate::error::IoContext;
-use crate::error::{Error, Result};
+use crate::error::{Error, ImageError, Result};
 use crate::layer::{self, Codec, TarOptions};
 use crate::mutate::{self, ImageSettings};
 use crate::oci::platform::Platform;
@@ -179,7 +179,9 @@ pub async fn build(
                 .into_iter()
                 .map(|h| {
                     h.join().unwrap_or_else(|_| {
-                        Err(Error::Image("internal: a layer writer panicked".into()))
+                        Err(Error::from(ImageError::Internal(
+                            "a layer writer panicked".to_string(),
+                        )))
                     })
                 })
                 .collect::<Result<Vec<_>>>()
@@ -360,7 +362,7 @@ pub async fn check_only(
         reporter.warn(w);
     }
     seen.check
-        .ok_or_else(|| Error::Image("internal: the check did not run".into()))
+        .ok_or_else(|| Error::from(ImageError::Internal("the check did not run".to_string())))
 }
 
 /// Read the base's files into a virtual tree (for the SBOM's packages), install the runtime

@@ -13,7 +13,7 @@ use serde::Serialize;
 use imgbuild::apt::PackageRequest;
 use imgbuild::build::{self, BuildReport, BuildRequest};
 use imgbuild::cache::Cache;
-use imgbuild::error::{Error, Result};
+use imgbuild::error::{Error, ImageError, Result};
 use imgbuild::layer::Codec;
 use imgbuild::mutate::ImageSettings;
 use imgbuild::oci::Artifact;
@@ -634,8 +634,8 @@ fn client_for(opts: ClientOptions, targets: &[Reference]) -> Result<RegistryClie
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    let json =
-        serde_json::to_string_pretty(value).map_err(|e| Error::Image(format!("internal: {e}")))?;
+    let json = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::from(ImageError::Internal(format!("{e}"))))?;
     println!("{json}");
     Ok(())
 }

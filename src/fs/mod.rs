@@ -10,7 +10,7 @@ use std::io::Read;
 pub mod elf;
 
 use self::elf::ElfInfo;
-use crate::error::{Error, Result};
+use crate::error::{Error, ImageError, Result};
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Node {
@@ -138,7 +138,11 @@ impl RootFs {
 
     /// Apply one layer, given as an uncompressed tar stream, on top of what is there.
     pub fn apply_layer(&mut self, tar: impl Read, what: &str) -> Result<()> {
-        let bad = |e: std::io::Error| Error::Image(format!("{what}: unreadable layer: {e}"));
+        let bad = |e: std::io::Error| {
+            Error::from(ImageError::Invalid(format!(
+                "{what}: unreadable layer: {e}"
+            )))
+        };
         let mut archive = tar::Archive::new(tar);
         let mut added: Vec<(String, Node)> = Vec::new();
         let mut kept: Vec<(String, Vec<u8>)> = Vec::new();
@@ -149,10 +153,10 @@ impl RootFs {
             let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let link_len = entry.link_name_bytes().map_or(0, |l| l.len());
             if raw.len() > PATH_MAX || link_len > PATH_MAX {
-                return Err(Error::Image(format!(
+                return Err(Error::from(ImageError::Invalid(format!(
                     "{what}: an entry's name or link target is {} bytes long, over the {PATH_MAX} bytes Linux allows; this layer cannot be a real file system (rebuild or replace the base image)",
                     raw.len().max(link_len)
-                )));
+                ))));
             }
             let path = normalize(&raw);
             if path == "/" {

@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 use oci_spec::image::Digest;
 use sha2::{Digest as _, Sha256};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ImageError, Result};
 
 /// The `sha256:<hex>` digest of `bytes`.
 pub fn sha256_of(bytes: &[u8]) -> Digest {
@@ -33,11 +33,12 @@ pub fn sha256_of_reader(reader: &mut impl Read) -> io::Result<Digest> {
 
 /// Parse a digest, accepting only sha256 (the only algorithm registries and runtimes agree on).
 pub fn parse(s: &str) -> Result<Digest> {
-    let d = Digest::try_from(s).map_err(|e| Error::Image(format!("invalid digest {s:?}: {e}")))?;
+    let d = Digest::try_from(s)
+        .map_err(|e| Error::from(ImageError::Invalid(format!("invalid digest {s:?}: {e}"))))?;
     if d.algorithm().as_ref() != "sha256" {
-        return Err(Error::Image(format!(
+        return Err(Error::from(ImageError::Invalid(format!(
             "unsupported digest algorithm in {s:?}: only sha256 is supported"
-        )));
+        ))));
     }
     Ok(d)
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::media;
 use super::platform::Platform;
-use crate::error::{Error, Result};
+use crate::error::{Error, ImageError, Result};
 
 /// A parsed manifest-or-index document.
 pub enum Document {
@@ -27,36 +27,53 @@ pub fn parse_document(bytes: &[u8], fallback_media_type: &str, what: &str) -> Re
         schema_version: Option<u32>,
         manifests: Option<serde_json::Value>,
     }
-    let probe: Probe = serde_json::from_slice(bytes)
-        .map_err(|e| Error::Image(format!("{what} is not valid JSON: {e}")))?;
+    let probe: Probe = serde_json::from_slice(bytes).map_err(|e| {
+        Error::from(ImageError::Json {
+            what: what.to_string(),
+            doc: "JSON",
+            source: e,
+        })
+    })?;
     let media_type = probe
         .media_type
         .clone()
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| fallback_media_type.to_string());
     if probe.schema_version == Some(1) {
-        return Err(Error::Image(format!(
+        return Err(Error::from(ImageError::Invalid(format!(
             "{what} is a Docker schema 1 manifest, which is not supported: push the image again with a current client"
-        )));
+        ))));
     }
     let is_index = match media_type.as_str() {
         m if media::is_index(m) => true,
         m if media::is_manifest(m) => false,
         "" => probe.manifests.is_some(),
         other => {
-            return Err(Error::Image(format!(
+            return Err(Error::from(ImageError::Invalid(format!(
                 "{what} has media type {other:?}, which is not an image manifest or index (OCI or Docker schema 2)"
-            )));
+            ))));
         }
     };
     if is_index {
         serde_json::from_slice(bytes)
             .map(Document::Index)
-            .map_err(|e| Error::Image(format!("{what}: malformed image index: {e}")))
+            .map_err(|e| {
+                Error::from(ImageError::Json {
+                    what: what.to_string(),
+                    doc: "image index",
+                    source: e,
+                })
+            })
     } else {
         serde_json::from_slice(bytes)
             .map(Document::Manifest)
-            .map_err(|e| Error::Image(format!("{what}: malformed image manifest: {e}")))
+            .map_err(|e| {
+                Error::from(ImageError::Json {
+                    what: what.to_string(),
+                    doc: "image manifest",
+                    source: e,
+                })
+            })
     }
 }
 
@@ -126,9 +143,9 @@ pub fn canonical_json(value: &impl Serialize) -> Result<Vec<u8>> {
         }
     }
     let v = serde_json::to_value(value)
-        .map_err(|e| Error::Image(format!("internal: cannot serialise JSON: {e}")))?;
+        .map_err(|e| Error::from(ImageError::Internal(format!("cannot serialise JSON: {e}"))))?;
     serde_json::to_vec(&sort(v))
-        .map_err(|e| Error::Image(format!("internal: cannot serialise JSON: {e}")))
+        .map_err(|e| Error::from(ImageError::Internal(format!("cannot serialise JSON: {e}"))))
 }
 
 /// `SOURCE_DATE_EPOCH` seconds as RFC 3339 UTC (civil-from-days, Howard Hinnant's algorithm;

@@ -17,7 +17,7 @@ use oci_spec::image::Digest;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
 use crate::cache::Cache;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, ImageError, IoContext, Result};
 use crate::net::{self, Activity, Attempt, Failure, NetError, Policy};
 use crate::oci::digest;
 use crate::oci::reference::Reference;
@@ -927,9 +927,9 @@ async fn read_capped(
         match net::next_chunk(&mut stream, idle).await {
             Ok(Some(chunk)) => {
                 if out.len() + chunk.len() > cap {
-                    return Err(Error::Image(format!(
+                    return Err(Error::from(ImageError::Invalid(format!(
                         "{what} is larger than {cap} bytes: refusing it"
-                    )));
+                    ))));
                 }
                 out.extend_from_slice(&chunk);
             }

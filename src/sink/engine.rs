@@ -11,7 +11,7 @@ use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ImageError, Result};
 use crate::oci::reference::Reference;
 use crate::oci::{Artifact, digest};
 use crate::report::Reporter;
@@ -207,7 +207,11 @@ pub async fn load(
 ) -> Result<LoadReport> {
     let image = artifact
         .image_for(naming.platform.as_ref())
-        .ok_or_else(|| Error::Image("the index holds no runnable image".into()))?;
+        .ok_or_else(|| {
+            Error::from(ImageError::Invalid(
+                "the index holds no runnable image".to_string(),
+            ))
+        })?;
     let wanted: Vec<String> = naming.tags.iter().map(Reference::canonical).collect();
     let ids = [image.config_digest.to_string(), image.digest.to_string()];
     if let Some((id, have)) = engine.existing(&ids).await? {
@@ -295,7 +299,7 @@ pub async fn load(
     let sent = sender.send_request(req).await;
     let written = writer
         .await
-        .map_err(|e| Error::Image(format!("internal: archive writer failed: {e}")))?;
+        .map_err(|e| Error::from(ImageError::Internal(format!("archive writer failed: {e}"))))?;
     // The engine's answer comes first: when it stopped reading, it says why.
     let answer = match sent {
         Ok(resp) => {

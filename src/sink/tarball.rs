@@ -16,7 +16,7 @@ use std::path::Path;
 use oci_spec::image::Digest;
 
 use crate::atomic::{parent_dir, set_mode, temp_beside};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, ImageError, IoContext, Result};
 use crate::oci::digest::{HashReader, HashWriter};
 use crate::oci::document::canonical_json;
 use crate::oci::platform::Platform;
@@ -57,7 +57,10 @@ pub fn blobs<'a>(
                 BlobSource::Registry(_) => local(&blob.digest),
             }
             .ok_or_else(|| {
-                Error::Image(format!("internal: blob {} was not fetched", blob.digest))
+                Error::from(ImageError::Internal(format!(
+                    "blob {} was not fetched",
+                    blob.digest
+                )))
             })?;
             add(&blob.digest, Bytes::Range(at));
         }
@@ -124,7 +127,11 @@ pub fn index_json(artifact: &Artifact, naming: &Naming) -> Result<Vec<u8>> {
 pub fn docker_manifest_json(artifact: &Artifact, naming: &Naming) -> Result<Vec<u8>> {
     let image = artifact
         .image_for(naming.platform.as_ref())
-        .ok_or_else(|| Error::Image("the index holds no runnable image".into()))?;
+        .ok_or_else(|| {
+            Error::from(ImageError::Invalid(
+                "the index holds no runnable image".to_string(),
+            ))
+        })?;
     let blob = |d: &Digest| format!("blobs/sha256/{}", d.digest());
     let repo_tags: Vec<String> = naming.tags.iter().map(Reference::tagged).collect();
     canonical_json(&serde_json::json!([{

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Digest, ImageConfiguration};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, ImageError, IoContext, Result};
 use crate::oci::document::canonical_json;
 use crate::oci::media::{self, Codec, MAX_JSON_BYTES};
 use crate::oci::platform::Platforms;
@@ -31,8 +31,11 @@ impl Archive {
     pub fn open(path: &Path, what: &str) -> Result<Archive> {
         let file = File::open(path)
             .map_err(|e| Error::Input(format!("{what}: cannot open {}: {e}", path.display())))?;
-        let bad =
-            |e: std::io::Error| Error::Image(format!("{what}: not a readable tar archive: {e}"));
+        let bad = |e: std::io::Error| {
+            Error::from(ImageError::Invalid(format!(
+                "{what}: not a readable tar archive: {e}"
+            )))
+        };
         let mut archive = tar::Archive::new(BufReader::new(file));
         let mut members = HashMap::new();
         for entry in archive.entries().map_err(bad)? {
@@ -69,10 +72,10 @@ impl Archive {
             return Ok(None);
         };
         if at.size > MAX_JSON_BYTES {
-            return Err(Error::Image(format!(
+            return Err(Error::from(ImageError::Invalid(format!(
                 "{}: {member} is implausibly large ({} bytes)",
                 self.what, at.size
-            )));
+            ))));
         }
         at.read_all().map(Some)
     }
@@ -80,10 +83,10 @@ impl Archive {
     /// The OCI side: `index.json` over `blobs/`.
     pub fn read_oci(&self, name: Option<&str>, platforms: &Platforms) -> Result<Artifact> {
         let index = self.read_member("index.json")?.ok_or_else(|| {
-            Error::Image(format!(
+            Error::from(ImageError::Invalid(format!(
                 "{} has no index.json: it is not an OCI archive (save images with `imgbuild pull`, `imgbuild build -o`, `skopeo copy … oci-archive:` or `docker save` from Docker 25 on)",
                 self.what
-            ))
+            )))
         })?;
         layout::read(self, &index, name, platforms)
     }
@@ -124,12 +127,17 @@ impl Archive {
     pub fn read_docker(&self, name: Option<&str>, platforms: &Platforms) -> Result<Image> {
         let what = &self.what;
         let bytes = self.read_member("manifest.json")?.ok_or_else(|| {
-            Error::Image(format!(
+            Error::from(ImageError::Invalid(format!(
                 "{what} has no manifest.json: it is not a docker-archive"
-            ))
+            )))
         })?;
-        let items: Vec<DockerItem> = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Image(format!("{what}: malformed manifest.json: {e}")))?;
+        let items: Vec<DockerItem> = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::from(ImageError::Json {
+                what: what.to_string(),
+                doc: "manifest.json",
+                source: e,
+            })
+        })?;
         let item = match (name, items.len()) {
             (None, 1) => &items[0],
             (None, n) => {
@@ -148,29 +156,39 @@ impl Archive {
                 .ok_or_else(|| Error::Input(format!("{what} has no image tagged {n:?}")))?,
         };
         let config_member = member_name(item.config.as_bytes()).unwrap_or_default();
-        let config_bytes = self
-            .read_member(&config_member)?
-            .ok_or_else(|| Error::Image(format!("{what}: config {} is missing", item.config)))?;
-        let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
-            .map_err(|e| Error::Image(format!("{what}: malformed image config: {e}")))?;
+        let config_bytes = self.read_member(&config_member)?.ok_or_else(|| {
+            Error::from(ImageError::Invalid(format!(
+                "{what}: config {} is missing",
+                item.config
+            )))
+        })?;
+        let config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(|e| {
+            Error::from(ImageError::Json {
+                what: what.to_string(),
+                doc: "image config",
+                source: e,
+            })
+        })?;
         if let Platforms::One(Some(want)) = platforms {
             layout::check_platform(&config, want, what)?;
         }
         let diff_ids = config.rootfs().diff_ids();
         if diff_ids.len() != item.layers.len() {
-            return Err(Error::Image(format!(
+            return Err(Error::from(ImageError::Invalid(format!(
                 "{what}: manifest.json lists {} layers but the config {} diff_ids",
                 item.layers.len(),
                 diff_ids.len()
-            )));
+            ))));
         }
         let mut layers = Vec::new();
         for (member, diff) in item.layers.iter().zip(diff_ids) {
             let diff_id = digest::parse(diff)?;
             let key = member_name(member.as_bytes()).unwrap_or_default();
-            let at = self
-                .range_of(&key)
-                .ok_or_else(|| Error::Image(format!("{what}: layer {member} is missing")))?;
+            let at = self.range_of(&key).ok_or_else(|| {
+                Error::from(ImageError::Invalid(format!(
+                    "{what}: layer {member} is missing"
+                )))
+            })?;
             let mut head = [0u8; 4];
             let n = read_head(&at, &mut head)?;
             let codec = Codec::sniff(&head[..n]);

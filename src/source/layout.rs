@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ImageError, Result};
 use crate::oci::document::{Document, parse_document, select_from_index};
 use crate::oci::media::{self, MAX_JSON_BYTES};
 use crate::oci::platform::{Platform, Platforms};
@@ -75,11 +75,11 @@ fn read_blob(store: &dyn Store, d: &Digest) -> Result<Vec<u8>> {
     let what = store.what();
     let at = store
         .locate(d)
-        .ok_or_else(|| Error::Image(format!("{what}: blob {d} is missing")))?;
+        .ok_or_else(|| Error::from(ImageError::Invalid(format!("{what}: blob {d} is missing"))))?;
     if at.size > MAX_JSON_BYTES {
-        return Err(Error::Image(format!(
+        return Err(Error::from(ImageError::Invalid(format!(
             "{what}: blob {d} is implausibly large"
-        )));
+        ))));
     }
     let bytes = at.read_all()?;
     digest::verify(format!("{what}: blob {d}"), d, &digest::sha256_of(&bytes))?;
@@ -96,12 +96,17 @@ pub fn read(
 ) -> Result<Artifact> {
     let what = store.what().to_string();
     if index_json.len() as u64 > MAX_JSON_BYTES {
-        return Err(Error::Image(format!(
+        return Err(Error::from(ImageError::Invalid(format!(
             "{what}: index.json is implausibly large"
-        )));
+        ))));
     }
-    let index: ImageIndex = serde_json::from_slice(index_json)
-        .map_err(|e| Error::Image(format!("{what}: index.json is not an image index: {e}")))?;
+    let index: ImageIndex = serde_json::from_slice(index_json).map_err(|e| {
+        Error::from(ImageError::Json {
+            what: what.to_string(),
+            doc: "index.json (an image index)",
+            source: e,
+        })
+    })?;
     let annotation = |d: &Descriptor, key: &str| -> Option<String> {
         d.annotations().as_ref().and_then(|a| a.get(key)).cloned()
     };
@@ -154,7 +159,7 @@ pub fn read(
         store
             .locate(d)
             .map(BlobSource::File)
-            .ok_or_else(|| Error::Image(format!("{what}: blob {d} is missing")))
+            .ok_or_else(|| Error::from(ImageError::Invalid(format!("{what}: blob {d} is missing"))))
     };
     let top_digest = digest::parse(top.digest().as_ref())?;
     let bytes = read_blob(store, &top_digest)?;
@@ -182,9 +187,9 @@ pub fn read(
                 let cbytes = read_blob(store, &cd)?;
                 let media_type = d.media_type().to_string();
                 let Document::Manifest(m) = parse_document(&cbytes, &media_type, &what)? else {
-                    return Err(Error::Image(format!(
+                    return Err(Error::from(ImageError::Invalid(format!(
                         "{what}: nested indexes are not supported"
-                    )));
+                    ))));
                 };
                 image_from(
                     Fetched {
@@ -243,15 +248,20 @@ pub fn image_from(
     origin: Origin,
     what: &str,
 ) -> Result<Image> {
-    let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
-        .map_err(|e| Error::Image(format!("{what}: malformed image config: {e}")))?;
+    let config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(|e| {
+        Error::from(ImageError::Json {
+            what: what.to_string(),
+            doc: "image config",
+            source: e,
+        })
+    })?;
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != manifest.layers().len() {
-        return Err(Error::Image(format!(
+        return Err(Error::from(ImageError::Invalid(format!(
             "{what}: the manifest lists {} layers but the config {} diff_ids",
             manifest.layers().len(),
             diff_ids.len()
-        )));
+        ))));
     }
     let kinds: Vec<LayerKind> = config
         .history()

@@ -17,7 +17,7 @@ pub mod registry;
 use std::path::{Path, PathBuf};
 
 use crate::cache::Cache;
-use crate::error::{Error, Result};
+use crate::error::{Error, ImageError, Result};
 use crate::oci::document::canonical_json;
 use crate::oci::media;
 pub use crate::oci::platform::Platforms;
@@ -206,10 +206,10 @@ pub async fn read_image(
 ) -> Result<Image> {
     match read(source, &Platforms::One(platform.cloned()), cache, client).await? {
         Artifact::Image(i) => Ok(*i),
-        Artifact::Index(_) => Err(Error::Image(format!(
+        Artifact::Index(_) => Err(Error::from(ImageError::Invalid(format!(
             "internal: {} gave an index where one image was asked for",
             source.describe()
-        ))),
+        )))),
     }
 }
 
@@ -239,7 +239,7 @@ pub fn scratch(p: &Platform) -> Result<Image> {
         manifest,
         media_type: media::OCI_MANIFEST.into(),
         config: serde_json::from_slice(&config_bytes)
-            .map_err(|e| Error::Image(format!("internal: scratch config: {e}")))?,
+            .map_err(|e| Error::from(ImageError::Internal(format!("scratch config: {e}"))))?,
         config_bytes,
         config_digest,
         layers: vec![],

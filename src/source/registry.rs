@@ -4,7 +4,7 @@
 use oci_spec::image::Digest;
 
 use crate::cache::Cache;
-use crate::error::{Error, Result};
+use crate::error::{Error, ImageError, Result};
 use crate::oci::document::{Document, parse_document, select_from_index};
 use crate::oci::platform::Platforms;
 use crate::oci::reference::Reference;
@@ -83,9 +83,9 @@ async fn child(
     };
     let media_type = d.media_type().to_string();
     if let Document::Index(_) = parse_document(&bytes, &media_type, what)? {
-        return Err(Error::Image(format!(
+        return Err(Error::from(ImageError::Invalid(format!(
             "{what}: nested indexes are not supported"
-        )));
+        ))));
     }
     image(r, bytes, cd, media_type, cache, client, what).await
 }
@@ -100,7 +100,9 @@ async fn image(
     what: &str,
 ) -> Result<Image> {
     let Document::Manifest(m) = parse_document(&bytes, &media_type, what)? else {
-        return Err(Error::Image(format!("{what}: expected an image manifest")));
+        return Err(Error::from(ImageError::Invalid(format!(
+            "{what}: expected an image manifest"
+        ))));
     };
     let config_digest = digest::parse(m.config().digest().as_ref())?;
     client.pull_blob(r, &config_digest, cache).await?;
