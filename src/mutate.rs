@@ -314,3 +314,35 @@ fn gzip_into_cache(
     cache.commit(tmp, &digest)?;
     Ok((digest, size))
 }
+
+/// An OCI index of `images`, one entry per image with its platform, in the order given.
+pub fn index(images: Vec<Image>) -> Result<crate::oci::Index> {
+    let manifests: Vec<serde_json::Value> = images
+        .iter()
+        .map(|i| {
+            let p = i.platform();
+            let mut platform = serde_json::json!({"os": p.os, "architecture": p.architecture});
+            if let Some(v) = &p.variant {
+                platform["variant"] = serde_json::json!(v);
+            }
+            serde_json::json!({
+                "mediaType": i.media_type,
+                "digest": i.digest.to_string(),
+                "size": i.manifest.len(),
+                "platform": platform,
+            })
+        })
+        .collect();
+    let manifest = canonical_json(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_INDEX,
+        "manifests": manifests,
+    }))?;
+    Ok(crate::oci::Index {
+        digest: digest::sha256_of(&manifest),
+        manifest,
+        media_type: media::OCI_INDEX.into(),
+        images,
+        origin: Origin::default(),
+    })
+}

@@ -269,19 +269,21 @@ impl RegistryClient {
             return Err(tls);
         }
         let http = format!("http://{host}");
-        match self.ping(&http).await {
-            Ok(challenge) => Ok(Endpoint {
+        match (self.ping(&http).await, tls) {
+            (Ok(challenge), _) => Ok(Endpoint {
                 base_url: http,
                 challenge,
             }),
-            // The plain-HTTP answer is the one that says most about a registry without TLS.
-            Err(Attempt::Failed(Failure::Transport(plain))) => match tls {
-                Attempt::Failed(Failure::Transport(t)) => Err(Attempt::Failed(Failure::Transport(
-                    format!("over HTTPS: {t}; over HTTP: {plain}"),
-                ))),
-                other => Err(other),
-            },
-            Err(other) => Err(other),
+            // Both broke: say what each said.
+            (
+                Err(Attempt::Failed(Failure::Transport(plain))),
+                Attempt::Failed(Failure::Transport(t)),
+            ) => Err(Attempt::Failed(Failure::Transport(format!(
+                "over HTTPS: {t}; over HTTP: {plain}"
+            )))),
+            // A TLS server that plain HTTP cannot talk to: its TLS problem is the answer.
+            (Err(_), tls @ Attempt::Fatal(_)) => Err(tls),
+            (Err(other), _) => Err(other),
         }
     }
 
