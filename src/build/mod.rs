@@ -1,6 +1,9 @@
 //! The build pipeline: inspect the release, read the base, check that the release can start
 //! on it, write the release layers in parallel and append them to the base. It returns the
-//! image; writing it anywhere is a sink's job.
+//! image, or for several platforms an index of them (each platform's release native, the
+//! main one, or the main one with its ERTS transplanted); writing it anywhere is a sink's job.
+
+pub mod transplant;
 
 use std::path::PathBuf;
 
@@ -16,7 +19,9 @@ use crate::layer::{self, Codec, TarOptions};
 use crate::mutate::{self, ImageSettings};
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
-use crate::oci::{Attachment, Blob, BlobSource, FileRange, Image, Layer, SBOM_ANNOTATION, media};
+use crate::oci::{
+    Artifact, Attachment, Blob, BlobSource, FileRange, Image, Layer, SBOM_ANNOTATION, media,
+};
 use crate::registry::RegistryClient;
 use crate::release::{self, Entry, EntryKind, LayerKind, LayerPlan, PlanOptions, Release};
 use crate::report::{Reporter, human_size};
@@ -27,7 +32,14 @@ use crate::source::{self, Source};
 pub struct BuildRequest {
     pub release_dir: PathBuf,
     pub from: Source,
+    /// The platform being built (`None`: the base's, or the host's from an index).
     pub platform: Option<Platform>,
+    /// Every platform asked for; more than one makes an index.
+    pub platforms: Vec<Platform>,
+    /// An image holding Erlang/OTP for the other platforms (`--otp-from`), for the transplant.
+    pub otp_from: Option<Source>,
+    /// Releases built natively for a platform (`--release PLATFORM=DIR`).
+    pub releases: Vec<(Platform, PathBuf)>,
     pub tags: Vec<Reference>,
     pub settings: ImageSettings,
     pub own_apps: Vec<String>,
@@ -85,22 +97,213 @@ pub struct BuildReport {
     /// The start-up check's findings (absent with --no-check).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckReport>,
+    /// Which native files came from another image (a transplant), and from which.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transplant: Option<transplant::TransplantReport>,
 }
 
-/// What a build gives: the image, and what happened on the way.
+/// What a build gives: an image (one platform) or an index, and what happened on the way.
 pub struct Built {
-    pub image: Image,
-    pub report: BuildReport,
+    pub artifact: Artifact,
+    pub report: Report,
 }
 
+/// The report of one image, or of an index and each of its platforms.
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum Report {
+    Image(Box<BuildReport>),
+    Index(IndexReport),
+}
+
+impl Report {
+    pub fn digest(&self) -> &str {
+        match self {
+            Report::Image(r) => &r.digest,
+            Report::Index(r) => &r.digest,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct IndexReport {
+    /// Digest of the image index (what the tags point at).
+    pub digest: String,
+    pub index: String,
+    pub media_type: String,
+    pub tags: Vec<String>,
+    /// Each platform's image, as a single-platform build reports it.
+    pub platforms: Vec<BuildReport>,
+    pub warnings: Vec<String>,
+}
+
+/// Build the image, or for several platforms each platform's image and their index.
 pub async fn build(
     req: &BuildRequest,
     cache: &Cache,
     client: &RegistryClient,
     reporter: &dyn Reporter,
 ) -> Result<Built> {
+    if req.platforms.len() <= 1 {
+        let platform = req.platforms.first().or(req.platform.as_ref());
+        let (image, report) = build_platform(req, platform, cache, client, reporter).await?;
+        return Ok(Built {
+            artifact: Artifact::Image(Box::new(image)),
+            report: Report::Image(Box::new(report)),
+        });
+    }
+    require_base_platforms(req, cache, client).await?;
+    let mut images = Vec::new();
+    let mut reports = Vec::new();
+    for p in &req.platforms {
+        reporter.step(&format!("platform {p}"));
+        let (image, report) = build_platform(req, Some(p), cache, client, reporter)
+            .await
+            .map_err(|e| match e {
+                // Which platform failed the check, said first.
+                Error::Check(text) => Error::Check(format!("platform {p}: {text}")),
+                other => other,
+            })?;
+        images.push(image);
+        reports.push(report);
+    }
+    let index = mutate::index(images)?;
+    reporter.step(&format!(
+        "index {} ({} platforms)",
+        index.digest,
+        index.images.len()
+    ));
+    let warnings = reports.iter().flat_map(|r| r.warnings.clone()).collect();
+    Ok(Built {
+        report: Report::Index(IndexReport {
+            digest: index.digest.to_string(),
+            index: index.digest.to_string(),
+            media_type: index.media_type.clone(),
+            tags: req.tags.iter().map(Reference::canonical).collect(),
+            platforms: reports,
+            warnings,
+        }),
+        artifact: Artifact::Index(Box::new(index)),
+    })
+}
+
+/// The base must hold every platform asked for: the error names each one missing.
+async fn require_base_platforms(
+    req: &BuildRequest,
+    cache: &Cache,
+    client: &RegistryClient,
+) -> Result<()> {
+    if req.from == Source::Scratch {
+        return Ok(());
+    }
+    let base = source::read(&req.from, &source::Platforms::All, cache, client).await?;
+    let have: Vec<Platform> = base
+        .images()
+        .iter()
+        .filter(|i| i.config.os().to_string() != "unknown")
+        .map(|i| i.platform())
+        .collect();
+    let missing: Vec<String> = req
+        .platforms
+        .iter()
+        .filter(|p| {
+            !have
+                .iter()
+                .any(|h| p.matches(&h.os, &h.architecture, h.variant.as_deref()))
+        })
+        .map(ToString::to_string)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Input(format!(
+        "base image {} has no image for {} (it has: {}); choose a multi-platform base that has every --platform",
+        req.from.describe(),
+        missing.join(", "),
+        have.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+/// One platform's image: its release (given natively with `--release`, else the main one,
+/// its ERTS transplanted from `--otp-from` when it is built for another machine).
+async fn build_platform(
+    req: &BuildRequest,
+    platform: Option<&Platform>,
+    cache: &Cache,
+    client: &RegistryClient,
+    reporter: &dyn Reporter,
+) -> Result<(Image, BuildReport)> {
+    let mut one = req.clone();
+    one.platform = platform.cloned();
+    let native = platform.and_then(|p| req.releases.iter().find(|(rp, _)| rp == p));
+    if let Some((_, dir)) = native {
+        one.release_dir = dir.clone();
+    }
     // Everything local is checked before the network is touched.
-    let (release, mut plans, mut warnings) = plan_release(req)?;
+    let (release, mut plans, warnings) = plan_release(&one)?;
+    let mut transplanted = None;
+    if let Some(p) = platform
+        && let Some(want) = crate::fs::elf::machine_for(&p.architecture)
+    {
+        let natives = transplant::natives(&plans, &req.settings.workdir);
+        match transplant::release_machine(&natives) {
+            Some(have) if have != want => {
+                let name = crate::fs::elf::machine_name(have);
+                if let Some((_, dir)) = native {
+                    return Err(Error::Input(format!(
+                        "--release {p}={}: that release is built for {name}, not {p}",
+                        dir.display()
+                    )));
+                }
+                match &req.otp_from {
+                    Some(otp) => {
+                        reporter.step(&format!(
+                            "{p}: the release is built for {name}; transplanting its native files from {}",
+                            otp.describe()
+                        ));
+                        let t =
+                            transplant::prepare(&natives, &release, otp, p, cache, client).await?;
+                        t.apply(&mut plans, &req.settings.workdir);
+                        reporter.step(&format!(
+                            "{p}: {} native files from {} ({})",
+                            t.report.files.len(),
+                            t.report.from,
+                            t.report.otp_root
+                        ));
+                        transplanted = Some(t);
+                    }
+                    None if req.platforms.len() > 1 => {
+                        return Err(Error::Input(format!(
+                            "the release is built for {name}, so it cannot run on {p}: pass --otp-from IMAGE (an image with the same Erlang/OTP for {p}) to transplant its ERTS, or --release {p}=DIR with a release built there"
+                        )));
+                    }
+                    // One platform: the start-up check names the mismatch.
+                    None => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    let (image, mut report) =
+        build_one(&one, release, plans, warnings, cache, client, reporter).await?;
+    // The staged native files were needed until the layers were written.
+    report.transplant = transplanted.map(|t| t.report.clone());
+    Ok((image, report))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn build_one(
+    req: &BuildRequest,
+    release: Release,
+    mut plans: Vec<LayerPlan>,
+    mut warnings: Vec<String>,
+    cache: &Cache,
+    client: &RegistryClient,
+    reporter: &dyn Reporter,
+) -> Result<(Image, BuildReport)> {
     reporter.step(&format!(
         "release {} {} at {}",
         release.name,
@@ -258,8 +461,9 @@ pub async fn build(
             debian_packages: seen.debs.len(),
         },
         check,
+        transplant: None,
     };
-    Ok(Built { image, report })
+    Ok((image, report))
 }
 
 /// The base, read from its source, with its layers' bytes at hand (registry layers are

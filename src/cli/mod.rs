@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use imgbuild::apt::PackageRequest;
-use imgbuild::build::{self, BuildReport, BuildRequest};
+use imgbuild::build::{self, BuildRequest};
 use imgbuild::cache::Cache;
 use imgbuild::error::{Error, ImageError, Result};
 use imgbuild::layer::Codec;
@@ -244,9 +244,17 @@ pub struct BuildArgs {
     /// Print one JSON object describing the result on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Platform to pick from a multi-platform base, os/arch[/variant] [default: the host's].
-    #[arg(long)]
-    pub platform: Option<String>,
+    /// Platform to build, os/arch[/variant]; several (comma-separated or repeated) build an
+    /// image index, e.g. linux/amd64,linux/arm64 [default: the host's].
+    #[arg(long, value_delimiter = ',')]
+    pub platform: Vec<String>,
+    /// An image holding Erlang/OTP for the other platforms (same OTP version as the release):
+    /// the release's ERTS and OTP native files are transplanted from it.
+    #[arg(long, value_name = "IMAGE")]
+    pub otp_from: Option<String>,
+    /// A release built natively for a platform, PLATFORM=DIR (repeatable).
+    #[arg(long = "release", value_name = "PLATFORM=DIR")]
+    pub releases: Vec<String>,
     /// Environment variable KEY=VALUE (repeatable).
     #[arg(long = "env", short = 'e')]
     pub env: Vec<String>,
@@ -458,12 +466,46 @@ fn build_request_for(
             .or(project.from.as_deref())
             .unwrap_or(DEFAULT_BASE),
     )?;
-    let platform = args
-        .platform
+    let platform_words: Vec<String> = if !args.platform.is_empty() {
+        args.platform.clone()
+    } else if let Some(list) = &project.platforms {
+        list.clone()
+    } else {
+        project.platform.iter().cloned().collect()
+    };
+    let mut platforms: Vec<Platform> = Vec::new();
+    for w in platform_words
+        .iter()
+        .map(|w| w.trim())
+        .filter(|w| !w.is_empty())
+    {
+        let p = Platform::parse(w)?;
+        if !platforms.contains(&p) {
+            platforms.push(p);
+        }
+    }
+    let platform = platforms.first().cloned();
+    let otp_from = args
+        .otp_from
         .as_deref()
-        .or(project.platform.as_deref())
-        .map(Platform::parse)
+        .or(project.otp_from.as_deref())
+        .map(Source::parse)
         .transpose()?;
+    let mut releases = Vec::new();
+    for r in &args.releases {
+        let (p, dir) = r.split_once('=').ok_or_else(|| {
+            Error::Usage(format!(
+                "invalid --release {r:?}: expected PLATFORM=DIR, e.g. linux/arm64=_build/arm64/rel/my_app"
+            ))
+        })?;
+        let p = Platform::parse(p)?;
+        if !platforms.contains(&p) {
+            return Err(Error::Usage(format!(
+                "--release {r}: {p} is not among the platforms built (--platform)"
+            )));
+        }
+        releases.push((p, release::locate(Some(std::path::Path::new(dir)), cwd)?));
+    }
 
     let tags_src: Vec<String> = if args.tags.is_empty() {
         project.tags.clone().unwrap_or_default()
@@ -555,6 +597,9 @@ fn build_request_for(
         release_dir,
         from,
         platform,
+        platforms,
+        otp_from,
+        releases,
         tags,
         settings: ImageSettings {
             env: env_order,
@@ -644,7 +689,7 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
 #[derive(Serialize)]
 struct BuildJson {
     #[serde(flatten)]
-    report: BuildReport,
+    report: imgbuild::build::Report,
     output: Option<String>,
     oci_layout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -686,10 +731,17 @@ async fn run_build(args: BuildArgs) -> Result<()> {
         );
     }
     let built = build::build(&req, &cache, &client, reporter.as_ref()).await?;
+    // Single-platform readers of an index (Docker 20.10's manifest.json, an engine load) get
+    // the host's platform when it was built, else the first.
+    let host = Platform::host();
     let naming = Naming {
         tags: req.tags.clone(),
         source: None,
-        platform: req.platform.clone(),
+        platform: if req.platforms.contains(&host) {
+            Some(host)
+        } else {
+            req.platforms.first().cloned()
+        },
     };
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if let Some(path) = &outputs.output {
@@ -718,7 +770,7 @@ async fn run_build(args: BuildArgs) -> Result<()> {
             opts: push_options(&args.upload),
         }));
     }
-    let artifact = Artifact::Image(Box::new(built.image));
+    let artifact = built.artifact;
     let cx = sink::Context {
         cache: &cache,
         client: &client,
@@ -742,7 +794,7 @@ async fn run_build(args: BuildArgs) -> Result<()> {
     if args.json {
         print_json(&json)?;
     } else if !args.quiet {
-        println!("{}", json.report.digest);
+        println!("{}", json.report.digest());
     }
     Ok(())
 }

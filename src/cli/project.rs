@@ -19,6 +19,10 @@ pub struct ProjectFile {
     pub output: Option<PathBuf>,
     pub oci_layout: Option<PathBuf>,
     pub platform: Option<String>,
+    /// Several platforms (an index), as `--platform a,b`.
+    pub platforms: Option<Vec<String>>,
+    /// An image with Erlang/OTP for the other platforms, as `--otp-from`.
+    pub otp_from: Option<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default)]

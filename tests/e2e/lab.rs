@@ -293,6 +293,17 @@ pub fn minbase_rootfs_tar() -> Result<PathBuf, libtest_mimic::Failed> {
 
 /// An OCI layout at `layout` holding `tar` as one layer, tagged `tag` (made with umoci).
 fn layout_of(tar: &Path, layout: &Path, tag: &str) -> Result<PathBuf, libtest_mimic::Failed> {
+    layout_of_arch(tar, layout, tag, "amd64")
+}
+
+/// An OCI layout at `layout` holding one image, tagged `tag`, of the root file system `tar`,
+/// for the architecture `arch`.
+pub fn layout_of_arch(
+    tar: &Path,
+    layout: &Path,
+    tag: &str,
+    arch: &str,
+) -> Result<PathBuf, libtest_mimic::Failed> {
     let _ = std::fs::remove_dir_all(layout);
     let img = format!("{}:{tag}", layout.display());
     run(Command::new("umoci").args(["init", "--layout"]).arg(layout))?;
@@ -311,7 +322,7 @@ fn layout_of(tar: &Path, layout: &Path, tag: &str) -> Result<PathBuf, libtest_mi
         "--os",
         "linux",
         "--architecture",
-        "amd64",
+        arch,
     ]))?;
     Ok(layout.to_path_buf())
 }

@@ -8,6 +8,7 @@ mod guard;
 mod hostile;
 mod lab;
 mod model;
+mod platforms;
 mod push;
 mod servers;
 
@@ -1111,6 +1112,14 @@ fn main() {
         Trial::test(
             "guard::kill9_cold_builds_share_a_cache",
             guard::test_kill9_cold_builds_share_a_cache,
+        ),
+        Trial::test(
+            "platforms::transplanted_index",
+            platforms::test_transplanted_index,
+        ),
+        Trial::test(
+            "platforms::transplant_refusals",
+            platforms::test_transplant_refusals,
         ),
         Trial::test(
             "model::pull_then_build_offline",

@@ -1,0 +1,473 @@
+//! amd64 and arm64 from one runner (`platforms::*`): the amd64 sample release made into an
+//! arm64 one by transplanting ERTS from Debian's own arm64 Erlang packages, on a multi-platform
+//! Debian base, checked file by file; the refusals that keep a transplant honest.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::lab::{self, TestResult, fail, run, stdout};
+
+type Failed = libtest_mimic::Failed;
+
+const TOOLS: &[&str] = &[
+    "docker-registry",
+    "skopeo",
+    "umoci",
+    "debootstrap",
+    "mix",
+    "dpkg-deb",
+];
+const EM_AARCH64: u16 = 183;
+const EM_X86_64: u16 = 62;
+
+fn json_of(out: &Output) -> Result<Value, Failed> {
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| fail(format!("--json output is not JSON: {e}: {}", stdout(out))))
+}
+
+fn read_json(p: &Path) -> Result<Value, Failed> {
+    serde_json::from_slice(&std::fs::read(p).map_err(|e| fail(format!("{}: {e}", p.display())))?)
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// `scripts/arm64-peers`: Debian's arm64 Erlang packages and an arm64 minbase root.
+fn arm64_peers() -> Result<PathBuf, Failed> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        run(Command::new("bash").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/arm64-peers")))
+            .map(|o| PathBuf::from(stdout(&o).trim()))
+            .map_err(|e| e.message().unwrap_or("arm64-peers failed").to_string())
+    })
+    .clone()
+    .map_err(fail)
+}
+
+/// An image of Debian's arm64 `erlang-base` and `erlang-crypto` (the same OTP as the host's),
+/// as an OCI layout tagged `otp`; with `erts` the ERTS directory is renamed to that version.
+fn otp_layout(name: &str, erts: Option<&str>) -> Result<PathBuf, Failed> {
+    // Made once per name, whichever test asks first (tests run in parallel).
+    static MADE: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut made = MADE.lock().map_err(|_| fail("otp layout lock poisoned"))?;
+    if let Some((_, p)) = made.iter().find(|(n, _)| n == name) {
+        return Ok(p.clone());
+    }
+    let layout = make_otp_layout(name, erts)?;
+    made.push((name.to_string(), layout.clone()));
+    Ok(layout)
+}
+
+fn make_otp_layout(name: &str, erts: Option<&str>) -> Result<PathBuf, Failed> {
+    let peers = arm64_peers()?;
+    let dir = lab::workdir().join(format!("otp-arm64-{name}"));
+    let root = dir.join("root");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&root).map_err(|e| fail(e.to_string()))?;
+    for deb in std::fs::read_dir(peers.join("debs"))
+        .map_err(|e| fail(e.to_string()))?
+        .flatten()
+    {
+        if deb.path().extension().is_some_and(|x| x == "deb") {
+            run(Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(deb.path())
+                .arg(&root))?;
+        }
+    }
+    if let Some(v) = erts {
+        let lib = root.join("usr/lib/erlang");
+        for e in std::fs::read_dir(&lib)
+            .map_err(|e| fail(e.to_string()))?
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with("erts-") {
+                std::fs::rename(e.path(), lib.join(format!("erts-{v}")))
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+        }
+    }
+    let tar = dir.join("otp.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."))?;
+    lab::layout_of_arch(&tar, &dir.join("layout"), "otp", "arm64")
+}
+
+/// A layout whose `multi` is an index of the amd64 and the arm64 bookworm minbase.
+fn multi_base() -> Result<PathBuf, Failed> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        (|| {
+            let peers = arm64_peers()?;
+            let dir = lab::workdir().join("multi-base");
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
+            let tar = dir.join("arm64-root.tar");
+            run(Command::new("tar")
+                .arg("-C")
+                .arg(peers.join("root"))
+                .args(["--exclude=./debootstrap", "-cf"])
+                .arg(&tar)
+                .arg("."))?;
+            let arm = lab::layout_of_arch(&tar, &dir.join("arm64"), "bookworm", "arm64")?;
+            let layout = dir.join("layout");
+            run(Command::new("cp")
+                .arg("-a")
+                .arg(lab::base_layout()?)
+                .arg(&layout))?;
+            // Both images' blobs in one layout, and an index over their manifests.
+            run(Command::new("sh").arg("-c").arg(format!(
+                "cp -n {}/blobs/sha256/* {}/blobs/sha256/",
+                arm.display(),
+                layout.display()
+            )))?;
+            let entry = |l: &Path, arch: &str, variant: Option<&str>| -> Result<Value, Failed> {
+                let idx = read_json(&l.join("index.json"))?;
+                let mut d = idx["manifests"][0].clone();
+                d.as_object_mut().map(|o| o.remove("annotations"));
+                d["platform"] = serde_json::json!({"os": "linux", "architecture": arch});
+                if let Some(v) = variant {
+                    d["platform"]["variant"] = v.into();
+                }
+                Ok(d)
+            };
+            let index = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [entry(&layout, "amd64", None)?, entry(&arm, "arm64", Some("v8"))?],
+            });
+            let bytes = serde_json::to_vec(&index).map_err(|e| fail(e.to_string()))?;
+            let hex = crate::sha256_hex(&bytes);
+            std::fs::write(layout.join("blobs/sha256").join(&hex), &bytes)
+                .map_err(|e| fail(e.to_string()))?;
+            let top = serde_json::json!({
+                "schemaVersion": 2,
+                "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json",
+                    "digest": format!("sha256:{hex}"), "size": bytes.len(),
+                    "annotations": {"org.opencontainers.image.ref.name": "multi"}}],
+            });
+            std::fs::write(
+                layout.join("index.json"),
+                serde_json::to_vec(&top).map_err(|e| fail(e.to_string()))?,
+            )
+            .map_err(|e| fail(e.to_string()))?;
+            Ok(layout)
+        })()
+        .map_err(|e: Failed| e.message().unwrap_or("multi-base failed").to_string())
+    })
+    .clone()
+    .map_err(fail)
+}
+
+/// Every ELF file in a gzip layer blob of `tar` (an image tarball): (path, machine).
+fn elf_files(tarball: &Path, digest: &str) -> Result<Vec<(String, u16)>, Failed> {
+    let member = format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
+    let out = run(Command::new("tar").arg("-xOf").arg(tarball).arg(&member))?;
+    let gz = flate2::read::GzDecoder::new(&out.stdout[..]);
+    let mut archive = tar::Archive::new(gz);
+    let mut found = Vec::new();
+    for e in archive.entries().map_err(|e| fail(e.to_string()))? {
+        let mut e = e.map_err(|e| fail(e.to_string()))?;
+        let path = e
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let mut head = [0u8; 20];
+        if e.header().entry_type().is_file()
+            && e.read_exact(&mut head).is_ok()
+            && &head[..4] == b"\x7fELF"
+        {
+            found.push((path, u16::from_le_bytes([head[18], head[19]])));
+        }
+    }
+    Ok(found)
+}
+
+fn build(args: &[&str]) -> Result<Value, Failed> {
+    json_of(&run(lab::imgbuild().arg("build").arg("--json").args(args))?)
+}
+
+fn layer<'a>(report: &'a Value, kind: &str) -> &'a Value {
+    report["layers"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["kind"] == kind))
+        .unwrap_or(&Value::Null)
+}
+
+/// amd64 + arm64 from the amd64 release: an index with both; every ELF file of the arm64 image
+/// is aarch64, from Debian's arm64 packages; the amd64 image is the single-platform build's;
+/// the platform-independent layers are the same blobs; the build is reproducible.
+pub fn test_transplanted_index() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let rel = lab::release()?;
+    let base = format!("oci:{}:multi", multi_base()?.display());
+    let otp = format!("oci:{}:otp", otp_layout("good", None)?.display());
+    let dir = lab::scratch_dir("platforms");
+    let tar = dir.join("multi.tar");
+    let r = rel.to_str().unwrap_or_default();
+    let args = |out: &Path| -> Vec<String> {
+        [
+            r,
+            "--from",
+            &base,
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--otp-from",
+            &otp,
+            "-t",
+            "multi/hello:1",
+            "-o",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([out.display().to_string()])
+        .collect()
+    };
+    let a: Vec<String> = args(&tar);
+    let report = build(&a.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let index_digest = report["index"].as_str().unwrap_or("?").to_string();
+    assert_eq!(report["digest"], index_digest.as_str());
+    let platforms = report["platforms"].as_array().cloned().unwrap_or_default();
+    assert_eq!(platforms.len(), 2, "{report}");
+    let (amd, arm) = (&platforms[0], &platforms[1]);
+    assert_eq!(amd["platform"], "linux/amd64");
+    assert_eq!(arm["platform"], "linux/arm64");
+    assert!(amd.get("transplant").is_none(), "{amd}");
+    let files = arm["transplant"]["files"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    assert!(files >= 10, "{}", arm["transplant"]);
+    assert_eq!(arm["transplant"]["otp_root"], "/usr/lib/erlang");
+    // skopeo sees an index with both platforms.
+    let raw: Value = serde_json::from_slice(
+        &run(Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("oci-archive:{}", tar.display())))?
+        .stdout,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let archs: Vec<&str> = raw["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["platform"]["architecture"].as_str())
+        .collect();
+    assert_eq!(archs, ["amd64", "arm64"], "{raw}");
+    // Every ELF file of the arm64 image's release layers is aarch64; of the amd64 one, x86-64.
+    for (image, machine) in [(arm, EM_AARCH64), (amd, EM_X86_64)] {
+        for kind in ["erts", "deps", "app", "release"] {
+            let d = layer(image, kind)["digest"].as_str().unwrap_or("?");
+            for (path, m) in elf_files(&tar, d)? {
+                assert_eq!(
+                    m, machine,
+                    "{path} in the {} {kind} layer",
+                    image["platform"]
+                );
+            }
+        }
+    }
+    assert!(!elf_files(&tar, layer(arm, "erts")["digest"].as_str().unwrap_or("?"))?.is_empty());
+    // Shared layers are the same blobs; ERTS differs.
+    for kind in ["deps", "app", "release"] {
+        assert_eq!(
+            layer(amd, kind)["digest"],
+            layer(arm, kind)["digest"],
+            "{kind}"
+        );
+    }
+    assert_ne!(layer(amd, "erts")["digest"], layer(arm, "erts")["digest"]);
+    // The amd64 image is byte for byte the single-platform build.
+    let single = build(&[
+        r,
+        "--from",
+        &base,
+        "--platform",
+        "linux/amd64",
+        "-t",
+        "multi/hello:1",
+        "-o",
+        &dir.join("amd64.tar").display().to_string(),
+    ])?;
+    assert_eq!(single["digest"], amd["digest"]);
+    // Reproducible: the same index again, from a cold cache.
+    let b: Vec<String> = args(&dir.join("again.tar"));
+    let again = json_of(&run(lab::imgbuild()
+        .env("IMGBUILD_CACHE", dir.join("cold-cache"))
+        .arg("build")
+        .arg("--json")
+        .args(&b))?)?;
+    assert_eq!(again["index"], index_digest.as_str());
+    // A base without a platform asked for is named.
+    let out = lab::imgbuild()
+        .args([
+            "build",
+            r,
+            "--from",
+            &base,
+            "--platform",
+            "linux/amd64,linux/s390x",
+            "--otp-from",
+            &otp,
+            "-o",
+        ])
+        .arg(dir.join("never.tar"))
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("linux/s390x") && err.contains("has no image for"),
+        "{err}"
+    );
+    assert!(!dir.join("never.tar").exists());
+    Ok(())
+}
+
+/// The refusals: another ERTS version in --otp-from (both versions named); a NIF that is not
+/// OTP's (the file named), which builds with --release PLATFORM=DIR; and the check on arm64
+/// naming the platform, the file and the package.
+pub fn test_transplant_refusals() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let rel = lab::release()?;
+    let base = format!("oci:{}:multi", multi_base()?.display());
+    let dir = lab::scratch_dir("platforms-refused");
+    let fails = |args: &[&str], wants: &[&str]| -> TestResult {
+        let out = lab::imgbuild()
+            .arg("build")
+            .args(args)
+            .arg("-o")
+            .arg(dir.join("never.tar"))
+            .output()
+            .map_err(|e| fail(e.to_string()))?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() != Some(1) || wants.iter().any(|w| !err.contains(w)) {
+            return Err(fail(format!(
+                "expected exit 1 naming {wants:?}, got {:?}: {err}",
+                out.status.code()
+            )));
+        }
+        assert!(!dir.join("never.tar").exists());
+        Ok(())
+    };
+    let platforms = ["--platform", "linux/amd64,linux/arm64"];
+    // Another ERTS version.
+    let wrong = format!(
+        "oci:{}:otp",
+        otp_layout("wrong-erts", Some("99.0"))?.display()
+    );
+    let r = rel.to_str().unwrap_or_default();
+    fails(
+        &[&[r, "--from", &base, "--otp-from", &wrong][..], &platforms].concat(),
+        &["ERTS 99.0", "ERTS 13.1.5"],
+    )?;
+    // No --otp-from at all: told what to pass.
+    fails(
+        &[&[r, "--from", &base][..], &platforms].concat(),
+        &["--otp-from", "--release linux/arm64=DIR"],
+    )?;
+
+    // A NIF of the project's own: not from OTP, so not transplanted.
+    let otp = format!("oci:{}:otp", otp_layout("good", None)?.display());
+    let with_nif = dir.join("with-nif");
+    run(Command::new("cp").arg("-a").arg(&rel).arg(&with_nif))?;
+    let priv_dir = with_nif.join("lib/hello-0.1.0/priv");
+    std::fs::create_dir_all(&priv_dir).map_err(|e| fail(e.to_string()))?;
+    std::fs::copy("/bin/true", priv_dir.join("native.so")).map_err(|e| fail(e.to_string()))?;
+    let n = with_nif.to_str().unwrap_or_default();
+    fails(
+        &[&[n, "--from", &base, "--otp-from", &otp][..], &platforms].concat(),
+        &[
+            "lib/hello-0.1.0/priv/native.so",
+            "not part of Erlang/OTP",
+            "--release linux/arm64=DIR",
+        ],
+    )?;
+    // Built natively for arm64 (here: the same release with arm64 ERTS and an arm64 NIF).
+    let arm_rel = dir.join("arm64-release");
+    run(Command::new("cp").arg("-a").arg(&with_nif).arg(&arm_rel))?;
+    let otp_root = lab::workdir().join("otp-arm64-good/root/usr/lib/erlang");
+    let erts_bin = arm_rel.join("erts-13.1.5/bin");
+    for e in std::fs::read_dir(&erts_bin)
+        .map_err(|e| fail(e.to_string()))?
+        .flatten()
+    {
+        let name = e.file_name();
+        for from in [
+            otp_root.join("erts-13.1.5/bin").join(&name),
+            otp_root.join("bin").join(&name),
+        ] {
+            if from.is_file() {
+                let bytes = std::fs::read(&from).map_err(|e| fail(e.to_string()))?;
+                if bytes.starts_with(b"\x7fELF") {
+                    std::fs::write(e.path(), bytes).map_err(|e| fail(e.to_string()))?;
+                    break;
+                }
+            }
+        }
+    }
+    let arm_true = arm64_peers()?.join("root/usr/bin/true");
+    std::fs::copy(&arm_true, arm_rel.join("lib/hello-0.1.0/priv/native.so"))
+        .map_err(|e| fail(e.to_string()))?;
+    let native = format!("linux/arm64={}", arm_rel.display());
+    let report = build(
+        &[
+            &[
+                n,
+                "--from",
+                &base,
+                "--release",
+                &native,
+                "--no-check",
+                "-o",
+                &dir.join("native.tar").display().to_string(),
+            ][..],
+            &platforms,
+        ]
+        .concat(),
+    )?;
+    let arm = &report["platforms"][1];
+    assert!(arm.get("transplant").is_none(), "{arm}");
+    let nif: Vec<(String, u16)> = elf_files(
+        &dir.join("native.tar"),
+        layer(arm, "app")["digest"].as_str().unwrap_or("?"),
+    )?;
+    assert!(
+        nif.iter()
+            .any(|(p, m)| p.ends_with("priv/native.so") && *m == EM_AARCH64),
+        "{nif:?}"
+    );
+
+    // The crypto release on arm64 without libssl3: the check names the platform, the file and
+    // the package.
+    let crypto = lab::crypto_release()?;
+    let c = crypto.to_str().unwrap_or_default();
+    fails(
+        &[
+            c,
+            "--from",
+            &base,
+            "--otp-from",
+            &otp,
+            "--platform",
+            "linux/arm64,linux/amd64",
+        ],
+        &[
+            "platform linux/arm64",
+            "crypto.so",
+            "libcrypto.so.3",
+            "--package libssl3",
+        ],
+    )?;
+    Ok(())
+}
