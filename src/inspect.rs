@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::cache::Cache;
 use crate::error::{Error, ImageError, Result};
-use crate::oci::Image;
+use crate::oci::{Artifact, Image};
 use crate::registry::RegistryClient;
 use crate::report::human_size;
 use crate::sbom;
@@ -37,6 +37,17 @@ pub struct Inspection {
     pub layers: Vec<LayerInfo>,
     pub history: Vec<serde_json::Value>,
     pub sbom: Option<SbomSummary>,
+    /// For a multi-platform image: the index, and each platform's image. The fields above
+    /// then describe the host's platform (or the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexInfo>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct IndexInfo {
+    pub digest: String,
+    pub media_type: String,
+    pub platforms: Vec<Inspection>,
 }
 
 /// Inspect `target`: an image file, a `--from`-style source, or a registry reference.
@@ -46,7 +57,41 @@ pub async fn inspect(target: &str, client: &RegistryClient, cache: &Cache) -> Re
             "{target:?} is neither an image file nor an image reference: {e}"
         ))
     })?;
-    let image = source::read_image(&src, None, cache, client).await?;
+    match source::read(&src, &source::Platforms::All, cache, client).await? {
+        Artifact::Image(image) => one(src.describe(), &image, cache, client).await,
+        Artifact::Index(index) => {
+            let mut platforms = Vec::new();
+            for image in index
+                .images
+                .iter()
+                .filter(|i| i.config.os().to_string() != "unknown")
+            {
+                platforms.push(one(src.describe(), image, cache, client).await?);
+            }
+            let host = Artifact::Index(index.clone());
+            let main = host.image_for(None).ok_or_else(|| {
+                Error::from(ImageError::Invalid(format!(
+                    "{target}: the index holds no image"
+                )))
+            })?;
+            let mut top = one(src.describe(), main, cache, client).await?;
+            top.index = Some(IndexInfo {
+                digest: index.digest.to_string(),
+                media_type: index.media_type.clone(),
+                platforms,
+            });
+            Ok(top)
+        }
+    }
+}
+
+/// One image's inspection, its SBOM summarised.
+async fn one(
+    source: String,
+    image: &Image,
+    cache: &Cache,
+    client: &RegistryClient,
+) -> Result<Inspection> {
     let sbom = match image.attachments.first() {
         Some(a) => {
             let at = source::localize(&a.blob, cache, client).await?;
@@ -60,7 +105,7 @@ pub async fn inspect(target: &str, client: &RegistryClient, cache: &Cache) -> Re
         }
         None => None,
     };
-    describe(src.describe(), &image, sbom)
+    describe(source, image, sbom)
 }
 
 fn describe(source: String, image: &Image, sbom: Option<SbomSummary>) -> Result<Inspection> {
@@ -96,6 +141,7 @@ fn describe(source: String, image: &Image, sbom: Option<SbomSummary>) -> Result<
         layers,
         history,
         sbom,
+        index: None,
     })
 }
 
@@ -107,7 +153,20 @@ impl Inspection {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        let mut out = format!(
+        let mut out = String::new();
+        if let Some(i) = &self.index {
+            out.push_str(&format!(
+                "{}\n  index      {} ({} platforms)\n",
+                self.source,
+                i.digest,
+                i.platforms.len()
+            ));
+            for p in &i.platforms {
+                out.push_str(&format!("  {:<10} {}\n", p.platform, p.digest));
+            }
+            out.push_str("the host's platform:\n");
+        }
+        out.push_str(&format!(
             "{}\n  digest     {}\n  platform   {}\n  user       {}\n  workdir    {}\n  entrypoint {}\n  cmd        {}\n  ports      {}\n",
             self.source,
             self.digest,
@@ -120,7 +179,7 @@ impl Inspection {
                 .as_object()
                 .map(|m| m.keys().cloned().collect::<Vec<_>>().join(" "))
                 .unwrap_or_else(|| "-".into()),
-        );
+        ));
         for e in c["Env"].as_array().into_iter().flatten() {
             out.push_str(&format!("  env        {}\n", s(e)));
         }

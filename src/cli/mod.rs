@@ -55,6 +55,9 @@ pub enum Command {
     Pull(PullArgs),
     /// Copy an image from any source to a registry, a tarball or a layout, digests kept.
     Copy(CopyArgs),
+    /// Multi-platform image indexes.
+    #[command(subcommand)]
+    Index(IndexCommand),
     /// Show an image's config, layers, history and SBOM summary (a tarball or a registry image).
     Inspect(InspectArgs),
     /// Store credentials for a registry where `docker login` would.
@@ -160,6 +163,30 @@ pub struct CopyArgs {
     /// The platform to take from a multi-platform source [default: every platform].
     #[arg(long)]
     pub platform: Option<String>,
+    /// Print one JSON object describing the result on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub upload: UploadArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IndexCommand {
+    /// Join images (built on native runners, one per platform) into one index and push it.
+    Create(IndexCreateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct IndexCreateArgs {
+    /// Where the index goes, e.g. registry.example.com/team/app:1.0.
+    pub destination: String,
+    /// An image to include (repeatable): any source; an index contributes all its images.
+    #[arg(long = "image", required = true)]
+    pub images: Vec<String>,
     /// Print one JSON object describing the result on stdout.
     #[arg(long)]
     pub json: bool,
@@ -355,6 +382,7 @@ pub fn main() -> i32 {
             Command::Push(args) => run_push(args).await,
             Command::Pull(args) => run_pull(args).await,
             Command::Copy(args) => run_copy(args).await,
+            Command::Index(IndexCommand::Create(args)) => run_index_create(args).await,
             Command::Login(args) => run_login(args).await,
             Command::Inspect(args) => run_inspect(args).await,
             Command::Logout(args) => run_logout(args),
@@ -1027,6 +1055,51 @@ fn destination_sink(
         }),
         targets,
     ))
+}
+
+async fn run_index_create(args: IndexCreateArgs) -> Result<()> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
+    let project = ProjectFile::load(&cwd)?;
+    let targets = destinations(std::slice::from_ref(&args.destination))?;
+    let cache = Cache::from_env()?;
+    let client = client_for(client_options(&args.registry, &project), &targets)?;
+    let reporter = progress::choose(args.quiet || args.json);
+    let mut images: Vec<imgbuild::oci::Image> = Vec::new();
+    for given in &args.images {
+        let src = Source::parse_any(given)?;
+        let artifact = source::read(&src, &Platforms::All, &cache, &client).await?;
+        for image in artifact.images() {
+            let p = image.platform();
+            if let Some(twin) = images.iter().find(|i| i.platform() == p) {
+                return Err(Error::Usage(format!(
+                    "two images for {p}: {} and {} (from {given}); give one image per platform",
+                    twin.digest, image.digest
+                )));
+            }
+            images.push(image.clone());
+        }
+    }
+    let index = imgbuild::mutate::index(images)?;
+    let artifact = Artifact::Index(Box::new(index));
+    let cx = sink::Context {
+        cache: &cache,
+        client: &client,
+        reporter: reporter.as_ref(),
+    };
+    let sinks: Vec<Box<dyn Sink>> = vec![Box::new(sink::RegistrySink {
+        targets,
+        opts: push_options(&args.upload),
+    })];
+    let written = sink::write_all(&sinks, &artifact, &cx).await?;
+    if args.json {
+        let src = Source::Scratch;
+        let mut j = copy_json(&src, &artifact, written);
+        j.source = args.images.join(", ");
+        print_json(&j)?;
+    } else if !args.quiet {
+        println!("{}", artifact.digest());
+    }
+    Ok(())
 }
 
 async fn run_copy(args: CopyArgs) -> Result<()> {

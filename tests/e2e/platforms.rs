@@ -306,6 +306,96 @@ pub fn test_transplanted_index() -> TestResult {
         .arg("--json")
         .args(&b))?)?;
     assert_eq!(again["index"], index_digest.as_str());
+    // The tarball keeps the whole index: push gives the same index digest as a direct push;
+    // inspect shows both platforms; Docker 20.10 loads and runs the host's image; podman
+    // loads it; skopeo copies the whole index.
+    let reg = lab::registry()?;
+    let from_file = format!("{}/multi/from-file:1", reg.host());
+    let pushed = json_of(&run(lab::imgbuild()
+        .args(["push", "--json"])
+        .arg(&tar)
+        .arg(&from_file))?)?;
+    assert_eq!(pushed["digest"], index_digest.as_str());
+    let direct = format!("{}/multi/direct:1", reg.host());
+    let d: Vec<&str> = vec![
+        r,
+        "--from",
+        &base,
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--otp-from",
+        &otp,
+        "-t",
+        &direct,
+        "--push",
+    ];
+    let direct_report = build(&d)?;
+    assert_eq!(direct_report["push"]["digest"], index_digest.as_str());
+    let inspected = json_of(&run(
+        lab::imgbuild().args(["inspect", "--json", &from_file])
+    )?)?;
+    assert_eq!(inspected["index"]["digest"], index_digest.as_str());
+    assert_eq!(
+        inspected["index"]["platforms"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(inspected["platform"], "linux/amd64");
+    let docker = lab::docker()?;
+    run(docker.cmd().arg("load").arg("-i").arg(&tar))?;
+    let (status, body) = lab::run_and_get(&docker, "multi/hello:1")?;
+    assert!(status.contains("200"), "{status}");
+    crate::check_body(&body)?;
+    run(lab::podman().arg("load").arg("-i").arg(&tar))?;
+    let arch = run(lab::podman().args([
+        "image",
+        "inspect",
+        "--format",
+        "{{.Architecture}}",
+        "docker.io/multi/hello:1",
+    ]))?;
+    assert_eq!(stdout(&arch).trim(), "amd64");
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--all"])
+        .arg(format!("oci-archive:{}", tar.display()))
+        .arg(format!("oci:{}:copied", dir.join("skopeo-copy").display())))?;
+    let copied = read_json(&dir.join("skopeo-copy/index.json"))?;
+    assert_eq!(copied["manifests"][0]["digest"], index_digest.as_str());
+    // `index create` joins per-platform images into the same index.
+    let one = |p: &str, name: &str| -> Result<String, Failed> {
+        let dest = format!("{}/multi/{name}:1", reg.host());
+        run(lab::imgbuild().args(["copy", "--platform", p, &from_file, &dest]))?;
+        Ok(dest)
+    };
+    let (amd_ref, arm_ref) = (
+        one("linux/amd64", "only-amd64")?,
+        one("linux/arm64", "only-arm64")?,
+    );
+    let joined = json_of(&run(lab::imgbuild().args([
+        "index",
+        "create",
+        "--json",
+        &format!("{}/multi/joined:1", reg.host()),
+        "--image",
+        &amd_ref,
+        "--image",
+        &arm_ref,
+    ]))?)?;
+    assert_eq!(joined["digest"], index_digest.as_str(), "{joined}");
+    let err = lab::imgbuild()
+        .args([
+            "index",
+            "create",
+            &format!("{}/multi/twice:1", reg.host()),
+            "--image",
+            &amd_ref,
+            "--image",
+            &amd_ref,
+        ])
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    assert_eq!(err.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&err.stderr).contains("two images for linux/amd64"));
+
     // A base without a platform asked for is named.
     let out = lab::imgbuild()
         .args([
