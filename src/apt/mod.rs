@@ -198,9 +198,43 @@ pub struct LockFile {
     pub architecture: String,
     #[serde(default, rename = "package")]
     pub packages: Vec<Locked>,
+    /// The same pins for the other architectures of a multi-platform build, one entry each.
+    #[serde(
+        default,
+        rename = "architectures",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub others: Vec<LockFile>,
 }
 
 impl LockFile {
+    /// The pins for `arch`, when the file has them.
+    pub fn for_arch(&self, arch: &str) -> Option<&LockFile> {
+        if self.architecture == arch {
+            Some(self)
+        } else {
+            self.others.iter().find(|o| o.architecture == arch)
+        }
+    }
+
+    /// This file with `section` (one architecture's pins) put in place of that architecture's.
+    pub fn with_section(self, mut section: LockFile) -> LockFile {
+        section.others.clear();
+        if self.architecture == section.architecture {
+            return LockFile {
+                others: self.others,
+                ..section
+            };
+        }
+        let mut out = self;
+        out.others
+            .retain(|o| o.architecture != section.architecture);
+        out.others.push(section);
+        out.others
+            .sort_by(|a, b| a.architecture.cmp(&b.architecture));
+        out
+    }
+
     pub fn load(path: &Path) -> Result<Option<LockFile>> {
         match std::fs::read_to_string(path) {
             Ok(t) => toml::from_str(&t).map(Some).map_err(|e| {
@@ -361,10 +395,12 @@ pub async fn resolve_packages(
     requested.sort();
     requested.dedup();
     let mut notes = Vec::new();
+    let existing = LockFile::load(&req.lock_path)?;
     if !req.update_lock
-        && let Some(lock) = LockFile::load(&req.lock_path)?
+        && let Some(lock) = existing.as_ref().and_then(|f| f.for_arch(arch))
     {
-        if lock.requested == requested && lock.architecture == arch {
+        let lock = lock.clone();
+        if lock.requested == requested {
             let mirrors = req
                 .sources
                 .iter()
@@ -422,8 +458,13 @@ pub async fn resolve_packages(
                 filename: c.filename,
             })
             .collect(),
+        others: Vec::new(),
     };
-    lock.save(&req.lock_path)?;
+    // One file for every architecture: this one's pins replace its old ones, the rest stay.
+    match existing {
+        Some(file) => file.with_section(lock.clone()).save(&req.lock_path)?,
+        None => lock.save(&req.lock_path)?,
+    }
     notes.push(format!("wrote {}", req.lock_path.display()));
     Ok(Resolution {
         lock,
@@ -716,6 +757,37 @@ fn ca_bundle(entries: &mut BTreeMap<String, Entry>, fs: &RootFs, dir: &Path) -> 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn one_lock_file_for_every_architecture() {
+        let section = |arch: &str, pkg: &str| LockFile {
+            requested: vec!["libssl3".into()],
+            architecture: arch.into(),
+            packages: vec![Locked {
+                name: pkg.into(),
+                version: "1".into(),
+                architecture: arch.into(),
+                sha256: "0".repeat(64),
+                size: 1,
+                url: String::new(),
+                filename: String::new(),
+            }],
+            others: vec![],
+        };
+        let file = section("amd64", "a")
+            .with_section(section("arm64", "b"))
+            .with_section(section("amd64", "c"));
+        assert_eq!(file.for_arch("amd64").unwrap().packages[0].name, "c");
+        assert_eq!(file.for_arch("arm64").unwrap().packages[0].name, "b");
+        assert!(file.for_arch("s390x").is_none());
+        let text = toml::to_string_pretty(&file).unwrap();
+        let back: LockFile = toml::from_str(&text).unwrap();
+        assert_eq!(back, file);
+        // A lock of one architecture reads as before.
+        let one: LockFile =
+            toml::from_str(&toml::to_string_pretty(&section("amd64", "a")).unwrap()).unwrap();
+        assert!(one.others.is_empty());
+    }
+
     use super::*;
 
     #[test]
