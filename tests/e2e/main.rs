@@ -1118,6 +1118,10 @@ fn main() {
             platforms::test_transplanted_index,
         ),
         Trial::test(
+            "platforms::arm64_runs_under_qemu",
+            platforms::test_arm64_runs_under_qemu,
+        ),
+        Trial::test(
             "platforms::transplant_refusals",
             platforms::test_transplant_refusals,
         ),

@@ -561,3 +561,72 @@ pub fn test_transplant_refusals() -> TestResult {
     )?;
     Ok(())
 }
+
+/// The transplanted arm64 image runs under QEMU user emulation (binfmt_misc with
+/// qemu-user-static): podman takes the arm64 image from the multi-platform tarball and the
+/// release answers HTTP, as uid 65534 with UTF-8. (OTP 25's JIT needs `+JPperf true` under
+/// Debian's qemu-user 7.2; real arm64 hardware needs nothing.)
+pub fn test_arm64_runs_under_qemu() -> TestResult {
+    if !lab::require(&[TOOLS, &["qemu-aarch64-static"]].concat())? {
+        return Ok(());
+    }
+    let rel = lab::release()?;
+    let base = format!("oci:{}:multi", multi_base()?.display());
+    let otp = format!("oci:{}:otp", otp_layout("good", None)?.display());
+    let dir = lab::scratch_dir("platforms-qemu");
+    let tar = dir.join("multi.tar");
+    let r = rel.to_str().unwrap_or_default();
+    let t = tar.display().to_string();
+    build(&[
+        r,
+        "--from",
+        &base,
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--otp-from",
+        &otp,
+        "-t",
+        "qemu/hello:1",
+        "-o",
+        &t,
+    ])?;
+    let pulled = run(lab::podman()
+        .args(["pull", "--quiet", "--platform", "linux/arm64"])
+        .arg(format!("oci-archive:{t}")))?;
+    let id = stdout(&pulled).trim().to_string();
+    let arch = run(lab::podman().args(["image", "inspect", "--format", "{{.Architecture}}", &id]))?;
+    assert_eq!(stdout(&arch).trim(), "arm64");
+    let port = lab::free_port();
+    let name = format!("imgbuild-e2e-arm64-{port}");
+    run(lab::podman().args([
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--platform",
+        "linux/arm64",
+        "--network=host",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "-e",
+        &format!("PORT={port}"),
+        "-e",
+        "RELEASE_DISTRIBUTION=none",
+        "-e",
+        "ERL_FLAGS=+JPperf true",
+        &id,
+    ]))?;
+    let answer = lab::http_get(port, "/");
+    let logs = lab::podman()
+        .args(["logs", &name])
+        .output()
+        .map(|o| format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr)))
+        .unwrap_or_default();
+    let _ = lab::podman().args(["rm", "-f", &name]).output();
+    let (status, body) =
+        answer.map_err(|e| fail(format!("{}; logs:\n{logs}", e.message().unwrap_or(""))))?;
+    assert!(status.contains("200"), "{status}");
+    crate::check_body(&body)
+}
