@@ -184,8 +184,9 @@ pub enum IndexCommand {
 pub struct IndexCreateArgs {
     /// Where the index goes, e.g. registry.example.com/team/app:1.0.
     pub destination: String,
-    /// An image to include (repeatable): any source; an index contributes all its images.
-    #[arg(long = "image", required = true)]
+    /// An image to include (repeatable): any source; an index contributes all its images
+    /// [default: `manifests` in imgbuild.toml].
+    #[arg(long = "image")]
     pub images: Vec<String>,
     /// Print one JSON object describing the result on stdout.
     #[arg(long)]
@@ -1061,11 +1062,21 @@ async fn run_index_create(args: IndexCreateArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
     let targets = destinations(std::slice::from_ref(&args.destination))?;
+    let given_images = if args.images.is_empty() {
+        project.manifests.clone().unwrap_or_default()
+    } else {
+        args.images.clone()
+    };
+    if given_images.is_empty() {
+        return Err(Error::Usage(
+            "no images to join: pass --image REF for each platform, or list them as manifests in imgbuild.toml".into(),
+        ));
+    }
     let cache = Cache::from_env()?;
     let client = client_for(client_options(&args.registry, &project), &targets)?;
     let reporter = progress::choose(args.quiet || args.json);
     let mut images: Vec<imgbuild::oci::Image> = Vec::new();
-    for given in &args.images {
+    for given in &given_images {
         let src = Source::parse_any(given)?;
         let artifact = source::read(&src, &Platforms::All, &cache, &client).await?;
         for image in artifact.images() {
@@ -1094,7 +1105,7 @@ async fn run_index_create(args: IndexCreateArgs) -> Result<()> {
     if args.json {
         let src = Source::Scratch;
         let mut j = copy_json(&src, &artifact, written);
-        j.source = args.images.join(", ");
+        j.source = given_images.join(", ");
         print_json(&j)?;
     } else if !args.quiet {
         println!("{}", artifact.digest());

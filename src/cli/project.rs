@@ -23,6 +23,8 @@ pub struct ProjectFile {
     pub platforms: Option<Vec<String>>,
     /// An image with Erlang/OTP for the other platforms, as `--otp-from`.
     pub otp_from: Option<String>,
+    /// The images `imgbuild index create` joins when no `--image` is given.
+    pub manifests: Option<Vec<String>>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default)]

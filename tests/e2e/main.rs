@@ -1122,6 +1122,10 @@ fn main() {
             platforms::test_arm64_runs_under_qemu,
         ),
         Trial::test(
+            "platforms::arm64_packages_and_crypto_under_qemu",
+            platforms::test_arm64_packages_and_crypto_under_qemu,
+        ),
+        Trial::test(
             "platforms::transplant_refusals",
             platforms::test_transplant_refusals,
         ),

@@ -381,6 +381,21 @@ pub fn test_transplanted_index() -> TestResult {
         &arm_ref,
     ]))?)?;
     assert_eq!(joined["digest"], index_digest.as_str(), "{joined}");
+    // The same from imgbuild.toml's `manifests`.
+    let project = dir.join("project");
+    std::fs::create_dir_all(&project).map_err(|e| fail(e.to_string()))?;
+    std::fs::write(
+        project.join("imgbuild.toml"),
+        format!("manifests = [\"{amd_ref}\", \"{arm_ref}\"]\n"),
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let from_toml = json_of(&run(lab::imgbuild().current_dir(&project).args([
+        "index",
+        "create",
+        "--json",
+        &format!("{}/multi/joined-toml:1", reg.host()),
+    ]))?)?;
+    assert_eq!(from_toml["digest"], index_digest.as_str(), "{from_toml}");
     let err = lab::imgbuild()
         .args([
             "index",
@@ -629,4 +644,98 @@ pub fn test_arm64_runs_under_qemu() -> TestResult {
         answer.map_err(|e| fail(format!("{}; logs:\n{logs}", e.message().unwrap_or(""))))?;
     assert!(status.contains("200"), "{status}");
     crate::check_body(&body)
+}
+
+/// Runtime packages per architecture: the `:crypto` release for amd64 and arm64 with
+/// `--package libssl3`, resolved from each base's own apt sources (Debian's archive, verified
+/// with the base's keyring) for its architecture, pinned in one lock file with an entry per
+/// architecture; the arm64 image answers `/crypto` under QEMU.
+pub fn test_arm64_packages_and_crypto_under_qemu() -> TestResult {
+    if !lab::require(&[TOOLS, &["qemu-aarch64-static"]].concat())? {
+        return Ok(());
+    }
+    let rel = lab::crypto_release()?;
+    let base = format!("oci:{}:multi", multi_base()?.display());
+    let otp = format!("oci:{}:otp", otp_layout("good", None)?.display());
+    let dir = lab::scratch_dir("platforms-crypto");
+    let tar = dir.join("crypto.tar");
+    let report = json_of(&run(lab::imgbuild()
+        .current_dir(&dir)
+        .args(["build", "--json", "--package", "libssl3", "--from", &base])
+        .args(["--platform", "linux/amd64,linux/arm64", "--otp-from", &otp])
+        .args(["-t", "crypto/multi:1", "-o"])
+        .arg(&tar)
+        .arg(&rel))?)?;
+    let arm = &report["platforms"][1];
+    assert!(
+        arm["transplant"]["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|f| f
+                .as_str()
+                .is_some_and(|f| f.ends_with("priv/lib/crypto.so"))),
+        "{}",
+        arm["transplant"]
+    );
+    for p in report["platforms"].as_array().into_iter().flatten() {
+        assert_eq!(layer(p, "packages")["kind"], "packages", "{p}");
+    }
+    let arm_pkgs = layer(arm, "packages")["digest"].as_str().unwrap_or("?");
+    for (path, m) in elf_files(&tar, arm_pkgs)? {
+        assert_eq!(m, EM_AARCH64, "{path} in the arm64 packages layer");
+    }
+    let lock =
+        std::fs::read_to_string(dir.join("imgbuild.lock")).map_err(|e| fail(e.to_string()))?;
+    let parsed: toml::Value = toml::from_str(&lock).map_err(|e| fail(format!("{e}: {lock}")))?;
+    assert_eq!(parsed["architecture"].as_str(), Some("amd64"), "{lock}");
+    assert_eq!(
+        parsed["architectures"][0]["architecture"].as_str(),
+        Some("arm64"),
+        "{lock}"
+    );
+    assert!(lock.matches("name = \"libssl3\"").count() == 2, "{lock}");
+
+    let pulled = run(lab::podman()
+        .args(["pull", "--quiet", "--platform", "linux/arm64"])
+        .arg(format!("oci-archive:{}", tar.display())))?;
+    let id = stdout(&pulled).trim().to_string();
+    let port = lab::free_port();
+    let name = format!("imgbuild-e2e-arm64-crypto-{port}");
+    run(lab::podman().args([
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--platform",
+        "linux/arm64",
+        "--network=host",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "-e",
+        &format!("PORT={port}"),
+        "-e",
+        "RELEASE_DISTRIBUTION=none",
+        "-e",
+        "ERL_FLAGS=+JPperf true",
+        &id,
+    ]))?;
+    let answer = lab::http_get(port, "/crypto");
+    let logs = lab::podman()
+        .args(["logs", &name])
+        .output()
+        .map(|o| format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr)))
+        .unwrap_or_default();
+    let _ = lab::podman().args(["rm", "-f", &name]).output();
+    let (status, body) =
+        answer.map_err(|e| fail(format!("{}; logs:\n{logs}", e.message().unwrap_or(""))))?;
+    assert!(status.contains("200"), "{status} {body}");
+    let want = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(b"imgbuild"))
+    };
+    assert!(body.contains(&want), "{body}");
+    Ok(())
 }
