@@ -27,6 +27,7 @@ pub mod release;
 pub mod report;
 pub mod sbom;
 pub mod secrets;
+pub mod sign;
 pub mod sink;
 pub mod source;
 

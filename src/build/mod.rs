@@ -100,6 +100,9 @@ pub struct BuildReport {
     /// Which native files came from another image (a transplant), and from which.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transplant: Option<transplant::TransplantReport>,
+    /// What went into the image, for its provenance.
+    #[serde(skip)]
+    pub materials: crate::sign::provenance::Materials,
 }
 
 /// What a build gives: an image (one platform) or an index, and what happened on the way.
@@ -462,6 +465,22 @@ async fn build_one(
         },
         check,
         transplant: None,
+        materials: crate::sign::provenance::Materials {
+            base_name: base.origin.name.clone(),
+            base_digest: base.origin.digest.as_ref().map(ToString::to_string),
+            packages: seen.locked.clone(),
+            release: release.name.clone(),
+            release_version: release.version.clone(),
+            erts_version: release.erts_version.clone(),
+            applications: release
+                .applications
+                .iter()
+                .map(|a| (a.name.clone(), a.version.clone()))
+                .collect(),
+            mix_lock: crate::sign::provenance::mix_lock_beside(&release.root),
+            parameters: parameters(req),
+            epoch: req.settings.epoch,
+        },
     };
     Ok((image, report))
 }
@@ -494,6 +513,31 @@ async fn local_layers(
     .buffered(4)
     .try_collect()
     .await
+}
+
+/// The options that shaped the image, for the provenance (environment values stay out: only
+/// their names).
+fn parameters(req: &BuildRequest) -> serde_json::Value {
+    let s = &req.settings;
+    serde_json::json!({
+        "from": req.from.describe(),
+        "platform": req.platform.as_ref().map(ToString::to_string),
+        "platforms": req.platforms.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "otp_from": req.otp_from.as_ref().map(Source::describe),
+        "env": s.env.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        "labels": s.labels,
+        "annotations": s.annotations,
+        "exposed_ports": s.exposed_ports,
+        "user": s.user,
+        "workdir": s.workdir,
+        "cmd": s.cmd,
+        "entrypoint": s.entrypoint,
+        "apps": req.own_apps,
+        "drop_cookie": req.drop_cookie,
+        "compression": format!("{}:{}", req.compression.0.name(), req.compression.1),
+        "packages": req.packages.packages,
+        "check": req.check,
+    })
 }
 
 /// The SBOM's layer: the document under /var/lib/db/sbom, owned by root, read-only to others.
@@ -532,6 +576,8 @@ struct Seen {
     warnings: Vec<String>,
     /// The runtime packages' layer, when `--package` asked for some.
     packages: Option<PackageLayer>,
+    /// The packages as pinned (SHA256, URL), for the provenance.
+    locked: Vec<crate::apt::Locked>,
 }
 
 /// The package layer's plan and the staging directory its files live in until written.
@@ -602,6 +648,7 @@ async fn inspect_image(
     let os = sbom::os_version(&fs);
     let arch = base.config.architecture().to_string();
     let mut packages = None;
+    let mut locked = Vec::new();
     if !req.packages.packages.is_empty() {
         let resolution = apt::resolve_packages(
             &req.packages,
@@ -616,6 +663,7 @@ async fn inspect_image(
             reporter.step(n);
         }
         apt::fetch_debs(&resolution, cache, client.http(), client.policy()).await?;
+        locked = resolution.lock.packages.clone();
         let (c, lock) = (cache.clone(), resolution.lock.clone());
         let staging = tempfile::Builder::new()
             .prefix(&format!("{}packages-", crate::interrupt::marker()))
@@ -688,5 +736,6 @@ async fn inspect_image(
         os,
         warnings,
         packages,
+        locked,
     })
 }

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use imgbuild::apt::PackageRequest;
-use imgbuild::build::{self, BuildRequest};
+use imgbuild::build::{self, BuildReport, BuildRequest};
 use imgbuild::cache::Cache;
 use imgbuild::error::{Error, ImageError, Result};
 use imgbuild::layer::Codec;
@@ -58,6 +58,10 @@ pub enum Command {
     /// Multi-platform image indexes.
     #[command(subcommand)]
     Index(IndexCommand),
+    /// Sign an image already in a registry (every manifest of an index too), as cosign does.
+    Sign(SignArgs),
+    /// Check an image's signatures and provenance against a public key.
+    Verify(VerifyArgs),
     /// Show an image's config, layers, history and SBOM summary (a tarball or a registry image).
     Inspect(InspectArgs),
     /// Store credentials for a registry where `docker login` would.
@@ -172,6 +176,33 @@ pub struct CopyArgs {
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub upload: UploadArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SignArgs {
+    /// The image, e.g. registry.example.com/team/app:1.0 (or @sha256:…).
+    pub image: String,
+    /// The private key: cosign's (password in COSIGN_PASSWORD) or a PEM ECDSA P-256 key.
+    #[arg(long, env = "IMGBUILD_SIGN_KEY")]
+    pub key: PathBuf,
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The image, e.g. registry.example.com/team/app:1.0.
+    pub image: String,
+    /// The public key (cosign.pub, or a PEM ECDSA P-256 public key).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Print one JSON object describing every check on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -338,6 +369,11 @@ pub struct BuildArgs {
     /// Load the image into the local Docker Engine or podman (their API socket), no tarball.
     #[arg(long)]
     pub load: bool,
+    /// Sign every pushed manifest (and the index) and attest its SLSA provenance, the way
+    /// cosign does, with this key: cosign's encrypted key (password in COSIGN_PASSWORD) or a
+    /// PEM ECDSA P-256 key. Needs --push.
+    #[arg(long, env = "IMGBUILD_SIGN_KEY", value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
@@ -384,6 +420,8 @@ pub fn main() -> i32 {
             Command::Pull(args) => run_pull(args).await,
             Command::Copy(args) => run_copy(args).await,
             Command::Index(IndexCommand::Create(args)) => run_index_create(args).await,
+            Command::Sign(args) => run_sign(args).await,
+            Command::Verify(args) => run_verify(args).await,
             Command::Login(args) => run_login(args).await,
             Command::Inspect(args) => run_inspect(args).await,
             Command::Logout(args) => run_logout(args),
@@ -714,6 +752,40 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
+/// A signing key, its password from COSIGN_PASSWORD.
+fn load_key(path: &std::path::Path) -> Result<imgbuild::sign::keys::Key> {
+    let password = std::env::var("COSIGN_PASSWORD").ok();
+    imgbuild::sign::keys::Key::load(path, password.as_deref())
+}
+
+/// The signing of a build's push: the key, and each image's provenance statement.
+fn signing_for(
+    signer: Option<Arc<imgbuild::sign::keys::Key>>,
+    report: &imgbuild::build::Report,
+    tags: &[Reference],
+) -> Result<Option<imgbuild::sink::registry::Signing>> {
+    let Some(key) = signer else {
+        return Ok(None);
+    };
+    let name = tags
+        .first()
+        .map(|t| format!("{}/{}", t.registry, t.repository))
+        .unwrap_or_default();
+    let reports: Vec<&BuildReport> = match report {
+        imgbuild::build::Report::Image(r) => vec![r],
+        imgbuild::build::Report::Index(i) => i.platforms.iter().collect(),
+    };
+    let mut statements = Vec::new();
+    for r in reports {
+        let d = imgbuild::oci::digest::parse(&r.digest)?;
+        statements.push((
+            d.clone(),
+            imgbuild::sign::provenance::statement(&name, &d, &r.materials)?,
+        ));
+    }
+    Ok(Some(imgbuild::sink::registry::Signing { key, statements }))
+}
+
 /// The JSON `imgbuild build --json` prints: the build's report and what each sink did.
 #[derive(Serialize)]
 struct BuildJson {
@@ -748,6 +820,17 @@ async fn run_build(args: BuildArgs) -> Result<()> {
     let push_targets = if args.push { req.tags.clone() } else { vec![] };
     let client = client_for(client_options(&args.registry, &project), &push_targets)?;
     let reporter = progress::choose(args.quiet || args.json);
+    // The signing key is opened first (a wrong password stops everything before any push).
+    let sign_key = args.sign_key.clone().or_else(|| project.sign_key.clone());
+    let signer = match &sign_key {
+        Some(_) if !args.push => {
+            return Err(Error::Usage(
+                "--sign-key signs what is pushed: add --push (signatures of tarballs are not written yet)".into(),
+            ));
+        }
+        Some(path) => Some(Arc::new(load_key(path)?)),
+        None => None,
+    };
     // An engine is looked for first: without one, nothing is built or written.
     let engine = if args.load {
         Some(sink::engine::Engine::find().await?)
@@ -797,6 +880,7 @@ async fn run_build(args: BuildArgs) -> Result<()> {
         sinks.push(Box::new(sink::RegistrySink {
             targets: req.tags.clone(),
             opts: push_options(&args.upload),
+            signing: signing_for(signer.clone(), &built.report, &req.tags)?,
         }));
     }
     let artifact = built.artifact;
@@ -1053,6 +1137,7 @@ fn destination_sink(
         Box::new(sink::RegistrySink {
             targets: targets.clone(),
             opts: push_options(upload),
+            signing: None,
         }),
         targets,
     ))
@@ -1100,6 +1185,7 @@ async fn run_index_create(args: IndexCreateArgs) -> Result<()> {
     let sinks: Vec<Box<dyn Sink>> = vec![Box::new(sink::RegistrySink {
         targets,
         opts: push_options(&args.upload),
+        signing: None,
     })];
     let written = sink::write_all(&sinks, &artifact, &cx).await?;
     if args.json {
@@ -1109,6 +1195,67 @@ async fn run_index_create(args: IndexCreateArgs) -> Result<()> {
         print_json(&j)?;
     } else if !args.quiet {
         println!("{}", artifact.digest());
+    }
+    Ok(())
+}
+
+async fn run_sign(args: SignArgs) -> Result<()> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
+    let project = ProjectFile::load(&cwd)?;
+    let key = Arc::new(load_key(&args.key)?);
+    let r = Reference::parse(&args.image)?;
+    let cache = Cache::from_env()?;
+    let client = client_for(
+        client_options(&args.registry, &project),
+        std::slice::from_ref(&r),
+    )?;
+    let reporter = progress::choose(args.quiet);
+    let src = Source::Registry(r.clone());
+    let artifact = source::read(&src, &Platforms::All, &cache, &client).await?;
+    let mut target = r.clone();
+    target.digest = None;
+    // The image is there already: pushing it again only adds the signatures beside it.
+    imgbuild::sink::registry::push_signed(
+        &artifact,
+        &[target],
+        &client,
+        &cache,
+        PushOptions::default(),
+        Some(&imgbuild::sink::registry::Signing {
+            key,
+            statements: vec![],
+        }),
+        reporter.as_ref(),
+    )
+    .await?;
+    if !args.quiet {
+        println!("{}", artifact.digest());
+    }
+    Ok(())
+}
+
+async fn run_verify(args: VerifyArgs) -> Result<()> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
+    let project = ProjectFile::load(&cwd)?;
+    let key = imgbuild::sign::keys::PublicKey::load(&args.key)?;
+    let r = Reference::parse(&args.image)?;
+    let cache = Cache::from_env()?;
+    let client = client_for(client_options(&args.registry, &project), &[])?;
+    let verified = imgbuild::sign::verify::verify(&r, &key, &client, &cache).await?;
+    if args.json {
+        print_json(&verified)?;
+    } else {
+        println!(
+            "ok: {}@{}: {} signature(s){}",
+            verified.image,
+            verified.digest,
+            verified.signatures,
+            if verified.provenance {
+                ", SLSA provenance attested"
+            } else {
+                ""
+            }
+        );
     }
     Ok(())
 }

@@ -25,6 +25,8 @@ pub struct ProjectFile {
     pub otp_from: Option<String>,
     /// The images `imgbuild index create` joins when no `--image` is given.
     pub manifests: Option<Vec<String>>,
+    /// The key `--sign-key` names.
+    pub sign_key: Option<PathBuf>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(default)]

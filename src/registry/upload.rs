@@ -530,7 +530,7 @@ impl RegistryClient {
                 &[scope(&target.repository, "pull,push")],
                 |c, base| {
                     c.get(format!("{base}{path}"))
-                        .header("Accept", crate::oci::media::OCI_INDEX)
+                        .header("Accept", crate::oci::media::MANIFEST_ACCEPT)
                 },
             )
             .await?;

@@ -180,6 +180,8 @@ impl Sink for LayoutSink {
 pub struct RegistrySink {
     pub targets: Vec<Reference>,
     pub opts: registry::PushOptions,
+    /// Sign what is pushed (cosign's form), before any tag names it.
+    pub signing: Option<registry::Signing>,
 }
 
 impl Sink for RegistrySink {
@@ -196,12 +198,13 @@ impl Sink for RegistrySink {
         cx: &'a Context<'a>,
     ) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
-            registry::push(
+            registry::push_signed(
                 artifact,
                 &self.targets,
                 cx.client,
                 cx.cache,
                 self.opts,
+                self.signing.as_ref(),
                 cx.reporter,
             )
             .await

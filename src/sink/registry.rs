@@ -18,6 +18,15 @@ use crate::registry::RegistryClient;
 use crate::registry::upload::{Mount, UploadOptions};
 use crate::report::{Reporter, human_size};
 
+/// Signing on push: every manifest pushed (each platform's and the index) is signed, and each
+/// image gets its provenance as a signed attestation, before any tag names it.
+#[derive(Clone)]
+pub struct Signing {
+    pub key: std::sync::Arc<crate::sign::keys::Key>,
+    /// In-toto statements to attest, by the digest of the image they are about.
+    pub statements: Vec<(oci_spec::image::Digest, Vec<u8>)>,
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct PushOptions {
     /// Blobs uploaded at once.
@@ -77,6 +86,19 @@ pub async fn push(
     opts: PushOptions,
     reporter: &dyn Reporter,
 ) -> Result<PushReport> {
+    push_signed(artifact, targets, client, cache, opts, None, reporter).await
+}
+
+/// [`push`], signing as it goes when `signing` is given.
+pub async fn push_signed(
+    artifact: &Artifact,
+    targets: &[Reference],
+    client: &RegistryClient,
+    cache: &Cache,
+    opts: PushOptions,
+    signing: Option<&Signing>,
+    reporter: &dyn Reporter,
+) -> Result<PushReport> {
     if targets.is_empty() {
         return Err(Error::Usage(
             "nothing to push to: name a destination such as registry.example.com/team/app:1.0"
@@ -126,6 +148,24 @@ pub async fn push(
                     .await?;
             }
         }
+        // Signed before any tag names it: a signing failure leaves no tag behind.
+        if let Some(signing) = signing {
+            client
+                .put_manifest(
+                    repo,
+                    artifact.digest().as_ref(),
+                    artifact.manifest(),
+                    artifact.media_type(),
+                )
+                .await?;
+            let mut digests: Vec<&oci_spec::image::Digest> = vec![artifact.digest()];
+            if let Artifact::Index(i) = artifact {
+                digests.extend(i.images.iter().map(|im| &im.digest));
+            }
+            for d in digests {
+                ctx.sign(repo, d, signing, &done).await?;
+            }
+        }
         // Every blob is in place: now the top manifest under each tag (the first PUT also
         // stores it; the rest only add names).
         for tag in tags {
@@ -170,6 +210,91 @@ struct Ctx<'a> {
 const EMPTY_JSON: &[u8] = b"{}";
 
 impl Ctx<'_> {
+    /// Push `d`'s signature (`sha256-<hex>.sig`, kept beside any signatures already there) and
+    /// its attestation (`.att`), when there is a statement about it.
+    async fn sign(
+        &self,
+        repo: &Reference,
+        d: &oci_spec::image::Digest,
+        signing: &Signing,
+        pushed_before: &[Reference],
+    ) -> Result<()> {
+        use crate::sign::cosign;
+        let mut entries = self
+            .existing_entries(repo, &cosign::tag_for(d, "sig"))
+            .await?;
+        let mine = cosign::signature_entry(repo, d, &signing.key)?;
+        if !entries
+            .iter()
+            .any(|e| e.bytes == mine.bytes && e.annotations == mine.annotations)
+        {
+            entries.push(mine);
+        }
+        self.push_carrier(repo, &entries, &cosign::tag_for(d, "sig"), pushed_before)
+            .await?;
+        if let Some((_, statement)) = signing.statements.iter().find(|(s, _)| s == d) {
+            let kind = crate::sign::provenance::PREDICATE_TYPE;
+            let entry = cosign::attestation_entry(statement, kind, &signing.key)?;
+            let tag = cosign::tag_for(d, "att");
+            let mut entries = self.existing_entries(repo, &tag).await?;
+            // One provenance per image: a new build's replaces the old.
+            entries.retain(|e| {
+                e.annotations.get("predicateType").and_then(|v| v.as_str()) != Some(kind)
+            });
+            entries.push(entry);
+            self.push_carrier(repo, &entries, &tag, pushed_before)
+                .await?;
+        }
+        self.reporter.step(&format!("signed {}@{d}", repo.name()));
+        Ok(())
+    }
+
+    /// The layers already stored under a cosign tag, as entries to keep.
+    async fn existing_entries(
+        &self,
+        repo: &Reference,
+        tag: &str,
+    ) -> Result<Vec<crate::sign::cosign::Entry>> {
+        let Some(bytes) = self.client.find_manifest(repo, tag).await? else {
+            return Ok(vec![]);
+        };
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::from(crate::error::ImageError::Json {
+                what: format!("{}:{tag}", repo.name()),
+                doc: "signature manifest",
+                source: e,
+            })
+        })?;
+        let mut out = Vec::new();
+        for l in v["layers"].as_array().into_iter().flatten() {
+            let d = digest::parse(l["digest"].as_str().unwrap_or(""))?;
+            self.client.pull_blob(repo, &d, self.cache).await?;
+            out.push(crate::sign::cosign::Entry {
+                bytes: self.cache.read_verified(&d)?,
+                media_type: l["mediaType"].as_str().unwrap_or("").to_string(),
+                annotations: l["annotations"].as_object().cloned().unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn push_carrier(
+        &self,
+        repo: &Reference,
+        entries: &[crate::sign::cosign::Entry],
+        tag: &str,
+        pushed_before: &[Reference],
+    ) -> Result<()> {
+        let carrier = crate::sign::cosign::carrier_image(entries, self.cache)?;
+        let mut report = RepositoryReport::default();
+        self.push_blobs(&carrier, repo, pushed_before, &mut report)
+            .await?;
+        self.client
+            .put_manifest(repo, tag, &carrier.manifest, &carrier.media_type)
+            .await?;
+        Ok(())
+    }
+
     /// A blob held in memory (config, artifact config), as a cached blob to upload.
     fn cached(&self, bytes: &[u8], media_type: &str) -> Result<Blob> {
         let d = self.cache.put_bytes(bytes)?;

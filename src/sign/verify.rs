@@ -1,0 +1,161 @@
+//! `imgbuild verify`: an image's cosign signatures and attestations checked against a public
+//! key, with no network beyond the registry that holds them.
+
+use oci_spec::image::Digest;
+use serde::Serialize;
+
+use super::cosign::{self, tag_for};
+use super::keys::PublicKey;
+use super::provenance::PREDICATE_TYPE;
+use crate::cache::Cache;
+use crate::error::{Error, Result};
+use crate::oci::digest;
+use crate::oci::document::{Document, parse_document};
+use crate::oci::reference::Reference;
+use crate::registry::RegistryClient;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Verified {
+    pub image: String,
+    pub digest: String,
+    /// Signatures under `sha256-<hex>.sig` that the key verifies and that name this digest.
+    pub signatures: usize,
+    /// Signatures there that do not hold (another key, another digest, damaged).
+    pub rejected_signatures: usize,
+    /// Attestations under `.att` signed by the key whose subject is this digest, by type.
+    pub attestations: Vec<String>,
+    pub rejected_attestations: usize,
+    /// Whether a signed SLSA provenance names this image.
+    pub provenance: bool,
+    /// Every manifest of an index, verified the same way.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<Verified>,
+}
+
+impl Verified {
+    /// The first thing that fails, for the error message.
+    fn failure(&self) -> Option<String> {
+        if self.signatures == 0 {
+            return Some(if self.rejected_signatures == 0 {
+                format!("{}@{} has no signature", self.image, self.digest)
+            } else {
+                format!(
+                    "{}@{}: none of its {} signature(s) verifies with this key (a wrong key, or a signature of another image)",
+                    self.image, self.digest, self.rejected_signatures
+                )
+            });
+        }
+        self.platforms.iter().find_map(Verified::failure)
+    }
+}
+
+/// The manifests (or indexes) stored under a cosign tag: their layers (media type, digest,
+/// annotations), or none when the tag does not exist.
+async fn carrier_layers(
+    client: &RegistryClient,
+    repo: &Reference,
+    tag: &str,
+) -> Result<Vec<serde_json::Value>> {
+    let Some(bytes) = client.find_manifest(repo, tag).await? else {
+        return Ok(vec![]);
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::from(crate::error::ImageError::Json {
+            what: format!("{}:{tag}", repo.name()),
+            doc: "signature manifest",
+            source: e,
+        })
+    })?;
+    Ok(v["layers"].as_array().cloned().unwrap_or_default())
+}
+
+async fn blob(
+    client: &RegistryClient,
+    repo: &Reference,
+    d: &str,
+    cache: &Cache,
+) -> Result<Vec<u8>> {
+    let d = digest::parse(d)?;
+    client.pull_blob(repo, &d, cache).await?;
+    cache.read_verified(&d)
+}
+
+/// Verify `r`'s signatures (and, for an index, every platform's) and attestations.
+pub async fn verify(
+    r: &Reference,
+    key: &PublicKey,
+    client: &RegistryClient,
+    cache: &Cache,
+) -> Result<Verified> {
+    let (bytes, media_type, d) = client.get_manifest(r, &r.manifest_reference()).await?;
+    let mut repo = r.clone();
+    repo.tag = None;
+    repo.digest = None;
+    let mut top = verify_digest(&repo, &d, key, client, cache).await?;
+    if let Document::Index(index) = parse_document(&bytes, &media_type, &r.canonical())? {
+        for m in index.manifests() {
+            let child = digest::parse(m.digest().as_ref())?;
+            top.platforms
+                .push(verify_digest(&repo, &child, key, client, cache).await?);
+        }
+    }
+    match top.failure() {
+        Some(why) => Err(Error::Input(format!(
+            "verification failed: {why}; check the key, and that the image was signed after it was pushed under this name"
+        ))),
+        None => Ok(top),
+    }
+}
+
+async fn verify_digest(
+    repo: &Reference,
+    d: &Digest,
+    key: &PublicKey,
+    client: &RegistryClient,
+    cache: &Cache,
+) -> Result<Verified> {
+    let mut v = Verified {
+        image: repo.name(),
+        digest: d.to_string(),
+        signatures: 0,
+        rejected_signatures: 0,
+        attestations: vec![],
+        rejected_attestations: 0,
+        provenance: false,
+        platforms: vec![],
+    };
+    for layer in carrier_layers(client, repo, &tag_for(d, "sig")).await? {
+        let Some(sig) = layer["annotations"][cosign::SIGNATURE_ANNOTATION]
+            .as_str()
+            .filter(|s| !s.is_empty())
+        else {
+            continue;
+        };
+        let payload = blob(client, repo, layer["digest"].as_str().unwrap_or(""), cache).await?;
+        if cosign::signature_holds(&payload, sig, d, key) {
+            v.signatures += 1;
+        } else {
+            v.rejected_signatures += 1;
+        }
+    }
+    for layer in carrier_layers(client, repo, &tag_for(d, "att")).await? {
+        let envelope = blob(client, repo, layer["digest"].as_str().unwrap_or(""), cache).await?;
+        let statement = cosign::envelope_statement(&envelope, key);
+        let names_this = statement.as_ref().is_some_and(|s| {
+            s["subject"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|sub| sub["digest"]["sha256"].as_str() == Some(d.digest()))
+        });
+        match statement {
+            Some(s) if names_this => {
+                let kind = s["predicateType"].as_str().unwrap_or("").to_string();
+                v.provenance |= kind == PREDICATE_TYPE;
+                v.attestations.push(kind);
+            }
+            _ => v.rejected_attestations += 1,
+        }
+    }
+    Ok(v)
+}
