@@ -11,6 +11,7 @@ mod model;
 mod platforms;
 mod push;
 mod servers;
+mod signing;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -1128,6 +1129,10 @@ fn main() {
         Trial::test(
             "platforms::transplant_refusals",
             platforms::test_transplant_refusals,
+        ),
+        Trial::test(
+            "signing::sign_on_push_and_verify_both_ways",
+            signing::test_sign_on_push_and_verify_both_ways,
         ),
         Trial::test(
             "model::pull_then_build_offline",
