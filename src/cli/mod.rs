@@ -776,14 +776,19 @@ fn signing_for(
         imgbuild::build::Report::Index(i) => i.platforms.iter().collect(),
     };
     let mut statements = Vec::new();
-    for r in reports {
+    for r in &reports {
         let d = imgbuild::oci::digest::parse(&r.digest)?;
         statements.push((
             d.clone(),
             imgbuild::sign::provenance::statement(&name, &d, &r.materials)?,
         ));
     }
-    Ok(Some(imgbuild::sink::registry::Signing { key, statements }))
+    let epoch = reports.first().map_or(0, |r| r.materials.epoch);
+    Ok(Some(imgbuild::sink::registry::Signing {
+        key,
+        epoch,
+        statements,
+    }))
 }
 
 /// The JSON `imgbuild build --json` prints: the build's report and what each sink did.
@@ -1223,6 +1228,9 @@ async fn run_sign(args: SignArgs) -> Result<()> {
         PushOptions::default(),
         Some(&imgbuild::sink::registry::Signing {
             key,
+            epoch: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             statements: vec![],
         }),
         reporter.as_ref(),

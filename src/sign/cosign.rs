@@ -18,6 +18,35 @@ pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+js
 pub const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 pub const IN_TOTO: &str = "application/vnd.in-toto+json";
+pub const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+/// The predicate of a bundle that signs an image (cosign's "sign" statement).
+pub const SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
+
+/// The in-toto statement a Sigstore bundle signature of an image carries.
+pub fn sign_statement(d: &Digest) -> Result<Vec<u8>> {
+    canonical_json(&serde_json::json!({
+        "_type": super::provenance::STATEMENT_TYPE,
+        "subject": [{"digest": {d.algorithm().as_ref(): d.digest()}, "annotations": {}}],
+        "predicateType": SIGN_PREDICATE,
+        "predicate": {},
+    }))
+}
+
+/// A Sigstore bundle (v0.3) of `statement` in a DSSE envelope signed with `key`; the key is
+/// named by its hint (the SHA-256 of its public key), with no transparency-log entry.
+pub fn bundle(statement: &[u8], key: &Key) -> Result<Vec<u8>> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let sig = key.sign(&pae(IN_TOTO, statement));
+    canonical_json(&serde_json::json!({
+        "mediaType": BUNDLE,
+        "verificationMaterial": {"publicKey": {"hint": key.public().hint()}},
+        "dsseEnvelope": {
+            "payload": b64.encode(statement),
+            "payloadType": IN_TOTO,
+            "signatures": [{"sig": b64.encode(sig)}],
+        },
+    }))
+}
 
 /// The tag cosign looks under for `digest`'s signatures (`sig`) or attestations (`att`).
 pub fn tag_for(d: &Digest, suffix: &str) -> String {

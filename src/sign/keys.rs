@@ -115,6 +115,17 @@ impl PublicKey {
         sig.is_ok_and(|s| self.key.verify(message, &s).is_ok())
     }
 
+    /// Sigstore's key hint: the base64 SHA-256 of the public key's DER.
+    pub fn hint(&self) -> String {
+        use sha2::Digest as _;
+        let der = self
+            .key
+            .to_public_key_der()
+            .map(|d| d.as_bytes().to_vec())
+            .unwrap_or_default();
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(der))
+    }
+
     pub fn pem(&self) -> String {
         self.key
             .to_public_key_pem(LineEnding::LF)

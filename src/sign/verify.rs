@@ -69,6 +69,60 @@ async fn carrier_layers(
     Ok(v["layers"].as_array().cloned().unwrap_or_default())
 }
 
+/// Whether an in-toto statement's subject is `d`.
+fn names(statement: &serde_json::Value, d: &Digest) -> bool {
+    statement["subject"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|sub| sub["digest"]["sha256"].as_str() == Some(d.digest()))
+}
+
+/// The Sigstore bundles that refer to `d`: from the referrers API, else the tag schema's
+/// `sha256-<hex>` index.
+async fn bundles(
+    client: &RegistryClient,
+    repo: &Reference,
+    d: &Digest,
+    cache: &Cache,
+) -> Result<Vec<serde_json::Value>> {
+    let path = format!("/v2/{}/referrers/{d}", repo.repository);
+    let resp = client
+        .request(repo, reqwest::Method::GET, &path, "pull")
+        .await?;
+    let index: serde_json::Value = if resp.status().is_success() {
+        serde_json::from_slice(&resp.bytes().await.unwrap_or_default()).unwrap_or_default()
+    } else {
+        match client
+            .find_manifest(repo, &format!("sha256-{}", d.digest()))
+            .await?
+        {
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            None => return Ok(vec![]),
+        }
+    };
+    let mut out = Vec::new();
+    for entry in index["manifests"].as_array().into_iter().flatten() {
+        let Some(md) = entry["digest"].as_str() else {
+            continue;
+        };
+        let Ok((bytes, _, _)) = client.get_manifest(repo, md).await else {
+            continue;
+        };
+        let m: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        if m["artifactType"].as_str() != Some(cosign::BUNDLE) {
+            continue;
+        }
+        for layer in m["layers"].as_array().into_iter().flatten() {
+            if layer["mediaType"].as_str() == Some(cosign::BUNDLE) {
+                let b = blob(client, repo, layer["digest"].as_str().unwrap_or(""), cache).await?;
+                out.push(serde_json::from_slice(&b).unwrap_or_default());
+            }
+        }
+    }
+    Ok(out)
+}
+
 async fn blob(
     client: &RegistryClient,
     repo: &Reference,
@@ -138,16 +192,30 @@ async fn verify_digest(
             v.rejected_signatures += 1;
         }
     }
+    // Sigstore bundles among the image's referrers (cosign 3's form).
+    for bundle in bundles(client, repo, d, cache).await? {
+        let Some(envelope) = bundle.get("dsseEnvelope") else {
+            v.rejected_signatures += 1;
+            continue;
+        };
+        let bytes = serde_json::to_vec(envelope).unwrap_or_default();
+        match cosign::envelope_statement(&bytes, key) {
+            Some(s) if names(&s, d) => {
+                let kind = s["predicateType"].as_str().unwrap_or("").to_string();
+                if kind == cosign::SIGN_PREDICATE {
+                    v.signatures += 1;
+                } else {
+                    v.provenance |= kind == PREDICATE_TYPE;
+                    v.attestations.push(kind);
+                }
+            }
+            _ => v.rejected_signatures += 1,
+        }
+    }
     for layer in carrier_layers(client, repo, &tag_for(d, "att")).await? {
         let envelope = blob(client, repo, layer["digest"].as_str().unwrap_or(""), cache).await?;
         let statement = cosign::envelope_statement(&envelope, key);
-        let names_this = statement.as_ref().is_some_and(|s| {
-            s["subject"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|sub| sub["digest"]["sha256"].as_str() == Some(d.digest()))
-        });
+        let names_this = statement.as_ref().is_some_and(|s| names(s, d));
         match statement {
             Some(s) if names_this => {
                 let kind = s["predicateType"].as_str().unwrap_or("").to_string();

@@ -23,6 +23,8 @@ use crate::report::{Reporter, human_size};
 #[derive(Clone)]
 pub struct Signing {
     pub key: std::sync::Arc<crate::sign::keys::Key>,
+    /// The time the referrers are stamped with (SOURCE_DATE_EPOCH).
+    pub epoch: u64,
     /// In-toto statements to attest, by the digest of the image they are about.
     pub statements: Vec<(oci_spec::image::Digest, Vec<u8>)>,
 }
@@ -158,12 +160,25 @@ pub async fn push_signed(
                     artifact.media_type(),
                 )
                 .await?;
-            let mut digests: Vec<&oci_spec::image::Digest> = vec![artifact.digest()];
+            let descriptor = |media_type: &str, d: &oci_spec::image::Digest, size: usize| serde_json::json!({"mediaType": media_type, "digest": d.to_string(), "size": size});
+            let mut subjects = vec![(
+                artifact.digest(),
+                descriptor(
+                    artifact.media_type(),
+                    artifact.digest(),
+                    artifact.manifest().len(),
+                ),
+            )];
             if let Artifact::Index(i) = artifact {
-                digests.extend(i.images.iter().map(|im| &im.digest));
+                subjects.extend(i.images.iter().map(|im| {
+                    (
+                        &im.digest,
+                        descriptor(&im.media_type, &im.digest, im.manifest.len()),
+                    )
+                }));
             }
-            for d in digests {
-                ctx.sign(repo, d, signing, &done).await?;
+            for (d, subject) in subjects {
+                ctx.sign(repo, d, subject, signing, &done).await?;
             }
         }
         // Every blob is in place: now the top manifest under each tag (the first PUT also
@@ -216,10 +231,46 @@ impl Ctx<'_> {
         &self,
         repo: &Reference,
         d: &oci_spec::image::Digest,
+        subject: serde_json::Value,
         signing: &Signing,
         pushed_before: &[Reference],
     ) -> Result<()> {
         use crate::sign::cosign;
+        // The Sigstore bundle form (what cosign 3 writes and prefers), as OCI referrers: a
+        // signature statement, and the provenance, each a DSSE envelope in a bundle.
+        let empty = self.cached(EMPTY_JSON, media::OCI_EMPTY)?;
+        self.push_blob(&empty, "attachment", repo, &[]).await?;
+        let mut bundles = vec![(
+            cosign::SIGN_PREDICATE.to_string(),
+            cosign::bundle(&cosign::sign_statement(d)?, &signing.key)?,
+        )];
+        if let Some((_, statement)) = signing.statements.iter().find(|(s, _)| s == d) {
+            bundles.push((
+                crate::sign::provenance::PREDICATE_TYPE.to_string(),
+                cosign::bundle(statement, &signing.key)?,
+            ));
+        }
+        for (predicate, bytes) in bundles {
+            let blob = self.cached(&bytes, cosign::BUNDLE)?;
+            self.push_blob(&blob, "attachment", repo, &[]).await?;
+            let mut notes = serde_json::Map::new();
+            notes.insert("dev.sigstore.bundle.content".into(), "dsse-envelope".into());
+            notes.insert("dev.sigstore.bundle.predicateType".into(), predicate.into());
+            notes.insert(
+                "org.opencontainers.image.created".into(),
+                crate::oci::document::rfc3339(signing.epoch).into(),
+            );
+            self.refer(
+                repo,
+                d,
+                subject.clone(),
+                cosign::BUNDLE,
+                &blob,
+                &empty,
+                notes,
+            )
+            .await?;
+        }
         let mut entries = self
             .existing_entries(repo, &cosign::tag_for(d, "sig"))
             .await?;
@@ -330,15 +381,45 @@ impl Ctx<'_> {
         for b in [&blob, &empty] {
             self.push_blob(b, "attachment", repo, &[]).await?;
         }
-        let kind = &attachment.artifact_type;
-        let artifact = canonical_json(&serde_json::json!({
+        let subject = serde_json::json!({"mediaType": image.media_type, "digest": image.digest.to_string(), "size": image.manifest.len()});
+        self.refer(
+            repo,
+            &image.digest,
+            subject,
+            &attachment.artifact_type,
+            &blob,
+            &empty,
+            serde_json::Map::new(),
+        )
+        .await
+    }
+
+    /// Push an artifact manifest whose `subject` is `subject_digest` (an OCI referrer): through
+    /// the referrers API where the registry has it, else by the tag schema (an index tagged
+    /// `sha256-<hex>` listing the artifacts). `blob` and `empty` are already in `repo`.
+    #[allow(clippy::too_many_arguments)]
+    async fn refer(
+        &self,
+        repo: &Reference,
+        subject_digest: &oci_spec::image::Digest,
+        subject: serde_json::Value,
+        kind: &str,
+        blob: &Blob,
+        empty: &Blob,
+        annotations: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<SbomReferrer> {
+        let mut manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": media::OCI_MANIFEST,
             "artifactType": kind,
             "config": {"mediaType": media::OCI_EMPTY, "digest": empty.digest.to_string(), "size": EMPTY_JSON.len()},
-            "layers": [{"mediaType": kind, "digest": blob.digest.to_string(), "size": blob.size}],
-            "subject": {"mediaType": image.media_type, "digest": image.digest.to_string(), "size": image.manifest.len()},
-        }))?;
+            "layers": [{"mediaType": blob.media_type, "digest": blob.digest.to_string(), "size": blob.size}],
+            "subject": subject,
+        });
+        if !annotations.is_empty() {
+            manifest["annotations"] = serde_json::Value::Object(annotations);
+        }
+        let artifact = canonical_json(&manifest)?;
         let artifact_digest = digest::sha256_of(&artifact);
         let api = self
             .client
@@ -352,7 +433,7 @@ impl Ctx<'_> {
         let method = if api {
             "referrers-api"
         } else {
-            let tag = format!("sha256-{}", image.digest.digest());
+            let tag = format!("sha256-{}", subject_digest.digest());
             let mut index = match self.client.find_manifest(repo, &tag).await? {
                 Some(bytes) => {
                     serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| {
@@ -393,7 +474,7 @@ impl Ctx<'_> {
         let what = if kind == media::SPDX_JSON {
             "SBOM"
         } else {
-            kind.as_str()
+            kind
         };
         self.reporter.step(&format!(
             "attached {what} {artifact_digest} to {} ({method})",

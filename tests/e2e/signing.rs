@@ -169,7 +169,8 @@ pub fn test_sign_on_push_and_verify_both_ways() -> TestResult {
         .args(["verify", "--json", &signed, "--key"])
         .arg(&public))?)?;
     assert_eq!(verified["digest"], digest.as_str());
-    assert_eq!(verified["signatures"], 1);
+    // Both forms: the classic .sig tag and the Sigstore bundle referrer.
+    assert_eq!(verified["signatures"], 2, "{verified}");
     assert_eq!(verified["provenance"], true);
     // The provenance names the base, the applications and imgbuild; the same build again
     // (another repository, a cold cache) attests the same bytes.
@@ -206,6 +207,45 @@ pub fn test_sign_on_push_and_verify_both_ways() -> TestResult {
         name_free(statement_of(&again, &digest)?),
         name_free(statement)
     );
+
+    // The Sigstore bundle form alone (the classic tags deleted): cosign 3 and imgbuild still
+    // verify the signature and the provenance, through the referrers.
+    let bundled = format!("{}/signed/bundled:1", reg.host());
+    run(lab::imgbuild()
+        .env("COSIGN_PASSWORD", "e2e")
+        .args([
+            "build",
+            "--push",
+            "--from",
+            &base,
+            "-t",
+            &bundled,
+            "--sign-key",
+        ])
+        .arg(&key)
+        .arg(r))?;
+    let hex = digest.trim_start_matches("sha256:");
+    for suffix in ["sig", "att"] {
+        run(Command::new("skopeo")
+            .args(["delete", "--tls-verify=false"])
+            .arg(format!(
+                "docker://{}/signed/bundled:sha256-{hex}.{suffix}",
+                reg.host()
+            )))?;
+    }
+    for attestation in [false, true] {
+        let out = cosign_verify(&cosigns[1], &public, &bundled, attestation);
+        assert!(
+            out.status.success(),
+            "cosign 3 on bundles: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let only_bundles = json_of(&run(lab::imgbuild()
+        .args(["verify", "--json", &bundled, "--key"])
+        .arg(&public))?)?;
+    assert_eq!(only_bundles["signatures"], 1, "{only_bundles}");
+    assert_eq!(only_bundles["provenance"], true, "{only_bundles}");
 
     // An openssl PKCS#8 key signs as well, and cosign verifies with its public key.
     let pem_signed = format!("{}/signed/pem:1", reg.host());
