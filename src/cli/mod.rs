@@ -758,36 +758,44 @@ fn load_key(path: &std::path::Path) -> Result<imgbuild::sign::keys::Key> {
     imgbuild::sign::keys::Key::load(path, password.as_deref())
 }
 
-/// The signing of a build's push: the key, and each image's provenance statement.
+/// The signatures of a build: every manifest (each platform's, and the index) signed, each
+/// image's provenance attested, as the first tag's repository names them.
 fn signing_for(
-    signer: Option<Arc<imgbuild::sign::keys::Key>>,
+    signer: Option<&imgbuild::sign::keys::Key>,
+    artifact: &Artifact,
     report: &imgbuild::build::Report,
     tags: &[Reference],
 ) -> Result<Option<imgbuild::sink::registry::Signing>> {
-    let Some(key) = signer else {
+    let (Some(key), Some(repo)) = (signer, tags.first()) else {
         return Ok(None);
     };
-    let name = tags
-        .first()
-        .map(|t| format!("{}/{}", t.registry, t.repository))
-        .unwrap_or_default();
+    let name = format!("{}/{}", repo.registry, repo.repository);
     let reports: Vec<&BuildReport> = match report {
         imgbuild::build::Report::Image(r) => vec![r],
         imgbuild::build::Report::Index(i) => i.platforms.iter().collect(),
     };
-    let mut statements = Vec::new();
-    for r in &reports {
-        let d = imgbuild::oci::digest::parse(&r.digest)?;
-        statements.push((
-            d.clone(),
-            imgbuild::sign::provenance::statement(&name, &d, &r.materials)?,
-        ));
+    let sign = |d: &oci_spec::image::Digest, media: &str, size: usize| {
+        let statement = reports
+            .iter()
+            .find(|r| r.digest == d.to_string())
+            .map(|r| imgbuild::sign::provenance::statement(&name, d, &r.materials))
+            .transpose()?;
+        imgbuild::sign::cosign::signatures(repo, d, media, size as u64, statement.as_deref(), key)
+    };
+    let mut signatures = vec![sign(
+        artifact.digest(),
+        artifact.media_type(),
+        artifact.manifest().len(),
+    )?];
+    if let Artifact::Index(i) = artifact {
+        for im in &i.images {
+            signatures.push(sign(&im.digest, &im.media_type, im.manifest.len())?);
+        }
     }
     let epoch = reports.first().map_or(0, |r| r.materials.epoch);
     Ok(Some(imgbuild::sink::registry::Signing {
-        key,
+        signatures,
         epoch,
-        statements,
     }))
 }
 
@@ -848,6 +856,8 @@ async fn run_build(args: BuildArgs) -> Result<()> {
         );
     }
     let built = build::build(&req, &cache, &client, reporter.as_ref()).await?;
+    let artifact = built.artifact;
+    let signing = signing_for(signer.as_deref(), &artifact, &built.report, &req.tags)?;
     // Single-platform readers of an index (Docker 20.10's manifest.json, an engine load) get
     // the host's platform when it was built, else the first.
     let host = Platform::host();
@@ -885,10 +895,9 @@ async fn run_build(args: BuildArgs) -> Result<()> {
         sinks.push(Box::new(sink::RegistrySink {
             targets: req.tags.clone(),
             opts: push_options(&args.upload),
-            signing: signing_for(signer.clone(), &built.report, &req.tags)?,
+            signing: signing.clone(),
         }));
     }
-    let artifact = built.artifact;
     let cx = sink::Context {
         cache: &cache,
         client: &client,
@@ -1207,7 +1216,7 @@ async fn run_index_create(args: IndexCreateArgs) -> Result<()> {
 async fn run_sign(args: SignArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
-    let key = Arc::new(load_key(&args.key)?);
+    let key = load_key(&args.key)?;
     let r = Reference::parse(&args.image)?;
     let cache = Cache::from_env()?;
     let client = client_for(
@@ -1219,6 +1228,24 @@ async fn run_sign(args: SignArgs) -> Result<()> {
     let artifact = source::read(&src, &Platforms::All, &cache, &client).await?;
     let mut target = r.clone();
     target.digest = None;
+    let mut subjects = vec![(
+        artifact.digest().clone(),
+        artifact.media_type().to_string(),
+        artifact.manifest().len(),
+    )];
+    if let Artifact::Index(i) = &artifact {
+        subjects.extend(
+            i.images
+                .iter()
+                .map(|im| (im.digest.clone(), im.media_type.clone(), im.manifest.len())),
+        );
+    }
+    let signatures = subjects
+        .iter()
+        .map(|(d, media, size)| {
+            imgbuild::sign::cosign::signatures(&target, d, media, *size as u64, None, &key)
+        })
+        .collect::<Result<Vec<_>>>()?;
     // The image is there already: pushing it again only adds the signatures beside it.
     imgbuild::sink::registry::push_signed(
         &artifact,
@@ -1227,11 +1254,10 @@ async fn run_sign(args: SignArgs) -> Result<()> {
         &cache,
         PushOptions::default(),
         Some(&imgbuild::sink::registry::Signing {
-            key,
+            signatures,
             epoch: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            statements: vec![],
         }),
         reporter.as_ref(),
     )

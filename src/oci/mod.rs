@@ -168,6 +168,27 @@ pub struct Attachment {
     pub blob: Blob,
 }
 
+/// One layer of a cosign signature or attestation image: its bytes and annotations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignatureEntry {
+    pub bytes: Vec<u8>,
+    pub media_type: String,
+    pub annotations: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Everything that signs one manifest, ready to publish beside it without the private key:
+/// cosign's classic `.sig` and `.att` entries, and Sigstore bundles (with their predicate
+/// types) to attach as referrers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signatures {
+    pub subject: Digest,
+    pub subject_media_type: String,
+    pub subject_size: u64,
+    pub classic: Vec<SignatureEntry>,
+    pub attestations: Vec<SignatureEntry>,
+    pub bundles: Vec<(String, Vec<u8>)>,
+}
+
 /// Where an image came from: the name imgbuild labels derived images with, and for registry
 /// images the reference (a mount source) and the manifest digest as the registry serves it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -53,6 +53,36 @@ pub fn tag_for(d: &Digest, suffix: &str) -> String {
     format!("{}-{}.{suffix}", d.algorithm(), d.digest())
 }
 
+/// Everything that signs `subject` (described by its media type and size): the classic
+/// signature, the attestation of `statement` when given, and both as Sigstore bundles.
+pub fn signatures(
+    repo: &Reference,
+    subject: &Digest,
+    subject_media_type: &str,
+    subject_size: u64,
+    statement: Option<&[u8]>,
+    key: &Key,
+) -> Result<crate::oci::Signatures> {
+    let mut bundles = vec![(
+        SIGN_PREDICATE.to_string(),
+        bundle(&sign_statement(subject)?, key)?,
+    )];
+    let mut attestations = Vec::new();
+    if let Some(st) = statement {
+        let kind = super::provenance::PREDICATE_TYPE;
+        attestations.push(attestation_entry(st, kind, key)?);
+        bundles.push((kind.to_string(), bundle(st, key)?));
+    }
+    Ok(crate::oci::Signatures {
+        subject: subject.clone(),
+        subject_media_type: subject_media_type.to_string(),
+        subject_size,
+        classic: vec![signature_entry(repo, subject, key)?],
+        attestations,
+        bundles,
+    })
+}
+
 /// The payload cosign signs for an image: its repository and manifest digest.
 pub fn simple_signing_payload(repo: &Reference, d: &Digest) -> Result<Vec<u8>> {
     canonical_json(&serde_json::json!({
@@ -88,12 +118,7 @@ pub fn dsse_envelope(statement: &[u8], key: &Key) -> Result<Vec<u8>> {
     }))
 }
 
-/// One layer of a signature or attestation image: its bytes and annotations.
-pub struct Entry {
-    pub bytes: Vec<u8>,
-    pub media_type: String,
-    pub annotations: serde_json::Map<String, serde_json::Value>,
-}
+pub use crate::oci::SignatureEntry as Entry;
 
 /// The image that carries `entries` (payloads or envelopes) as layers, cosign's shape: an OCI
 /// manifest whose config lists the layers as diff_ids. Blobs go into the cache.

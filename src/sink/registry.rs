@@ -18,15 +18,13 @@ use crate::registry::RegistryClient;
 use crate::registry::upload::{Mount, UploadOptions};
 use crate::report::{Reporter, human_size};
 
-/// Signing on push: every manifest pushed (each platform's and the index) is signed, and each
-/// image gets its provenance as a signed attestation, before any tag names it.
-#[derive(Clone)]
+/// Signing on push: the signatures of every manifest pushed (each platform's and the index),
+/// published before any tag names them.
+#[derive(Clone, Default)]
 pub struct Signing {
-    pub key: std::sync::Arc<crate::sign::keys::Key>,
+    pub signatures: Vec<crate::oci::Signatures>,
     /// The time the referrers are stamped with (SOURCE_DATE_EPOCH).
     pub epoch: u64,
-    /// In-toto statements to attest, by the digest of the image they are about.
-    pub statements: Vec<(oci_spec::image::Digest, Vec<u8>)>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -160,25 +158,8 @@ pub async fn push_signed(
                     artifact.media_type(),
                 )
                 .await?;
-            let descriptor = |media_type: &str, d: &oci_spec::image::Digest, size: usize| serde_json::json!({"mediaType": media_type, "digest": d.to_string(), "size": size});
-            let mut subjects = vec![(
-                artifact.digest(),
-                descriptor(
-                    artifact.media_type(),
-                    artifact.digest(),
-                    artifact.manifest().len(),
-                ),
-            )];
-            if let Artifact::Index(i) = artifact {
-                subjects.extend(i.images.iter().map(|im| {
-                    (
-                        &im.digest,
-                        descriptor(&im.media_type, &im.digest, im.manifest.len()),
-                    )
-                }));
-            }
-            for (d, subject) in subjects {
-                ctx.sign(repo, d, subject, signing, &done).await?;
+            for sigs in &signing.signatures {
+                ctx.publish(repo, sigs, signing.epoch, &done).await?;
             }
         }
         // Every blob is in place: now the top manifest under each tag (the first PUT also
@@ -225,40 +206,37 @@ struct Ctx<'a> {
 const EMPTY_JSON: &[u8] = b"{}";
 
 impl Ctx<'_> {
-    /// Push `d`'s signature (`sha256-<hex>.sig`, kept beside any signatures already there) and
-    /// its attestation (`.att`), when there is a statement about it.
-    async fn sign(
+    /// Publish one manifest's signatures: the Sigstore bundles as referrers, the classic
+    /// `sha256-<hex>.sig` (kept beside any signatures already there) and `.att` (one per
+    /// predicate type: a new one replaces the old).
+    async fn publish(
         &self,
         repo: &Reference,
-        d: &oci_spec::image::Digest,
-        subject: serde_json::Value,
-        signing: &Signing,
+        sigs: &crate::oci::Signatures,
+        epoch: u64,
         pushed_before: &[Reference],
     ) -> Result<()> {
         use crate::sign::cosign;
-        // The Sigstore bundle form (what cosign 3 writes and prefers), as OCI referrers: a
-        // signature statement, and the provenance, each a DSSE envelope in a bundle.
+        let d = &sigs.subject;
+        let subject = serde_json::json!({
+            "mediaType": sigs.subject_media_type,
+            "digest": d.to_string(),
+            "size": sigs.subject_size,
+        });
         let empty = self.cached(EMPTY_JSON, media::OCI_EMPTY)?;
         self.push_blob(&empty, "attachment", repo, &[]).await?;
-        let mut bundles = vec![(
-            cosign::SIGN_PREDICATE.to_string(),
-            cosign::bundle(&cosign::sign_statement(d)?, &signing.key)?,
-        )];
-        if let Some((_, statement)) = signing.statements.iter().find(|(s, _)| s == d) {
-            bundles.push((
-                crate::sign::provenance::PREDICATE_TYPE.to_string(),
-                cosign::bundle(statement, &signing.key)?,
-            ));
-        }
-        for (predicate, bytes) in bundles {
-            let blob = self.cached(&bytes, cosign::BUNDLE)?;
+        for (predicate, bytes) in &sigs.bundles {
+            let blob = self.cached(bytes, cosign::BUNDLE)?;
             self.push_blob(&blob, "attachment", repo, &[]).await?;
             let mut notes = serde_json::Map::new();
             notes.insert("dev.sigstore.bundle.content".into(), "dsse-envelope".into());
-            notes.insert("dev.sigstore.bundle.predicateType".into(), predicate.into());
+            notes.insert(
+                "dev.sigstore.bundle.predicateType".into(),
+                predicate.clone().into(),
+            );
             notes.insert(
                 "org.opencontainers.image.created".into(),
-                crate::oci::document::rfc3339(signing.epoch).into(),
+                crate::oci::document::rfc3339(epoch).into(),
             );
             self.refer(
                 repo,
@@ -271,28 +249,25 @@ impl Ctx<'_> {
             )
             .await?;
         }
-        let mut entries = self
-            .existing_entries(repo, &cosign::tag_for(d, "sig"))
-            .await?;
-        let mine = cosign::signature_entry(repo, d, &signing.key)?;
-        if !entries
-            .iter()
-            .any(|e| e.bytes == mine.bytes && e.annotations == mine.annotations)
-        {
-            entries.push(mine);
+        let tag = cosign::tag_for(d, "sig");
+        let mut entries = self.existing_entries(repo, &tag).await?;
+        for mine in &sigs.classic {
+            if !entries.contains(mine) {
+                entries.push(mine.clone());
+            }
         }
-        self.push_carrier(repo, &entries, &cosign::tag_for(d, "sig"), pushed_before)
+        self.push_carrier(repo, &entries, &tag, pushed_before)
             .await?;
-        if let Some((_, statement)) = signing.statements.iter().find(|(s, _)| s == d) {
-            let kind = crate::sign::provenance::PREDICATE_TYPE;
-            let entry = cosign::attestation_entry(statement, kind, &signing.key)?;
+        if !sigs.attestations.is_empty() {
             let tag = cosign::tag_for(d, "att");
             let mut entries = self.existing_entries(repo, &tag).await?;
-            // One provenance per image: a new build's replaces the old.
-            entries.retain(|e| {
-                e.annotations.get("predicateType").and_then(|v| v.as_str()) != Some(kind)
-            });
-            entries.push(entry);
+            let kinds: Vec<Option<serde_json::Value>> = sigs
+                .attestations
+                .iter()
+                .map(|e| e.annotations.get("predicateType").cloned())
+                .collect();
+            entries.retain(|e| !kinds.contains(&e.annotations.get("predicateType").cloned()));
+            entries.extend(sigs.attestations.iter().cloned());
             self.push_carrier(repo, &entries, &tag, pushed_before)
                 .await?;
         }
