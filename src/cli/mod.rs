@@ -836,9 +836,9 @@ async fn run_build(args: BuildArgs) -> Result<()> {
     // The signing key is opened first (a wrong password stops everything before any push).
     let sign_key = args.sign_key.clone().or_else(|| project.sign_key.clone());
     let signer = match &sign_key {
-        Some(_) if !args.push => {
+        Some(_) if !args.push && outputs.output.is_none() && outputs.oci_layout.is_none() => {
             return Err(Error::Usage(
-                "--sign-key signs what is pushed: add --push (signatures of tarballs are not written yet)".into(),
+                "--sign-key signs what is pushed or saved: add --push and/or -o FILE.tar".into(),
             ));
         }
         Some(path) => Some(Arc::new(load_key(path)?)),
@@ -869,6 +869,10 @@ async fn run_build(args: BuildArgs) -> Result<()> {
         } else {
             req.platforms.first().cloned()
         },
+        signatures: signing
+            .as_ref()
+            .map(|s| s.signatures.clone())
+            .unwrap_or_default(),
     };
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if let Some(path) = &outputs.output {
@@ -991,12 +995,22 @@ async fn run_push(args: PushArgs) -> Result<()> {
     let reporter = progress::choose(args.quiet || args.json);
     let src = Source::File(args.tarball.clone());
     let artifact = source::read(&src, &Platforms::All, &cache, &client).await?;
-    let report = imgbuild::sink::registry::push(
+    // Signatures the tarball carries are published beside the image, before its tags.
+    let path = args.tarball.clone();
+    let carried = tokio::task::spawn_blocking(move || source::file_signatures(&path))
+        .await
+        .map_err(|e| Error::from(ImageError::Internal(e.to_string())))??;
+    let signing = (!carried.is_empty()).then_some(imgbuild::sink::registry::Signing {
+        signatures: carried,
+        epoch: 0,
+    });
+    let report = imgbuild::sink::registry::push_signed(
         &artifact,
         &targets,
         &client,
         &cache,
         push_options(&args.upload),
+        signing.as_ref(),
         reporter.as_ref(),
     )
     .await?;
@@ -1058,6 +1072,7 @@ async fn run_pull(args: PullArgs) -> Result<()> {
         tags: vec![tag],
         source: Some(reference),
         platform: None,
+        signatures: vec![],
     };
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if let Some(path) = &args.output {
@@ -1108,6 +1123,7 @@ fn destination_sink(
             _ => None,
         },
         platform: None,
+        signatures: vec![],
     };
     let path_of = |rest: &str, what: &str| -> Result<PathBuf> {
         if rest.is_empty() {
@@ -1272,10 +1288,19 @@ async fn run_verify(args: VerifyArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
     let key = imgbuild::sign::keys::PublicKey::load(&args.key)?;
-    let r = Reference::parse(&args.image)?;
     let cache = Cache::from_env()?;
     let client = client_for(client_options(&args.registry, &project), &[])?;
-    let verified = imgbuild::sign::verify::verify(&r, &key, &client, &cache).await?;
+    let file = std::path::Path::new(&args.image);
+    let verified = if file.is_file() {
+        // A tarball: its own signatures, entirely offline.
+        let src = Source::File(file.to_path_buf());
+        let artifact = source::read(&src, &Platforms::All, &cache, &client).await?;
+        let carried = source::file_signatures(file)?;
+        imgbuild::sign::verify::verify_carried(&artifact, &args.image, &carried, &key)?
+    } else {
+        let r = Reference::parse(&args.image)?;
+        imgbuild::sign::verify::verify(&r, &key, &client, &cache).await?
+    };
     if args.json {
         print_json(&verified)?;
     } else {

@@ -321,6 +321,8 @@ pub const SBOM_ANNOTATION: &str = "dev.imgbuild.sbom";
 /// index.json annotation of `imgbuild pull`: the reference an archive's image came from, so a
 /// build from the archive labels its base exactly as a build from the registry does.
 pub const SOURCE_ANNOTATION: &str = "dev.imgbuild.source";
+/// index.json annotation of a signed tarball: the signatures it carries (see `sign::cosign`).
+pub const SIGNATURES_ANNOTATION: &str = "dev.imgbuild.signatures";
 
 #[cfg(test)]
 mod tests {

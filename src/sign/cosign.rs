@@ -239,3 +239,79 @@ pub fn envelope_statement(envelope: &[u8], key: &PublicKey) -> Option<serde_json
     }
     serde_json::from_slice(&payload).ok()
 }
+
+/// The annotation text that describes `signatures` inside a file: for each signed manifest,
+/// its descriptor and the digests of its entries and bundles (their bytes are blobs of the
+/// file).
+pub fn describe(signatures: &[crate::oci::Signatures]) -> String {
+    let entry = |e: &Entry| {
+        serde_json::json!({
+            "digest": digest::sha256_of(&e.bytes).to_string(),
+            "mediaType": e.media_type,
+            "annotations": e.annotations,
+        })
+    };
+    let list: Vec<serde_json::Value> = signatures
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "subject": {"digest": s.subject.to_string(), "mediaType": s.subject_media_type, "size": s.subject_size},
+                "classic": s.classic.iter().map(entry).collect::<Vec<_>>(),
+                "attestations": s.attestations.iter().map(entry).collect::<Vec<_>>(),
+                "bundles": s.bundles.iter().map(|(p, b)| serde_json::json!({"predicateType": p, "digest": digest::sha256_of(b).to_string()})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    String::from_utf8(canonical_json(&list).unwrap_or_default()).unwrap_or_default()
+}
+
+/// The signatures a file carries, from its annotation; `blob` reads (and verifies) a blob of
+/// the file.
+pub fn carried(
+    text: &str,
+    blob: &dyn Fn(&Digest) -> Result<Vec<u8>>,
+) -> Result<Vec<crate::oci::Signatures>> {
+    let bad = |e: serde_json::Error| {
+        crate::error::Error::from(ImageError::Json {
+            what: "the signatures a tarball carries".into(),
+            doc: "annotation",
+            source: e,
+        })
+    };
+    let list: Vec<serde_json::Value> = serde_json::from_str(text).map_err(bad)?;
+    let entries = |v: &serde_json::Value| -> Result<Vec<Entry>> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                Ok(Entry {
+                    bytes: blob(&digest::parse(e["digest"].as_str().unwrap_or(""))?)?,
+                    media_type: e["mediaType"].as_str().unwrap_or("").to_string(),
+                    annotations: e["annotations"].as_object().cloned().unwrap_or_default(),
+                })
+            })
+            .collect()
+    };
+    list.iter()
+        .map(|s| {
+            Ok(crate::oci::Signatures {
+                subject: digest::parse(s["subject"]["digest"].as_str().unwrap_or(""))?,
+                subject_media_type: s["subject"]["mediaType"].as_str().unwrap_or("").to_string(),
+                subject_size: s["subject"]["size"].as_u64().unwrap_or(0),
+                classic: entries(&s["classic"])?,
+                attestations: entries(&s["attestations"])?,
+                bundles: s["bundles"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|b| {
+                        Ok((
+                            b["predicateType"].as_str().unwrap_or("").to_string(),
+                            blob(&digest::parse(b["digest"].as_str().unwrap_or(""))?)?,
+                        ))
+                    })
+                    .collect::<Result<_>>()?,
+            })
+        })
+        .collect()
+}

@@ -227,3 +227,69 @@ async fn verify_digest(
     }
     Ok(v)
 }
+
+/// Verify the signatures a tarball carries for its image (and, for an index, every platform's),
+/// entirely offline.
+pub fn verify_carried(
+    artifact: &crate::oci::Artifact,
+    name: &str,
+    carried: &[crate::oci::Signatures],
+    key: &PublicKey,
+) -> Result<Verified> {
+    let one =
+        |d: &Digest| {
+            let mut v = Verified {
+                image: name.to_string(),
+                digest: d.to_string(),
+                signatures: 0,
+                rejected_signatures: 0,
+                attestations: vec![],
+                rejected_attestations: 0,
+                provenance: false,
+                platforms: vec![],
+            };
+            for s in carried.iter().filter(|s| &s.subject == d) {
+                for e in &s.classic {
+                    let sig = e
+                        .annotations
+                        .get(cosign::SIGNATURE_ANNOTATION)
+                        .and_then(|v| v.as_str());
+                    match sig {
+                        Some(sig) if cosign::signature_holds(&e.bytes, sig, d, key) => {
+                            v.signatures += 1
+                        }
+                        _ => v.rejected_signatures += 1,
+                    }
+                }
+                let envelopes = s.attestations.iter().map(|e| e.bytes.clone()).chain(
+                    s.bundles.iter().filter_map(|(_, b)| {
+                        let v: serde_json::Value = serde_json::from_slice(b).ok()?;
+                        serde_json::to_vec(v.get("dsseEnvelope")?).ok()
+                    }),
+                );
+                for env in envelopes {
+                    match cosign::envelope_statement(&env, key) {
+                        Some(st) if names(&st, d) => {
+                            let kind = st["predicateType"].as_str().unwrap_or("").to_string();
+                            if kind == cosign::SIGN_PREDICATE {
+                                v.signatures += 1;
+                            } else {
+                                v.provenance |= kind == PREDICATE_TYPE;
+                                v.attestations.push(kind);
+                            }
+                        }
+                        _ => v.rejected_attestations += 1,
+                    }
+                }
+            }
+            v
+        };
+    let mut top = one(artifact.digest());
+    if let crate::oci::Artifact::Index(i) = artifact {
+        top.platforms = i.images.iter().map(|im| one(&im.digest)).collect();
+    }
+    match top.failure() {
+        Some(why) => Err(Error::Input(format!("verification failed: {why}"))),
+        None => Ok(top),
+    }
+}

@@ -126,7 +126,8 @@ impl Sink for TarballSink {
                 cx.cache.clone(),
             );
             let sha = crate::blocking(move || {
-                let blobs = tarball::blobs(&art, &|d| local.get(d).cloned())?;
+                let mut blobs = tarball::blobs(&art, &|d| local.get(d).cloned())?;
+                blobs.extend(tarball::signature_blobs(&naming));
                 tarball::write_tarball(&path, &art, &blobs, &naming, mtime, &cache)
             })
             .await?;
@@ -163,7 +164,8 @@ impl Sink for LayoutSink {
                 cx.cache.clone(),
             );
             crate::blocking(move || {
-                let blobs = tarball::blobs(&art, &|d| local.get(d).cloned())?;
+                let mut blobs = tarball::blobs(&art, &|d| local.get(d).cloned())?;
+                blobs.extend(tarball::signature_blobs(&naming));
                 tarball::write_layout(&path, &art, &blobs, &naming, &cache)
             })
             .await?;

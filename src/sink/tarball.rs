@@ -21,7 +21,9 @@ use crate::oci::digest::{HashReader, HashWriter};
 use crate::oci::document::canonical_json;
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
-use crate::oci::{Artifact, BlobSource, FileRange, SOURCE_ANNOTATION, media};
+use crate::oci::{
+    Artifact, BlobSource, FileRange, SIGNATURES_ANNOTATION, SOURCE_ANNOTATION, media,
+};
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
@@ -72,6 +74,26 @@ pub fn blobs<'a>(
     Ok(out)
 }
 
+/// The blobs of the signatures a file carries (entries and bundles), each once.
+pub fn signature_blobs(naming: &Naming) -> Vec<(Digest, Bytes<'_>)> {
+    let mut seen = HashSet::new();
+    naming
+        .signatures
+        .iter()
+        .flat_map(|s| {
+            s.classic
+                .iter()
+                .chain(&s.attestations)
+                .map(|e| e.bytes.as_slice())
+                .chain(s.bundles.iter().map(|(_, b)| b.as_slice()))
+        })
+        .filter_map(|b| {
+            let d = crate::oci::digest::sha256_of(b);
+            seen.insert(d.clone()).then_some((d, Bytes::Memory(b)))
+        })
+        .collect()
+}
+
 /// What to name the artifact inside a file.
 #[derive(Clone, Debug, Default)]
 pub struct Naming {
@@ -80,6 +102,10 @@ pub struct Naming {
     pub source: Option<Reference>,
     /// The platform `manifest.json` describes when the artifact is an index.
     pub platform: Option<Platform>,
+    /// Signatures carried inside the file (their blobs in `blobs/`, described by the
+    /// `dev.imgbuild.signatures` annotation of `index.json`), for `imgbuild push` to publish
+    /// and `imgbuild verify` to check offline.
+    pub signatures: Vec<crate::oci::Signatures>,
 }
 
 /// `index.json`: one entry per tag, named for containerd (`io.containerd.image.name`) and the
@@ -101,6 +127,12 @@ pub fn index_json(artifact: &Artifact, naming: &Naming) -> Result<Vec<u8>> {
         }
         if let Some(s) = &naming.source {
             notes.insert(SOURCE_ANNOTATION.into(), s.canonical().into());
+        }
+        if !naming.signatures.is_empty() {
+            notes.insert(
+                SIGNATURES_ANNOTATION.into(),
+                crate::sign::cosign::describe(&naming.signatures).into(),
+            );
         }
         if !notes.is_empty() {
             desc["annotations"] = serde_json::Value::Object(notes);
@@ -399,6 +431,7 @@ mod tests {
             tags: tags.iter().map(|t| Reference::parse(t).unwrap()).collect(),
             source: None,
             platform: None,
+            signatures: vec![],
         }
     }
 

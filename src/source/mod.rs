@@ -218,6 +218,41 @@ pub fn file_names(path: &Path) -> Result<Vec<Reference>> {
     Ok(archive::Archive::open(path, &path.display().to_string())?.names())
 }
 
+/// The signatures an image file carries (`dev.imgbuild.signatures` in its `index.json`), their
+/// blobs read from the file and verified by digest.
+pub fn file_signatures(path: &Path) -> Result<Vec<crate::oci::Signatures>> {
+    let a = archive::Archive::open(path, &path.display().to_string())?;
+    let Some(index) = a.read_member("index.json")? else {
+        return Ok(vec![]);
+    };
+    let v: serde_json::Value = serde_json::from_slice(&index).unwrap_or_default();
+    let Some(text) = v["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|m| m["annotations"][crate::oci::SIGNATURES_ANNOTATION].as_str())
+    else {
+        return Ok(vec![]);
+    };
+    let read = |d: &oci_spec::image::Digest| -> Result<Vec<u8>> {
+        use layout::Store;
+        let at = a.locate(d).ok_or_else(|| {
+            Error::from(crate::error::ImageError::Invalid(format!(
+                "{}: signature blob {d} is missing",
+                path.display()
+            )))
+        })?;
+        let bytes = at.read_all()?;
+        digest::verify(
+            format!("{}: blob {d}", path.display()),
+            d,
+            &digest::sha256_of(&bytes),
+        )?;
+        Ok(bytes)
+    };
+    crate::sign::cosign::carried(text, &read)
+}
+
 /// The empty image for `platform`: no layers, a minimal config.
 pub fn scratch(p: &Platform) -> Result<Image> {
     let mut config = serde_json::json!({

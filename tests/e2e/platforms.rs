@@ -48,7 +48,7 @@ fn arm64_peers() -> Result<PathBuf, Failed> {
 
 /// An image of Debian's arm64 `erlang-base` and `erlang-crypto` (the same OTP as the host's),
 /// as an OCI layout tagged `otp`; with `erts` the ERTS directory is renamed to that version.
-fn otp_layout(name: &str, erts: Option<&str>) -> Result<PathBuf, Failed> {
+pub(crate) fn otp_layout(name: &str, erts: Option<&str>) -> Result<PathBuf, Failed> {
     // Made once per name, whichever test asks first (tests run in parallel).
     static MADE: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
     let mut made = MADE.lock().map_err(|_| fail("otp layout lock poisoned"))?;
@@ -100,7 +100,7 @@ fn make_otp_layout(name: &str, erts: Option<&str>) -> Result<PathBuf, Failed> {
 }
 
 /// A layout whose `multi` is an index of the amd64 and the arm64 bookworm minbase.
-fn multi_base() -> Result<PathBuf, Failed> {
+pub(crate) fn multi_base() -> Result<PathBuf, Failed> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     DIR.get_or_init(|| {
         (|| {

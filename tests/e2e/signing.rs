@@ -328,6 +328,85 @@ pub fn test_sign_on_push_and_verify_both_ways() -> TestResult {
         .arg(format!("docker://{tampered}")))?;
     refused(&tampered, &public)?;
 
+    // A signed tarball: verified offline, read by skopeo as usual, and published with its
+    // signatures by `imgbuild push`, where cosign verifies them.
+    let tar = dir.join("signed.tar");
+    run(lab::imgbuild()
+        .env("COSIGN_PASSWORD", "e2e")
+        .args(["build", "--from", &base, "-t", &signed, "-o"])
+        .arg(&tar)
+        .arg("--sign-key")
+        .arg(&key)
+        .arg(r))?;
+    let offline = json_of(&run(lab::imgbuild()
+        .args(["verify", "--json"])
+        .arg(&tar)
+        .arg("--key")
+        .arg(&public))?)?;
+    assert_eq!(offline["provenance"], true, "{offline}");
+    let out = lab::imgbuild()
+        .args(["verify"])
+        .arg(&tar)
+        .arg("--key")
+        .arg(&pem_public)
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    assert_eq!(out.status.code(), Some(1), "a wrong key accepted offline");
+    run(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci-archive:{}", tar.display())))?;
+    let second = lab::start_registry("signing-second")?;
+    let elsewhere = format!("{}/air-gapped/hello:1", second.host());
+    run(lab::imgbuild().arg("push").arg(&tar).arg(&elsewhere))?;
+    for cosign in &cosigns {
+        for attestation in [false, true] {
+            let out = cosign_verify(cosign, &public, &elsewhere, attestation);
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                cosign.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    // Multi-platform: the index and each platform's manifest are signed.
+    let multi = format!("{}/signed/multi:1", reg.host());
+    let base_multi = format!("oci:{}:multi", crate::platforms::multi_base()?.display());
+    let otp = format!(
+        "oci:{}:otp",
+        crate::platforms::otp_layout("good", None)?.display()
+    );
+    run(lab::imgbuild()
+        .env("COSIGN_PASSWORD", "e2e")
+        .args([
+            "build",
+            "--push",
+            "--from",
+            &base_multi,
+            "--platform",
+            "linux/amd64,linux/arm64",
+        ])
+        .args(["--otp-from", &otp, "-t", &multi, "--sign-key"])
+        .arg(&key)
+        .arg(r))?;
+    let v = json_of(&run(lab::imgbuild()
+        .args(["verify", "--json", &multi, "--key"])
+        .arg(&public))?)?;
+    assert_eq!(v["platforms"].as_array().map(Vec::len), Some(2), "{v}");
+    for p in v["platforms"].as_array().into_iter().flatten() {
+        assert!(
+            p["signatures"].as_u64().unwrap_or(0) >= 1 && p["provenance"] == true,
+            "{p}"
+        );
+    }
+    let out = cosign_verify(&cosigns[0], &public, &multi, false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A wrong password: exit 1, and nothing under the tag.
     let never = format!("{}/signed/never:1", reg.host());
     let out = lab::imgbuild()
