@@ -659,9 +659,24 @@ pub fn test_arm64_packages_and_crypto_under_qemu() -> TestResult {
     let otp = format!("oci:{}:otp", otp_layout("good", None)?.display());
     let dir = lab::scratch_dir("platforms-crypto");
     let tar = dir.join("crypto.tar");
+    // Signed, so the provenance (carried in the tarball) can be read back below.
+    let key = dir.join("key.p8");
+    run(Command::new("sh").arg("-c").arg(format!(
+        "openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out {0} && openssl pkey -in {0} -pubout -out {0}.pub",
+        key.display()
+    )))?;
     let report = json_of(&run(lab::imgbuild()
         .current_dir(&dir)
-        .args(["build", "--json", "--package", "libssl3", "--from", &base])
+        .args([
+            "build",
+            "--json",
+            "--package",
+            "libssl3",
+            "--from",
+            &base,
+            "--sign-key",
+        ])
+        .arg(&key)
         .args(["--platform", "linux/amd64,linux/arm64", "--otp-from", &otp])
         .args(["-t", "crypto/multi:1", "-o"])
         .arg(&tar)

@@ -407,6 +407,53 @@ pub fn test_sign_on_push_and_verify_both_ways() -> TestResult {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A registry with the referrers API (the proxy answers OCI-Subject, as such a registry
+    // does): the bundles go there by digest, and no sha256-<hex> fallback tag is written.
+    let proxy = crate::servers::start_proxy(reg.port)?;
+    proxy.set_rules(vec![crate::servers::Rule {
+        method: "PUT",
+        target_contains: "/v2/signed/api/manifests/sha256:",
+        fault: crate::servers::Fault::AddHeader(
+            "OCI-Subject: sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        times: u32::MAX,
+    }]);
+    let api = format!("{}/signed/api:1", proxy.host());
+    let out = run(lab::imgbuild()
+        .env("COSIGN_PASSWORD", "e2e")
+        .args(["build", "--push", "--from", &base, "-t", &api, "--sign-key"])
+        .arg(&key)
+        .arg(r))?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        log.matches("application/vnd.dev.sigstore.bundle.v0.3+json")
+            .filter(|_| true)
+            .count(),
+        2,
+        "{log}"
+    );
+    assert!(
+        log.contains("(referrers-api)") && !log.contains("(tag-schema)"),
+        "{log}"
+    );
+    let fallback = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{}/signed/api:sha256-{hex}", reg.host()))
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    assert!(!fallback.status.success(), "a fallback tag was written");
+    let out = cosign_verify(
+        &cosigns[1],
+        &public,
+        &format!("{}/signed/api:1", reg.host()),
+        false,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A wrong password: exit 1, and nothing under the tag.
     let never = format!("{}/signed/never:1", reg.host());
     let out = lab::imgbuild()
