@@ -40,7 +40,7 @@ pub fn shutdown() {
     }
 }
 
-pub fn spawn(cmd: &mut Command, log: &Path) -> Result<(), libtest_mimic::Failed> {
+pub fn spawn(cmd: &mut Command, log: &Path) -> Result<u32, libtest_mimic::Failed> {
     let log_file =
         std::fs::File::create(log).map_err(|e| fail(format!("create {}: {e}", log.display())))?;
     let child = cmd
@@ -49,11 +49,52 @@ pub fn spawn(cmd: &mut Command, log: &Path) -> Result<(), libtest_mimic::Failed>
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| fail(format!("spawn {cmd:?}: {e}")))?;
+    let pid = child.id();
     CHILDREN
         .lock()
         .map_err(|_| fail("lab lock poisoned"))?
         .push(child);
-    Ok(())
+    Ok(pid)
+}
+
+/// Whether the process `pid` still runs (not exited, not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
+/// Start a docker-registry with `config` (a template whose `{port}` is filled in) on a free
+/// loopback port, and make sure it is ours that listens there: a port handed out by the kernel
+/// can be taken by another test between the choice and the bind, and then the registry exits
+/// while the other listener answers. Tries again on a fresh port then.
+pub fn start_registry_process(
+    dir: &Path,
+    config: impl Fn(u16) -> String,
+) -> Result<u16, libtest_mimic::Failed> {
+    for _ in 0..5 {
+        let port = free_port();
+        std::fs::write(dir.join("config.yml"), config(port)).map_err(|e| fail(e.to_string()))?;
+        let pid = spawn(
+            Command::new("docker-registry")
+                .arg("serve")
+                .arg(dir.join("config.yml")),
+            &dir.join("registry.log"),
+        )?;
+        wait_for_port(port, "docker-registry")?;
+        std::thread::sleep(Duration::from_millis(300));
+        if alive(pid) {
+            return Ok(port);
+        }
+    }
+    Err(fail(format!(
+        "docker-registry in {} would not start on a free port",
+        dir.display()
+    )))
 }
 
 /// Whether `tool` is on PATH. Missing under CI=true fails; otherwise the caller skips.
@@ -222,22 +263,20 @@ impl Registry {
 
 /// Start a plain-HTTP registry on a free loopback port.
 pub fn start_registry(name: &str) -> Result<Registry, libtest_mimic::Failed> {
-    let port = free_port();
-    let dir = workdir().join(format!("registry-{name}-{port}"));
+    let dir = workdir().join(format!(
+        "registry-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
-    let config = format!(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-        dir.join("data").display()
-    );
-    std::fs::write(dir.join("config.yml"), config).map_err(|e| fail(e.to_string()))?;
-    spawn(
-        Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.join("config.yml")),
-        &dir.join("registry.log"),
-    )?;
-    wait_for_port(port, "docker-registry")?;
+    let data = dir.join("data");
+    let port = start_registry_process(&dir, |port| {
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            data.display()
+        )
+    })?;
     Ok(Registry { port, dir })
 }
 

@@ -77,22 +77,20 @@ pub fn tls_material(dir: &Path) -> Result<Tls, Failed> {
 
 /// A registry with `extra` YAML appended under the top level (auth, http.tls ...).
 pub fn start_registry_with(name: &str, http_extra: &str, extra: &str) -> Result<Registry, Failed> {
-    let port = lab::free_port();
-    let dir = lab::workdir().join(format!("registry-{name}-{port}"));
+    let dir = lab::workdir().join(format!(
+        "registry-{name}-{}-{}",
+        std::process::id(),
+        lab::free_port()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
-    let config = format!(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{http_extra}{extra}",
-        dir.join("data").display()
-    );
-    std::fs::write(dir.join("config.yml"), config).map_err(|e| fail(e.to_string()))?;
-    lab::spawn(
-        Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.join("config.yml")),
-        &dir.join("registry.log"),
-    )?;
-    lab::wait_for_port(port, "docker-registry")?;
+    let data = dir.join("data");
+    let port = lab::start_registry_process(&dir, |port| {
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{http_extra}{extra}",
+            data.display()
+        )
+    })?;
     Ok(Registry { port, dir })
 }
 
