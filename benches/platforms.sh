@@ -23,13 +23,21 @@ B=$PWD/target/release/imgbuild
 W=${BENCH_DIR:-$PWD/target/bench-platforms}
 mkdir -p "$W"
 export SOURCE_DATE_EPOCH=1700000000
+# Cold: an empty cache each run (both bases read, every layer written).
 hyperfine --runs "$RUNS" --export-json "$W/platforms.json" \
   --prepare "rm -rf $W/cache" \
   -n amd64 "IMGBUILD_CACHE=$W/cache $B build -q $REL --from $BASE --platform linux/amd64 -t b/hello:1 -o $W/one.tar" \
   -n amd64+arm64 "IMGBUILD_CACHE=$W/cache $B build -q $REL --from $BASE --platform linux/amd64,linux/arm64 --otp-from $OTP -t b/hello:1 -o $W/two.tar"
-python3 - "$W/platforms.json" <<'PY'
+# The CI case: the bases already summarised in the cache (they change rarely), the release's
+# layers new (their records dropped, so every release layer is tarred and compressed again).
+hyperfine --runs "$RUNS" --export-json "$W/platforms-warm.json" \
+  --prepare "rm -rf $W/cache/layers $W/cache/inputs" \
+  -n amd64 "IMGBUILD_CACHE=$W/cache $B build -q $REL --from $BASE --platform linux/amd64 -t b/hello:1 -o $W/one.tar" \
+  -n amd64+arm64 "IMGBUILD_CACHE=$W/cache $B build -q $REL --from $BASE --platform linux/amd64,linux/arm64 --otp-from $OTP -t b/hello:1 -o $W/two.tar"
+python3 - "$W/platforms.json" "$W/platforms-warm.json" <<'PY'
 import json, statistics, sys
-r = {x["command"]: statistics.median(x["times"]) for x in json.load(open(sys.argv[1]))["results"]}
-one, two = r["amd64"], r["amd64+arm64"]
-print(f"amd64 {one:.2f} s, amd64+arm64 {two:.2f} s: {two/one:.2f}x (target <= 1.5x)")
+for name, path in (("cold", sys.argv[1]), ("bases cached, release layers new", sys.argv[2])):
+    r = {x["command"]: statistics.median(x["times"]) for x in json.load(open(path))["results"]}
+    one, two = r["amd64"], r["amd64+arm64"]
+    print(f"{name}: amd64 {one:.2f} s, amd64+arm64 {two:.2f} s: {two/one:.2f}x (target <= 1.5x)")
 PY
