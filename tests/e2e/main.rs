@@ -657,7 +657,7 @@ fn test_pinned_cached_base_needs_no_network() -> TestResult {
     std::fs::remove_dir_all(reg.dir.join("data")).map_err(|e| fail(e.to_string()))?;
     let _ = Command::new("sh")
         .arg("-c")
-        .arg(format!("pkill -f 'registry-pinned-{}'", reg.port))
+        .arg(format!("pkill -f '{}/config.yml'", reg.dir.display()))
         .status();
     let second = build("b.tar")?;
     assert_eq!(stdout(&first), stdout(&second));
