@@ -737,6 +737,12 @@ fn relay(client: TcpStream, upstream: u16, proxy: &Proxy) -> std::io::Result<()>
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    // Recorded before the answer goes on: a client that exits on the last byte must find
+    // its request in the log.
+    let cut = matches!(fault, Some(Fault::CutBody(_) | Fault::StallBody(..)));
+    if !cut {
+        record(status);
+    }
     client_w.write_all(status_line.as_bytes())?;
     client_w.write_all(added.as_bytes())?;
     if corrupt {
@@ -775,7 +781,6 @@ fn relay(client: TcpStream, upstream: u16, proxy: &Proxy) -> std::io::Result<()>
         return Ok(());
     }
     std::io::copy(&mut up_reader, &mut client_w)?;
-    record(status);
     let _ = client.shutdown(Shutdown::Both);
     let _ = pump.join();
     Ok(())
