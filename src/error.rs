@@ -2,6 +2,9 @@
 //! user can act, how to fix it; the CLI prints the chain and maps the kind to an exit code.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::StatusCode;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -39,11 +42,11 @@ pub enum Error {
 
     /// A registry, token service or apt mirror could not be reached or answered with an error.
     #[error(transparent)]
-    Registry(Box<crate::net::NetError>),
+    Registry(Box<NetError>),
 
     /// The local container engine (`--load`) is missing or refused the image.
     #[error(transparent)]
-    Engine(#[from] crate::sink::engine::EngineError),
+    Engine(#[from] EngineError),
 
     /// The start-up check found that the image cannot run.
     #[error("{0}")]
@@ -72,8 +75,8 @@ pub enum ImageError {
     Internal(String),
 }
 
-impl From<crate::net::NetError> for Error {
-    fn from(e: crate::net::NetError) -> Error {
+impl From<NetError> for Error {
+    fn from(e: NetError) -> Error {
         Error::Registry(Box::new(e))
     }
 }
@@ -105,4 +108,158 @@ impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx(self, action: &'static str, path: impl AsRef<Path>) -> Result<T> {
         self.map_err(|e| Error::io(action, path, e))
     }
+}
+
+// ---------- the transport area (registries, token services, apt mirrors) ----------
+
+/// Why one attempt failed.
+#[derive(Clone, Debug)]
+pub enum Failure {
+    /// The connection could not be made, broke, or was reset.
+    Transport(String),
+    /// Nothing moved for the idle timeout.
+    Stalled(Duration),
+    /// The server answered a status; `retry_after` is its `Retry-After`.
+    Status {
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        text: String,
+    },
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Transport(m) => f.write_str(m),
+            Failure::Stalled(d) => write!(f, "nothing moved for {} s (stalled)", d.as_secs()),
+            Failure::Status { status, text, .. } if text.is_empty() => {
+                write!(f, "answered {status}")
+            }
+            Failure::Status { status, text, .. } => write!(f, "answered {status}: {text}"),
+        }
+    }
+}
+
+/// `1 h 5 min`, `40 s`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s >= 3600 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{} min {} s", s / 60, s % 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// What can go wrong talking to a registry, a token service or an apt mirror, as data: which
+/// server, which request, what it answered, how many attempts were made, and the next step.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The server could not be reached (connection refused, name not found, TLS, stalls).
+    #[error("{who} is unreachable: {detail}{}; {hint}", tries(*attempts))]
+    Unreachable {
+        who: String,
+        detail: String,
+        attempts: u32,
+        hint: String,
+    },
+    /// A request kept failing in a way worth retrying until the retries ran out.
+    #[error("{who}: {request} {failure}, after {attempts} attempt{}; {hint}", plural(*attempts))]
+    GaveUp {
+        who: String,
+        request: String,
+        failure: Failure,
+        attempts: u32,
+        hint: String,
+    },
+    /// The server asked (`Retry-After`) to wait longer than imgbuild may.
+    #[error(
+        "{who} answered {status} and asks to wait {} before trying again, longer than the {} s imgbuild waits; try later, or allow the wait with --max-retry-wait {}",
+        human_duration(*wait),
+        cap.as_secs(),
+        wait.as_secs() + 1
+    )]
+    WaitTooLong {
+        who: String,
+        status: StatusCode,
+        wait: Duration,
+        cap: Duration,
+    },
+    /// An answer no retry mends.
+    #[error("{who}: {request} answered {status}: {text}{hint}")]
+    Refused {
+        who: String,
+        request: String,
+        status: StatusCode,
+        text: String,
+        /// `; what to do`, or empty.
+        hint: String,
+    },
+    #[error("image {image} not found on {registry}: check the name and tag")]
+    NotFound { image: String, registry: String },
+    /// The server broke the protocol: a missing header, a rewritten manifest, no token.
+    /// `detail` names the server itself.
+    #[error("{detail}")]
+    Protocol { who: String, detail: String },
+    /// The HTTP client could not be set up (a bad CA bundle, a broken proxy setting).
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn tries(n: u32) -> String {
+    if n > 1 {
+        format!(" ({n} attempts)")
+    } else {
+        String::new()
+    }
+}
+
+impl NetError {
+    pub fn protocol(who: impl Into<String>, detail: impl Into<String>) -> NetError {
+        NetError::Protocol {
+            who: who.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The next step for a failure that outlasted its retries.
+    pub fn hint_for(failure: &Failure) -> &'static str {
+        match failure {
+            Failure::Status { .. } => {
+                "the server is overloaded or failing: try again later, or raise --retries"
+            }
+            Failure::Stalled(_) => {
+                "the connection stalls: check the network, or raise --idle-timeout"
+            }
+            Failure::Transport(_) => {
+                "check the network and that the server is running, or raise --retries"
+            }
+        }
+    }
+}
+
+// ---------- the local engine (`--load`) ----------
+
+/// Why `--load` could not load.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No socket answered.
+    #[error(
+        "--load found no container engine; tried:\n  {}\nstart Docker or `podman system service`, set DOCKER_HOST=unix:///path/to/socket, or write a tarball with -o",
+        tried.join("\n  ")
+    )]
+    NotFound { tried: Vec<String> },
+    /// The engine answered, and refused (inside its JSON stream or with an error status).
+    #[error("engine at {engine} refused the image: {message}")]
+    Refused { engine: String, message: String },
+    /// The engine broke the conversation off.
+    #[error("engine at {engine}: {request}: {detail}")]
+    Broken {
+        engine: String,
+        request: String,
+        detail: String,
+    },
 }

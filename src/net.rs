@@ -13,6 +13,7 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
 use crate::error::{Error, ImageError, Result};
+pub use crate::error::{Failure, NetError, human_duration};
 
 /// How requests are retried and watched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,34 +37,6 @@ impl Default for Policy {
             retries: DEFAULT_RETRIES,
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
             idle: DEFAULT_IDLE,
-        }
-    }
-}
-
-/// Why one attempt failed.
-#[derive(Clone, Debug)]
-pub enum Failure {
-    /// The connection could not be made, broke, or was reset.
-    Transport(String),
-    /// Nothing moved for the idle timeout.
-    Stalled(Duration),
-    /// The server answered a status; `retry_after` is its `Retry-After`.
-    Status {
-        status: StatusCode,
-        retry_after: Option<Duration>,
-        text: String,
-    },
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Transport(m) => f.write_str(m),
-            Failure::Stalled(d) => write!(f, "nothing moved for {} s (stalled)", d.as_secs()),
-            Failure::Status { status, text, .. } if text.is_empty() => {
-                write!(f, "answered {status}")
-            }
-            Failure::Status { status, text, .. } => write!(f, "answered {status}: {text}"),
         }
     }
 }
@@ -127,16 +100,6 @@ impl Policy {
             return Ok(Some(*wait));
         }
         Ok(Some(Self::backoff(attempts - 1)))
-    }
-}
-
-/// `1 h 5 min`, `40 s`.
-pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        s if s >= 3600 => format!("{} h {} min", s / 3600, s % 3600 / 60),
-        s if s >= 60 => format!("{} min {} s", s / 60, s % 60),
-        s => format!("{s} s"),
     }
 }
 
@@ -506,97 +469,6 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     out
-}
-
-/// What can go wrong talking to a registry, a token service or an apt mirror, as data: which
-/// server, which request, what it answered, how many attempts were made, and the next step.
-#[derive(Debug, thiserror::Error)]
-pub enum NetError {
-    /// The server could not be reached (connection refused, name not found, TLS, stalls).
-    #[error("{who} is unreachable: {detail}{}; {hint}", tries(*attempts))]
-    Unreachable {
-        who: String,
-        detail: String,
-        attempts: u32,
-        hint: String,
-    },
-    /// A request kept failing in a way worth retrying until the retries ran out.
-    #[error("{who}: {request} {failure}, after {attempts} attempt{}; {hint}", plural(*attempts))]
-    GaveUp {
-        who: String,
-        request: String,
-        failure: Failure,
-        attempts: u32,
-        hint: String,
-    },
-    /// The server asked (`Retry-After`) to wait longer than imgbuild may.
-    #[error(
-        "{who} answered {status} and asks to wait {} before trying again, longer than the {} s imgbuild waits; try later, or allow the wait with --max-retry-wait {}",
-        human_duration(*wait),
-        cap.as_secs(),
-        wait.as_secs() + 1
-    )]
-    WaitTooLong {
-        who: String,
-        status: StatusCode,
-        wait: Duration,
-        cap: Duration,
-    },
-    /// An answer no retry mends.
-    #[error("{who}: {request} answered {status}: {text}{hint}")]
-    Refused {
-        who: String,
-        request: String,
-        status: StatusCode,
-        text: String,
-        /// `; what to do`, or empty.
-        hint: String,
-    },
-    #[error("image {image} not found on {registry}: check the name and tag")]
-    NotFound { image: String, registry: String },
-    /// The server broke the protocol: a missing header, a rewritten manifest, no token.
-    /// `detail` names the server itself.
-    #[error("{detail}")]
-    Protocol { who: String, detail: String },
-    /// The HTTP client could not be set up (a bad CA bundle, a broken proxy setting).
-    #[error("cannot set up the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
-}
-
-fn plural(n: u32) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
-
-fn tries(n: u32) -> String {
-    if n > 1 {
-        format!(" ({n} attempts)")
-    } else {
-        String::new()
-    }
-}
-
-impl NetError {
-    pub fn protocol(who: impl Into<String>, detail: impl Into<String>) -> NetError {
-        NetError::Protocol {
-            who: who.into(),
-            detail: detail.into(),
-        }
-    }
-
-    /// The next step for a failure that outlasted its retries.
-    pub fn hint_for(failure: &Failure) -> &'static str {
-        match failure {
-            Failure::Status { .. } => {
-                "the server is overloaded or failing: try again later, or raise --retries"
-            }
-            Failure::Stalled(_) => {
-                "the connection stalls: check the network, or raise --idle-timeout"
-            }
-            Failure::Transport(_) => {
-                "check the network and that the server is running, or raise --retries"
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
+pub use crate::error::EngineError;
 use crate::error::{Error, ImageError, Result};
 use crate::oci::reference::Reference;
 use crate::oci::{Artifact, digest};
@@ -18,27 +19,6 @@ use crate::report::Reporter;
 
 use super::Local;
 use super::tarball::{Naming, blobs, stream_tarball};
-
-/// Why `--load` could not load.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    /// No socket answered.
-    #[error(
-        "--load found no container engine; tried:\n  {}\nstart Docker or `podman system service`, set DOCKER_HOST=unix:///path/to/socket, or write a tarball with -o",
-        tried.join("\n  ")
-    )]
-    NotFound { tried: Vec<String> },
-    /// The engine answered, and refused (inside its JSON stream or with an error status).
-    #[error("engine at {engine} refused the image: {message}")]
-    Refused { engine: String, message: String },
-    /// The engine broke the conversation off.
-    #[error("engine at {engine}: {request}: {detail}")]
-    Broken {
-        engine: String,
-        request: String,
-        detail: String,
-    },
-}
 
 /// A local engine's API socket.
 #[derive(Clone, Debug)]
