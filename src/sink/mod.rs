@@ -117,19 +117,15 @@ impl Sink for TarballSink {
         cx: &'a Context<'a>,
     ) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
-            let local = localize_all(artifact, cx).await?;
-            let (art, naming, path, mtime, cache) = (
-                artifact.clone(),
-                self.naming.clone(),
-                self.path.clone(),
-                self.mtime,
-                cx.cache.clone(),
-            );
-            let sha = crate::blocking(move || {
-                let mut blobs = tarball::blobs(&art, &|d| local.get(d).cloned())?;
-                blobs.extend(tarball::signature_blobs(&naming));
-                tarball::write_tarball(&path, &art, &blobs, &naming, mtime, &cache)
-            })
+            let (path, mtime) = (self.path.clone(), self.mtime);
+            let sha = write_files(
+                artifact,
+                &self.naming,
+                cx,
+                move |art, blobs, naming, cache| {
+                    tarball::write_tarball(&path, art, blobs, naming, mtime, cache)
+                },
+            )
             .await?;
             cx.reporter.step(&format!("wrote {}", self.path.display()));
             Ok(Written::Tarball {
@@ -156,18 +152,15 @@ impl Sink for LayoutSink {
         cx: &'a Context<'a>,
     ) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
-            let local = localize_all(artifact, cx).await?;
-            let (art, naming, path, cache) = (
-                artifact.clone(),
-                self.naming.clone(),
-                self.path.clone(),
-                cx.cache.clone(),
-            );
-            crate::blocking(move || {
-                let mut blobs = tarball::blobs(&art, &|d| local.get(d).cloned())?;
-                blobs.extend(tarball::signature_blobs(&naming));
-                tarball::write_layout(&path, &art, &blobs, &naming, &cache)
-            })
+            let path = self.path.clone();
+            write_files(
+                artifact,
+                &self.naming,
+                cx,
+                move |art, blobs, naming, cache| {
+                    tarball::write_layout(&path, art, blobs, naming, cache)
+                },
+            )
             .await?;
             cx.reporter
                 .step(&format!("wrote OCI layout {}", self.path.display()));
@@ -176,6 +169,27 @@ impl Sink for LayoutSink {
             })
         })
     }
+}
+
+/// The tarball and layout sinks' shared path: every blob made local, then
+/// `write` run off the async threads with the artifact's blobs and its
+/// signatures' blobs.
+async fn write_files<T: Send + 'static>(
+    artifact: &Artifact,
+    naming: &Naming,
+    cx: &Context<'_>,
+    write: impl FnOnce(&Artifact, &[(Digest, tarball::Bytes)], &Naming, &Cache) -> Result<T>
+    + Send
+    + 'static,
+) -> Result<T> {
+    let local = localize_all(artifact, cx).await?;
+    let (art, naming, cache) = (artifact.clone(), naming.clone(), cx.cache.clone());
+    crate::blocking(move || {
+        let mut blobs = tarball::blobs(&art, &|d| local.get(d).cloned())?;
+        blobs.extend(tarball::signature_blobs(&naming));
+        write(&art, &blobs, &naming, &cache)
+    })
+    .await
 }
 
 /// Registries: every target reference, blobs mounted or copied where they already are.
