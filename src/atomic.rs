@@ -19,8 +19,8 @@ pub fn write_file(dest: &Path, bytes: &[u8]) -> Result<()> {
     tmp.write_all(bytes).ctx("write", tmp.path())?;
     set_mode(tmp.path(), 0o644)?;
     tmp.as_file().sync_all().ctx("flush", tmp.path())?;
-    tmp.persist(dest)
-        .map_err(|e| Error::io("rename into place", dest, e.error))?;
+    crate::interrupt::guarded(|| tmp.persist(dest).map_err(|e| e.error))
+        .map_err(|e| Error::io("rename into place", dest, e))?;
     Ok(())
 }
 
@@ -31,11 +31,13 @@ pub fn temp_beside(dest: &Path) -> Result<tempfile::NamedTempFile> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "image".into());
     crate::interrupt::watch(&dir);
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}.{}", crate::interrupt::marker()))
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .ctx("create temporary file in", &dir)
+    crate::interrupt::guarded(|| {
+        tempfile::Builder::new()
+            .prefix(&format!(".{name}.{}", crate::interrupt::marker()))
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+    })
+    .ctx("create temporary file in", &dir)
 }
 
 pub fn parent_dir(dest: &Path) -> PathBuf {

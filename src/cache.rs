@@ -62,10 +62,12 @@ impl Cache {
     /// A temporary file inside the cache, to be filled and then [`Cache::commit`]ted.
     pub fn temp_file(&self) -> Result<NamedTempFile> {
         let dir = self.root.join("tmp");
-        tempfile::Builder::new()
-            .prefix(&format!("{}blob-", crate::interrupt::marker()))
-            .tempfile_in(&dir)
-            .ctx("create temporary file in", &dir)
+        crate::interrupt::guarded(|| {
+            tempfile::Builder::new()
+                .prefix(&format!("{}blob-", crate::interrupt::marker()))
+                .tempfile_in(&dir)
+        })
+        .ctx("create temporary file in", &dir)
     }
 
     /// Move a fully written temporary file into place as the blob `digest`.

@@ -3,9 +3,32 @@
 //! a later run removes what a `kill -9`'d process left (its pid no longer runs).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 static PLACES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Temporaries are created under the read side; cleanup takes the write side and never gives
+/// it back (the process exits), so no thread still at work can make a new temporary after
+/// cleanup has listed the directories. `true` once cleanup has begun.
+static GATE: RwLock<bool> = RwLock::new(false);
+
+/// Run `make`, which creates a temporary or renames one into place, outside any cleanup: once
+/// an interrupt is being handled this blocks until the process exits (cleanup keeps the
+/// write side), so nothing new appears after the sweep and no output lands after "interrupted".
+pub fn guarded<T>(make: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+    let closed = GATE.read().map_err(|_| closed_error())?;
+    if *closed {
+        return Err(closed_error());
+    }
+    make()
+}
+
+fn closed_error() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::Interrupted,
+        "imgbuild is being interrupted",
+    )
+}
 
 /// The marker in every temporary name this process makes.
 pub fn marker() -> String {
@@ -22,15 +45,30 @@ pub fn watch(dir: &Path) {
 }
 
 fn remove(path: &Path) {
-    let _ = if path.is_dir() {
-        std::fs::remove_dir_all(path)
+    if path.is_dir() {
+        // A thread may still be adding a file inside the directory while it goes; a second
+        // pass removes what that race left.
+        for _ in 0..3 {
+            if std::fs::remove_dir_all(path).is_ok() || !path.exists() {
+                break;
+            }
+        }
     } else {
-        std::fs::remove_file(path)
-    };
+        let _ = std::fs::remove_file(path);
+    }
 }
 
-/// Remove this process's temporaries everywhere it made some.
+/// Remove this process's temporaries everywhere it made some, and close the gate so that no
+/// new temporary appears afterwards. Meant to be followed by the process's exit.
 pub fn cleanup() {
+    match GATE.write() {
+        Ok(mut closed) => {
+            *closed = true;
+            // Held until exit: creators block or fail rather than race the sweep.
+            std::mem::forget(closed);
+        }
+        Err(poisoned) => std::mem::forget(poisoned),
+    }
     let mark = marker();
     let places = PLACES.lock().map(|p| p.clone()).unwrap_or_default();
     for dir in places {

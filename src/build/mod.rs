@@ -665,10 +665,12 @@ async fn inspect_image(
         apt::fetch_debs(&resolution, cache, client.http(), client.policy()).await?;
         locked = resolution.lock.packages.clone();
         let (c, lock) = (cache.clone(), resolution.lock.clone());
-        let staging = tempfile::Builder::new()
-            .prefix(&format!("{}packages-", crate::interrupt::marker()))
-            .tempdir_in(cache.root().join("tmp"))
-            .ctx("create staging directory in", cache.root())?;
+        let staging = crate::interrupt::guarded(|| {
+            tempfile::Builder::new()
+                .prefix(&format!("{}packages-", crate::interrupt::marker()))
+                .tempdir_in(cache.root().join("tmp"))
+        })
+        .ctx("create staging directory in", cache.root())?;
         let dir = staging.path().to_path_buf();
         let (fs2, (plan, new_debs, notes)) = blocking(move || {
             let out = apt::package_layer(&lock, &fs, &c, &dir)?;

@@ -125,10 +125,12 @@ pub async fn prepare(
     for l in &image.layers {
         local.push(source::localize(&l.blob, cache, client).await?);
     }
-    let staging = tempfile::Builder::new()
-        .prefix(&format!("{}otp-", crate::interrupt::marker()))
-        .tempdir_in(cache.root().join("tmp"))
-        .ctx("create staging directory in", cache.root())?;
+    let staging = crate::interrupt::guarded(|| {
+        tempfile::Builder::new()
+            .prefix(&format!("{}otp-", crate::interrupt::marker()))
+            .tempdir_in(cache.root().join("tmp"))
+    })
+    .ctx("create staging directory in", cache.root())?;
     let dir = staging.path().to_path_buf();
     let names: BTreeSet<String> = apps.iter().map(|(a, _)| a.clone()).collect();
     let what = otp_from.describe();

@@ -312,8 +312,8 @@ pub fn write_tarball(
     // tempfile creates 0600; an image tarball is an ordinary shareable file.
     set_mode(&tmp_path, 0o644)?;
     tmp.as_file().sync_all().ctx("flush", &tmp_path)?;
-    tmp.persist(dest)
-        .map_err(|e| Error::io("rename into place", dest, e.error))?;
+    crate::interrupt::guarded(|| tmp.persist(dest).map_err(|e| e.error))
+        .map_err(|e| Error::io("rename into place", dest, e))?;
     Ok(sha)
 }
 
@@ -343,11 +343,13 @@ pub fn write_layout(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "layout".into());
     crate::interrupt::watch(&parent);
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.{}", crate::interrupt::marker()))
-        .suffix(".tmp")
-        .tempdir_in(&parent)
-        .ctx("create temporary directory in", &parent)?;
+    let tmp = crate::interrupt::guarded(|| {
+        tempfile::Builder::new()
+            .prefix(&format!(".{name}.{}", crate::interrupt::marker()))
+            .suffix(".tmp")
+            .tempdir_in(&parent)
+    })
+    .ctx("create temporary directory in", &parent)?;
     let blob_dir = tmp.path().join("blobs").join("sha256");
     fs::create_dir_all(&blob_dir).ctx("create", &blob_dir)?;
     for (d, bytes) in blobs {
@@ -360,10 +362,13 @@ pub fn write_layout(
     fs::write(tmp.path().join("index.json"), index_json(artifact, naming)?)
         .ctx("write", tmp.path())?;
     let staged = tmp.keep();
-    if dest.exists() {
-        fs::remove_dir_all(dest).ctx("replace", dest)?;
-    }
-    fs::rename(&staged, dest).ctx("rename into place", dest)?;
+    crate::interrupt::guarded(|| {
+        if dest.exists() {
+            fs::remove_dir_all(dest)?;
+        }
+        fs::rename(&staged, dest)
+    })
+    .ctx("replace", dest)?;
     Ok(())
 }
 
