@@ -194,6 +194,56 @@ pub fn workdir() -> PathBuf {
     dir
 }
 
+/// The pid a lab directory belongs to: the last number of its name, or for a registry's
+/// storage (`registry-<name>-<pid>-<port>`) the one before it.
+fn owner_pid(name: &str, registry_storage: bool) -> Option<u32> {
+    let mut parts = name.rsplit('-');
+    if registry_storage {
+        parts.next()?;
+    }
+    parts.next()?.parse::<u32>().ok()
+}
+
+/// Remove what earlier runs of the harness left when they were killed: scratch directories
+/// of their tests, their registries' storage, and the daemons' state directories in /tmp
+/// (unmounting what dockerd left mounted there). Only directories whose owning process is
+/// gone are touched, so two harnesses may run at once.
+pub fn sweep_stale() {
+    let gone = |pid: u32| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists();
+    let mut stale = Vec::new();
+    for dir in [workdir().join("runs"), workdir(), PathBuf::from("/tmp")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let in_runs = dir.ends_with("runs");
+            let storage = !in_runs && dir == workdir() && name.starts_with("registry-");
+            let ours = in_runs || storage || name.starts_with("imgbuild-e2e-");
+            if ours && owner_pid(&name, storage).is_some_and(gone) {
+                stale.push(e.path());
+            }
+        }
+    }
+    if stale.is_empty() {
+        return;
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    for dir in stale {
+        // Innermost first.
+        let mut inside: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| Path::new(m).starts_with(&dir))
+            .collect();
+        inside.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in inside {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// A fresh directory for one test.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = workdir()

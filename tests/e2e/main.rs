@@ -1060,6 +1060,7 @@ fn test_platform_selection_from_index() -> TestResult {
 
 fn main() {
     let args = Arguments::from_args();
+    lab::sweep_stale();
     let tests = vec![
         Trial::test("build::json_report_and_tarball_layout", test_json_report),
         Trial::test("build::docker_load_and_run", test_docker_load_and_run),
