@@ -105,6 +105,22 @@ impl Cache {
         Ok(len)
     }
 
+    /// Stream `reader` into the cache as a blob named by its digest (content made here, not
+    /// fetched: there is nothing to check it against). Returns its digest and size.
+    pub fn put_stream(&self, reader: impl Read, what: &str) -> Result<(Digest, u64)> {
+        let tmp = self.temp_file()?;
+        let mut reader = HashReader::new(reader);
+        let mut out = BufWriter::new(tmp);
+        io::copy(&mut reader, &mut out)
+            .map_err(|e| Error::from(ImageError::Invalid(format!("read {what}: {e}"))))?;
+        let tmp = out
+            .into_inner()
+            .map_err(|e| Error::io("write", self.root.join("tmp"), e.into_error()))?;
+        let (digest, len) = reader.finish();
+        self.commit(tmp, &digest)?;
+        Ok((digest, len))
+    }
+
     /// Read a small blob whole, verifying it. A corrupted cache entry is removed so the next
     /// run fetches it again.
     pub fn read_verified(&self, digest: &Digest) -> Result<Vec<u8>> {

@@ -57,6 +57,25 @@ impl Reporter for Silent {
     }
 }
 
+/// A reporter that puts `prefix` before every step and warning of another: the work of one
+/// platform among several running at once.
+pub struct Prefixed<'a> {
+    pub inner: &'a dyn Reporter,
+    pub prefix: String,
+}
+
+impl Reporter for Prefixed<'_> {
+    fn step(&self, message: &str) {
+        self.inner.step(&format!("{}{message}", self.prefix));
+    }
+    fn warn(&self, message: &str) {
+        self.inner.warn(&format!("{}{message}", self.prefix));
+    }
+    fn transfer(&self, label: &str, size: u64) -> Transfer {
+        self.inner.transfer(label, size)
+    }
+}
+
 /// A byte count for people: `1.5 MB`, `12.0 kB`, `17 B`.
 pub fn human_size(n: u64) -> String {
     match n {

@@ -274,6 +274,25 @@ pub struct Resolution {
     pub notes: Vec<String>,
     /// Archive roots to fetch from (the --apt-source mirrors), tried before the locked URLs.
     pub mirrors: Vec<String>,
+    /// Resolved afresh (not read from the lock file): the build saves it with [`save_sections`]
+    /// once it has succeeded, so a failed build leaves the lock file as it was.
+    pub fresh: bool,
+}
+
+/// Put each architecture's pins (`sections`, in the order the platforms were asked for) into
+/// the lock file at `path`: a section replaces its architecture's old pins, the others stay.
+/// A new file's main architecture is the first section's.
+pub fn save_sections(path: &Path, sections: Vec<LockFile>) -> Result<()> {
+    let mut sections = sections.into_iter();
+    let existing = LockFile::load(path)?;
+    let Some(first) = existing.or_else(|| sections.next()) else {
+        return Ok(());
+    };
+    let mut file = first;
+    for s in sections {
+        file = file.with_section(s);
+    }
+    file.save(path)
 }
 
 /// An index file, retried and watched like every request (indexes are a few MB at most).
@@ -411,6 +430,7 @@ pub async fn resolve_packages(
                 lock,
                 notes,
                 mirrors,
+                fresh: false,
             });
         }
         return Err(Error::Usage(format!(
@@ -460,16 +480,11 @@ pub async fn resolve_packages(
             .collect(),
         others: Vec::new(),
     };
-    // One file for every architecture: this one's pins replace its old ones, the rest stay.
-    match existing {
-        Some(file) => file.with_section(lock.clone()).save(&req.lock_path)?,
-        None => lock.save(&req.lock_path)?,
-    }
-    notes.push(format!("wrote {}", req.lock_path.display()));
     Ok(Resolution {
         lock,
         notes,
         mirrors: sources.iter().map(|s| s.uri.clone()).collect(),
+        fresh: true,
     })
 }
 
@@ -786,6 +801,22 @@ mod tests {
         let one: LockFile =
             toml::from_str(&toml::to_string_pretty(&section("amd64", "a")).unwrap()).unwrap();
         assert!(one.others.is_empty());
+
+        // Saved in the order of the platforms: a new file's main architecture is the first;
+        // an existing file keeps its own and gets the sections put in place.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imgbuild.lock");
+        save_sections(&path, vec![section("arm64", "b"), section("amd64", "a")]).unwrap();
+        let saved = LockFile::load(&path).unwrap().unwrap();
+        assert_eq!(saved.architecture, "arm64");
+        assert_eq!(saved.for_arch("amd64").unwrap().packages[0].name, "a");
+        save_sections(&path, vec![section("amd64", "c")]).unwrap();
+        let saved = LockFile::load(&path).unwrap().unwrap();
+        assert_eq!(saved.architecture, "arm64");
+        assert_eq!(saved.for_arch("amd64").unwrap().packages[0].name, "c");
+        assert_eq!(saved.for_arch("arm64").unwrap().packages[0].name, "b");
+        save_sections(&path, vec![]).unwrap();
+        assert_eq!(LockFile::load(&path).unwrap().unwrap(), saved);
     }
 
     use super::*;

@@ -24,7 +24,7 @@ use crate::oci::{
 };
 use crate::registry::RegistryClient;
 use crate::release::{self, Entry, EntryKind, LayerKind, LayerPlan, PlanOptions, Release};
-use crate::report::{Reporter, human_size};
+use crate::report::{Prefixed, Reporter, human_size};
 use crate::sbom::{self, DebPackage, SbomInput};
 use crate::source::{self, Source};
 
@@ -149,27 +149,60 @@ pub async fn build(
 ) -> Result<Built> {
     if req.platforms.len() <= 1 {
         let platform = req.platforms.first().or(req.platform.as_ref());
-        let (image, report) = build_platform(req, platform, cache, client, reporter).await?;
+        let one = build_platform(req, platform, cache, client, reporter).await?;
+        save_lock(req, one.new_lock.into_iter().collect(), reporter)?;
         return Ok(Built {
-            artifact: Artifact::Image(Box::new(image)),
-            report: Report::Image(Box::new(report)),
+            artifact: Artifact::Image(Box::new(one.image)),
+            report: Report::Image(Box::new(one.report)),
         });
     }
     require_base_platforms(req, cache, client).await?;
+    // The platforms are built at once: reading each base and compressing each platform's own
+    // layers are independent, and the layers they share are written once (the first build to
+    // reach one writes it, the other reuses it). Results keep the order asked for.
+    let reporters: Vec<Prefixed> = req
+        .platforms
+        .iter()
+        .map(|p| Prefixed {
+            inner: reporter,
+            prefix: format!("{p}: "),
+        })
+        .collect();
+    let builds = req
+        .platforms
+        .iter()
+        .zip(&reporters)
+        .map(|(p, r)| build_platform(req, Some(p), cache, client, r));
+    let results = futures_util::future::join_all(builds).await;
+    // Every platform's check failure is told, each naming its platform first; any other
+    // error is the first in the order asked for.
+    let failed: Vec<String> = req
+        .platforms
+        .iter()
+        .zip(&results)
+        .filter_map(|(p, r)| match r {
+            Err(Error::Check(text)) => Some(format!("platform {p}: {text}")),
+            _ => None,
+        })
+        .collect();
     let mut images = Vec::new();
     let mut reports = Vec::new();
-    for p in &req.platforms {
-        reporter.step(&format!("platform {p}"));
-        let (image, report) = build_platform(req, Some(p), cache, client, reporter)
-            .await
-            .map_err(|e| match e {
-                // Which platform failed the check, said first.
-                Error::Check(text) => Error::Check(format!("platform {p}: {text}")),
-                other => other,
-            })?;
-        images.push(image);
-        reports.push(report);
+    let mut locks = Vec::new();
+    for r in results {
+        match r {
+            Ok(one) => {
+                images.push(one.image);
+                reports.push(one.report);
+                locks.extend(one.new_lock);
+            }
+            Err(Error::Check(_)) => {}
+            Err(e) => return Err(e),
+        }
     }
+    if !failed.is_empty() {
+        return Err(Error::Check(failed.join("\n")));
+    }
+    save_lock(req, locks, reporter)?;
     let index = mutate::index(images)?;
     reporter.step(&format!(
         "index {} ({} platforms)",
@@ -238,7 +271,7 @@ async fn build_platform(
     cache: &Cache,
     client: &RegistryClient,
     reporter: &dyn Reporter,
-) -> Result<(Image, BuildReport)> {
+) -> Result<PlatformBuild> {
     let mut one = req.clone();
     one.platform = platform.cloned();
     let native = platform.and_then(|p| req.releases.iter().find(|(rp, _)| rp == p));
@@ -264,14 +297,14 @@ async fn build_platform(
                 match &req.otp_from {
                     Some(otp) => {
                         reporter.step(&format!(
-                            "{p}: the release is built for {name}; transplanting its native files from {}",
+                            "the release is built for {name}; transplanting its native files for {p} from {}",
                             otp.describe()
                         ));
                         let t =
                             transplant::prepare(&natives, &release, otp, p, cache, client).await?;
                         t.apply(&mut plans, &req.settings.workdir);
                         reporter.step(&format!(
-                            "{p}: {} native files from {} ({})",
+                            "{} native files for {p} from {} ({})",
                             t.report.files.len(),
                             t.report.from,
                             t.report.otp_root
@@ -290,11 +323,31 @@ async fn build_platform(
             _ => {}
         }
     }
-    let (image, mut report) =
-        build_one(&one, release, plans, warnings, cache, client, reporter).await?;
+    let mut built = build_one(&one, release, plans, warnings, cache, client, reporter).await?;
     // The staged native files were needed until the layers were written.
-    report.transplant = transplanted.map(|t| t.report.clone());
-    Ok((image, report))
+    built.report.transplant = transplanted.map(|t| t.report.clone());
+    Ok(built)
+}
+
+/// One platform's image, its report, and the package pins it resolved afresh.
+struct PlatformBuild {
+    image: Image,
+    report: BuildReport,
+    new_lock: Option<crate::apt::LockFile>,
+}
+
+/// Write the pins the build resolved afresh into the lock file, in the order of the platforms.
+fn save_lock(
+    req: &BuildRequest,
+    sections: Vec<crate::apt::LockFile>,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    if sections.is_empty() {
+        return Ok(());
+    }
+    crate::apt::save_sections(&req.packages.lock_path, sections)?;
+    reporter.step(&format!("wrote {}", req.packages.lock_path.display()));
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -306,7 +359,7 @@ async fn build_one(
     cache: &Cache,
     client: &RegistryClient,
     reporter: &dyn Reporter,
-) -> Result<(Image, BuildReport)> {
+) -> Result<PlatformBuild> {
     reporter.step(&format!(
         "release {} {} at {}",
         release.name,
@@ -482,7 +535,11 @@ async fn build_one(
             epoch: req.settings.epoch,
         },
     };
-    Ok((image, report))
+    Ok(PlatformBuild {
+        image,
+        report,
+        new_lock: seen.new_lock,
+    })
 }
 
 /// The base, read from its source, with its layers' bytes at hand (registry layers are
@@ -578,6 +635,8 @@ struct Seen {
     packages: Option<PackageLayer>,
     /// The packages as pinned (SHA256, URL), for the provenance.
     locked: Vec<crate::apt::Locked>,
+    /// Pins resolved afresh, for the lock file once the build has succeeded.
+    new_lock: Option<crate::apt::LockFile>,
 }
 
 /// The package layer's plan and the staging directory its files live in until written.
@@ -649,6 +708,7 @@ async fn inspect_image(
     let arch = base.config.architecture().to_string();
     let mut packages = None;
     let mut locked = Vec::new();
+    let mut new_lock = None;
     if !req.packages.packages.is_empty() {
         let resolution = apt::resolve_packages(
             &req.packages,
@@ -664,6 +724,9 @@ async fn inspect_image(
         }
         apt::fetch_debs(&resolution, cache, client.http(), client.policy()).await?;
         locked = resolution.lock.packages.clone();
+        if resolution.fresh {
+            new_lock = Some(resolution.lock.clone());
+        }
         let (c, lock) = (cache.clone(), resolution.lock.clone());
         let staging = crate::interrupt::guarded(|| {
             tempfile::Builder::new()
@@ -739,5 +802,6 @@ async fn inspect_image(
         warnings,
         packages,
         locked,
+        new_lock,
     })
 }

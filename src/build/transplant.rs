@@ -6,7 +6,7 @@
 //! other byte of the release stays as it is.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -87,9 +87,8 @@ pub struct TransplantReport {
 /// The target platform's native files, staged on disk, ready to stand in for the release's.
 pub struct Transplant {
     pub report: TransplantReport,
-    /// Release-relative path → staged file and its size.
+    /// Release-relative path → the file (a blob in the cache) and its size.
     files: BTreeMap<String, (PathBuf, u64)>,
-    _staging: tempfile::TempDir,
 }
 
 /// Read `otp_from` for `platform` and stage, for each of the release's native files, the file
@@ -125,17 +124,10 @@ pub async fn prepare(
     for l in &image.layers {
         local.push(source::localize(&l.blob, cache, client).await?);
     }
-    let staging = crate::interrupt::guarded(|| {
-        tempfile::Builder::new()
-            .prefix(&format!("{}otp-", crate::interrupt::marker()))
-            .tempdir_in(cache.root().join("tmp"))
-    })
-    .ctx("create staging directory in", cache.root())?;
-    let dir = staging.path().to_path_buf();
     let names: BTreeSet<String> = apps.iter().map(|(a, _)| a.clone()).collect();
     let what = otp_from.describe();
-    let (layers, w) = (image.layers.clone(), what.clone());
-    let scan = crate::blocking(move || scan_layers(&layers, &local, &names, &dir, &w)).await?;
+    let (layers, w, c) = (image.layers.clone(), what.clone(), cache.clone());
+    let scan = crate::blocking(move || scan_cached(&layers, &local, &names, &c, &w)).await?;
 
     let erts = &release.erts_version;
     let Some(root) = scan
@@ -234,7 +226,6 @@ pub async fn prepare(
             files: files.keys().cloned().collect(),
         },
         files,
-        _staging: staging,
     })
 }
 
@@ -270,6 +261,7 @@ fn app_of(rel: &str) -> Option<(String, String)> {
 }
 
 /// What a scan of the OTP image found.
+#[derive(Default)]
 struct Scan {
     /// (root, ERTS version) for every `<root>erts-<vsn>/bin/beam.smp`.
     erts: Vec<(String, String)>,
@@ -303,21 +295,94 @@ impl Scan {
     }
 }
 
+/// A scan as kept in the cache (records `otp-scans`): the staged files by their blob digests.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ScanRecord {
+    erts: Vec<(String, String)>,
+    apps: Vec<(String, String, BTreeSet<String>)>,
+    staged: BTreeMap<String, String>,
+    links: BTreeMap<String, String>,
+}
+
+/// The scan of an OTP image for these applications, from the cache when an earlier build made
+/// it from the same layers (its files verified against their digests), else made now. A build
+/// for another platform then costs no decompression of the OTP image at all.
+fn scan_cached(
+    layers: &[crate::oci::Layer],
+    local: &[crate::oci::FileRange],
+    apps: &BTreeSet<String>,
+    cache: &Cache,
+    what: &str,
+) -> Result<Scan> {
+    let mut text = String::from("otp-scan-v1\n");
+    for l in layers {
+        text.push_str(&format!("{} {}\n", l.blob.media_type, l.blob.digest));
+    }
+    for a in apps {
+        text.push_str(&format!("app {a}\n"));
+    }
+    let key = sha256_of(text.as_bytes());
+    if let Some(scan) = cache
+        .record("otp-scans", &key)
+        .and_then(|b| serde_json::from_slice::<ScanRecord>(&b).ok())
+        .and_then(|r| from_record(r, cache))
+    {
+        return Ok(scan);
+    }
+    let (scan, staged) = scan_layers(layers, local, apps, cache, what)?;
+    let record = ScanRecord {
+        erts: scan.erts.clone(),
+        apps: scan
+            .apps
+            .iter()
+            .map(|((root, app), v)| (root.clone(), app.clone(), v.clone()))
+            .collect(),
+        staged,
+        links: scan
+            .links
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    // A scan that cannot be stored is only a slower next build.
+    if let Ok(bytes) = serde_json::to_vec(&record) {
+        let _ = cache.put_record("otp-scans", &key, &bytes);
+    }
+    Ok(scan)
+}
+
+/// A stored scan, when every file it names is still in the cache with the right bytes.
+fn from_record(r: ScanRecord, cache: &Cache) -> Option<Scan> {
+    let mut staged = HashMap::new();
+    for (path, d) in r.staged {
+        let digest = crate::oci::digest::parse(&d).ok()?;
+        cache.copy_verified(&digest, &mut std::io::sink()).ok()?;
+        staged.insert(path, cache.blob_path(&digest));
+    }
+    Some(Scan {
+        erts: r.erts,
+        apps: r
+            .apps
+            .into_iter()
+            .map(|(root, app, v)| ((root, app), v))
+            .collect(),
+        staged,
+        links: r.links.into_iter().collect(),
+    })
+}
+
 /// One pass over every layer: where ERTS and the asked-for applications are, and the files of
-/// `erts-*/bin/` and those applications' `priv/` staged into `dir`.
+/// `erts-*/bin/` and those applications' `priv/` stored in the cache. Also returns each stored
+/// file's digest by its path in the image.
 fn scan_layers(
     layers: &[crate::oci::Layer],
     local: &[crate::oci::FileRange],
     apps: &BTreeSet<String>,
-    dir: &Path,
+    cache: &Cache,
     what: &str,
-) -> Result<Scan> {
-    let mut scan = Scan {
-        erts: Vec::new(),
-        apps: HashMap::new(),
-        staged: HashMap::new(),
-        links: HashMap::new(),
-    };
+) -> Result<(Scan, BTreeMap<String, String>)> {
+    let mut scan = Scan::default();
+    let mut digests = BTreeMap::new();
     let interesting = |path: &str| -> bool {
         let comps: Vec<&str> = path.split('/').collect();
         comps
@@ -385,11 +450,9 @@ fn scan_layers(
                         scan.links.insert(path, t);
                     }
                 } else if kind.is_file() {
-                    let name = dir.join(sha256_of(path.as_bytes()).digest());
-                    let mut out = std::fs::File::create(&name).ctx("create", &name)?;
-                    std::io::copy(&mut entry, &mut out).map_err(bad)?;
-                    out.flush().ctx("write", &name)?;
-                    scan.staged.insert(path, name);
+                    let (d, _) = cache.put_stream(&mut entry, &lw)?;
+                    scan.staged.insert(path.clone(), cache.blob_path(&d));
+                    digests.insert(path, d.to_string());
                 }
             }
         }
@@ -397,7 +460,7 @@ fn scan_layers(
         let (actual, _) = hashed.finish();
         crate::oci::digest::verify(lw.clone(), &layer.blob.digest, &actual)?;
     }
-    Ok(scan)
+    Ok((scan, digests))
 }
 
 #[cfg(test)]

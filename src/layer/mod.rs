@@ -161,6 +161,12 @@ pub fn write_layer_cached(
             k
         }
     };
+    // Builds of several platforms run at once and share most layers: the first to reach a
+    // key writes it, the others wait for it and reuse its record.
+    let lock = in_flight(&key);
+    let _writing = lock
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(blob) = record(cache, &key)? {
         return Ok((blob, true));
     }
@@ -171,6 +177,21 @@ pub fn write_layer_cached(
     );
     cache.put_record("layers", &key, text.as_bytes())?;
     Ok((blob, false))
+}
+
+/// The lock of one layer-input key within this process (kept for the process's life: a build
+/// has a handful of keys).
+fn in_flight(key: &Digest) -> std::sync::Arc<std::sync::Mutex<()>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    static KEYS: Mutex<Option<HashMap<String, Arc<Mutex<()>>>>> = Mutex::new(None);
+    let mut keys = KEYS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    keys.get_or_insert_with(HashMap::new)
+        .entry(key.to_string())
+        .or_default()
+        .clone()
 }
 
 /// A layer made before from the same inputs (see [`input_key`]), when its blob is still in

@@ -17,7 +17,7 @@ use oci_spec::image::Digest;
 
 use crate::atomic::{parent_dir, set_mode, temp_beside};
 use crate::error::{Error, ImageError, IoContext, Result};
-use crate::oci::digest::{HashReader, HashWriter};
+use crate::oci::digest::{HashReader, ThreadedHashWriter};
 use crate::oci::document::canonical_json;
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
@@ -293,7 +293,12 @@ pub fn write_tarball(
     }
     let tmp = temp_beside(dest)?;
     let tmp_path = tmp.path().to_path_buf();
-    let mut tar = tar::Builder::new(HashWriter::new(BufWriter::with_capacity(1 << 20, tmp)));
+    // The tarball's own digest is taken on another thread, in 1 MiB writes, while this one
+    // reads and verifies the blobs.
+    let mut tar = tar::Builder::new(BufWriter::with_capacity(
+        1 << 20,
+        ThreadedHashWriter::new(tmp),
+    ));
     write_archive(&mut tar, artifact, blobs, naming, mtime, cache).map_err(|e| match e {
         Error::Io {
             action: "write",
@@ -302,13 +307,13 @@ pub fn write_tarball(
         } => Error::io("write", dest, source),
         e => e,
     })?;
-    let (buffered, sha, _) = tar
+    let (tmp, sha, _) = tar
         .into_inner()
         .map_err(|e| Error::io("write", dest, e))?
-        .finish();
-    let tmp = buffered
         .into_inner()
-        .map_err(|e| Error::io("write", &tmp_path, e.into_error()))?;
+        .map_err(|e| Error::io("write", &tmp_path, e.into_error()))?
+        .finish()
+        .map_err(|e| Error::io("write", &tmp_path, e))?;
     // tempfile creates 0600; an image tarball is an ordinary shareable file.
     set_mode(&tmp_path, 0o644)?;
     tmp.as_file().sync_all().ctx("flush", &tmp_path)?;
