@@ -233,7 +233,7 @@ fn history_entry(created: &str, created_by: &str) -> History {
 /// refused. Returns warnings worth showing.
 pub fn normalize_base(
     mut base: Image,
-    local: &[FileRange],
+    local: &[Option<FileRange>],
     cache: &Cache,
 ) -> Result<(Image, Vec<String>)> {
     let what = format!("base image {}", base.origin.name);
@@ -245,6 +245,11 @@ pub fn normalize_base(
                 codec: Codec::Plain,
                 ..
             } => {
+                let at = at.as_ref().ok_or_else(|| {
+                    Error::from(ImageError::Internal(format!(
+                        "uncompressed base layer {d} was not fetched before normalizing"
+                    )))
+                })?;
                 let (digest, size) = gzip_into_cache(at, &layer.diff_id, cache, &what)?;
                 layer.blob = Blob::new(
                     digest.clone(),
@@ -265,7 +270,7 @@ pub fn normalize_base(
                 }
                 layer.blob.media_type = oci.to_string();
                 // The true size of a local blob wins over what a manifest declares.
-                if let BlobSource::File(_) = layer.blob.source {
+                if let (BlobSource::File(_), Some(at)) = (&layer.blob.source, at) {
                     layer.blob.size = at.size;
                 }
             }

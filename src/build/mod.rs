@@ -542,15 +542,32 @@ async fn build_one(
     })
 }
 
-/// The base, read from its source, with its layers' bytes at hand (registry layers are
-/// fetched into the cache once: the check and the SBOM read them) and made fit to build on.
+/// The base, read from its source and made fit to build on. Only what must change is
+/// fetched here (an uncompressed registry layer, to be gzipped): other registry layers stay
+/// where they are until a sink needs their bytes, and a push to their registry mounts them.
 async fn base_image(
     req: &BuildRequest,
     cache: &Cache,
     client: &RegistryClient,
 ) -> Result<(Image, Vec<String>)> {
     let base = source::read_image(&req.from, req.platform.as_ref(), cache, client).await?;
-    let local = local_layers(&base, cache, client).await?;
+    let mut local = Vec::new();
+    for l in &base.layers {
+        let plain = matches!(
+            media::layer_type(&l.blob.media_type),
+            media::LayerType::Tar {
+                codec: media::Codec::Plain,
+                ..
+            }
+        );
+        local.push(match &l.blob.source {
+            BlobSource::File(at) => Some(at.clone()),
+            BlobSource::Registry(_) if plain => {
+                Some(source::localize(&l.blob, cache, client).await?)
+            }
+            BlobSource::Registry(_) => None,
+        });
+    }
     let c = cache.clone();
     blocking(move || mutate::normalize_base(base, &local, &c)).await
 }
@@ -674,6 +691,33 @@ pub async fn check_only(
         .ok_or_else(|| Error::from(ImageError::Internal("the check did not run".to_string())))
 }
 
+/// Read the base's layers (fetched into the cache first when they are in a registry) and make
+/// its summary. A base layer found damaged in the cache is removed on detection and fetched
+/// again, once.
+async fn read_base(
+    base: &Image,
+    cache: &Cache,
+    client: &RegistryClient,
+    reporter: &dyn Reporter,
+) -> Result<(crate::fs::RootFs, Vec<String>)> {
+    let local = local_layers(base, cache, client).await?;
+    let (b, c) = (base.clone(), cache.clone());
+    match blocking(move || check::base_rootfs(&b, &local, &c)).await {
+        Err(Error::DigestMismatch {
+            expected, actual, ..
+        }) if base.origin.reference.is_some() => {
+            // A warning, not progress: damage on disk is worth seeing even with --quiet.
+            reporter.warn(&format!(
+                "base layer {expected} was damaged in the cache (it hashed to {actual}); fetching it again"
+            ));
+            let local = local_layers(base, cache, client).await?;
+            let (b, c) = (base.clone(), cache.clone());
+            blocking(move || check::base_rootfs(&b, &local, &c)).await
+        }
+        r => r,
+    }
+}
+
 /// Read the base's files into a virtual tree (for the SBOM's packages), install the runtime
 /// packages into a layer of their own, add the release, and unless turned off check that the
 /// image can start.
@@ -686,22 +730,10 @@ async fn inspect_image(
     client: &RegistryClient,
     reporter: &dyn Reporter,
 ) -> Result<Seen> {
-    let local = local_layers(base, cache, client).await?;
-    let (b, c) = (base.clone(), cache.clone());
-    let (mut fs, mut warnings) = match blocking(move || check::base_rootfs(&b, &local, &c)).await {
-        // A base layer damaged in the cache was removed on detection: fetch it again, once.
-        Err(Error::DigestMismatch {
-            expected, actual, ..
-        }) if base.origin.reference.is_some() => {
-            // A warning, not progress: damage on disk is worth seeing even with --quiet.
-            reporter.warn(&format!(
-                "base layer {expected} was damaged in the cache (it hashed to {actual}); fetching it again"
-            ));
-            let local = local_layers(base, cache, client).await?;
-            let (b, c) = (base.clone(), cache.clone());
-            blocking(move || check::base_rootfs(&b, &local, &c)).await?
-        }
-        r => r?,
+    let (mut fs, mut warnings) = match check::cached_summary(base, cache) {
+        // The base's summary from an earlier build: no base layer is read or downloaded.
+        Some(summary) => summary,
+        None => read_base(base, cache, client, reporter).await?,
     };
     let mut debs = sbom::debian_packages(&fs);
     let os = sbom::os_version(&fs);

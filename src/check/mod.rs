@@ -7,6 +7,8 @@ use std::io::{BufReader, Read};
 
 use serde::Serialize;
 
+use oci_spec::image::Digest;
+
 use crate::cache::Cache;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::elf::{self, ElfInfo};
@@ -61,55 +63,60 @@ impl CheckReport {
     }
 }
 
+/// The key of a base's summary: the layers it is made of, by media type and digest. A
+/// summary is a fact derived from exactly those bytes, so it holds for as long as the digests
+/// do, wherever the layers are (another registry, a layout, a tarball).
+fn summary_key(base: &Image) -> Digest {
+    let mut text = String::from("base-summary-v1\n");
+    for l in &base.layers {
+        text.push_str(&format!("{} {}\n", l.blob.media_type, l.blob.digest));
+    }
+    crate::oci::digest::sha256_of(text.as_bytes())
+}
+
+/// The base's summary — its file tree with what the check, the SBOM and the package resolver
+/// read (kinds, modes, links, ELF facts, the dpkg database, apt sources and keyrings) — when
+/// one was made before from the same layers. With it no base layer needs to be read, or
+/// downloaded, at all.
+pub fn cached_summary(base: &Image, cache: &Cache) -> Option<(RootFs, Vec<String>)> {
+    let bytes = cache.record("trees", &summary_key(base))?;
+    let record = serde_json::from_slice::<SummaryRecord>(&bytes).ok()?;
+    // A record for other layers (a damaged or planted file) is not this base's summary.
+    (record.layers == layer_digests(base)).then_some((record.fs, record.warnings))
+}
+
+fn layer_digests(base: &Image) -> Vec<String> {
+    base.layers
+        .iter()
+        .map(|l| l.blob.digest.to_string())
+        .collect()
+}
+
 /// The base's file system, read from its layers' bytes (`local`, one range per layer)
-/// without extracting them.
+/// without extracting them, and kept in the cache as the base's summary.
 pub fn base_rootfs(
     base: &Image,
     local: &[FileRange],
     cache: &Cache,
 ) -> Result<(RootFs, Vec<String>)> {
-    // The tree of a base read before is kept in the cache, keyed by its layers, and reused
-    // while every layer file still has the size and mtime it had when it was read and hashed.
-    let key = {
-        let mut text = String::from("base-tree-v3\n");
-        for l in &base.layers {
-            text.push_str(&format!("{} {}\n", l.blob.media_type, l.blob.digest));
-        }
-        crate::oci::digest::sha256_of(text.as_bytes())
-    };
-    let stamps: Vec<Option<(u64, i64, u32, u64)>> = local.iter().map(stamp).collect();
-    if let Some(bytes) = cache.record("trees", &key)
-        && let Ok(record) = serde_json::from_slice::<TreeRecord>(&bytes)
-        && record.stamps == stamps
-    {
-        return Ok((record.fs, record.warnings));
-    }
-    // The stamps taken before the read: a file changed since then is re-read next time.
     let (fs, warnings) = read_base_rootfs(base, local, cache)?;
-    let record = TreeRecord {
-        stamps,
+    let record = SummaryRecord {
+        layers: layer_digests(base),
         fs,
         warnings,
     };
-    // A tree that cannot be stored is only a slower next build.
+    // A summary that cannot be stored is only a slower next build.
     if let Ok(bytes) = serde_json::to_vec(&record) {
-        let _ = cache.put_record("trees", &key, &bytes);
+        let _ = cache.put_record("trees", &summary_key(base), &bytes);
     }
     Ok((record.fs, record.warnings))
 }
 
-/// What identifies a layer's bytes as the ones verified earlier: the file's size and mtime,
-/// and where in it they lie. A file rewritten since gets a new stamp and is read again.
-fn stamp(at: &FileRange) -> Option<(u64, i64, u32, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(&at.path).ok()?;
-    Some((m.len(), m.mtime(), m.mtime_nsec() as u32, at.offset))
-}
-
-/// A base image's file tree as cached: valid while the layer files keep these stamps.
+/// A base's summary as kept: the layers it was read from (every one verified by its digest
+/// as it was read), and what was found.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct TreeRecord {
-    stamps: Vec<Option<(u64, i64, u32, u64)>>,
+struct SummaryRecord {
+    layers: Vec<String>,
     fs: RootFs,
     warnings: Vec<String>,
 }

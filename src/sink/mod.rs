@@ -14,7 +14,7 @@ use oci_spec::image::Digest;
 use serde::Serialize;
 
 use crate::cache::Cache;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::oci::reference::Reference;
 use crate::oci::{Artifact, BlobSource, FileRange};
 use crate::registry::RegistryClient;
@@ -171,25 +171,54 @@ impl Sink for LayoutSink {
     }
 }
 
-/// The tarball and layout sinks' shared path: every blob made local, then
-/// `write` run off the async threads with the artifact's blobs and its
-/// signatures' blobs.
+/// Gather the artifact's blobs (registry ones fetched into the cache) and hand them to
+/// `write` off the async threads. A registry blob found damaged in the cache while writing is
+/// removed on detection; it is then fetched again and the whole output written again, once.
 async fn write_files<T: Send + 'static>(
     artifact: &Artifact,
     naming: &Naming,
     cx: &Context<'_>,
-    write: impl FnOnce(&Artifact, &[(Digest, tarball::Bytes)], &Naming, &Cache) -> Result<T>
+    write: impl Fn(&Artifact, &[(Digest, tarball::Bytes)], &Naming, &Cache) -> Result<T>
     + Send
+    + Sync
     + 'static,
 ) -> Result<T> {
-    let local = localize_all(artifact, cx).await?;
-    let (art, naming, cache) = (artifact.clone(), naming.clone(), cx.cache.clone());
-    crate::blocking(move || {
-        let mut blobs = tarball::blobs(&art, &|d| local.get(d).cloned())?;
-        blobs.extend(tarball::signature_blobs(&naming));
-        write(&art, &blobs, &naming, &cache)
+    let write = std::sync::Arc::new(write);
+    let attempt = || {
+        let write = write.clone();
+        async move {
+            let local = localize_all(artifact, cx).await?;
+            let (art, naming, cache) = (artifact.clone(), naming.clone(), cx.cache.clone());
+            crate::blocking(move || {
+                let mut blobs = tarball::blobs(&art, &|d| local.get(d).cloned())?;
+                blobs.extend(tarball::signature_blobs(&naming));
+                write(&art, &blobs, &naming, &cache)
+            })
+            .await
+        }
+    };
+    match attempt().await {
+        Err(Error::DigestMismatch {
+            expected, actual, ..
+        }) if from_registry(artifact, &expected) => {
+            cx.reporter.warn(&format!(
+                "layer {expected} was damaged in the cache (it hashed to {actual}); fetching it again"
+            ));
+            attempt().await
+        }
+        r => r,
+    }
+}
+
+/// Whether the blob `digest` of `artifact` comes from a registry (so it can be fetched again).
+fn from_registry(artifact: &Artifact, digest: &str) -> bool {
+    artifact.images().into_iter().any(|i| {
+        i.layers
+            .iter()
+            .map(|l| &l.blob)
+            .chain(i.attachments.iter().map(|a| &a.blob))
+            .any(|b| matches!(b.source, BlobSource::Registry(_)) && b.digest.to_string() == digest)
     })
-    .await
 }
 
 /// Registries: every target reference, blobs mounted or copied where they already are.

@@ -388,12 +388,12 @@ pub fn test_damaged_cache_is_fetched_again() -> TestResult {
         .ok_or_else(|| fail("no layers in the report"))?
         .trim_start_matches("sha256:")
         .to_string();
-    // The base's file tree is kept, so the next build need not read the base at all...
+    // The base's summary is kept, so the next build need not read the base at all; the
+    // tarball still takes the layer from the cache, finds it damaged, and fetches it again.
     let trees = std::fs::read_dir(dir.join("cache/trees"))
         .map_err(io)?
         .count();
     assert_eq!(trees, 1, "no cached tree of the base");
-    // ...unless a layer file changed since it was read, as here.
     let blob = dir.join("cache/blobs/sha256").join(&base_layer);
     let mut bytes = std::fs::read(&blob).map_err(io)?;
     let mid = bytes.len() / 2;

@@ -1212,6 +1212,10 @@ fn main() {
             push::test_mount_from_base_repository_and_no_base_download,
         ),
         Trial::test(
+            "push::summary_alone_means_no_base_download",
+            push::test_summary_alone_means_no_base_download,
+        ),
+        Trial::test(
             "push::incremental_push_uploads_only_changed_layers",
             push::test_incremental_push_uploads_only_changed_layers,
         ),

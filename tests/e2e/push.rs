@@ -278,6 +278,63 @@ pub fn test_mount_from_base_repository_and_no_base_download() -> TestResult {
     Ok(())
 }
 
+/// With the base's summary in the cache but none of its layers (a runner whose cache kept only
+/// the small records), build + push to the base's registry reads no base layer at all: the
+/// check and the SBOM run from the summary, the push mounts the layer.
+pub fn test_summary_alone_means_no_base_download() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let rel = lab::release()?;
+    lab::base_in_registry()?;
+    let reg = lab::registry()?;
+    let dir = lab::scratch_dir("push-summary");
+    let cache = dir.join("cache");
+    let from = format!("{}/base/debian:bookworm-minbase", reg.host());
+    run(lab::imgbuild()
+        .env("IMGBUILD_CACHE", &cache)
+        .arg("check")
+        .arg(&rel)
+        .args(["--from", &from]))?;
+    let blobs = cache.join("blobs/sha256");
+    let _ = std::fs::remove_dir_all(&blobs);
+    std::fs::create_dir_all(&blobs).map_err(|e| fail(e.to_string()))?;
+    let proxy = servers::start_proxy(reg.port)?;
+    let out = run(lab::imgbuild()
+        .env("IMGBUILD_CACHE", &cache)
+        .arg("build")
+        .arg(&rel)
+        .args([
+            "--from",
+            &format!("{}/base/debian:bookworm-minbase", proxy.host()),
+        ])
+        .args(["-t", &format!("{}/app/summary:1", proxy.host())])
+        .args(["--push", "--json"]))?;
+    let report = json_of(&out)?;
+    let seen = proxy.seen();
+    let base_hex = report["layers"][0]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("sha256:")
+        .to_string();
+    assert!(!base_hex.is_empty(), "{report}");
+    assert_eq!(
+        count(&seen, "GET", &base_hex),
+        0,
+        "base layer downloaded: {seen:?}"
+    );
+    assert_eq!(report["push"]["repositories"][0]["mounted"], 1, "{report}");
+    assert!(
+        report["check"]["elf_files"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+    assert!(
+        report["sbom"]["debian_packages"].as_u64().unwrap_or(0) > 50,
+        "the SBOM lost the base's packages: {report}"
+    );
+    Ok(())
+}
+
 pub fn test_incremental_push_uploads_only_changed_layers() -> TestResult {
     if !lab::require(TOOLS)? {
         return Ok(());
