@@ -110,6 +110,9 @@ pub enum LayerKind {
     Erts,
     /// `lib/*` applications from OTP, Elixir and third-party dependencies.
     Deps,
+    /// The project's own applications' `priv/static` (digested web assets): large and rarely
+    /// changed, so kept apart from their code.
+    Assets,
     /// `lib/*` applications that belong to the project itself.
     App,
     /// `releases/`, `bin/` and overlays.
@@ -123,6 +126,7 @@ impl LayerKind {
         match self {
             LayerKind::Erts => "erts",
             LayerKind::Deps => "deps",
+            LayerKind::Assets => "assets",
             LayerKind::App => "app",
             LayerKind::Release => "release",
             LayerKind::Base => "base",
@@ -142,6 +146,7 @@ impl LayerKind {
             LayerKind::Packages,
             LayerKind::Erts,
             LayerKind::Deps,
+            LayerKind::Assets,
             LayerKind::App,
             LayerKind::Release,
             LayerKind::Sbom,

@@ -410,6 +410,7 @@ pub fn plan_layers(release: &Release, opts: &PlanOptions) -> Result<(Vec<LayerPl
     let mut plans: Vec<LayerPlan> = [
         LayerKind::Erts,
         LayerKind::Deps,
+        LayerKind::Assets,
         LayerKind::App,
         LayerKind::Release,
     ]
@@ -423,8 +424,9 @@ pub fn plan_layers(release: &Release, opts: &PlanOptions) -> Result<(Vec<LayerPl
     let index = |k: LayerKind| match k {
         LayerKind::Erts => 0,
         LayerKind::Deps => 1,
-        LayerKind::App => 2,
-        _ => 3,
+        LayerKind::Assets => 2,
+        LayerKind::App => 3,
+        _ => 4,
     };
 
     for (name, path) in sorted_children(&release.root)? {
@@ -450,6 +452,16 @@ pub fn plan_layers(release: &Release, opts: &PlanOptions) -> Result<(Vec<LayerPl
                     &mut plan.entries,
                     &mut warnings,
                 )?;
+                if kind == LayerKind::App {
+                    let app_root = format!("{image_path}/{app_dir}");
+                    // The assets layer lies below the app layer: borrow both at once.
+                    let (below, from_app) = plans.split_at_mut(index(LayerKind::App));
+                    split_assets(
+                        &mut from_app[0].entries,
+                        &mut below[index(LayerKind::Assets)].entries,
+                        &app_root,
+                    );
+                }
             }
         } else {
             let kind = if name.starts_with("erts-") {
@@ -478,6 +490,32 @@ pub fn plan_layers(release: &Release, opts: &PlanOptions) -> Result<(Vec<LayerPl
     // A layer holding only the working directory adds nothing.
     plans.retain(|p| p.entries.len() > prefix.len());
     Ok((plans, warnings))
+}
+
+/// Move an own application's `priv/static` subtree (at `app_root`/priv/static) from its
+/// code layer's entries to the assets layer's, with the directories above it, so that a code
+/// change rewrites kilobytes and an asset change leaves the code layer alone.
+fn split_assets(app: &mut Vec<Entry>, assets: &mut Vec<Entry>, app_root: &str) {
+    let static_dir = format!("{app_root}/priv/static");
+    let inside = |e: &Entry| e.path == static_dir || e.path.starts_with(&format!("{static_dir}/"));
+    if !app.iter().any(|e| inside(e) && e.kind != EntryKind::Dir) {
+        return;
+    }
+    // The directories above priv/static, as the code layer has them (lib, the app, priv).
+    let lib = app_root.rsplit_once('/').map_or("", |(l, _)| l);
+    for parent in [
+        lib.to_string(),
+        app_root.to_string(),
+        format!("{app_root}/priv"),
+    ] {
+        if !assets.iter().any(|e| e.path == parent)
+            && let Some(e) = app.iter().find(|e| e.path == parent)
+        {
+            assets.push(e.clone());
+        }
+    }
+    assets.extend(app.iter().filter(|e| inside(e)).cloned());
+    app.retain(|e| !inside(e));
 }
 
 /// Children of `dir` sorted by name bytes, so the plan does not depend on directory order.
@@ -731,6 +769,71 @@ mod tests {
                 .flat_map(|p| &p.entries)
                 .all(|e| !e.path.ends_with("COOKIE"))
         );
+    }
+
+    #[test]
+    fn own_assets_get_a_layer_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_release(dir.path());
+        for p in [
+            "lib/hello-0.1.0/priv/static/assets/app-1a2b.js",
+            "lib/hello-0.1.0/priv/static/cache_manifest.json",
+            "lib/hello-0.1.0/priv/repo/migrations/1_init.exs",
+            "lib/kernel-8.5.3/priv/static/x.css",
+        ] {
+            let p = dir.path().join(p);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, "x").unwrap();
+        }
+        let rel = Release::inspect(dir.path()).unwrap();
+        let (plans, _) = plan_layers(
+            &rel,
+            &PlanOptions {
+                workdir: "/app".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let kinds: Vec<_> = plans.iter().map(|p| p.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                LayerKind::Erts,
+                LayerKind::Deps,
+                LayerKind::Assets,
+                LayerKind::App,
+                LayerKind::Release
+            ]
+        );
+        let paths = |k: LayerKind| -> Vec<&str> {
+            plans
+                .iter()
+                .find(|p| p.kind == k)
+                .unwrap()
+                .entries
+                .iter()
+                .map(|e| e.path.as_str())
+                .collect()
+        };
+        assert_eq!(
+            paths(LayerKind::Assets),
+            [
+                "app",
+                "app/lib",
+                "app/lib/hello-0.1.0",
+                "app/lib/hello-0.1.0/priv",
+                "app/lib/hello-0.1.0/priv/static",
+                "app/lib/hello-0.1.0/priv/static/assets",
+                "app/lib/hello-0.1.0/priv/static/assets/app-1a2b.js",
+                "app/lib/hello-0.1.0/priv/static/cache_manifest.json",
+            ]
+        );
+        let app = paths(LayerKind::App);
+        assert!(app.contains(&"app/lib/hello-0.1.0/priv/repo/migrations/1_init.exs"));
+        assert!(app.contains(&"app/lib/hello-0.1.0/ebin/hello.app"));
+        assert!(!app.iter().any(|p| p.contains("priv/static")), "{app:?}");
+        // A dependency's assets stay with the dependency.
+        assert!(paths(LayerKind::Deps).contains(&"app/lib/kernel-8.5.3/priv/static/x.css"));
     }
 
     #[test]
