@@ -3,6 +3,8 @@
 //! image, or for several platforms an index of them (each platform's release native, the
 //! main one, or the main one with its ERTS transplanted); writing it anywhere is a sink's job.
 
+pub mod cache_repo;
+pub mod layers;
 pub mod transplant;
 
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use crate::cache::Cache;
 use crate::check::{self, CheckReport, ImageEnv};
 use crate::error::IoContext;
 use crate::error::{Error, ImageError, Result};
-use crate::layer::{self, Codec, TarOptions};
+use crate::layer::{Codec, TarOptions};
 use crate::mutate::{self, ImageSettings};
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
@@ -24,7 +26,7 @@ use crate::oci::{
 };
 use crate::registry::RegistryClient;
 use crate::release::{self, Entry, EntryKind, LayerKind, LayerPlan, PlanOptions, Release};
-use crate::report::{Prefixed, Reporter, human_size};
+use crate::report::{Prefixed, Reporter};
 use crate::sbom::{self, DebPackage, SbomInput};
 use crate::source::{self, Source};
 
@@ -52,6 +54,8 @@ pub struct BuildRequest {
     pub sbom_out: Option<PathBuf>,
     /// Runtime Debian packages (`--package`).
     pub packages: PackageRequest,
+    /// The registry cache shared by a fleet of runners (`--cache-repo`).
+    pub cache_repo: Option<std::sync::Arc<cache_repo::CacheRepo>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -68,6 +72,9 @@ pub struct SbomReport {
 pub struct BaseReport {
     pub name: String,
     pub digest: Option<String>,
+    /// Where the base's summary (its files, for the check and the SBOM) came from: `read`
+    /// (its layers were read), `cache` (the local cache) or `cache-repo`.
+    pub summary: &'static str,
 }
 
 /// A layer as the report shows it.
@@ -78,6 +85,10 @@ pub struct LayerRecord {
     pub size: u64,
     pub media_type: String,
     pub kind: LayerKind,
+    /// For the layers of this build: `written`, `cache` (the local layer cache) or
+    /// `cache-repo`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<&'static str>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -420,60 +431,24 @@ async fn build_one(
         level: req.compression.1,
         codec: req.compression.0,
     };
-    let cache2 = cache.clone();
-    let written: Vec<(LayerKind, layer::LayerBlob, bool)> = blocking(move || {
-        // One thread per layer: the layers are independent, and compression dominates.
-        std::thread::scope(|s| {
-            let handles: Vec<_> = plans
-                .iter()
-                .map(|plan| {
-                    let cache = &cache2;
-                    s.spawn(move || {
-                        layer::write_layer_cached(&plan.entries, opts, cache)
-                            .map(|(b, reused)| (plan.kind, b, reused))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(Error::from(ImageError::Internal(
-                            "a layer writer panicked".to_string(),
-                        )))
-                    })
-                })
-                .collect::<Result<Vec<_>>>()
-        })
-    })
+    let made = layers::release_layers(
+        plans,
+        opts,
+        cache,
+        client,
+        req.cache_repo.as_deref(),
+        reporter,
+    )
     .await?;
-    for (kind, blob, reused) in &written {
-        reporter.step(&format!(
-            "layer {:<8} {} ({}){}",
-            kind.as_str(),
-            blob.digest,
-            human_size(blob.size),
-            if *reused { ", unchanged: reused" } else { "" }
-        ));
-    }
-    let reused_layers = written.iter().filter(|w| w.2).count();
-    let new_layers: Vec<Layer> = written
-        .into_iter()
-        .map(|(kind, b, _)| Layer {
-            blob: Blob::new(
-                b.digest.clone(),
-                b.size,
-                b.media_type,
-                BlobSource::File(FileRange {
-                    path: cache.blob_path(&b.digest),
-                    offset: 0,
-                    size: b.size,
-                }),
-            ),
-            diff_id: b.diff_id,
-            kind,
-        })
+    let reused_layers = made
+        .iter()
+        .filter(|(_, o)| *o != layers::Origin::Written)
+        .count();
+    let origins: std::collections::HashMap<String, &'static str> = made
+        .iter()
+        .map(|(l, o)| (l.blob.digest.to_string(), o.as_str()))
         .collect();
+    let new_layers: Vec<Layer> = made.into_iter().map(|(l, _)| l).collect();
 
     let attachments = vec![Attachment {
         artifact_type: media::SPDX_JSON.into(),
@@ -496,6 +471,7 @@ async fn build_one(
         base: BaseReport {
             name: base.origin.name.clone(),
             digest: base.origin.digest.as_ref().map(ToString::to_string),
+            summary: seen.summary,
         },
         layers: image
             .layers
@@ -506,6 +482,9 @@ async fn build_one(
                 size: l.blob.size,
                 media_type: l.blob.media_type.clone(),
                 kind: l.kind,
+                origin: (l.kind != LayerKind::Base)
+                    .then(|| origins.get(&l.blob.digest.to_string()).copied())
+                    .flatten(),
             })
             .collect(),
         warnings,
@@ -654,6 +633,8 @@ struct Seen {
     locked: Vec<crate::apt::Locked>,
     /// Pins resolved afresh, for the lock file once the build has succeeded.
     new_lock: Option<crate::apt::LockFile>,
+    /// Where the base's summary came from (see [`BaseReport::summary`]).
+    summary: &'static str,
 }
 
 /// The package layer's plan and the staging directory its files live in until written.
@@ -689,6 +670,36 @@ pub async fn check_only(
     }
     seen.check
         .ok_or_else(|| Error::from(ImageError::Internal("the check did not run".to_string())))
+}
+
+/// The base's summary from the cache repository, when it has one made from exactly the base's
+/// layers (then kept locally too). An entry for other layers is warned about and ignored.
+async fn shared_summary(
+    req: &BuildRequest,
+    base: &Image,
+    cache: &Cache,
+    client: &RegistryClient,
+    reporter: &dyn Reporter,
+) -> Option<(crate::fs::RootFs, Vec<String>)> {
+    let repo = req.cache_repo.as_ref()?;
+    let bytes = repo
+        .summary(client, cache, &check::summary_key(base), reporter)
+        .await?;
+    match check::summary_of(base, &bytes) {
+        Some(summary) => {
+            check::keep_summary(base, &bytes, cache);
+            reporter.step("base summary from the cache repository");
+            Some(summary)
+        }
+        None => {
+            reporter.warn(&format!(
+                "cache repository {}: the summary stored for base {} is not one of its layers (stale or poisoned); reading the base",
+                repo.reference().name(),
+                base.origin.name
+            ));
+            None
+        }
+    }
 }
 
 /// Read the base's layers (fetched into the cache first when they are in a registry) and make
@@ -730,10 +741,28 @@ async fn inspect_image(
     client: &RegistryClient,
     reporter: &dyn Reporter,
 ) -> Result<Seen> {
+    let mut summary_from = "cache";
     let (mut fs, mut warnings) = match check::cached_summary(base, cache) {
         // The base's summary from an earlier build: no base layer is read or downloaded.
         Some(summary) => summary,
-        None => read_base(base, cache, client, reporter).await?,
+        None => match shared_summary(req, base, cache, client, reporter).await {
+            Some(summary) => {
+                summary_from = "cache-repo";
+                summary
+            }
+            None => {
+                summary_from = "read";
+                let summary = read_base(base, cache, client, reporter).await?;
+                if let Some(repo) = &req.cache_repo
+                    && let Some(bytes) = check::summary_bytes(base, cache)
+                {
+                    let key = check::summary_key(base);
+                    repo.put_summary(client, cache, &key, &bytes, reporter)
+                        .await;
+                }
+                summary
+            }
+        },
     };
     let mut debs = sbom::debian_packages(&fs);
     let os = sbom::os_version(&fs);
@@ -835,5 +864,6 @@ async fn inspect_image(
         packages,
         locked,
         new_lock,
+        summary: summary_from,
     })
 }

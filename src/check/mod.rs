@@ -66,7 +66,7 @@ impl CheckReport {
 /// The key of a base's summary: the layers it is made of, by media type and digest. A
 /// summary is a fact derived from exactly those bytes, so it holds for as long as the digests
 /// do, wherever the layers are (another registry, a layout, a tarball).
-fn summary_key(base: &Image) -> Digest {
+pub fn summary_key(base: &Image) -> Digest {
     let mut text = String::from("base-summary-v1\n");
     for l in &base.layers {
         text.push_str(&format!("{} {}\n", l.blob.media_type, l.blob.digest));
@@ -79,10 +79,24 @@ fn summary_key(base: &Image) -> Digest {
 /// one was made before from the same layers. With it no base layer needs to be read, or
 /// downloaded, at all.
 pub fn cached_summary(base: &Image, cache: &Cache) -> Option<(RootFs, Vec<String>)> {
-    let bytes = cache.record("trees", &summary_key(base))?;
-    let record = serde_json::from_slice::<SummaryRecord>(&bytes).ok()?;
-    // A record for other layers (a damaged or planted file) is not this base's summary.
+    summary_of(base, &summary_bytes(base, cache)?)
+}
+
+/// The stored form of the base's summary in the local cache, to share (`--cache-repo`).
+pub fn summary_bytes(base: &Image, cache: &Cache) -> Option<Vec<u8>> {
+    cache.record("trees", &summary_key(base))
+}
+
+/// `bytes` read as the summary of `base`: `None` when they are not a summary, or one made
+/// from other layers (a damaged, stale or planted entry is not this base's summary).
+pub fn summary_of(base: &Image, bytes: &[u8]) -> Option<(RootFs, Vec<String>)> {
+    let record = serde_json::from_slice::<SummaryRecord>(bytes).ok()?;
     (record.layers == layer_digests(base)).then_some((record.fs, record.warnings))
+}
+
+/// Keep a summary found elsewhere (already checked with [`summary_of`]) in the local cache.
+pub fn keep_summary(base: &Image, bytes: &[u8], cache: &Cache) {
+    let _ = cache.put_record("trees", &summary_key(base), bytes);
 }
 
 fn layer_digests(base: &Image) -> Vec<String> {

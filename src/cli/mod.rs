@@ -311,6 +311,14 @@ pub struct BuildArgs {
     /// the release's ERTS and OTP native files are transplanted from it.
     #[arg(long, value_name = "IMAGE")]
     pub otp_from: Option<String>,
+    /// A registry repository shared by a fleet of runners as a cache: release layers (by
+    /// their inputs) and base summaries are looked up there before anything is compressed or
+    /// downloaded, and what this run makes is stored there.
+    #[arg(long, env = "IMGBUILD_CACHE_REPO", value_name = "REGISTRY/REPO")]
+    pub cache_repo: Option<String>,
+    /// Read the cache repository but never write to it (pull-request builds).
+    #[arg(long)]
+    pub cache_repo_readonly: bool,
     /// A release built natively for a platform, PLATFORM=DIR (repeatable).
     #[arg(long = "release", value_name = "PLATFORM=DIR")]
     pub releases: Vec<String>,
@@ -707,6 +715,15 @@ fn build_request_for(
             },
             lock_path: cwd.join(imgbuild::apt::LOCK_FILE),
             update_lock: args.update_lock,
+        },
+        cache_repo: match args.cache_repo.as_deref().or(project.cache_repo.as_deref()) {
+            Some(repo) => Some(std::sync::Arc::new(
+                imgbuild::build::cache_repo::CacheRepo::new(
+                    repo,
+                    args.cache_repo_readonly || project.cache_repo_readonly.unwrap_or(false),
+                )?,
+            )),
+            None => None,
         },
     };
     Ok((req, outputs))

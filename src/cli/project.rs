@@ -23,6 +23,10 @@ pub struct ProjectFile {
     pub platforms: Option<Vec<String>>,
     /// An image with Erlang/OTP for the other platforms, as `--otp-from`.
     pub otp_from: Option<String>,
+    /// The registry cache shared by a fleet of runners, as `--cache-repo`.
+    pub cache_repo: Option<String>,
+    /// `true`: read the cache repository, never write it, as `--cache-repo-readonly`.
+    pub cache_repo_readonly: Option<bool>,
     /// The images `imgbuild index create` joins when no `--image` is given.
     pub manifests: Option<Vec<String>>,
     /// The key `--sign-key` names.

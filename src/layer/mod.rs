@@ -143,15 +143,21 @@ pub fn write_layer_cached(
     opts: TarOptions,
     cache: &Cache,
 ) -> Result<(LayerBlob, bool)> {
-    // Files whose size, mtime, ctime and inode are as they were when last hashed are not
-    // read again (git's index does the same); any change there means a full content hash.
+    let key = layer_key(entries, opts, cache)?;
+    write_keyed(entries, opts, cache, &key)
+}
+
+/// The layer cache's key of `entries` (see [`input_key`]). Files whose size, mtime, ctime and
+/// inode are as they were when last hashed are not read again (git's index does the same); any
+/// change there means a full content hash.
+pub fn layer_key(entries: &[Entry], opts: TarOptions, cache: &Cache) -> Result<Digest> {
     let meta = stat_key(entries, opts);
     let known = meta
         .as_ref()
         .and_then(|m| cache.record("inputs", m))
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|t| crate::oci::digest::parse(t.trim()).ok());
-    let key = match known {
+    Ok(match known {
         Some(k) => k,
         None => {
             let k = input_key(entries, opts)?;
@@ -160,14 +166,29 @@ pub fn write_layer_cached(
             }
             k
         }
-    };
+    })
+}
+
+/// The layer made before under `key`, when the local cache has it.
+pub fn cached(cache: &Cache, key: &Digest) -> Result<Option<LayerBlob>> {
+    record(cache, key)
+}
+
+/// Write the layer of `key` unless the cache has it by now; returns it and whether it was
+/// reused.
+pub fn write_keyed(
+    entries: &[Entry],
+    opts: TarOptions,
+    cache: &Cache,
+    key: &Digest,
+) -> Result<(LayerBlob, bool)> {
     // Builds of several platforms run at once and share most layers: the first to reach a
     // key writes it, the others wait for it and reuse its record.
-    let lock = in_flight(&key);
+    let lock = in_flight(key);
     let _writing = lock
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(blob) = record(cache, &key)? {
+    if let Some(blob) = record(cache, key)? {
         return Ok((blob, true));
     }
     let blob = write_layer(entries, opts, cache)?;
@@ -175,8 +196,15 @@ pub fn write_layer_cached(
         "{}\n{}\n{}\n{}\n",
         blob.digest, blob.diff_id, blob.size, blob.media_type
     );
-    cache.put_record("layers", &key, text.as_bytes())?;
+    cache.put_record("layers", key, text.as_bytes())?;
     Ok((blob, false))
+}
+
+/// The diff_id `entries` would have as a layer: the tar is made and hashed, not compressed or
+/// stored (a fraction of the cost of writing the layer). Checks a layer found elsewhere.
+pub fn diff_id(entries: &[Entry], opts: TarOptions) -> Result<Digest> {
+    let (_, d) = write_tar(entries, opts, io::sink(), std::path::Path::new("layer"))?;
+    Ok(d)
 }
 
 /// The lock of one layer-input key within this process (kept for the process's life: a build

@@ -4,6 +4,7 @@
 mod apt;
 mod check;
 mod faults;
+mod fleet;
 mod guard;
 mod hostile;
 mod lab;
@@ -1255,6 +1256,10 @@ fn main() {
             push::test_referrers_api_registry_gets_no_fallback_tag,
         ),
         Trial::test("push::killed_push_resumes", push::test_killed_push_resumes),
+        Trial::test(
+            "fleet::two_runners_share_a_cache_repo",
+            fleet::test_two_runners_share_a_cache_repo,
+        ),
         Trial::test(
             "push::failing_registry_writes_no_tag",
             push::test_failing_registry_writes_no_tag,
