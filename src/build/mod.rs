@@ -365,7 +365,7 @@ fn save_lock(
 async fn build_one(
     req: &BuildRequest,
     release: Release,
-    mut plans: Vec<LayerPlan>,
+    plans: Vec<LayerPlan>,
     mut warnings: Vec<String>,
     cache: &Cache,
     client: &RegistryClient,
@@ -378,18 +378,36 @@ async fn build_one(
         release.root.display()
     ));
 
+    let opts = TarOptions {
+        mtime: req.settings.epoch,
+        level: req.compression.1,
+        codec: req.compression.0,
+    };
+    // The release's layers need nothing from the base: they are made (or found) while the
+    // base is read and checked. The first failure of either ends both.
     reporter.step(&format!("resolving base {}", req.from.describe()));
-    let (base, base_warnings) = base_image(req, cache, client).await?;
+    let base_and_check = async {
+        let (base, base_warnings) = base_image(req, cache, client).await?;
+        let seen = inspect_image(&base, &release, &plans, req, cache, client, reporter).await?;
+        Ok::<_, Error>((base, base_warnings, seen))
+    };
+    let release_layers = layers::release_layers(
+        plans.clone(),
+        opts,
+        cache,
+        client,
+        req.cache_repo.as_deref(),
+        reporter,
+    );
+    let ((base, base_warnings, mut seen), release_made) =
+        futures_util::future::try_join(base_and_check, release_layers).await?;
     warnings.extend(base_warnings);
-
-    let mut seen = inspect_image(&base, &release, &plans, req, cache, client, reporter).await?;
     warnings.extend(std::mem::take(&mut seen.warnings));
     let check = seen.check.take();
-    // Runtime packages go right above the base: they change least of all.
+    // Runtime packages go right above the base (they change least of all), the SBOM on top.
     let package_layer = seen.packages.take();
-    if let Some(p) = &package_layer {
-        plans.insert(0, p.plan.clone());
-    }
+    let mut plans: Vec<LayerPlan> = package_layer.iter().map(|p| p.plan.clone()).collect();
+    let packages_count = plans.len();
 
     // The SBOM goes into the image as its own small layer, and beside it as an attachment.
     let sbom_bytes = sbom::document(&SbomInput {
@@ -426,12 +444,7 @@ async fn build_one(
         .annotations
         .insert(SBOM_ANNOTATION.to_string(), sbom_digest.to_string());
 
-    let opts = TarOptions {
-        mtime: req.settings.epoch,
-        level: req.compression.1,
-        codec: req.compression.0,
-    };
-    let made = layers::release_layers(
+    let mut around = layers::release_layers(
         plans,
         opts,
         cache,
@@ -440,6 +453,12 @@ async fn build_one(
         reporter,
     )
     .await?;
+    let on_top = around.split_off(packages_count);
+    let made: Vec<(Layer, layers::Origin)> = around
+        .into_iter()
+        .chain(release_made)
+        .chain(on_top)
+        .collect();
     let reused_layers = made
         .iter()
         .filter(|(_, o)| *o != layers::Origin::Written)
