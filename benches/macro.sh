@@ -6,7 +6,8 @@
 #
 #   bash benches/macro.sh [RUNS]          (default 5 runs per case; needs root for dockerd)
 #
-# Cases: cold (empty caches) build+push; rebuild+push with nothing changed; rebuild+push after a
+# Cases: cold (empty caches) build+push; cold for the release with the base summarised; a fleet
+# runner (empty cache, warm --cache-repo); rebuild+push with nothing changed; rebuild+push after a
 # one-module change; build to a tarball. Also the floor: `tar | pigz -6 | sha256sum` over the
 # release. Needs the Debian packages docker.io, buildah, docker-registry, skopeo, umoci,
 # debootstrap, elixir, erlang-dev, pigz (scripts/test installs most of them).
@@ -126,6 +127,10 @@ ib() { IMGBUILD_CACHE=$W/ib-cache "$IMGBUILD" build "$REL" --from "$BASE" --quie
 dk() { docker build --network=host -q -t "$REG/$1" "$W/rel" && docker push -q "$REG/$1"; }
 bh() { "${BUILDAH[@]}" bud --tls-verify=false --layers -q -t "$REG/$1" "$W/rel" && "${BUILDAH[@]}" push -q --tls-verify=false "$REG/$1"; }
 
+# A runner that has seen the base once (its summary in the cache).
+rm -rf "$W/ib-warm"
+IMGBUILD_CACHE="$W/ib-warm" "$IMGBUILD" check "$REL" --from "$BASE" --quiet
+
 for run in $(seq "$RUNS"); do
   echo "run $run/$RUNS" >&2
   # Cold: nothing cached anywhere; a repository the registry has not seen.
@@ -134,6 +139,15 @@ for run in $(seq "$RUNS"); do
   timed docker-cold dk "dk-$run:cold"
   "${BUILDAH[@]}" rmi -af >/dev/null 2>&1 || true
   timed buildah-cold bh "bh-$run:cold"
+  # Cold for the release, the base summarised (as after one `imgbuild check` or an earlier
+  # build on this runner): the release's layers are new, the base is neither read nor fetched.
+  rm -rf "$W/ib-warm/layers" "$W/ib-warm/inputs"
+  timed ib-summary env IMGBUILD_CACHE="$W/ib-warm" "$IMGBUILD" build "$REL" --from "$BASE" --quiet -t "$REG/ibs-$run:summary" --push
+  # Fleet: a runner with an empty local cache and a warm cache repository (another runner, not
+  # timed, built this release before), nothing changed in the release.
+  rm -rf "$W/ib-fleet" "$W/ib-seed"
+  IMGBUILD_CACHE="$W/ib-seed" "$IMGBUILD" build "$REL" --from "$BASE" --quiet -t "$REG/seed:$run" --push --cache-repo "$REG/cache/hello"
+  timed ib-fleet env IMGBUILD_CACHE="$W/ib-fleet" "$IMGBUILD" build "$REL" --from "$BASE" --quiet -t "$REG/ibf-$run:fleet" --push --cache-repo "$REG/cache/hello"
   # Nothing changed, same repository.
   timed ib-same ib -t "$REG/ib-$run:cold" --push
   timed docker-same dk "dk-$run:cold"
@@ -160,5 +174,8 @@ print(f"medians of {$RUNS} runs (seconds); ratio = peer / imgbuild")
 for case in ["cold", "same", "module", "tar"]:
     ib = m[f"ib-{case}"]
     print(f"{case:7} imgbuild {ib:6.2f}   docker {m[f'docker-{case}']:6.2f} ({m[f'docker-{case}']/ib:5.1f}x)   buildah {m[f'buildah-{case}']:6.2f} ({m[f'buildah-{case}']/ib:5.1f}x)")
-print(f"floor   tar|pigz -6|sha256sum {m['floor']:.2f}   imgbuild cold / floor = {m['ib-cold']/m['floor']:.2f}")
+dc = m["docker-cold"]
+for case, what in [("summary", "cold, base summarised, release layers new"), ("fleet", "fleet: empty cache, warm cache repo")]:
+    print(f"{case:7} imgbuild {m[f'ib-{case}']:6.2f}   docker cold {dc:6.2f} ({dc/m[f'ib-{case}']:5.1f}x)   ({what})")
+print(f"floor   tar|pigz -6|sha256sum {m['floor']:.2f}   imgbuild cold / floor = {m['ib-cold']/m['floor']:.2f}   summarised / floor = {m['ib-summary']/m['floor']:.2f}")
 EOF

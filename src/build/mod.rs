@@ -111,6 +111,10 @@ pub struct BuildReport {
     /// Which native files came from another image (a transplant), and from which.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transplant: Option<transplant::TransplantReport>,
+    /// What the user should know to run the image (Phoenix's PHX_SERVER, runtime.exs's
+    /// variables).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// What went into the image, for its provenance.
     #[serde(skip)]
     pub materials: crate::sign::provenance::Materials,
@@ -290,7 +294,14 @@ async fn build_platform(
         one.release_dir = dir.clone();
     }
     // Everything local is checked before the network is touched.
-    let (release, mut plans, warnings) = plan_release(&one)?;
+    let (release, mut plans, mut warnings) = plan_release(&one)?;
+    // Phoenix: PHX_SERVER where nothing else starts the endpoint; runtime.exs's variables.
+    let advice = release::phoenix::advise(&release, one.settings.cmd.as_deref(), &one.settings.env);
+    one.settings.env.extend(advice.env);
+    for n in &advice.notes {
+        reporter.step(n);
+    }
+    warnings.extend(advice.warnings);
     let mut transplanted = None;
     if let Some(p) = platform
         && let Some(want) = crate::fs::elf::machine_for(&p.architecture)
@@ -337,6 +348,7 @@ async fn build_platform(
     let mut built = build_one(&one, release, plans, warnings, cache, client, reporter).await?;
     // The staged native files were needed until the layers were written.
     built.report.transplant = transplanted.map(|t| t.report.clone());
+    built.report.notes = advice.notes;
     Ok(built)
 }
 
@@ -516,6 +528,7 @@ async fn build_one(
         },
         check,
         transplant: None,
+        notes: Vec::new(),
         materials: crate::sign::provenance::Materials {
             base_name: base.origin.name.clone(),
             base_digest: base.origin.digest.as_ref().map(ToString::to_string),
@@ -691,6 +704,91 @@ pub async fn check_only(
         .ok_or_else(|| Error::from(ImageError::Internal("the check did not run".to_string())))
 }
 
+/// `--package auto`: exactly the Debian packages the start-up check finds missing (by the
+/// libraries the release needs and the base lacks), plus `ca-certificates` when the release
+/// uses `:ssl` or `:public_key` and the base has no CA bundle. Says which and why; the lock
+/// then pins them like any others.
+async fn auto_packages(
+    fs: &crate::fs::RootFs,
+    release: &Release,
+    plans: &[LayerPlan],
+    req: &BuildRequest,
+    arch: &str,
+    base: &Image,
+    reporter: &dyn Reporter,
+) -> Result<PackageRequest> {
+    let explicit: Vec<String> = req
+        .packages
+        .packages
+        .iter()
+        .filter(|p| *p != "auto")
+        .cloned()
+        .collect();
+    let (fs, plans, workdir, arch2) = (
+        fs.clone(),
+        plans.to_vec(),
+        req.settings.workdir.clone(),
+        arch.to_string(),
+    );
+    let env = ImageEnv::from_env(&mutate::final_env(base, &req.settings));
+    let report = blocking(move || {
+        let mut fs = fs;
+        let elves = check::add_entries(&mut fs, &plans)?;
+        let scripts = check::release_scripts(&plans, &workdir)?;
+        Ok((check::check(&fs, &elves, &scripts, &arch2, &env), fs))
+    })
+    .await?;
+    let (report, fs) = report;
+    // What no package fixes (a library of unknown origin, too old a glibc) is left to the
+    // check, which runs next and says what to do.
+    let mut chosen: Vec<(String, String)> = Vec::new();
+    for p in &report.problems {
+        if let Some(pkg) = check::debian_package_for(&p.needs)
+            && !chosen.iter().any(|(c, _)| c == pkg)
+        {
+            let file = p.file.rsplit('/').next().unwrap_or(&p.file);
+            chosen.push((pkg.to_string(), format!("{file} needs {}", p.needs)));
+        }
+    }
+    let tls = release
+        .applications
+        .iter()
+        .find(|a| a.name == "ssl" || a.name == "public_key");
+    if let Some(app) = tls
+        && !fs.exists("/etc/ssl/certs/ca-certificates.crt")
+    {
+        chosen.push((
+            "ca-certificates".into(),
+            format!(
+                "the release uses :{} and the base has no CA bundle",
+                app.name
+            ),
+        ));
+    }
+    if chosen.is_empty() {
+        reporter.step("--package auto: the base has everything the release needs");
+    } else {
+        reporter.step(&format!(
+            "--package auto: {}",
+            chosen
+                .iter()
+                .map(|(p, why)| format!("{p} ({why})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let mut packages = explicit;
+    for (p, _) in chosen {
+        if !packages.contains(&p) {
+            packages.push(p);
+        }
+    }
+    Ok(PackageRequest {
+        packages,
+        ..req.packages.clone()
+    })
+}
+
 /// The base's summary from the cache repository, when it has one made from exactly the base's
 /// layers (then kept locally too). An entry for other layers is warned about and ignored.
 async fn shared_summary(
@@ -789,9 +887,25 @@ async fn inspect_image(
     let mut packages = None;
     let mut locked = Vec::new();
     let mut new_lock = None;
-    if !req.packages.packages.is_empty() {
+    let auto;
+    let packages_req = if req.packages.packages.iter().any(|p| p == "auto") {
+        auto = auto_packages(
+            &fs,
+            release,
+            plans,
+            req,
+            &base.config.architecture().to_string(),
+            base,
+            reporter,
+        )
+        .await?;
+        &auto
+    } else {
+        &req.packages
+    };
+    if !packages_req.packages.is_empty() {
         let resolution = apt::resolve_packages(
-            &req.packages,
+            packages_req,
             &fs,
             &arch,
             client.http(),

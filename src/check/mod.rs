@@ -249,6 +249,15 @@ pub fn release_scripts(plans: &[LayerPlan], workdir: &str) -> Result<Vec<(String
     Ok(out)
 }
 
+/// The Debian package that provides `lib` (a soname), when it is one Elixir releases commonly
+/// need.
+pub fn debian_package_for(lib: &str) -> Option<&'static str> {
+    DEBIAN_PACKAGES
+        .iter()
+        .find(|(l, _)| *l == lib)
+        .map(|(_, p)| *p)
+}
+
 /// Debian packages that provide libraries Elixir releases commonly need (bookworm names).
 /// Answers "which package" without a package index; runtime packages bring the full one.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
@@ -460,15 +469,8 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn package_for(&self, lib: &str) -> Option<&'static str> {
-        DEBIAN_PACKAGES
-            .iter()
-            .find(|(l, _)| *l == lib)
-            .map(|(_, p)| *p)
-    }
-
     fn missing_library(&self, path: &str, lib: &str) -> Problem {
-        let fix = match (self.debian, self.package_for(lib)) {
+        let fix = match (self.debian, debian_package_for(lib)) {
             (true, Some(pkg)) => format!(
                 "add the Debian package {pkg} to the image (--package {pkg}), or use a base that has it"
             ),

@@ -151,6 +151,8 @@ impl RegistryClient {
         opts: ClientOptions,
         credentials: Arc<dyn CredentialStore>,
     ) -> Result<RegistryClient> {
+        // The TLS provider, once per process (a second install is refused, and harmless).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))

@@ -218,6 +218,52 @@ fn layer_of(report: &Value, kind: &str) -> String {
         .to_string()
 }
 
+/// `--package auto` on the crypto sample: the check finds crypto.so's libcrypto.so.3 missing,
+/// so libssl3 is installed (and said why), pinned in the lock, and `:crypto` answers in Docker.
+/// Run again with the lock: the same image.
+pub fn test_auto_packages_from_the_check() -> TestResult {
+    if !lab::require(&[TOOLS, &["dockerd", "docker"]].concat())? {
+        return Ok(());
+    }
+    let repo = repo()?;
+    let rel = lab::crypto_release()?;
+    let dir = lab::scratch_dir("apt-auto");
+    let tar = dir.join("auto.tar");
+    let args = [
+        "-t",
+        "imgbuild-e2e/crypto-auto:1",
+        "-o",
+        tar.to_str().unwrap_or_default(),
+    ];
+    let r = build(&repo, &dir, &rel, &["auto"], &args)?;
+    let lock =
+        std::fs::read_to_string(dir.join("imgbuild.lock")).map_err(|e| fail(e.to_string()))?;
+    assert!(lock.contains("name = \"libssl3\""), "{lock}");
+    assert!(lock.contains("requested = [\"libssl3\"]"), "{lock}");
+    assert!(!layer_of(&r, "packages").is_empty(), "{r}");
+    let again = build(&repo, &dir, &rel, &["auto"], &args)?;
+    assert_eq!(again["digest"], r["digest"]);
+    let docker = lab::docker()?;
+    run(docker.cmd().arg("load").arg("-i").arg(&tar))?;
+    let (status, body) = lab::run_and_get_path(&docker, "imgbuild-e2e/crypto-auto:1", "/crypto")?;
+    assert!(status.contains("200"), "{status} {body}");
+    // Said which package and why.
+    let out = run(lab::imgbuild()
+        .current_dir(&dir)
+        .env("IMGBUILD_CACHE", dir.join("cache"))
+        .arg("build")
+        .arg(&rel)
+        .args(["--from", &repo.from(), "--apt-source", &repo.source()])
+        .args(["--package", "auto", "--update-lock", "-o"])
+        .arg(dir.join("again.tar")))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--package auto: libssl3 (crypto.so needs libcrypto.so.3)"),
+        "{err}"
+    );
+    Ok(())
+}
+
 pub fn test_libssl3_makes_crypto_start() -> TestResult {
     if !lab::require(&[TOOLS, &["dockerd", "docker"]].concat())? {
         return Ok(());

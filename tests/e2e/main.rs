@@ -9,6 +9,7 @@ mod guard;
 mod hostile;
 mod lab;
 mod model;
+mod phoenix;
 mod platforms;
 mod push;
 mod servers;
@@ -1201,6 +1202,14 @@ fn main() {
         Trial::test(
             "apt::libssl3_makes_crypto_start",
             apt::test_libssl3_makes_crypto_start,
+        ),
+        Trial::test(
+            "apt::auto_packages_from_the_check",
+            apt::test_auto_packages_from_the_check,
+        ),
+        Trial::test(
+            "phoenix::without_bin_server_serves",
+            phoenix::test_phoenix_without_bin_server_serves,
         ),
         Trial::test(
             "apt::ca_certificates_bundle",
