@@ -5,6 +5,7 @@ use crate::build::cache_repo::{CacheRepo, RemoteLayer};
 use crate::cache::Cache;
 use crate::error::{Error, ImageError, Result};
 use crate::layer::{self, LayerBlob, TarOptions};
+use crate::oci::reference::Reference;
 use crate::oci::{Blob, BlobSource, FileRange, Layer};
 use crate::registry::RegistryClient;
 use crate::release::LayerPlan;
@@ -32,13 +33,16 @@ impl Origin {
     }
 }
 
-/// The layers of `plans`, in order, each with where it came from.
+/// The layers of `plans`, in order, each with where it came from. Each layer written here is
+/// uploaded to the repositories of `push_ahead` as soon as it is made, while the rest of the
+/// build goes on (the push then finds it there).
 pub async fn release_layers(
     plans: Vec<LayerPlan>,
     opts: TarOptions,
     cache: &Cache,
     client: &RegistryClient,
     cache_repo: Option<&CacheRepo>,
+    push_ahead: &[Reference],
     reporter: &dyn Reporter,
 ) -> Result<Vec<(Layer, Origin)>> {
     let plans = std::sync::Arc::new(plans);
@@ -88,33 +92,37 @@ pub async fn release_layers(
             }
         }
     }
-    // The rest is written, every layer on its own thread.
+    // The rest is written, every layer on its own thread, and each one, as soon as it is
+    // made, sent ahead to where the build is to be pushed and to the cache repository.
     let todo: Vec<Option<Digest>> = keyed
         .iter()
         .zip(&remote)
         .map(|((key, hit), r)| (hit.is_none() && r.is_none()).then(|| key.clone()))
         .collect();
-    let (p, c, t) = (plans.clone(), cache.clone(), todo.clone());
-    let written: Vec<Option<(LayerBlob, bool)>> = crate::blocking(move || {
-        each_indexed(&p, |i, plan| match &t[i] {
-            Some(key) => layer::write_keyed(&plan.entries, opts, &c, key).map(Some),
-            None => Ok(None),
-        })
-    })
-    .await?;
-    // What was made here goes to the cache repository for the next runner.
-    if let Some(repo) = cache_repo.filter(|r| r.writable()) {
-        let puts = written
-            .iter()
-            .zip(&todo)
-            .filter_map(|(w, key)| match (w, key) {
-                (Some((blob, false)), Some(key)) => {
-                    Some(repo.put_layer(client, cache, key, blob, reporter))
+    let writes = todo.iter().enumerate().map(|(i, key)| {
+        let plans = plans.clone();
+        async move {
+            let Some(key) = key else {
+                return Ok(None);
+            };
+            let (c, k) = (cache.clone(), key.clone());
+            let (blob, reused) =
+                crate::blocking(move || layer::write_keyed(&plans[i].entries, opts, &c, &k))
+                    .await?;
+            if !reused {
+                let sends = push_ahead
+                    .iter()
+                    .map(|t| send_ahead(client, t, &blob, cache));
+                futures_util::future::join_all(sends).await;
+                if let Some(repo) = cache_repo.filter(|r| r.writable()) {
+                    repo.put_layer(client, cache, key, &blob, reporter).await;
                 }
-                _ => None,
-            });
-        futures_util::future::join_all(puts).await;
-    }
+            }
+            Ok::<_, Error>(Some((blob, reused)))
+        }
+    });
+    let written: Vec<Option<(LayerBlob, bool)>> =
+        futures_util::future::try_join_all(writes).await?;
     let mut out = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
         let (layer, origin) = match (&keyed[i].1, &remote[i], &written[i]) {
@@ -157,6 +165,36 @@ pub async fn release_layers(
         out.push((layer, origin));
     }
     Ok(out)
+}
+
+/// Upload a layer just made to `target` ahead of the push. A failure here is not the build's:
+/// the push tries again, under its own retries, and reports.
+async fn send_ahead(client: &RegistryClient, target: &Reference, blob: &LayerBlob, cache: &Cache) {
+    if client
+        .blob_exists(target, &blob.digest)
+        .await
+        .unwrap_or(true)
+    {
+        return;
+    }
+    let at = FileRange {
+        path: cache.blob_path(&blob.digest),
+        offset: 0,
+        size: blob.size,
+    };
+    let sent = client
+        .upload_blob(
+            target,
+            &blob.digest,
+            &at,
+            None,
+            crate::registry::upload::UploadOptions::default(),
+            &crate::report::Transfer::default(),
+        )
+        .await;
+    if sent.is_ok() {
+        client.note_sent_ahead(target, &blob.digest);
+    }
 }
 
 fn cache_repo_blob(repo: Option<&CacheRepo>, hit: &RemoteLayer) -> Result<Blob> {

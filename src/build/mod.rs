@@ -56,6 +56,9 @@ pub struct BuildRequest {
     pub packages: PackageRequest,
     /// The registry cache shared by a fleet of runners (`--cache-repo`).
     pub cache_repo: Option<std::sync::Arc<cache_repo::CacheRepo>>,
+    /// Where the image will be pushed (`--push`): each new layer is uploaded there as soon as
+    /// it is made.
+    pub push_ahead: Vec<Reference>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -409,6 +412,7 @@ async fn build_one(
         cache,
         client,
         req.cache_repo.as_deref(),
+        &req.push_ahead,
         reporter,
     );
     let ((base, base_warnings, mut seen), release_made) =
@@ -462,6 +466,7 @@ async fn build_one(
         cache,
         client,
         req.cache_repo.as_deref(),
+        &req.push_ahead,
         reporter,
     )
     .await?;

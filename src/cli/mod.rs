@@ -668,7 +668,20 @@ fn build_request_for(
         ));
     }
     let outputs = Outputs { output, oci_layout };
+    // Each new layer goes to the push's registries as soon as it is made.
+    let mut push_ahead: Vec<Reference> = Vec::new();
+    if writes && args.push {
+        for t in &tags {
+            if !push_ahead
+                .iter()
+                .any(|p| p.registry == t.registry && p.repository == t.repository)
+            {
+                push_ahead.push(t.clone());
+            }
+        }
+    }
     let req = BuildRequest {
+        push_ahead,
         release_dir,
         from,
         platform,

@@ -525,6 +525,14 @@ impl Ctx<'_> {
         let short = &blob.digest.digest()[..12];
         let label = format!("{short} {label}");
         if client.blob_exists(repo, &blob.digest).await? {
+            // Sent while the build was still at work: this push's upload, done early.
+            if client.was_sent_ahead(repo, &blob.digest) {
+                reporter.transfer(&label, blob.size).done(&format!(
+                    "pushed {} (as soon as it was made)",
+                    human_size(blob.size)
+                ));
+                return Ok(Outcome::Uploaded);
+            }
             reporter.transfer(&label, blob.size).done("exists");
             return Ok(Outcome::Existed);
         }
