@@ -393,11 +393,7 @@ async fn build_one(
         release.root.display()
     ));
 
-    let opts = TarOptions {
-        mtime: req.settings.epoch,
-        level: req.compression.1,
-        codec: req.compression.0,
-    };
+    let opts = tar_options(req);
     // The release's layers need nothing from the base: they are made (or found) while the
     // base is read and checked. The first failure of either ends both.
     reporter.step(&format!("resolving base {}", req.from.describe()));
@@ -678,6 +674,15 @@ struct Seen {
 struct PackageLayer {
     plan: LayerPlan,
     _staging: tempfile::TempDir,
+}
+
+/// How the request's layers are tarred and compressed.
+fn tar_options(req: &BuildRequest) -> TarOptions {
+    TarOptions {
+        mtime: req.settings.epoch,
+        level: req.compression.1,
+        codec: req.compression.0,
+    }
 }
 
 /// Inspect the release and plan its layers, as the request says.
@@ -964,10 +969,15 @@ async fn inspect_image(
     let check = if req.check {
         let (plans, workdir) = (plans.to_vec(), req.settings.workdir.clone());
         let env = ImageEnv::from_env(&mutate::final_env(base, &req.settings));
+        let (c, opts) = (cache.clone(), tar_options(req));
         Some(
             blocking(move || {
                 let mut fs = fs;
-                let elves = check::add_entries(&mut fs, &plans)?;
+                let keys: Vec<_> = plans
+                    .iter()
+                    .map(|p| crate::layer::stat_key(&p.entries, opts))
+                    .collect();
+                let elves = check::add_entries_cached(&mut fs, &plans, &keys, &c)?;
                 let scripts = check::release_scripts(&plans, &workdir)?;
                 Ok(check::check(&fs, &elves, &scripts, &arch, &env))
             })

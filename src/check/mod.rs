@@ -227,6 +227,54 @@ pub fn add_entries(fs: &mut RootFs, plans: &[LayerPlan]) -> Result<Vec<(String, 
     Ok(elves)
 }
 
+/// As [`add_entries`], with each plan's ELF facts kept in the cache under `keys[i]` (the
+/// layer's stat key: every file's size, mtime, ctime and inode), so that an unchanged release
+/// is not opened file by file again. A plan without a key, or whose record is missing or
+/// unreadable, is read as [`add_entries`] reads it, and its facts are stored.
+pub fn add_entries_cached(
+    fs: &mut RootFs,
+    plans: &[LayerPlan],
+    keys: &[Option<Digest>],
+    cache: &Cache,
+) -> Result<Vec<(String, ElfInfo)>> {
+    let mut elves = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        let key = keys.get(i).cloned().flatten();
+        let known = key
+            .as_ref()
+            .and_then(|k| cache.record("elves", k))
+            .and_then(|b| serde_json::from_slice::<Vec<(String, ElfInfo)>>(&b).ok());
+        let Some(known) = known else {
+            let found = add_entries(fs, std::slice::from_ref(plan))?;
+            if let (Some(k), Ok(bytes)) = (&key, serde_json::to_vec(&found)) {
+                let _ = cache.put_record("elves", k, &bytes);
+            }
+            elves.extend(found);
+            continue;
+        };
+        let by_path: std::collections::HashMap<&str, &ElfInfo> =
+            known.iter().map(|(p, e)| (p.as_str(), e)).collect();
+        for e in &plan.entries {
+            let path = format!("/{}", e.path);
+            let node = match &e.kind {
+                EntryKind::Dir => Node::Dir,
+                EntryKind::Symlink { target } => Node::Symlink(target.clone()),
+                EntryKind::File { .. } => {
+                    let info = by_path.get(path.as_str()).map(|i| (*i).clone());
+                    Node::File {
+                        mode: e.mode,
+                        not_elf: info.is_none(),
+                        elf: info,
+                    }
+                }
+            };
+            fs.insert(&path, node);
+        }
+        elves.extend(known);
+    }
+    Ok(elves)
+}
+
 /// The release's start scripts (`bin/*` files that begin with `#!`): (image path, text).
 pub fn release_scripts(plans: &[LayerPlan], workdir: &str) -> Result<Vec<(String, String)>> {
     let bin = format!("{}/bin/", workdir.trim_matches('/'));
@@ -837,6 +885,56 @@ mod tests {
 
     /// Base layers compressed with gzip or zstd, or not at all, are all read into the tree
     /// (zstd bases are common now); another media type is named in a warning.
+    #[test]
+    fn elf_facts_are_kept_by_stat_key() {
+        use crate::release::Entry;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().join("cache")).unwrap();
+        let elf = dir.path().join("beam.smp");
+        std::fs::copy(std::env::current_exe().unwrap(), &elf).unwrap();
+        let text = dir.path().join("start.sh");
+        std::fs::write(&text, "#!/bin/sh\n").unwrap();
+        let file = |path: &str, src: &std::path::Path| Entry {
+            path: path.into(),
+            source: Some(src.to_path_buf()),
+            kind: EntryKind::File {
+                size: std::fs::metadata(src).unwrap().len(),
+            },
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        };
+        let plan = LayerPlan {
+            kind: crate::release::LayerKind::Erts,
+            entries: vec![file("app/beam.smp", &elf), file("app/start.sh", &text)],
+        };
+        let key = Some(crate::oci::digest::sha256_of(b"a stat key"));
+        let mut first = RootFs::new();
+        let elves = add_entries_cached(
+            &mut first,
+            std::slice::from_ref(&plan),
+            std::slice::from_ref(&key),
+            &cache,
+        )
+        .unwrap();
+        assert_eq!(elves.len(), 1);
+        assert_eq!(elves[0].0, "/app/beam.smp");
+        // Kept: the files are not opened again (they are gone), and the tree is the same.
+        std::fs::remove_file(&elf).unwrap();
+        std::fs::remove_file(&text).unwrap();
+        let mut again = RootFs::new();
+        let elves2 =
+            add_entries_cached(&mut again, std::slice::from_ref(&plan), &[key], &cache).unwrap();
+        assert_eq!(elves2, elves);
+        assert_eq!(
+            serde_json::to_value(&again).unwrap(),
+            serde_json::to_value(&first).unwrap()
+        );
+        // Another key: read again (and here, the files being gone, refused).
+        let other = Some(crate::oci::digest::sha256_of(b"another"));
+        assert!(add_entries_cached(&mut RootFs::new(), &[plan], &[other], &cache).is_err());
+    }
+
     #[test]
     fn base_layers_of_every_compression_are_read() {
         use crate::oci::{Blob, BlobSource, Layer, LayerKind};

@@ -84,7 +84,7 @@ pub fn input_key(entries: &[Entry], opts: TarOptions) -> Result<Digest> {
 /// The layer's inputs by metadata alone: every entry as in [`input_key`], but files by their
 /// size, mtime, ctime, inode and device instead of their content. `None` when a file cannot
 /// be examined (the content key then decides).
-fn stat_key(entries: &[Entry], opts: TarOptions) -> Option<Digest> {
+pub fn stat_key(entries: &[Entry], opts: TarOptions) -> Option<Digest> {
     use sha2::Digest as _;
     use std::os::unix::fs::MetadataExt;
     entries_key(entries, opts, "stat", |src, h| {
