@@ -91,15 +91,7 @@ impl Cache {
 
     /// Stream `reader` into the cache, checking it against `expected` before it becomes visible.
     pub fn ingest(&self, reader: impl Read, expected: &Digest, what: &str) -> Result<u64> {
-        let tmp = self.temp_file()?;
-        let mut reader = HashReader::new(reader);
-        let mut out = BufWriter::new(tmp);
-        io::copy(&mut reader, &mut out)
-            .map_err(|e| Error::from(ImageError::Invalid(format!("read {what}: {e}"))))?;
-        let tmp = out
-            .into_inner()
-            .map_err(|e| Error::io("write", self.root.join("tmp"), e.into_error()))?;
-        let (actual, len) = reader.finish();
+        let (tmp, actual, len) = self.spool(reader, what)?;
         digest::verify(what, expected, &actual)?;
         self.commit(tmp, expected)?;
         Ok(len)
@@ -108,6 +100,13 @@ impl Cache {
     /// Stream `reader` into the cache as a blob named by its digest (content made here, not
     /// fetched: there is nothing to check it against). Returns its digest and size.
     pub fn put_stream(&self, reader: impl Read, what: &str) -> Result<(Digest, u64)> {
+        let (tmp, digest, len) = self.spool(reader, what)?;
+        self.commit(tmp, &digest)?;
+        Ok((digest, len))
+    }
+
+    /// `reader` written whole to a temporary file of the cache, hashed on the way.
+    fn spool(&self, reader: impl Read, what: &str) -> Result<(NamedTempFile, Digest, u64)> {
         let tmp = self.temp_file()?;
         let mut reader = HashReader::new(reader);
         let mut out = BufWriter::new(tmp);
@@ -117,8 +116,7 @@ impl Cache {
             .into_inner()
             .map_err(|e| Error::io("write", self.root.join("tmp"), e.into_error()))?;
         let (digest, len) = reader.finish();
-        self.commit(tmp, &digest)?;
-        Ok((digest, len))
+        Ok((tmp, digest, len))
     }
 
     /// Read a small blob whole, verifying it. A corrupted cache entry is removed so the next
