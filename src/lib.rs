@@ -16,6 +16,7 @@ pub mod cache;
 pub mod check;
 pub mod error;
 pub mod fs;
+pub mod init;
 pub mod inspect;
 pub mod interrupt;
 pub mod layer;

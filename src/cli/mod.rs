@@ -45,6 +45,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Write imgbuild.toml for the Mix project here (from mix.exs and a phx.gen.release
+    /// Dockerfile), and with --ci a CI workflow.
+    Init(InitArgs),
     /// Build an image from a `mix release` directory on a base image.
     Build(Box<BuildArgs>),
     /// Check that a release can start on a base image, without building.
@@ -255,6 +258,25 @@ pub struct InspectArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct InitArgs {
+    /// The Mix project's directory.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Replace imgbuild.toml (and the workflow) when they exist.
+    #[arg(long)]
+    pub force: bool,
+    /// Also write a CI workflow: build on pull requests, build and push on the default branch.
+    #[arg(long, value_enum)]
+    pub ci: Option<CiKind>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum CiKind {
+    Github,
+    Gitlab,
+}
+
+#[derive(Args, Debug)]
 pub struct LogoutArgs {
     /// The registry host[:port].
     pub registry: String,
@@ -422,6 +444,7 @@ pub fn main() -> i32 {
     }
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Init(args) => run_init(args),
             Command::Build(args) => run_build(*args).await,
             Command::Check(args) => run_check(*args).await,
             Command::Push(args) => run_push(args).await,
@@ -1449,6 +1472,25 @@ async fn run_login(args: LoginArgs) -> Result<()> {
     }
     let place = credentials::store_login(&host, &args.username, &password)?;
     eprintln!("imgbuild: login to {host} succeeded; credentials stored in {place}");
+    Ok(())
+}
+
+fn run_init(args: InitArgs) -> Result<()> {
+    let opts = imgbuild::init::InitOptions {
+        force: args.force,
+        ci: args.ci.map(|c| match c {
+            CiKind::Github => imgbuild::init::Ci::Github,
+            CiKind::Gitlab => imgbuild::init::Ci::Gitlab,
+        }),
+    };
+    let written = imgbuild::init::init(&args.dir, &opts)?;
+    for n in &written.notes {
+        eprintln!("imgbuild: {n}");
+    }
+    for f in &written.files {
+        eprintln!("imgbuild: wrote {}", f.display());
+    }
+    eprintln!("imgbuild: next: MIX_ENV=prod mix release && imgbuild build");
     Ok(())
 }
 

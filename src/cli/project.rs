@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use imgbuild::error::{Error, Result};
 
-pub const FILE_NAME: &str = "imgbuild.toml";
+pub const FILE_NAME: &str = imgbuild::init::PROJECT_FILE;
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -45,7 +45,9 @@ pub struct ProjectFile {
     /// Applications besides the release's namesake that go into the app layer.
     pub apps: Option<Vec<String>>,
     pub drop_cookie: Option<bool>,
-    /// Runtime Debian packages, `NAME` or `NAME=VERSION`.
+    /// Runtime Debian packages, `NAME` or `NAME=VERSION`; `"auto"` (or `"auto"` in the list):
+    /// those the start-up check finds missing.
+    #[serde(default, deserialize_with = "one_or_many")]
     pub packages: Option<Vec<String>>,
     /// apt sources (`URI SUITE COMPONENT...`) replacing the base image's.
     pub apt_sources: Option<Vec<String>>,
@@ -57,6 +59,20 @@ pub struct ProjectFile {
     pub allow_secrets: Option<Vec<String>>,
     pub insecure_registries: Option<Vec<String>>,
     pub ca_certs: Option<Vec<PathBuf>>,
+}
+
+/// A string, or a list of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Some(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    }))
 }
 
 impl ProjectFile {
@@ -88,7 +104,11 @@ mod tests {
         .unwrap();
         let p = ProjectFile::load(dir.path()).unwrap();
         assert_eq!(p.from.as_deref(), Some("debian:bookworm"));
+        assert_eq!(p.packages, None);
         assert_eq!(p.env.get("PORT").map(String::as_str), Some("8080"));
+        std::fs::write(dir.path().join(FILE_NAME), "packages = \"auto\"\n").unwrap();
+        let p = ProjectFile::load(dir.path()).unwrap();
+        assert_eq!(p.packages, Some(vec!["auto".to_string()]));
         std::fs::write(dir.path().join(FILE_NAME), "form = \"typo\"\n").unwrap();
         let e = ProjectFile::load(dir.path()).unwrap_err();
         assert!(e.to_string().contains("unknown field"), "{e}");

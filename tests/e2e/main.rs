@@ -1212,6 +1212,10 @@ fn main() {
             phoenix::test_phoenix_without_bin_server_serves,
         ),
         Trial::test(
+            "phoenix::init_then_build_runs",
+            phoenix::test_init_then_build_runs,
+        ),
+        Trial::test(
             "apt::ca_certificates_bundle",
             apt::test_ca_certificates_bundle,
         ),

@@ -113,3 +113,260 @@ pub fn test_phoenix_without_bin_server_serves() -> TestResult {
     assert!(!env.iter().any(|e| e.starts_with("PHX_SERVER")), "{env:?}");
     Ok(())
 }
+
+/// A Dockerfile in the shape `mix phx.gen.release --docker` writes, whose runner stage is the
+/// test's base (in the test registry) and whose packages are in the test's apt repository.
+fn phoenix_dockerfile(runner_repo: &str) -> String {
+    format!(
+        r#"ARG ELIXIR_VERSION=1.14.0
+ARG OTP_VERSION=25.2.3
+ARG DEBIAN_VERSION=bookworm-apt
+
+ARG BUILDER_IMAGE="hexpm/elixir:${{ELIXIR_VERSION}}-erlang-${{OTP_VERSION}}-debian-${{DEBIAN_VERSION}}"
+ARG RUNNER_IMAGE="{runner_repo}:${{DEBIAN_VERSION}}"
+
+FROM ${{BUILDER_IMAGE}} as builder
+
+# install build dependencies
+RUN apt-get update -y && apt-get install -y build-essential git \
+    && apt-get clean && rm -f /var/lib/apt/lists/*_*
+
+WORKDIR /app
+ENV MIX_ENV="prod"
+COPY mix.exs mix.lock ./
+RUN mix deps.get --only $MIX_ENV
+COPY lib lib
+RUN mix compile
+COPY config/runtime.exs config/
+RUN mix release
+
+# start a new build stage so that the final image will only contain
+# the compiled release and other runtime necessities
+FROM ${{RUNNER_IMAGE}}
+
+RUN apt-get update -y && \
+  apt-get install -y libstdc++6 openssl locales ca-certificates \
+  && apt-get clean && rm -f /var/lib/apt/lists/*_*
+
+# Set the locale
+RUN sed -i '/en_US.UTF-8/s/^# //g' /etc/locale.gen && locale-gen
+
+ENV LANG en_US.UTF-8
+ENV LANGUAGE en_US:en
+ENV LC_ALL en_US.UTF-8
+
+WORKDIR "/app"
+RUN chown nobody /app
+
+# set runner ENV
+ENV MIX_ENV="prod"
+ENV ECTO_IPV6 true
+
+# Only copy the final release from the build stage
+COPY --from=builder --chown=nobody:root /app/_build/${{MIX_ENV}}/rel/hello ./
+
+USER nobody
+
+CMD ["/app/bin/server"]
+"#
+    )
+}
+
+fn yaml(path: &Path) -> Result<yaml_rust2::Yaml, Failed> {
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let mut docs = yaml_rust2::YamlLoader::load_from_str(&text)
+        .map_err(|e| fail(format!("{}: not valid YAML: {e}", path.display())))?;
+    if docs.len() != 1 {
+        return Err(fail(format!(
+            "{}: {} YAML documents",
+            path.display(),
+            docs.len()
+        )));
+    }
+    Ok(docs.remove(0))
+}
+
+/// `imgbuild init` in a Mix project with a phx.gen.release Dockerfile, then `imgbuild build`
+/// with no flags: the image has the Dockerfile's packages (the crypto sample starts only with
+/// libssl3), its environment without the locale, and runs. The workflows are valid YAML and
+/// build on pull requests, push on the default branch.
+pub fn test_init_then_build_runs() -> TestResult {
+    if !lab::require(
+        &[
+            TOOLS,
+            &[
+                "dockerd",
+                "docker",
+                "apt-ftparchive",
+                "dpkg-scanpackages",
+                "gpg",
+            ],
+        ]
+        .concat(),
+    )? {
+        return Ok(());
+    }
+    let repo = crate::apt::repo()?;
+    let reg = lab::registry()?;
+    let dir = lab::scratch_dir("init");
+    let project = dir.join("project");
+    lab::build_release_env(&project, None, &[("HELLO_WITH_CRYPTO", "1")])?;
+    // The runner base: the apt test base, its apt source the test repository, in the registry.
+    let base = dir.join("base");
+    run(Command::new("cp").arg("-a").arg(&repo.base).arg(&base))?;
+    let src = dir.join("sources");
+    std::fs::create_dir_all(src.join("etc/apt")).map_err(|e| fail(e.to_string()))?;
+    std::fs::write(
+        src.join("etc/apt/sources.list"),
+        format!("deb http://127.0.0.1:{} stable main\n", repo.port),
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    run(Command::new("tar")
+        .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
+        .arg(&src)
+        .arg("-cf")
+        .arg(dir.join("sources.tar"))
+        .arg("etc"))?;
+    run(Command::new("umoci")
+        .args([
+            "raw",
+            "add-layer",
+            "--image",
+            &format!("{}:apt", base.display()),
+        ])
+        .arg(dir.join("sources.tar")))?;
+    let runner_repo = format!("{}/init/debian", reg.host());
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:apt", base.display()))
+        .arg(format!("docker://{runner_repo}:bookworm-apt")))?;
+    std::fs::write(project.join("Dockerfile"), phoenix_dockerfile(&runner_repo))
+        .map_err(|e| fail(e.to_string()))?;
+
+    let init = |args: &[&str]| {
+        lab::imgbuild()
+            .arg("init")
+            .args(args)
+            .current_dir(&project)
+            .output()
+            .map_err(|e| fail(e.to_string()))
+    };
+    let out = init(&["--ci", "github"])?;
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("locales"), "{err}");
+    let toml_path = project.join("imgbuild.toml");
+    let written = std::fs::read_to_string(&toml_path).map_err(|e| fail(e.to_string()))?;
+    // A second init refuses, names the file and the flag, and changes nothing.
+    let again = init(&[])?;
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("imgbuild.toml") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&toml_path).map_err(|e| fail(e.to_string()))?,
+        written
+    );
+
+    // Build with no flags at all: base, packages, env and output from the file.
+    let out = run(lab::imgbuild()
+        .arg("build")
+        .current_dir(&project)
+        .env("IMGBUILD_CACHE", dir.join("cache")))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("libssl3"), "{err}");
+    let tar = project.join("_build/hello-image.tar");
+    let lock =
+        std::fs::read_to_string(project.join("imgbuild.lock")).map_err(|e| fail(e.to_string()))?;
+    assert!(
+        lock.contains("openssl") && lock.contains("libssl3"),
+        "{lock}"
+    );
+    let env = config_env(&tar)?;
+    assert!(env.iter().any(|e| e == "ECTO_IPV6=true"), "{env:?}");
+    assert!(env.iter().any(|e| e == "LANG=C.UTF-8"), "{env:?}");
+    assert!(!env.iter().any(|e| e.starts_with("LC_ALL")), "{env:?}");
+    let docker = lab::docker()?;
+    run(docker.cmd().arg("load").arg("-i").arg(&tar))?;
+    let (status, body) = lab::run_and_get(&docker, "hello:0.1.0")?;
+    assert!(status.contains("200"), "{status} {body}");
+
+    // The GitHub workflow: the Dockerfile's builder image, a build on pull requests, a push
+    // with the workflow's token on the default branch only.
+    let gh = yaml(&project.join(".github/workflows/image.yml"))?;
+    assert_eq!(
+        gh["on"]["push"]["branches"][0].as_str(),
+        Some("main"),
+        "{gh:?}"
+    );
+    assert!(!gh["on"]["pull_request"].is_badvalue(), "{gh:?}");
+    let job = &gh["jobs"]["image"];
+    assert_eq!(
+        job["container"].as_str(),
+        Some("hexpm/elixir:1.14.0-erlang-25.2.3-debian-bookworm-apt")
+    );
+    let steps = job["steps"].as_vec().ok_or_else(|| fail("no steps"))?;
+    let step_run = |s: &yaml_rust2::Yaml| s["run"].as_str().unwrap_or("").to_string();
+    let push: Vec<_> = steps
+        .iter()
+        .filter(|s| step_run(s).contains("--push"))
+        .collect();
+    assert_eq!(push.len(), 1, "{steps:?}");
+    assert_eq!(push[0]["if"].as_str(), Some("github.event_name == 'push'"));
+    assert!(step_run(push[0]).starts_with("imgbuild build --push -t"));
+    assert!(
+        push[0]["env"]["IMGBUILD_PASSWORD"]
+            .as_str()
+            .is_some_and(|p| p.contains("secrets.GITHUB_TOKEN"))
+    );
+    let pr = steps
+        .iter()
+        .find(|s| s["if"].as_str() == Some("github.event_name == 'pull_request'"))
+        .ok_or_else(|| fail("no pull request step"))?;
+    assert!(step_run(pr).starts_with("imgbuild build -t") && !step_run(pr).contains("--push"));
+    assert!(
+        steps.iter().any(|s| step_run(s).contains("mix release")),
+        "{steps:?}"
+    );
+    assert!(job["env"]["IMGBUILD_CACHE_REPO"].as_str().is_some());
+
+    // GitLab: two jobs, merge requests build, the default branch pushes with the job's token.
+    let out = init(&["--ci", "gitlab", "--force"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gl = yaml(&project.join(".gitlab-ci.yml"))?;
+    let script = |job: &str| -> String {
+        gl[job]["script"]
+            .as_vec()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        script("image:push").contains("imgbuild build --push"),
+        "{gl:?}"
+    );
+    assert!(
+        script("image:build").starts_with("imgbuild build -t")
+            && !script("image:build").contains("--push")
+    );
+    assert_eq!(
+        gl["image:push"]["rules"][0]["if"].as_str(),
+        Some("$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH")
+    );
+    assert_eq!(
+        gl["image:push"]["variables"]["IMGBUILD_PASSWORD"].as_str(),
+        Some("$CI_REGISTRY_PASSWORD")
+    );
+    assert_eq!(gl[".image"]["image"].as_str(), job["container"].as_str());
+    Ok(())
+}
