@@ -44,20 +44,14 @@ const DEFAULT_ENV: [(&str, &str); 3] = [
 /// The container's environment: the base's, then the defaults, then the user's settings, each
 /// overriding a variable in place.
 pub fn final_env(base: &Image, settings: &ImageSettings) -> Vec<String> {
-    let mut env: Vec<(String, String)> = base
-        .config
-        .config()
-        .as_ref()
-        .and_then(|c| c.env().clone())
-        .unwrap_or_default()
-        .iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map_or((kv.clone(), String::new()), |(k, v)| {
-                    (k.to_string(), v.to_string())
-                })
-        })
-        .collect();
+    let mut env: Vec<(String, String)> = split_env(
+        &base
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.env().clone())
+            .unwrap_or_default(),
+    );
     let defaults = DEFAULT_ENV
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()));
@@ -124,15 +118,9 @@ pub fn append(
         "org.opencontainers.image.created".to_string(),
         created.clone(),
     );
-    oci.insert(
-        "org.opencontainers.image.base.name".to_string(),
-        base.origin.name.clone(),
-    );
+    oci.insert(BASE_NAME.to_string(), base.origin.name.clone());
     if let Some(d) = &base.origin.digest {
-        oci.insert(
-            "org.opencontainers.image.base.digest".to_string(),
-            d.to_string(),
-        );
+        oci.insert(BASE_DIGEST.to_string(), d.to_string());
     }
     let mut labels: BTreeMap<String, String> =
         c.labels().clone().unwrap_or_default().into_iter().collect();
@@ -143,37 +131,28 @@ pub fn append(
 
     // rootfs and history: the base's, then one entry per new layer.
     let mut diff_ids = config.rootfs().diff_ids().clone();
-    let mut history = config.history().clone().unwrap_or_default();
-    let non_empty = history
-        .iter()
-        .filter(|h| !h.empty_layer().unwrap_or(false))
-        .count();
-    if non_empty != diff_ids.len() {
-        // Inconsistent or missing base history: replace it with one entry per base layer, since
-        // Docker and containers/image reject a mismatch.
-        history = diff_ids
-            .iter()
-            .map(|_| history_entry(&created, "base layer"))
-            .collect();
-    }
+    let mut history = base_history(base, &created);
     for layer in &new_layers {
         diff_ids.push(layer.diff_id.to_string());
-        history.push(history_entry(
-            &created,
-            &format!(
-                "imgbuild: {} layer of release {} {}",
-                layer.kind.as_str(),
-                release.name,
-                release.version
-            ),
-        ));
+        history.push(history_entry(&created, &own_history(layer.kind, release)));
     }
     config.rootfs_mut().set_diff_ids(diff_ids);
     config.set_history(Some(history));
+    let layers: Vec<Layer> = base.layers.iter().cloned().chain(new_layers).collect();
+    let mut annotations = oci;
+    annotations.extend(settings.annotations.clone());
+    assemble(config, layers, annotations, attachments)
+}
 
+/// The image of `config` and `layers`: the config and manifest serialised canonically.
+fn assemble(
+    config: ImageConfiguration,
+    layers: Vec<Layer>,
+    annotations: BTreeMap<String, String>,
+    attachments: Vec<Attachment>,
+) -> Result<Image> {
     let config_bytes = canonical_json(&config)?;
     let config_digest = digest::sha256_of(&config_bytes);
-    let layers: Vec<Layer> = base.layers.iter().cloned().chain(new_layers).collect();
     let layer_descriptors = layers
         .iter()
         .map(|l| {
@@ -184,8 +163,6 @@ pub fn append(
             )
         })
         .collect::<Vec<_>>();
-    let mut annotations = oci;
-    annotations.extend(settings.annotations.clone());
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
@@ -218,6 +195,136 @@ pub fn append(
             digest: None,
         },
     })
+}
+
+/// The labels and annotations that name an image's base.
+const BASE_NAME: &str = "org.opencontainers.image.base.name";
+const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+
+/// The base an image names in its labels (or manifest annotations): (name, digest).
+pub fn named_base(image: &Image) -> (Option<String>, Option<String>) {
+    let labels = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.labels().clone())
+        .unwrap_or_default();
+    let annotations = serde_json::from_slice::<serde_json::Value>(&image.manifest)
+        .ok()
+        .and_then(|m| m.get("annotations").cloned())
+        .unwrap_or_default();
+    let get = |k: &str| {
+        labels.get(k).cloned().or_else(|| {
+            annotations
+                .get(k)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
+    };
+    (get(BASE_NAME), get(BASE_DIGEST))
+}
+
+/// `old`'s own layers (from `own_from` on) replaced by `own` (the kept release layers, and a
+/// new packages and SBOM layer) on `base`: the config is `old`'s, with the new base's layers
+/// and history below, its environment under `old`'s (a variable the new base adds is kept),
+/// and the labels and annotations naming the new base. `own_history` gives each own layer's
+/// history entry.
+pub fn rebase(
+    old: &Image,
+    base: &Image,
+    own: Vec<Layer>,
+    own_history: &[String],
+    mut annotations: BTreeMap<String, String>,
+    attachments: Vec<Attachment>,
+) -> Result<Image> {
+    let mut config: ImageConfiguration = old.config.clone();
+    let created = config.created().clone().unwrap_or_else(|| rfc3339(0));
+    let mut c: Config = config.config().clone().unwrap_or_default();
+    c.set_env(Some(rebased_env(base, old)));
+    let mut labels: BTreeMap<String, String> =
+        c.labels().clone().unwrap_or_default().into_iter().collect();
+    for map in [&mut labels, &mut annotations] {
+        map.insert(BASE_NAME.to_string(), base.origin.name.clone());
+        match &base.origin.digest {
+            Some(d) => map.insert(BASE_DIGEST.to_string(), d.to_string()),
+            None => map.remove(BASE_DIGEST),
+        };
+    }
+    c.set_labels(Some(labels.into_iter().collect()));
+    config.set_config(Some(c));
+    let mut diff_ids = base.config.rootfs().diff_ids().clone();
+    let mut history = base_history(base, &created);
+    for (layer, by) in own.iter().zip(own_history) {
+        diff_ids.push(layer.diff_id.to_string());
+        history.push(history_entry(&created, by));
+    }
+    config.rootfs_mut().set_diff_ids(diff_ids);
+    config.set_history(Some(history));
+    let layers: Vec<Layer> = base.layers.iter().cloned().chain(own).collect();
+    assemble(config, layers, annotations, attachments)
+}
+
+/// The environment of `old` rebased onto `base`: the new base's, then `old`'s over it (so a
+/// variable the new base adds is kept).
+pub fn rebased_env(base: &Image, old: &Image) -> Vec<String> {
+    let env_of = |i: &Image| {
+        split_env(
+            &i.config
+                .config()
+                .as_ref()
+                .and_then(|c| c.env().clone())
+                .unwrap_or_default(),
+        )
+    };
+    let mut env = env_of(base);
+    for (k, v) in env_of(old) {
+        match env.iter_mut().find(|(have, _)| *have == k) {
+            Some(slot) => slot.1 = v,
+            None => env.push((k, v)),
+        }
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+fn split_env(env: &[String]) -> Vec<(String, String)> {
+    env.iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map_or((kv.clone(), String::new()), |(k, v)| {
+                    (k.to_string(), v.to_string())
+                })
+        })
+        .collect()
+}
+
+/// The base's history, one entry per layer when its own is missing or inconsistent (Docker
+/// and containers/image reject a mismatch).
+fn base_history(base: &Image, created: &str) -> Vec<History> {
+    let history = base.config.history().clone().unwrap_or_default();
+    let non_empty = history
+        .iter()
+        .filter(|h| !h.empty_layer().unwrap_or(false))
+        .count();
+    if non_empty == base.config.rootfs().diff_ids().len() {
+        history
+    } else {
+        base.config
+            .rootfs()
+            .diff_ids()
+            .iter()
+            .map(|_| history_entry(created, "base layer"))
+            .collect()
+    }
+}
+
+/// The history entry of one of imgbuild's layers (what [`LayerKind::from_history`] reads).
+pub fn own_history(kind: crate::oci::LayerKind, release: &Release) -> String {
+    format!(
+        "imgbuild: {} layer of release {} {}",
+        kind.as_str(),
+        release.name,
+        release.version
+    )
 }
 
 fn history_entry(created: &str, created_by: &str) -> History {

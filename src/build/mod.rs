@@ -5,6 +5,7 @@
 
 pub mod cache_repo;
 pub mod layers;
+pub mod rebase;
 pub mod transplant;
 
 use std::path::PathBuf;
@@ -562,7 +563,17 @@ async fn base_image(
     cache: &Cache,
     client: &RegistryClient,
 ) -> Result<(Image, Vec<String>)> {
-    let base = source::read_image(&req.from, req.platform.as_ref(), cache, client).await?;
+    base_image_of(&req.from, req.platform.as_ref(), cache, client).await
+}
+
+/// As [`base_image`], for any source and platform.
+pub(crate) async fn base_image_of(
+    from: &Source,
+    platform: Option<&Platform>,
+    cache: &Cache,
+    client: &RegistryClient,
+) -> Result<(Image, Vec<String>)> {
+    let base = source::read_image(from, platform, cache, client).await?;
     let mut local = Vec::new();
     for l in &base.layers {
         let plain = matches!(
@@ -627,7 +638,7 @@ fn parameters(req: &BuildRequest) -> serde_json::Value {
 }
 
 /// The SBOM's layer: the document under /var/lib/db/sbom, owned by root, read-only to others.
-fn sbom_layer_plan(release: &Release, source: PathBuf, size: u64) -> LayerPlan {
+pub(crate) fn sbom_layer_plan(release: &Release, source: PathBuf, size: u64) -> LayerPlan {
     let dir = |path: &str| Entry {
         path: path.to_string(),
         source: None,
@@ -670,9 +681,81 @@ struct Seen {
     summary: &'static str,
 }
 
+/// What installing runtime packages gave.
+pub(crate) struct Installed {
+    /// The tree with the packages' files in it.
+    pub(crate) fs: crate::fs::RootFs,
+    pub(crate) layer: PackageLayer,
+    pub(crate) debs: Vec<DebPackage>,
+    pub(crate) locked: Vec<crate::apt::Locked>,
+    pub(crate) new_lock: Option<crate::apt::LockFile>,
+}
+
+/// Resolve the packages asked for against the tree's package lists (or the lock), fetch them
+/// (verified), and plan their layer.
+pub(crate) async fn install_packages(
+    packages_req: &PackageRequest,
+    fs: crate::fs::RootFs,
+    arch: &str,
+    cache: &Cache,
+    client: &RegistryClient,
+    reporter: &dyn Reporter,
+) -> Result<Installed> {
+    let resolution = apt::resolve_packages(
+        packages_req,
+        &fs,
+        arch,
+        client.http(),
+        client.policy(),
+        cache,
+    )
+    .await?;
+    for n in &resolution.notes {
+        reporter.step(n);
+    }
+    apt::fetch_debs(&resolution, cache, client.http(), client.policy()).await?;
+    let locked = resolution.lock.packages.clone();
+    let new_lock = resolution.fresh.then(|| resolution.lock.clone());
+    let (c, lock) = (cache.clone(), resolution.lock.clone());
+    let staging = crate::interrupt::guarded(|| {
+        tempfile::Builder::new()
+            .prefix(&format!("{}packages-", crate::interrupt::marker()))
+            .tempdir_in(cache.root().join("tmp"))
+    })
+    .ctx("create staging directory in", cache.root())?;
+    let dir = staging.path().to_path_buf();
+    let (fs, (plan, debs, notes)) = blocking(move || {
+        let out = apt::package_layer(&lock, &fs, &c, &dir)?;
+        let mut fs = fs;
+        check::add_entries(&mut fs, std::slice::from_ref(&out.0))?;
+        Ok((fs, out))
+    })
+    .await?;
+    for n in notes {
+        reporter.step(&n);
+    }
+    reporter.step(&format!(
+        "packages: {}",
+        debs.iter()
+            .map(|d| format!("{} {}", d.name, d.version))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(Installed {
+        fs,
+        layer: PackageLayer {
+            plan,
+            _staging: staging,
+        },
+        debs,
+        locked,
+        new_lock,
+    })
+}
+
 /// The package layer's plan and the staging directory its files live in until written.
-struct PackageLayer {
-    plan: LayerPlan,
+pub(crate) struct PackageLayer {
+    pub(crate) plan: LayerPlan,
     _staging: tempfile::TempDir,
 }
 
@@ -832,7 +915,7 @@ async fn shared_summary(
 /// Read the base's layers (fetched into the cache first when they are in a registry) and make
 /// its summary. A base layer found damaged in the cache is removed on detection and fetched
 /// again, once.
-async fn read_base(
+pub(crate) async fn read_base(
     base: &Image,
     cache: &Cache,
     client: &RegistryClient,
@@ -914,57 +997,14 @@ async fn inspect_image(
         &req.packages
     };
     if !packages_req.packages.is_empty() {
-        let resolution = apt::resolve_packages(
-            packages_req,
-            &fs,
-            &arch,
-            client.http(),
-            client.policy(),
-            cache,
-        )
-        .await?;
-        for n in &resolution.notes {
-            reporter.step(n);
-        }
-        apt::fetch_debs(&resolution, cache, client.http(), client.policy()).await?;
-        locked = resolution.lock.packages.clone();
-        if resolution.fresh {
-            new_lock = Some(resolution.lock.clone());
-        }
-        let (c, lock) = (cache.clone(), resolution.lock.clone());
-        let staging = crate::interrupt::guarded(|| {
-            tempfile::Builder::new()
-                .prefix(&format!("{}packages-", crate::interrupt::marker()))
-                .tempdir_in(cache.root().join("tmp"))
-        })
-        .ctx("create staging directory in", cache.root())?;
-        let dir = staging.path().to_path_buf();
-        let (fs2, (plan, new_debs, notes)) = blocking(move || {
-            let out = apt::package_layer(&lock, &fs, &c, &dir)?;
-            let mut fs = fs;
-            check::add_entries(&mut fs, std::slice::from_ref(&out.0))?;
-            Ok((fs, out))
-        })
-        .await?;
-        fs = fs2;
-        for n in notes {
-            reporter.step(&n);
-        }
-        reporter.step(&format!(
-            "packages: {}",
-            new_debs
-                .iter()
-                .map(|d| format!("{} {}", d.name, d.version))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        debs.retain(|d| !new_debs.iter().any(|n| n.name == d.name));
-        debs.extend(new_debs);
+        let installed = install_packages(packages_req, fs, &arch, cache, client, reporter).await?;
+        fs = installed.fs;
+        debs.retain(|d| !installed.debs.iter().any(|n| n.name == d.name));
+        debs.extend(installed.debs);
         debs.sort();
-        packages = Some(PackageLayer {
-            plan,
-            _staging: staging,
-        });
+        locked = installed.locked;
+        new_lock = installed.new_lock;
+        packages = Some(installed.layer);
     }
     let check = if req.check {
         let (plans, workdir) = (plans.to_vec(), req.settings.workdir.clone());

@@ -54,6 +54,9 @@ pub enum Command {
     Check(Box<BuildArgs>),
     /// Push an image tarball (from `imgbuild build -o`) to one or more registries.
     Push(PushArgs),
+    /// Put an image's release onto a new (patched) base without rebuilding it: the release's
+    /// layers are kept, packages resolved again, the check run again, the SBOM rewritten.
+    Rebase(RebaseArgs),
     /// Save an image (a base, for an air-gapped site) from a registry to a tarball or layout.
     Pull(PullArgs),
     /// Copy an image from any source to a registry, a tarball or a layout, digests kept.
@@ -258,6 +261,49 @@ pub struct InspectArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct RebaseArgs {
+    /// The image built by imgbuild: a registry reference, an image file (from -o), or
+    /// oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:NAME:TAG].
+    pub image: String,
+    /// The new base (as `build --from` takes it).
+    #[arg(long)]
+    pub from: String,
+    /// Names of the rebased image (repeatable); needed with --push.
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// Write one tarball for docker/podman/skopeo/ctr.
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
+    /// Write an OCI layout directory.
+    #[arg(long)]
+    pub oci_layout: Option<PathBuf>,
+    /// Push the rebased image to every -t name.
+    #[arg(long)]
+    pub push: bool,
+    /// An apt source for the runtime packages (repeatable); replaces the new base's own.
+    #[arg(long = "apt-source")]
+    pub apt_sources: Vec<String>,
+    /// Resolve the packages again and rewrite imgbuild.lock.
+    #[arg(long)]
+    pub update_lock: bool,
+    /// Skip the start-up check against the new base (not recommended).
+    #[arg(long)]
+    pub no_check: bool,
+    /// Compression of the new layers: gzip[:LEVEL] or zstd[:LEVEL].
+    #[arg(long, default_value = "gzip:6", value_parser = parse_compression)]
+    pub compression: (Codec, u32),
+    /// Print one JSON object describing the result on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub upload: UploadArgs,
+}
+
+#[derive(Args, Debug)]
 pub struct InitArgs {
     /// The Mix project's directory.
     #[arg(default_value = ".")]
@@ -448,6 +494,7 @@ pub fn main() -> i32 {
             Command::Build(args) => run_build(*args).await,
             Command::Check(args) => run_check(*args).await,
             Command::Push(args) => run_push(args).await,
+            Command::Rebase(args) => run_rebase(args).await,
             Command::Pull(args) => run_pull(args).await,
             Command::Copy(args) => run_copy(args).await,
             Command::Index(IndexCommand::Create(args)) => run_index_create(args).await,
@@ -1472,6 +1519,96 @@ async fn run_login(args: LoginArgs) -> Result<()> {
     }
     let place = credentials::store_login(&host, &args.username, &password)?;
     eprintln!("imgbuild: login to {host} succeeded; credentials stored in {place}");
+    Ok(())
+}
+
+async fn run_rebase(args: RebaseArgs) -> Result<()> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
+    let project = ProjectFile::load(&cwd)?;
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| Reference::parse(t))
+        .collect::<Result<Vec<_>>>()?;
+    if args.output.is_none() && args.oci_layout.is_none() && !args.push {
+        return Err(Error::Usage(
+            "rebase needs an output: -o FILE.tar, --oci-layout DIR and/or --push".into(),
+        ));
+    }
+    if args.push && tags.is_empty() {
+        return Err(Error::Usage(
+            "--push needs at least one -t NAME to push to".into(),
+        ));
+    }
+    let req = imgbuild::build::rebase::RebaseRequest {
+        image: Source::parse_any(&args.image)?,
+        from: Source::parse(&args.from)?,
+        tags: tags.clone(),
+        packages: PackageRequest {
+            packages: vec![],
+            sources: if args.apt_sources.is_empty() {
+                project.apt_sources.clone().unwrap_or_default()
+            } else {
+                args.apt_sources.clone()
+            },
+            lock_path: cwd.join(imgbuild::apt::LOCK_FILE),
+            update_lock: args.update_lock,
+        },
+        check: !args.no_check,
+        compression: args.compression,
+    };
+    let cache = Cache::from_env()?;
+    let push_targets = if args.push { tags.clone() } else { vec![] };
+    let client = client_for(client_options(&args.registry, &project), &push_targets)?;
+    let reporter = progress::choose(args.quiet || args.json);
+    let rebased = imgbuild::build::rebase::rebase(&req, &cache, &client, reporter.as_ref()).await?;
+    if !rebased.new_lock.is_empty() {
+        imgbuild::apt::save_sections(&req.packages.lock_path, rebased.new_lock.clone())?;
+    }
+    let naming = Naming {
+        tags: tags.clone(),
+        source: None,
+        platform: Some(Platform::host()),
+        signatures: vec![],
+    };
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(path) = &args.output {
+        warn_tags(&tags, reporter.as_ref(), path);
+        sinks.push(Box::new(sink::TarballSink {
+            path: path.clone(),
+            naming: naming.clone(),
+            mtime: 0,
+        }));
+    }
+    if let Some(path) = &args.oci_layout {
+        sinks.push(Box::new(sink::LayoutSink {
+            path: path.clone(),
+            naming: naming.clone(),
+        }));
+    }
+    if args.push {
+        sinks.push(Box::new(sink::RegistrySink {
+            targets: tags.clone(),
+            opts: push_options(&args.upload),
+            signing: None,
+        }));
+    }
+    let cx = sink::Context {
+        cache: &cache,
+        client: &client,
+        reporter: reporter.as_ref(),
+    };
+    let written = sink::write_all(&sinks, &rebased.artifact, &cx).await?;
+    if args.json {
+        print_json(&serde_json::json!({
+            "digest": rebased.artifact.digest().to_string(),
+            "tags": tags.iter().map(Reference::canonical).collect::<Vec<_>>(),
+            "platforms": rebased.reports,
+            "written": written,
+        }))?;
+    } else if !args.quiet {
+        println!("{}", rebased.artifact.digest());
+    }
     Ok(())
 }
 

@@ -259,6 +259,20 @@ impl RootFs {
         Ok(())
     }
 
+    /// Put every entry of `upper` (a layer read on its own, without whiteouts) over this tree.
+    pub fn overlay(&mut self, upper: &RootFs) {
+        for (path, node) in &upper.nodes {
+            if !matches!(node, Node::Dir) {
+                self.remove_below(path);
+            }
+            self.contents.remove(path);
+            self.nodes.insert(path.clone(), node.clone());
+        }
+        for (path, c) in &upper.contents {
+            self.contents.insert(path.clone(), c.clone());
+        }
+    }
+
     /// Add one entry (release files, package files) at an absolute path.
     pub fn insert(&mut self, path: &str, node: Node) {
         let path = normalize(path);

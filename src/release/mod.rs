@@ -50,6 +50,53 @@ impl Release {
     }
 }
 
+impl Release {
+    /// A release as an image holds it (for `rebase`): `texts` has the files under `root` in
+    /// the image (`releases/start_erl.data`, `releases/VSN/NAME.rel`); `exists` says whether
+    /// a path is in the image.
+    pub fn from_image(
+        root: &str,
+        texts: &std::collections::BTreeMap<String, String>,
+        exists: &dyn Fn(&str) -> bool,
+    ) -> Result<Release> {
+        let root = root.trim_end_matches('/');
+        let not_release = |what: &str| {
+            Error::Input(format!(
+                "the image's layers hold no mix release under {root}: {what}; rebase takes images that imgbuild built"
+            ))
+        };
+        let data = texts
+            .get(&format!("{root}/releases/start_erl.data"))
+            .ok_or_else(|| not_release("releases/start_erl.data is missing"))?;
+        let mut words = data.split_whitespace();
+        let (Some(erts_version), Some(version)) = (words.next(), words.next()) else {
+            return Err(not_release("releases/start_erl.data is malformed"));
+        };
+        let prefix = format!("{root}/releases/{version}/");
+        let (rel_path, rel_text) = texts
+            .iter()
+            .find(|(p, _)| {
+                p.strip_prefix(&prefix)
+                    .is_some_and(|n| !n.contains('/') && n.ends_with(".rel"))
+            })
+            .ok_or_else(|| not_release(&format!("releases/{version}/ holds no <name>.rel")))?;
+        let name = rel_path[prefix.len()..]
+            .trim_end_matches(".rel")
+            .to_string();
+        let applications = parse_rel_file(rel_text)
+            .map_err(|why| Error::Input(format!("cannot read {rel_path} in the image: {why}")))?;
+        Ok(Release {
+            root: PathBuf::from(root),
+            name,
+            version: version.to_string(),
+            erts_version: erts_version.to_string(),
+            includes_erts: exists(&format!("{root}/erts-{erts_version}")),
+            applications,
+            has_server: exists(&format!("{root}/bin/server")),
+        })
+    }
+}
+
 /// The release directory: the one given, else the single one under `./_build/prod/rel/`.
 pub fn locate(given: Option<&Path>, cwd: &Path) -> Result<PathBuf> {
     if let Some(dir) = given {

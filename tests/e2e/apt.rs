@@ -184,7 +184,7 @@ fn make_repo() -> Result<Repo, Failed> {
     })
 }
 
-fn build(
+pub(crate) fn build(
     repo: &Repo,
     dir: &Path,
     rel: &Path,

@@ -12,6 +12,7 @@ mod model;
 mod phoenix;
 mod platforms;
 mod push;
+mod rebase;
 mod servers;
 mod signing;
 
@@ -1214,6 +1215,14 @@ fn main() {
         Trial::test(
             "phoenix::init_then_build_runs",
             phoenix::test_init_then_build_runs,
+        ),
+        Trial::test(
+            "rebase::onto_patched_base",
+            rebase::test_rebase_onto_patched_base,
+        ),
+        Trial::test(
+            "rebase::refuses_a_base_it_cannot_start_on",
+            rebase::test_rebase_refuses_a_base_it_cannot_start_on,
         ),
         Trial::test(
             "apt::ca_certificates_bundle",

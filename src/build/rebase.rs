@@ -1,0 +1,460 @@
+//! Rebase: an image's own layers (the release imgbuild put on a base) moved onto another base
+//! without rebuilding the release, the CVE-patch workflow. The release's layers keep their
+//! digests; the runtime packages are resolved again against the new base (and the lock); the
+//! start-up check runs again and refuses a base the release cannot start on; the SBOM is
+//! written afresh; the labels and annotations name the new base. An index is rebased
+//! platform by platform.
+//!
+//! Which layers are the image's own: the layers whose history imgbuild wrote (`imgbuild: app
+//! layer of …`); failing that, the layers above those of the base its labels name (found by
+//! their digests).
+
+use serde::Serialize;
+
+use super::{LayerRecord, layers};
+use crate::apt::PackageRequest;
+use crate::cache::Cache;
+use crate::check::{self, CheckReport, ImageEnv, LayerFacts};
+use crate::error::{Error, Result};
+use crate::layer::{Codec, TarOptions};
+use crate::oci::reference::Reference;
+use crate::oci::{Artifact, Attachment, Blob, BlobSource, FileRange, Image, Layer, LayerKind};
+use crate::oci::{SBOM_ANNOTATION, media};
+use crate::registry::RegistryClient;
+use crate::release::{LayerPlan, Release};
+use crate::report::{Prefixed, Reporter};
+use crate::sbom::{self, SbomInput};
+use crate::source::{self, Platforms, Source};
+use crate::{blocking, mutate};
+
+#[derive(Clone, Debug)]
+pub struct RebaseRequest {
+    /// The image to rebase (an image or an index).
+    pub image: Source,
+    /// The new base.
+    pub from: Source,
+    pub tags: Vec<Reference>,
+    /// Where the packages come from and the lock (the names come from the image).
+    pub packages: PackageRequest,
+    /// Run the start-up check against the new base (on unless `--no-check`).
+    pub check: bool,
+    /// Compression of the new packages and SBOM layers.
+    pub compression: (Codec, u32),
+}
+
+/// One image's rebase.
+#[derive(Clone, Debug, Serialize)]
+pub struct RebaseReport {
+    pub digest: String,
+    pub platform: String,
+    /// The base the image was on, as its labels name it.
+    pub old_base: NamedBase,
+    pub new_base: NamedBase,
+    /// How the image's own layers were told from the base's: `history` or `base-layers`.
+    pub found_by: &'static str,
+    /// Every layer of the new image.
+    pub layers: Vec<LayerRecord>,
+    /// The runtime packages installed on the new base.
+    pub packages: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckReport>,
+    pub sbom: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NamedBase {
+    pub name: Option<String>,
+    pub digest: Option<String>,
+}
+
+/// The rebased image or index, and each platform's report.
+pub struct Rebased {
+    pub artifact: Artifact,
+    pub reports: Vec<RebaseReport>,
+    /// Package pins resolved afresh (written to the lock by the caller on success).
+    pub new_lock: Vec<crate::apt::LockFile>,
+}
+
+pub async fn rebase(
+    req: &RebaseRequest,
+    cache: &Cache,
+    client: &RegistryClient,
+    reporter: &dyn Reporter,
+) -> Result<Rebased> {
+    reporter.step(&format!("reading {}", req.image.describe()));
+    let old = source::read(&req.image, &Platforms::All, cache, client).await?;
+    let images: Vec<&Image> = old
+        .images()
+        .into_iter()
+        .filter(|i| i.config.os().to_string() != "unknown")
+        .collect();
+    let several = matches!(old, Artifact::Index(_));
+    let reporters: Vec<Prefixed> = images
+        .iter()
+        .map(|i| Prefixed {
+            inner: reporter,
+            prefix: if several {
+                format!("{}: ", i.platform())
+            } else {
+                String::new()
+            },
+        })
+        .collect();
+    let mut reports = Vec::new();
+    let mut rebased = Vec::new();
+    let mut locks = Vec::new();
+    for (image, r) in images.iter().zip(&reporters) {
+        let (new, report, lock) =
+            rebase_image(image, req, cache, client, r)
+                .await
+                .map_err(|e| match e {
+                    Error::Check(text) if several => {
+                        Error::Check(format!("platform {}: {text}", image.platform()))
+                    }
+                    e => e,
+                })?;
+        rebased.push(new);
+        reports.push(report);
+        locks.extend(lock);
+    }
+    let artifact = if several {
+        let index = mutate::index(rebased)?;
+        reporter.step(&format!(
+            "index {} ({} platforms)",
+            index.digest,
+            index.images.len()
+        ));
+        Artifact::Index(Box::new(index))
+    } else {
+        match rebased.pop() {
+            Some(i) => Artifact::Image(Box::new(i)),
+            None => {
+                return Err(Error::Input(format!(
+                    "{} holds no image to rebase",
+                    req.image.describe()
+                )));
+            }
+        }
+    };
+    Ok(Rebased {
+        artifact,
+        reports,
+        new_lock: locks,
+    })
+}
+
+/// Where the image's own layers begin, and how that was found.
+async fn own_layers_start(
+    image: &Image,
+    cache: &Cache,
+    client: &RegistryClient,
+    reporter: &dyn Reporter,
+) -> Result<(usize, &'static str)> {
+    if let Some(first) = image.layers.iter().position(|l| l.kind != LayerKind::Base)
+        && image.layers[first..]
+            .iter()
+            .all(|l| l.kind != LayerKind::Base)
+    {
+        return Ok((first, "history"));
+    }
+    // No history of imgbuild's (another tool rewrote it): the base the labels name, by the
+    // digests of its layers.
+    let (name, digest) = mutate::named_base(image);
+    let not_ours = |why: String| {
+        Error::Input(format!(
+            "cannot tell the image's own layers from its base's: {why}; rebase takes images that imgbuild built"
+        ))
+    };
+    let (Some(name), Some(digest)) = (name, digest) else {
+        return Err(not_ours(
+            "its history names no imgbuild layer and its labels no base digest".into(),
+        ));
+    };
+    let pinned = format!("{}@{digest}", name.split('@').next().unwrap_or(&name));
+    let source = Source::parse(&pinned)?;
+    reporter.step(&format!("finding the old base {pinned} by its layers"));
+    let base = source::read_image(&source, Some(&image.platform()), cache, client)
+        .await
+        .map_err(|e| not_ours(format!("its old base {pinned} cannot be read ({e})")))?;
+    let n = base.layers.len();
+    let prefix = image.layers.len() > n
+        && base
+            .layers
+            .iter()
+            .zip(&image.layers)
+            .all(|(b, i)| b.diff_id == i.diff_id);
+    if !prefix {
+        return Err(not_ours(format!(
+            "the layers of {pinned} are not the image's lowest layers"
+        )));
+    }
+    Ok((n, "base-layers"))
+}
+
+/// What the image's own layers hold, read from their bytes.
+struct Own {
+    /// The layers kept as they are (the release's), in order.
+    kept: Vec<Layer>,
+    facts: Vec<LayerFacts>,
+    /// The packages of the old packages layer, by name.
+    packages: Vec<String>,
+    release: Release,
+    fs_release: crate::fs::RootFs,
+}
+
+/// Is this a file whose text rebase needs (release metadata, dpkg's list of a package)?
+fn wanted(workdir: &str) -> impl Fn(&str) -> bool + Send + Sync + 'static {
+    let releases = format!("/{}/releases/", workdir.trim_matches('/'));
+    move |p: &str| {
+        (p.starts_with(&releases) && (p.ends_with("/start_erl.data") || p.ends_with(".rel")))
+            || (p.starts_with("/var/lib/dpkg/info/") && p.ends_with(".list"))
+    }
+}
+
+/// Read the image's own layers: the release's are kept (and read for the check), the packages
+/// layer gives the names to install again, the SBOM layer is dropped.
+fn read_own(layers: &[Layer], local: &[FileRange], workdir: &str) -> Result<Own> {
+    let keep = wanted(workdir);
+    let mut kept = Vec::new();
+    let mut facts = Vec::new();
+    let mut packages = Vec::new();
+    let mut texts = std::collections::BTreeMap::new();
+    let mut fs = crate::fs::RootFs::new();
+    for (layer, at) in layers.iter().zip(local) {
+        // Each layer into a tree of its own first: the packages and SBOM layers are left out.
+        let mut scratch = crate::fs::RootFs::new();
+        let f = check::add_layer(&mut scratch, layer, at, workdir, &keep)?;
+        let names: Vec<String> = f
+            .texts
+            .keys()
+            .filter_map(|p| p.strip_prefix("/var/lib/dpkg/info/"))
+            .filter_map(|n| n.strip_suffix(".list"))
+            .map(|n| n.split(':').next().unwrap_or(n).to_string())
+            .collect();
+        let sbom_only = !scratch.list(&format!("/{}", sbom::SBOM_DIR)).is_empty()
+            && !scratch.exists(&format!("/{}", workdir.trim_matches('/')));
+        let kind = match layer.kind {
+            LayerKind::Base if !names.is_empty() => LayerKind::Packages,
+            LayerKind::Base if sbom_only => LayerKind::Sbom,
+            k => k,
+        };
+        match kind {
+            LayerKind::Packages => packages.extend(names),
+            LayerKind::Sbom => {}
+            _ => {
+                fs.overlay(&scratch);
+                texts.extend(f.texts.clone());
+                kept.push(layer.clone());
+                facts.push(f);
+            }
+        }
+    }
+    packages.sort();
+    packages.dedup();
+    let release = Release::from_image(workdir, &texts, &|p| fs.exists(p))?;
+    Ok(Own {
+        kept,
+        facts,
+        packages,
+        release,
+        fs_release: fs,
+    })
+}
+
+async fn rebase_image(
+    old: &Image,
+    req: &RebaseRequest,
+    cache: &Cache,
+    client: &RegistryClient,
+    reporter: &dyn Reporter,
+) -> Result<(Image, RebaseReport, Option<crate::apt::LockFile>)> {
+    let platform = old.platform();
+    let (start, found_by) = own_layers_start(old, cache, client, reporter).await?;
+    let workdir = old
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.working_dir().clone())
+        .filter(|w| w.starts_with('/') && w.len() > 1)
+        .unwrap_or_else(|| "/app".to_string());
+    // The own layers' bytes, fetched (verified) when they are in a registry.
+    let own_layers = old.layers[start..].to_vec();
+    let mut local = Vec::new();
+    for l in &own_layers {
+        local.push(source::localize(&l.blob, cache, client).await?);
+    }
+    let wd = workdir.clone();
+    let own = blocking(move || read_own(&own_layers, &local, &wd)).await?;
+    reporter.step(&format!(
+        "release {} {}: {} layers kept",
+        own.release.name,
+        own.release.version,
+        own.kept.len()
+    ));
+
+    reporter.step(&format!("resolving base {}", req.from.describe()));
+    let (base, warnings) = super::base_image_of(&req.from, Some(&platform), cache, client).await?;
+    for w in &warnings {
+        reporter.warn(w);
+    }
+    if base
+        .layers
+        .iter()
+        .map(|l| &l.diff_id)
+        .eq(old.layers[..start].iter().map(|l| &l.diff_id))
+    {
+        reporter.step("the new base has the same layers as the old one");
+    }
+    let (mut fs, _) = match check::cached_summary(&base, cache) {
+        Some(s) => s,
+        None => super::read_base(&base, cache, client, reporter).await?,
+    };
+    let arch = base.config.architecture().to_string();
+    let mut debs = sbom::debian_packages(&fs);
+    let os = sbom::os_version(&fs);
+    let packages_req = PackageRequest {
+        packages: own.packages.clone(),
+        ..req.packages.clone()
+    };
+    let mut plans: Vec<LayerPlan> = Vec::new();
+    let mut locked = Vec::new();
+    let mut new_lock = None;
+    let mut _staging = None;
+    if !packages_req.packages.is_empty() {
+        let installed =
+            super::install_packages(&packages_req, fs, &arch, cache, client, reporter).await?;
+        fs = installed.fs;
+        debs.retain(|d| !installed.debs.iter().any(|n| n.name == d.name));
+        debs.extend(installed.debs);
+        debs.sort();
+        locked = installed.locked;
+        new_lock = installed.new_lock;
+        plans.push(installed.layer.plan.clone());
+        _staging = Some(installed.layer);
+    }
+    // The release's files on the new base, and the check.
+    let check = if req.check {
+        let elves: Vec<_> = own.facts.iter().flat_map(|f| f.elves.clone()).collect();
+        let scripts: Vec<_> = own.facts.iter().flat_map(|f| f.scripts.clone()).collect();
+        let env = ImageEnv::from_env(&mutate::rebased_env(&base, old));
+        let mut fs = fs.clone();
+        fs.overlay(&own.fs_release);
+        let report = check::check(&fs, &elves, &scripts, &arch, &env);
+        if !report.problems.is_empty() {
+            return Err(Error::Check(report.render()));
+        }
+        reporter.step(&format!(
+            "check: {} can start on {} ({} ELF files resolved{})",
+            own.release.name,
+            base.origin.name,
+            report.elf_files,
+            report
+                .glibc
+                .as_ref()
+                .map(|g| format!(", glibc {g}"))
+                .unwrap_or_default()
+        ));
+        Some(report)
+    } else {
+        reporter.warn("--no-check: the image was not checked against the new base");
+        None
+    };
+
+    // A new SBOM: the new base's packages, the release as it was.
+    let epoch = old
+        .config
+        .created()
+        .as_deref()
+        .and_then(crate::oci::document::parse_rfc3339)
+        .unwrap_or(0);
+    let sbom_bytes = sbom::document(&SbomInput {
+        release: &own.release,
+        base_name: &base.origin.name,
+        base_digest: base.origin.digest.as_ref().map(|d| d.as_ref()),
+        architecture: &arch,
+        debs: &debs,
+        os,
+        epoch,
+    })?;
+    let sbom_digest = cache.put_bytes(&sbom_bytes)?;
+    let sbom_at = FileRange {
+        path: cache.blob_path(&sbom_digest),
+        offset: 0,
+        size: sbom_bytes.len() as u64,
+    };
+    plans.push(super::sbom_layer_plan(
+        &own.release,
+        sbom_at.path.clone(),
+        sbom_at.size,
+    ));
+    let opts = TarOptions {
+        mtime: epoch,
+        level: req.compression.1,
+        codec: req.compression.0,
+    };
+    let made = layers::release_layers(plans, opts, cache, client, None, &[], reporter).await?;
+    let mut made: Vec<Layer> = made.into_iter().map(|(l, _)| l).collect();
+    let sbom_layer = made.pop();
+    let mut own_layers: Vec<Layer> = made; // the packages layer, if any
+    own_layers.extend(own.kept.iter().cloned());
+    own_layers.extend(sbom_layer);
+    let history: Vec<String> = own_layers
+        .iter()
+        .map(|l| mutate::own_history(l.kind, &own.release))
+        .collect();
+    let mut annotations: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice::<serde_json::Value>(&old.manifest)
+            .ok()
+            .and_then(|m| serde_json::from_value(m["annotations"].clone()).ok())
+            .unwrap_or_default();
+    annotations.insert(SBOM_ANNOTATION.to_string(), sbom_digest.to_string());
+    let attachments = vec![Attachment {
+        artifact_type: media::SPDX_JSON.into(),
+        blob: Blob::new(
+            sbom_digest.clone(),
+            sbom_at.size,
+            media::SPDX_JSON,
+            BlobSource::File(sbom_at),
+        ),
+    }];
+    let image = mutate::rebase(old, &base, own_layers, &history, annotations, attachments)?;
+    reporter.step(&format!(
+        "image {} ({} layers, {} of them the new base's)",
+        image.digest,
+        image.layers.len(),
+        base.layers.len()
+    ));
+    let (old_name, old_digest) = mutate::named_base(old);
+    let report = RebaseReport {
+        digest: image.digest.to_string(),
+        platform: platform.to_string(),
+        old_base: NamedBase {
+            name: old_name,
+            digest: old_digest,
+        },
+        new_base: NamedBase {
+            name: Some(base.origin.name.clone()),
+            digest: base.origin.digest.as_ref().map(ToString::to_string),
+        },
+        found_by,
+        layers: image
+            .layers
+            .iter()
+            .map(|l| LayerRecord {
+                digest: l.blob.digest.to_string(),
+                diff_id: l.diff_id.to_string(),
+                size: l.blob.size,
+                media_type: l.blob.media_type.clone(),
+                kind: l.kind,
+                origin: None,
+            })
+            .collect(),
+        packages: locked
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.version))
+            .collect(),
+        check,
+        sbom: sbom_digest.to_string(),
+    };
+    Ok((image, report, new_lock))
+}

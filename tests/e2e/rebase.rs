@@ -1,0 +1,289 @@
+//! `imgbuild rebase`: an image's release moved onto a patched base without rebuilding it. The
+//! release layers keep their digests, the new base's layers are below them, the runtime
+//! packages are installed again, the image runs, the labels name the new base; a base the
+//! release cannot start on is refused with the check's report; a saved tarball rebases with no
+//! registry at all.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::lab::{self, TestResult, fail, run};
+
+type Failed = libtest_mimic::Failed;
+
+const TOOLS: &[&str] = &[
+    "umoci",
+    "skopeo",
+    "debootstrap",
+    "mix",
+    "apt-ftparchive",
+    "dpkg-scanpackages",
+    "gpg",
+    "dockerd",
+    "docker",
+];
+
+/// A copy of `layout`'s image `tag` with one more layer holding /etc/imgbuild-patched, as
+/// `apt2`: a "patched" base.
+fn patched_base(layout: &Path, tag: &str, dir: &Path) -> Result<PathBuf, Failed> {
+    let base = dir.join("patched-base");
+    run(Command::new("cp").arg("-a").arg(layout).arg(&base))?;
+    let root = dir.join("patch");
+    std::fs::create_dir_all(root.join("etc")).map_err(|e| fail(e.to_string()))?;
+    std::fs::write(root.join("etc/imgbuild-patched"), "2026-12-01\n")
+        .map_err(|e| fail(e.to_string()))?;
+    run(Command::new("tar")
+        .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
+        .arg(&root)
+        .arg("-cf")
+        .arg(dir.join("patch.tar"))
+        .arg("etc"))?;
+    run(Command::new("umoci").args([
+        "tag",
+        "--image",
+        &format!("{}:{tag}", base.display()),
+        "apt2",
+    ]))?;
+    run(Command::new("umoci")
+        .args([
+            "raw",
+            "add-layer",
+            "--image",
+            &format!("{}:apt2", base.display()),
+        ])
+        .arg(dir.join("patch.tar")))?;
+    Ok(base)
+}
+
+fn raw_manifest(tar: &Path) -> Result<Value, Failed> {
+    let out = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        &format!("oci-archive:{}", tar.display()),
+    ]))?;
+    serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))
+}
+
+fn layer_digests(manifest: &Value) -> Vec<String> {
+    manifest["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["digest"].as_str().map(String::from))
+        .collect()
+}
+
+fn rebase(dir: &Path, args: &[&str]) -> Result<std::process::Output, Failed> {
+    lab::imgbuild()
+        .current_dir(dir)
+        .env("IMGBUILD_CACHE", dir.join("cache"))
+        .arg("rebase")
+        .args(args)
+        .output()
+        .map_err(|e| fail(e.to_string()))
+}
+
+pub fn test_rebase_onto_patched_base() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let repo = crate::apt::repo()?;
+    let rel = lab::crypto_release()?;
+    let dir = lab::scratch_dir("rebase");
+    let old_tar = dir.join("old.tar");
+    let built = crate::apt::build(
+        &repo,
+        &dir,
+        &rel,
+        &["libssl3"],
+        &[
+            "-t",
+            "imgbuild-e2e/rebase:old",
+            "-o",
+            old_tar.to_str().unwrap_or_default(),
+        ],
+    )?;
+    let new_base = patched_base(&repo.base, "apt", &dir)?;
+    let from = format!("oci:{}:apt2", new_base.display());
+    let new_tar = dir.join("new.tar");
+    // From the saved tarball, with the new base in a layout: no registry is involved.
+    let out = rebase(
+        &dir,
+        &[
+            old_tar.to_str().unwrap_or_default(),
+            "--from",
+            &from,
+            "--apt-source",
+            &repo.source(),
+            "-t",
+            "imgbuild-e2e/rebase:new",
+            "-o",
+            new_tar.to_str().unwrap_or_default(),
+            "--json",
+        ],
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
+    let p = &report["platforms"][0];
+    assert_eq!(p["found_by"], "history", "{report}");
+    assert!(
+        p["check"]["elf_files"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+    assert!(p["packages"].to_string().contains("libssl3"), "{report}");
+
+    // The release's layers are the same blobs; the new base's three layers are below them.
+    let old_layers: Vec<(String, String)> = built["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            (
+                l["kind"].as_str().unwrap_or("").to_string(),
+                l["digest"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let kept: Vec<&String> = old_layers
+        .iter()
+        .filter(|(k, _)| ["erts", "deps", "app", "release"].contains(&k.as_str()))
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(kept.len(), 4, "{built}");
+    let manifest = raw_manifest(&new_tar)?;
+    let new_layers = layer_digests(&manifest);
+    let base_manifest = run(Command::new("skopeo").args(["inspect", "--raw", &from]))?;
+    let base_manifest: Value =
+        serde_json::from_slice(&base_manifest.stdout).map_err(|e| fail(e.to_string()))?;
+    let base_layers = layer_digests(&base_manifest);
+    assert_eq!(base_layers.len(), 3);
+    assert_eq!(new_layers[..3], base_layers[..], "{manifest}");
+    // Then packages (made again on the new base), the kept release layers in order, the SBOM.
+    assert_eq!(new_layers.len(), 3 + 1 + 4 + 1, "{manifest}");
+    for (i, d) in kept.iter().enumerate() {
+        assert_eq!(&&new_layers[4 + i], d, "release layer {i} changed");
+    }
+    let old_sbom = &old_layers
+        .last()
+        .map(|(_, d)| d.clone())
+        .unwrap_or_default();
+    assert_ne!(&new_layers[8], old_sbom, "the SBOM was not rewritten");
+    let annotations = &manifest["annotations"];
+    let index: Value = serde_json::from_slice(
+        &std::fs::read(new_base.join("index.json")).map_err(|e| fail(e.to_string()))?,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let base_digest = index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "apt2")
+        .and_then(|m| m["digest"].as_str())
+        .ok_or_else(|| fail("no apt2 in the new base's index"))?
+        .to_string();
+    assert_eq!(
+        annotations["org.opencontainers.image.base.digest"].as_str(),
+        Some(base_digest.as_str()),
+        "{manifest}"
+    );
+    assert!(
+        annotations["org.opencontainers.image.base.name"]
+            .as_str()
+            .is_some_and(|n| n.contains("patched-base")),
+        "{manifest}"
+    );
+    // The rebased image runs and answers a :crypto request.
+    let docker = lab::docker()?;
+    run(docker.cmd().arg("load").arg("-i").arg(&new_tar))?;
+    let (status, body) = lab::run_and_get_path(&docker, "imgbuild-e2e/rebase:new", "/crypto")?;
+    assert!(status.contains("200"), "{status} {body}");
+    let out = run(docker.cmd().args([
+        "run",
+        "--rm",
+        "--entrypoint",
+        "cat",
+        "imgbuild-e2e/rebase:new",
+        "/etc/imgbuild-patched",
+    ]))?;
+    assert_eq!(lab::stdout(&out).trim(), "2026-12-01");
+
+    // Rebasing again gives the same bytes.
+    let again = dir.join("again.tar");
+    let out = rebase(
+        &dir,
+        &[
+            old_tar.to_str().unwrap_or_default(),
+            "--from",
+            &from,
+            "--apt-source",
+            &repo.source(),
+            "-t",
+            "imgbuild-e2e/rebase:new",
+            "-o",
+            again.to_str().unwrap_or_default(),
+        ],
+    )?;
+    assert!(out.status.success());
+    assert_eq!(
+        lab::stdout(&out).trim(),
+        report["digest"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+/// A base the release cannot start on (bullseye's glibc 2.31) is refused with the check's
+/// report, and nothing is written.
+pub fn test_rebase_refuses_a_base_it_cannot_start_on() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let rel = lab::release()?;
+    let dir = lab::scratch_dir("rebase-refused");
+    let old_tar = dir.join("old.tar");
+    run(lab::imgbuild()
+        .env("IMGBUILD_CACHE", dir.join("cache"))
+        .arg("build")
+        .arg(&rel)
+        .args([
+            "--from",
+            &format!("oci:{}:bookworm", lab::base_layout()?.display()),
+        ])
+        .args(["-t", "imgbuild-e2e/rebase:plain", "-o"])
+        .arg(&old_tar))?;
+    let out_tar = dir.join("refused.tar");
+    let out = rebase(
+        &dir,
+        &[
+            old_tar.to_str().unwrap_or_default(),
+            "--from",
+            &format!("oci:{}:bullseye", lab::bullseye_layout()?.display()),
+            "-o",
+            out_tar.to_str().unwrap_or_default(),
+        ],
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("would fail at start") && err.contains("GLIBC_2."),
+        "{err}"
+    );
+    assert!(!out_tar.exists());
+    // An image imgbuild did not build (the base itself) is refused, naming why.
+    let out = rebase(
+        &dir,
+        &[
+            &format!("oci:{}:bookworm", lab::base_layout()?.display()),
+            "--from",
+            &format!("oci:{}:bullseye", lab::bullseye_layout()?.display()),
+            "-o",
+            out_tar.to_str().unwrap_or_default(),
+        ],
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("own layers"), "{err}");
+    Ok(())
+}
