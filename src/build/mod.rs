@@ -1010,6 +1010,7 @@ async fn inspect_image(
         let (plans, workdir) = (plans.to_vec(), req.settings.workdir.clone());
         let env = ImageEnv::from_env(&mutate::final_env(base, &req.settings));
         let (c, opts) = (cache.clone(), tar_options(req));
+        let release = release.clone();
         Some(
             blocking(move || {
                 let mut fs = fs;
@@ -1019,7 +1020,9 @@ async fn inspect_image(
                     .collect();
                 let elves = check::add_entries_cached(&mut fs, &plans, &keys, &c)?;
                 let scripts = check::release_scripts(&plans, &workdir)?;
-                Ok(check::check(&fs, &elves, &scripts, &arch, &env))
+                Ok(check::check_release(
+                    &fs, &elves, &scripts, &arch, &env, &release, &workdir,
+                ))
             })
             .await?,
         )

@@ -339,7 +339,8 @@ async fn rebase_image(
         let env = ImageEnv::from_env(&mutate::rebased_env(&base, old));
         let mut fs = fs.clone();
         fs.overlay(&own.fs_release);
-        let report = check::check(&fs, &elves, &scripts, &arch, &env);
+        let report =
+            check::check_release(&fs, &elves, &scripts, &arch, &env, &own.release, &workdir);
         if !report.problems.is_empty() {
             return Err(Error::Check(report.render()));
         }

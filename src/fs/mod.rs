@@ -126,7 +126,8 @@ fn read_head(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 fn maybe_library(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or("");
-    name.contains(".so")
+    // ERTS's programs too: a release built with `include_erts: false` runs on the image's.
+    name.contains(".so") || (path.contains("/erts-") && path.contains("/bin/"))
 }
 
 impl RootFs {

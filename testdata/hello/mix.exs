@@ -11,7 +11,14 @@ defmodule Hello.MixProject do
       elixir: "~> 1.14",
       start_permanent: Mix.env() == :prod,
       deps: [],
-      releases: [hello: [include_executables_for: [:unix], strip_beams: true]]
+      # HELLO_NO_ERTS=1: a release without ERTS, for a base that has Erlang.
+      releases: [
+        hello: [
+          include_executables_for: [:unix],
+          strip_beams: true,
+          include_erts: System.get_env("HELLO_NO_ERTS") not in ["1", "true"]
+        ]
+      ]
     ]
   end
 

@@ -159,3 +159,110 @@ pub fn test_base_without_shell_fails() -> TestResult {
     }
     Ok(())
 }
+
+/// A base holding Debian's Erlang (the host's `erlang-base` files, the OTP the sample release
+/// is built with) on the bookworm minbase, tagged `erlang`; with `erts` its ERTS directory is
+/// renamed to that version (another OTP).
+fn erlang_base(dir: &Path, packages: &str, erts: Option<&str>) -> Result<String, Failed> {
+    let root = dir.join("erlang-root");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).map_err(|e| fail(e.to_string()))?;
+    run(Command::new("sh").arg("-ec").arg(format!(
+        "dpkg -L {packages} | grep '^/usr/' | while read -r f; do [ -d \"$f\" ] && [ ! -L \"$f\" ] || printf '%s\\n' \"$f\"; done > {d}/files; tar -C / -cf - -T {d}/files | tar -C {r} -xf -",
+        d = dir.display(),
+        r = root.display(),
+    )))?;
+    if let Some(v) = erts {
+        let lib = root.join("usr/lib/erlang");
+        for e in std::fs::read_dir(&lib)
+            .map_err(|e| fail(e.to_string()))?
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with("erts-") {
+                std::fs::rename(e.path(), lib.join(format!("erts-{v}")))
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+        }
+    }
+    let tar = dir.join("erlang.tar");
+    run(Command::new("tar")
+        .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."))?;
+    let layout = dir.join("erlang-layout");
+    let _ = std::fs::remove_dir_all(&layout);
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(lab::base_layout()?)
+        .arg(&layout))?;
+    run(Command::new("umoci").args([
+        "tag",
+        "--image",
+        &format!("{}:bookworm", layout.display()),
+        "erlang",
+    ]))?;
+    run(Command::new("umoci")
+        .args([
+            "raw",
+            "add-layer",
+            "--image",
+            &format!("{}:erlang", layout.display()),
+        ])
+        .arg(&tar))?;
+    Ok(format!("oci:{}:erlang", layout.display()))
+}
+
+/// A release built with `include_erts: false`: refused on a base without Erlang and on one
+/// with another ERTS (naming both versions); on a base with the same Erlang it passes, its
+/// ERTS's ELF files checked too, and the image serves.
+pub fn test_release_without_erts_needs_the_bases_erlang() -> TestResult {
+    if !lab::require(&[TOOLS, &["dockerd", "docker"]].concat())? {
+        return Ok(());
+    }
+    let dir = lab::scratch_dir("no-erts");
+    let rel = lab::build_release_env(&dir.join("project"), None, &[("HELLO_NO_ERTS", "1")])?;
+    let has_erts = std::fs::read_dir(&rel)
+        .map_err(|e| fail(e.to_string()))?
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("erts-"));
+    assert!(!has_erts, "the release still has ERTS");
+    let data = std::fs::read_to_string(rel.join("releases/start_erl.data"))
+        .map_err(|e| fail(e.to_string()))?;
+    let erts = data.split_whitespace().next().unwrap_or("").to_string();
+
+    let err = check_fails(&rel, &bookworm()?)?;
+    assert!(
+        err.contains(&format!("ERTS {erts}")) && err.contains("no erl on the image's PATH"),
+        "{err}"
+    );
+    let err = check_fails(
+        &rel,
+        &erlang_base(&dir.join("other"), "erlang-base", Some("99.0.1"))?,
+    )?;
+    assert!(err.contains(&format!("ERTS 99.0.1, not {erts}")), "{err}");
+    // The right ERTS, but not the inets application the release boots.
+    let err = check_fails(&rel, &erlang_base(&dir.join("bare"), "erlang-base", None)?)?;
+    assert!(err.contains("the OTP applications inets-"), "{err}");
+
+    let from = erlang_base(&dir, "erlang-base erlang-inets", None)?;
+    let out = run(lab::imgbuild()
+        .arg("check")
+        .arg(&rel)
+        .args(["--from", &from, "--json"]))?;
+    let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
+    // The base's beam.smp, erlexec, epmd… were checked with the release's own NIFs.
+    assert!(report["elf_files"].as_u64().unwrap_or(0) >= 5, "{report}");
+    let tar = dir.join("no-erts.tar");
+    run(lab::imgbuild()
+        .arg("build")
+        .arg(&rel)
+        .args(["--from", &from, "-t", "imgbuild-e2e/no-erts:1", "-o"])
+        .arg(&tar))?;
+    let docker = lab::docker()?;
+    run(docker.cmd().arg("load").arg("-i").arg(&tar))?;
+    let (status, body) = lab::run_and_get(&docker, "imgbuild-e2e/no-erts:1")?;
+    assert!(status.contains("200"), "{status} {body}");
+    Ok(())
+}

@@ -1201,6 +1201,10 @@ fn main() {
             check::test_base_without_shell_fails,
         ),
         Trial::test(
+            "check::release_without_erts_needs_the_bases_erlang",
+            check::test_release_without_erts_needs_the_bases_erlang,
+        ),
+        Trial::test(
             "apt::libssl3_makes_crypto_start",
             apt::test_libssl3_makes_crypto_start,
         ),
