@@ -52,7 +52,10 @@ pub struct RepositoryReport {
     pub mounted: usize,
     /// Blobs the repository already had.
     pub existing: usize,
+    /// Bytes sent: what was new to the repository.
     pub bytes_uploaded: u64,
+    /// Bytes not sent: blobs the repository had, or mounted from another.
+    pub bytes_existing: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -148,6 +151,16 @@ pub async fn push_signed(
                     .await?;
             }
         }
+        reporter.step(&format!(
+            "{}: {} new in {} blob{}, {} already there in {} ({} mounted)",
+            repo.name(),
+            crate::report::human_size(report.bytes_uploaded),
+            report.uploaded,
+            if report.uploaded == 1 { "" } else { "s" },
+            crate::report::human_size(report.bytes_existing),
+            report.existing + report.mounted,
+            report.mounted
+        ));
         // Signed before any tag names it: a signing failure leaves no tag behind.
         if let Some(signing) = signing {
             client
@@ -486,19 +499,21 @@ impl Ctx<'_> {
         let mounted = AtomicU64::new(0);
         let existing = AtomicU64::new(0);
         let bytes = AtomicU64::new(0);
+        let kept = AtomicU64::new(0);
         let jobs: Vec<_> = blobs
             .iter()
             .map(|(blob, label)| {
-                let (uploaded, mounted, existing, bytes) = (&uploaded, &mounted, &existing, &bytes);
+                let (uploaded, mounted, existing, bytes, kept) =
+                    (&uploaded, &mounted, &existing, &bytes, &kept);
                 async move {
-                    match self.push_blob(blob, label, repo, pushed_before).await? {
-                        Outcome::Existed => existing.fetch_add(1, Ordering::Relaxed),
-                        Outcome::Mounted => mounted.fetch_add(1, Ordering::Relaxed),
-                        Outcome::Uploaded => {
-                            bytes.fetch_add(blob.size, Ordering::Relaxed);
-                            uploaded.fetch_add(1, Ordering::Relaxed)
-                        }
+                    let outcome = self.push_blob(blob, label, repo, pushed_before).await?;
+                    let (count, size) = match outcome {
+                        Outcome::Existed => (existing, kept),
+                        Outcome::Mounted => (mounted, kept),
+                        Outcome::Uploaded => (uploaded, bytes),
                     };
+                    count.fetch_add(1, Ordering::Relaxed);
+                    size.fetch_add(blob.size, Ordering::Relaxed);
                     Ok::<_, Error>(())
                 }
             })
@@ -511,6 +526,7 @@ impl Ctx<'_> {
         report.mounted += mounted.load(Ordering::Relaxed) as usize;
         report.existing += existing.load(Ordering::Relaxed) as usize;
         report.bytes_uploaded += bytes.load(Ordering::Relaxed);
+        report.bytes_existing += kept.load(Ordering::Relaxed);
         Ok(())
     }
 

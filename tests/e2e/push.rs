@@ -363,6 +363,26 @@ pub fn test_incremental_push_uploads_only_changed_layers() -> TestResult {
     assert_eq!(repo["uploaded"], 3, "{repo}");
     assert_eq!(repo["existing"], 4, "{repo}");
     assert_eq!(uploads(&seen), 3, "{seen:?}");
+    // The bytes: new ones are the app and release layers and the config; the rest was there.
+    let size = |kinds: &[&str]| -> u64 {
+        report["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| kinds.contains(&l["kind"].as_str().unwrap_or("")))
+            .filter_map(|l| l["size"].as_u64())
+            .sum()
+    };
+    let new = repo["bytes_uploaded"].as_u64().unwrap_or(0);
+    assert!(
+        new > size(&["app", "release"]) && new < size(&["app", "release"]) + 16384,
+        "{repo}"
+    );
+    assert_eq!(
+        repo["bytes_existing"].as_u64(),
+        Some(size(&["base", "erts", "deps", "sbom"])),
+        "{repo}"
+    );
     let changed: Vec<&str> = report["layers"]
         .as_array()
         .map(|ls| {
