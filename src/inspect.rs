@@ -41,6 +41,124 @@ pub struct Inspection {
     /// then describe the host's platform (or the first).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<IndexInfo>,
+    /// The release's commands found in its layer (`bin/migrate`, from `phx.gen.release`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migrate: Option<String>,
+    /// With `--files`: each of the image's own layers, its largest files and directories.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<LayerFiles>,
+}
+
+/// What one layer holds, by size.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerFiles {
+    pub digest: String,
+    pub kind: String,
+    pub files: usize,
+    /// Bytes of all files, uncompressed.
+    pub bytes: u64,
+    pub largest_files: Vec<SizedPath>,
+    pub largest_dirs: Vec<SizedPath>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SizedPath {
+    pub path: String,
+    pub size: u64,
+}
+
+/// The regular files of a layer, (path, size), read from its bytes (verified by digest).
+fn layer_entries(
+    layer: &crate::oci::Layer,
+    at: &crate::oci::FileRange,
+) -> Result<Vec<(String, u64)>> {
+    use crate::error::IoContext;
+    use std::io::BufReader;
+    let what = format!("layer {}", layer.blob.digest);
+    let crate::oci::media::LayerType::Tar { codec, .. } =
+        crate::oci::media::layer_type(&layer.blob.media_type)
+    else {
+        return Ok(vec![]);
+    };
+    let mut hashed = crate::oci::digest::HashReader::new(at.open()?);
+    let mut out = Vec::new();
+    let read = (|| -> Result<()> {
+        let raw = BufReader::with_capacity(1 << 16, &mut hashed);
+        let tar = codec.decoder(raw).ctx("read layer", &at.path)?;
+        let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 16, tar));
+        let bad = |e: std::io::Error| {
+            Error::from(ImageError::Invalid(format!(
+                "{what}: unreadable layer: {e}"
+            )))
+        };
+        for entry in archive.entries().map_err(bad)? {
+            let entry = entry.map_err(bad)?;
+            if entry.header().entry_type().is_file() {
+                let path = crate::fs::normalize(&String::from_utf8_lossy(&entry.path_bytes()));
+                out.push((path, entry.size()));
+            }
+        }
+        std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).ctx("read", &at.path)?;
+        Ok(())
+    })();
+    std::io::copy(&mut hashed, &mut std::io::sink()).ctx("read layer", &at.path)?;
+    crate::oci::digest::verify(
+        format!("{what} in {}", at.path.display()),
+        &layer.blob.digest,
+        &hashed.finish().0,
+    )?;
+    read?;
+    Ok(out)
+}
+
+/// The largest `n` files and directories of a layer's files.
+fn by_size(layer: &crate::oci::Layer, entries: &[(String, u64)], n: usize) -> LayerFiles {
+    let total: u64 = entries.iter().map(|(_, s)| s).sum();
+    let mut dirs: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for (path, size) in entries {
+        let mut p = path.as_str();
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            if parent.is_empty() {
+                break;
+            }
+            *dirs.entry(parent).or_default() += size;
+            p = parent;
+        }
+    }
+    let top = |mut v: Vec<SizedPath>| {
+        v.sort_by(|a, b| b.size.cmp(&a.size).then(a.path.cmp(&b.path)));
+        v.truncate(n);
+        v
+    };
+    LayerFiles {
+        digest: layer.blob.digest.to_string(),
+        kind: layer.kind.as_str().to_string(),
+        files: entries.len(),
+        bytes: total,
+        largest_files: top(entries
+            .iter()
+            .map(|(p, s)| SizedPath {
+                path: p.clone(),
+                size: *s,
+            })
+            .collect()),
+        // Of the directories that hold the whole layer, only the deepest says something.
+        largest_dirs: {
+            let root = dirs
+                .iter()
+                .filter(|(_, s)| **s == total)
+                .map(|(p, _)| *p)
+                .max_by_key(|p| p.len());
+            top(dirs
+                .iter()
+                .filter(|(p, s)| **s < total || Some(**p) == root)
+                .map(|(p, s)| SizedPath {
+                    path: p.to_string(),
+                    size: *s,
+                })
+                .collect())
+        },
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -51,14 +169,19 @@ pub struct IndexInfo {
 }
 
 /// Inspect `target`: an image file, a `--from`-style source, or a registry reference.
-pub async fn inspect(target: &str, client: &RegistryClient, cache: &Cache) -> Result<Inspection> {
+pub async fn inspect(
+    target: &str,
+    files: Option<usize>,
+    client: &RegistryClient,
+    cache: &Cache,
+) -> Result<Inspection> {
     let src = Source::parse_any(target).map_err(|e| {
         Error::Usage(format!(
             "{target:?} is neither an image file nor an image reference: {e}"
         ))
     })?;
     match source::read(&src, &source::Platforms::All, cache, client).await? {
-        Artifact::Image(image) => one(src.describe(), &image, cache, client).await,
+        Artifact::Image(image) => one(src.describe(), &image, files, cache, client).await,
         Artifact::Index(index) => {
             let mut platforms = Vec::new();
             for image in index
@@ -66,7 +189,7 @@ pub async fn inspect(target: &str, client: &RegistryClient, cache: &Cache) -> Re
                 .iter()
                 .filter(|i| i.config.os().to_string() != "unknown")
             {
-                platforms.push(one(src.describe(), image, cache, client).await?);
+                platforms.push(one(src.describe(), image, files, cache, client).await?);
             }
             let host = Artifact::Index(index.clone());
             let main = host.image_for(None).ok_or_else(|| {
@@ -74,7 +197,7 @@ pub async fn inspect(target: &str, client: &RegistryClient, cache: &Cache) -> Re
                     "{target}: the index holds no image"
                 )))
             })?;
-            let mut top = one(src.describe(), main, cache, client).await?;
+            let mut top = one(src.describe(), main, files, cache, client).await?;
             top.index = Some(IndexInfo {
                 digest: index.digest.to_string(),
                 media_type: index.media_type.clone(),
@@ -89,6 +212,7 @@ pub async fn inspect(target: &str, client: &RegistryClient, cache: &Cache) -> Re
 async fn one(
     source: String,
     image: &Image,
+    files: Option<usize>,
     cache: &Cache,
     client: &RegistryClient,
 ) -> Result<Inspection> {
@@ -105,7 +229,30 @@ async fn one(
         }
         None => None,
     };
-    describe(source, image, sbom)
+    let mut found = describe(source, image, sbom)?;
+    let workdir = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.working_dir().clone())
+        .unwrap_or_else(|| "/app".into());
+    let migrate = format!("{}/bin/migrate", workdir.trim_end_matches('/'));
+    for layer in &image.layers {
+        let release = layer.kind == crate::oci::LayerKind::Release;
+        if layer.kind == crate::oci::LayerKind::Base || (files.is_none() && !release) {
+            continue;
+        }
+        let at = source::localize(&layer.blob, cache, client).await?;
+        let l = layer.clone();
+        let entries = crate::blocking(move || layer_entries(&l, &at)).await?;
+        if release && entries.iter().any(|(p, _)| *p == migrate) {
+            found.migrate = Some(migrate.clone());
+        }
+        if let Some(n) = files {
+            found.files.push(by_size(layer, &entries, n));
+        }
+    }
+    Ok(found)
 }
 
 fn describe(source: String, image: &Image, sbom: Option<SbomSummary>) -> Result<Inspection> {
@@ -142,6 +289,8 @@ fn describe(source: String, image: &Image, sbom: Option<SbomSummary>) -> Result<
         history,
         sbom,
         index: None,
+        migrate: None,
+        files: vec![],
     })
 }
 
@@ -221,6 +370,29 @@ impl Inspection {
                 b.digest, b.packages, b.applications, b.debian_packages
             )),
             None => out.push_str("sbom: none recorded\n"),
+        }
+        if let Some(m) = &self.migrate {
+            out.push_str(&format!(
+                "migrations: {m} (run it as a one-off container with the image's environment)\n"
+            ));
+        }
+        for l in &self.files {
+            out.push_str(&format!(
+                "{} layer {}: {} files, {}\n",
+                l.kind,
+                &l.digest,
+                l.files,
+                human_size(l.bytes)
+            ));
+            for (what, list) in [("file", &l.largest_files), ("dir ", &l.largest_dirs)] {
+                for p in list {
+                    out.push_str(&format!(
+                        "  {what} {:>10}  {}\n",
+                        human_size(p.size),
+                        p.path
+                    ));
+                }
+            }
         }
         out
     }

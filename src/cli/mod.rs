@@ -256,6 +256,10 @@ pub struct InspectArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// List the N largest files and directories of each of the image's own layers (10 when N
+    /// is not given); reads those layers.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "10")]
+    pub files: Option<usize>,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -1456,7 +1460,7 @@ async fn run_inspect(args: InspectArgs) -> Result<()> {
     let project = ProjectFile::load(&cwd)?;
     let client = client_for(client_options(&args.registry, &project), &[])?;
     let cache = Cache::from_env()?;
-    let found = imgbuild::inspect::inspect(&args.image, &client, &cache).await?;
+    let found = imgbuild::inspect::inspect(&args.image, args.files, &client, &cache).await?;
     if args.json {
         print_json(&found)?;
     } else {

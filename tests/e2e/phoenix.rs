@@ -49,6 +49,12 @@ fn phoenix_release(dir: &Path) -> Result<PathBuf, Failed> {
     std::fs::write(rel.join("releases/0.1.0/runtime.exs"), RUNTIME_EXS)
         .map_err(|e| fail(e.to_string()))?;
     std::fs::remove_file(rel.join("bin/server")).map_err(|e| fail(e.to_string()))?;
+    // `phx.gen.release`'s migration script (without its server overlay, as some projects do).
+    std::fs::write(
+        rel.join("bin/migrate"),
+        "#!/bin/sh\nset -eu\ncd -P -- \"$(dirname -- \"$0\")\"\nexec ./hello eval Hello.Release.migrate\n",
+    )
+    .map_err(|e| fail(e.to_string()))?;
     Ok(rel)
 }
 
@@ -99,6 +105,42 @@ pub fn test_phoenix_without_bin_server_serves() -> TestResult {
     run(docker.cmd().arg("load").arg("-i").arg(&tar))?;
     let (status, body) = lab::run_and_get(&docker, "imgbuild-e2e/phx:1")?;
     assert!(status.contains("200"), "{status} {body}");
+
+    // inspect names the migration command, and --files sizes each own layer's contents.
+    let out = run(lab::imgbuild()
+        .arg("inspect")
+        .arg(&tar)
+        .args(["--files", "3", "--json"]))?;
+    let found: Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
+    assert_eq!(found["migrate"], "/app/bin/migrate", "{found}");
+    let files = found["files"].as_array().cloned().unwrap_or_default();
+    let kinds: Vec<&str> = files.iter().filter_map(|f| f["kind"].as_str()).collect();
+    assert_eq!(kinds, ["erts", "deps", "app", "release", "sbom"], "{found}");
+    let erts = &files[0];
+    let largest = erts["largest_files"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(largest.len(), 3);
+    assert!(
+        largest[0]["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("/bin/beam.smp")),
+        "{erts}"
+    );
+    let sizes: Vec<u64> = largest.iter().filter_map(|f| f["size"].as_u64()).collect();
+    assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+    assert!(erts["bytes"].as_u64().unwrap_or(0) > sizes.iter().sum::<u64>());
+    assert!(
+        erts["largest_dirs"][0]["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("/app/erts-")),
+        "{erts}"
+    );
+    let out = run(lab::imgbuild().arg("inspect").arg(&tar).arg("--files"))?;
+    let text = lab::stdout(&out);
+    assert!(text.contains("migrations: /app/bin/migrate"), "{text}");
+    assert!(text.contains("beam.smp"), "{text}");
 
     // A command of the user's: a warning, and PHX_SERVER is left to them.
     let tar2 = dir.join("phx-cmd.tar");
