@@ -468,6 +468,24 @@ pub fn test_transplanted_index() -> TestResult {
         "{err}"
     );
     assert!(!dir.join("never.tar").exists());
+
+    // Rebase, platform by platform: onto the very base it was built on, the index is the same
+    // to the byte (the release layers kept, packages and SBOM made again identically).
+    let out = run(lab::imgbuild()
+        .arg("rebase")
+        .arg(&tar)
+        .args(["--from", &base, "-t", "multi/hello:1", "--json", "-o"])
+        .arg(dir.join("rebased.tar")))?;
+    let rebased: Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
+    let platforms: Vec<&str> = rebased["platforms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["platform"].as_str())
+        .collect();
+    assert_eq!(platforms.len(), 2, "{rebased}");
+    assert!(platforms[1].starts_with("linux/arm64"), "{rebased}");
+    assert_eq!(rebased["digest"], index_digest.as_str(), "{rebased}");
     Ok(())
 }
 

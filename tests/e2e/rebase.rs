@@ -210,6 +210,38 @@ pub fn test_rebase_onto_patched_base() -> TestResult {
     ]))?;
     assert_eq!(lab::stdout(&out).trim(), "2026-12-01");
 
+    // From a registry to a registry: only what is new is sent (the new base's extra layer, the
+    // SBOM and the config); the release's layers are already there.
+    let reg = lab::registry()?;
+    let old_ref = format!("{}/rebase/app:old", reg.host());
+    let new_ref = format!("{}/rebase/app:new", reg.host());
+    run(lab::imgbuild()
+        .env("IMGBUILD_CACHE", dir.join("cache"))
+        .arg("push")
+        .arg(&old_tar)
+        .arg(&old_ref))?;
+    let out = rebase(
+        &dir,
+        &[
+            &old_ref,
+            "--from",
+            &from,
+            "--apt-source",
+            &repo.source(),
+            "-t",
+            &new_ref,
+            "--push",
+            "--json",
+        ],
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let pushed: Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
+    assert_eq!(pushed["digest"], report["digest"], "{pushed}");
+    let repo_report = &pushed["written"][0]["repositories"][0];
+    assert_eq!(repo_report["uploaded"], 3, "{pushed}");
+    assert_eq!(repo_report["existing"], 7, "{pushed}");
+
     // Rebasing again gives the same bytes.
     let again = dir.join("again.tar");
     let out = rebase(
