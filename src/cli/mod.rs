@@ -917,6 +917,47 @@ struct BuildJson {
 }
 
 /// More than one tag in an archive: the rule every reader gets, said once at build time.
+/// The sinks a command writes to, in order: tarball, layout, engine, registries (the tags of
+/// `naming`, signed with `push`'s signing when given).
+fn sinks_for(
+    outputs: &Outputs,
+    engine: Option<sink::engine::Engine>,
+    push: Option<(PushOptions, Option<imgbuild::sink::registry::Signing>)>,
+    naming: &Naming,
+    mtime: u64,
+    reporter: &dyn Reporter,
+) -> Vec<Box<dyn Sink>> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if let Some(path) = &outputs.output {
+        warn_tags(&naming.tags, reporter, path);
+        sinks.push(Box::new(sink::TarballSink {
+            path: path.clone(),
+            naming: naming.clone(),
+            mtime,
+        }));
+    }
+    if let Some(path) = &outputs.oci_layout {
+        sinks.push(Box::new(sink::LayoutSink {
+            path: path.clone(),
+            naming: naming.clone(),
+        }));
+    }
+    if let Some(engine) = engine {
+        sinks.push(Box::new(sink::EngineSink {
+            engine,
+            naming: naming.clone(),
+        }));
+    }
+    if let Some((opts, signing)) = push {
+        sinks.push(Box::new(sink::RegistrySink {
+            targets: naming.tags.clone(),
+            opts,
+            signing,
+        }));
+    }
+    sinks
+}
+
 fn warn_tags(tags: &[Reference], reporter: &dyn Reporter, path: &std::path::Path) {
     if tags.len() > 1 {
         reporter.warn(&format!(
@@ -978,34 +1019,17 @@ async fn run_build(args: BuildArgs) -> Result<()> {
             .map(|s| s.signatures.clone())
             .unwrap_or_default(),
     };
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if let Some(path) = &outputs.output {
-        warn_tags(&req.tags, reporter.as_ref(), path);
-        sinks.push(Box::new(sink::TarballSink {
-            path: path.clone(),
-            naming: naming.clone(),
-            mtime: req.settings.epoch,
-        }));
-    }
-    if let Some(path) = &outputs.oci_layout {
-        sinks.push(Box::new(sink::LayoutSink {
-            path: path.clone(),
-            naming: naming.clone(),
-        }));
-    }
-    if let Some(engine) = engine {
-        sinks.push(Box::new(sink::EngineSink {
-            engine,
-            naming: naming.clone(),
-        }));
-    }
-    if args.push {
-        sinks.push(Box::new(sink::RegistrySink {
-            targets: req.tags.clone(),
-            opts: push_options(&args.upload),
-            signing: signing.clone(),
-        }));
-    }
+    let push = args
+        .push
+        .then(|| (push_options(&args.upload), signing.clone()));
+    let sinks = sinks_for(
+        &outputs,
+        engine,
+        push,
+        &naming,
+        req.settings.epoch,
+        reporter.as_ref(),
+    );
     let cx = sink::Context {
         cache: &cache,
         client: &client,
@@ -1575,28 +1599,12 @@ async fn run_rebase(args: RebaseArgs) -> Result<()> {
         platform: Some(Platform::host()),
         signatures: vec![],
     };
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if let Some(path) = &args.output {
-        warn_tags(&tags, reporter.as_ref(), path);
-        sinks.push(Box::new(sink::TarballSink {
-            path: path.clone(),
-            naming: naming.clone(),
-            mtime: 0,
-        }));
-    }
-    if let Some(path) = &args.oci_layout {
-        sinks.push(Box::new(sink::LayoutSink {
-            path: path.clone(),
-            naming: naming.clone(),
-        }));
-    }
-    if args.push {
-        sinks.push(Box::new(sink::RegistrySink {
-            targets: tags.clone(),
-            opts: push_options(&args.upload),
-            signing: None,
-        }));
-    }
+    let outputs = Outputs {
+        output: args.output.clone(),
+        oci_layout: args.oci_layout.clone(),
+    };
+    let push = args.push.then(|| (push_options(&args.upload), None));
+    let sinks = sinks_for(&outputs, None, push, &naming, 0, reporter.as_ref());
     let cx = sink::Context {
         cache: &cache,
         client: &client,
