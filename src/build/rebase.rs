@@ -170,12 +170,28 @@ async fn own_layers_start(
             "its history names no imgbuild layer and its labels no base digest".into(),
         ));
     };
-    let pinned = format!("{}@{digest}", name.split('@').next().unwrap_or(&name));
-    let source = Source::parse(&pinned)?;
-    reporter.step(&format!("finding the old base {pinned} by its layers"));
+    // A registry base is read pinned to the digest; another source (a layout, an archive) as
+    // named, and it must still be that digest.
+    let pinned = crate::oci::digest::parse(&digest)?;
+    let source = match Source::parse(&name)? {
+        Source::Registry(mut r) => {
+            r.tag = None;
+            r.digest = Some(pinned.clone());
+            Source::Registry(r)
+        }
+        other => other,
+    };
+    reporter.step(&format!(
+        "finding the old base {name} ({digest}) by its layers"
+    ));
     let base = source::read_image(&source, Some(&image.platform()), cache, client)
         .await
-        .map_err(|e| not_ours(format!("its old base {pinned} cannot be read ({e})")))?;
+        .map_err(|e| not_ours(format!("its old base {name} cannot be read ({e})")))?;
+    if base.origin.digest.as_ref().is_some_and(|d| *d != pinned) {
+        return Err(not_ours(format!(
+            "its old base {name} is no longer {digest}"
+        )));
+    }
     let n = base.layers.len();
     let prefix = image.layers.len() > n
         && base
@@ -185,7 +201,7 @@ async fn own_layers_start(
             .all(|(b, i)| b.diff_id == i.diff_id);
     if !prefix {
         return Err(not_ours(format!(
-            "the layers of {pinned} are not the image's lowest layers"
+            "the layers of {name} are not the image's lowest layers"
         )));
     }
     Ok((n, "base-layers"))
@@ -233,9 +249,20 @@ fn read_own(layers: &[Layer], local: &[FileRange], workdir: &str) -> Result<Own>
             .collect();
         let sbom_only = !scratch.list(&format!("/{}", sbom::SBOM_DIR)).is_empty()
             && !scratch.exists(&format!("/{}", workdir.trim_matches('/')));
+        // Found by the base's layers (no history of imgbuild's): the kind from the content.
+        let root = format!("/{}", workdir.trim_matches('/'));
+        let under = |dir: &str| {
+            scratch
+                .list(&root)
+                .iter()
+                .any(|p| p.rsplit('/').next().is_some_and(|n| n.starts_with(dir)))
+        };
         let kind = match layer.kind {
             LayerKind::Base if !names.is_empty() => LayerKind::Packages,
             LayerKind::Base if sbom_only => LayerKind::Sbom,
+            LayerKind::Base if under("erts-") => LayerKind::Erts,
+            LayerKind::Base if under("releases") || under("bin") => LayerKind::Release,
+            LayerKind::Base => LayerKind::Deps,
             k => k,
         };
         match kind {
@@ -244,7 +271,9 @@ fn read_own(layers: &[Layer], local: &[FileRange], workdir: &str) -> Result<Own>
             _ => {
                 fs.overlay(&scratch);
                 texts.extend(f.texts.clone());
-                kept.push(layer.clone());
+                let mut layer = layer.clone();
+                layer.kind = kind;
+                kept.push(layer);
                 facts.push(f);
             }
         }

@@ -1229,6 +1229,10 @@ fn main() {
             rebase::test_rebase_refuses_a_base_it_cannot_start_on,
         ),
         Trial::test(
+            "rebase::finds_the_base_by_its_layers",
+            rebase::test_rebase_finds_the_base_by_its_layers,
+        ),
+        Trial::test(
             "apt::ca_certificates_bundle",
             apt::test_ca_certificates_bundle,
         ),

@@ -319,3 +319,105 @@ pub fn test_rebase_refuses_a_base_it_cannot_start_on() -> TestResult {
     assert!(err.contains("own layers"), "{err}");
     Ok(())
 }
+
+/// The image of `tar` in a layout, tagged `stripped`, its history rewritten as another tool
+/// would leave it (no `imgbuild:` entries): only its labels name its base.
+fn without_history(tar: &Path, dir: &Path) -> Result<PathBuf, Failed> {
+    let layout = dir.join("stripped");
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("oci-archive:{}", tar.display()))
+        .arg(format!("oci:{}:stripped", layout.display())))?;
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let read = |p: &Path| -> Result<Value, Failed> {
+        serde_json::from_slice(&std::fs::read(p).map_err(|e| fail(e.to_string()))?)
+            .map_err(|e| fail(e.to_string()))
+    };
+    let write = |v: &Value| -> Result<(String, usize), Failed> {
+        let bytes = serde_json::to_vec(v).map_err(|e| fail(e.to_string()))?;
+        let d = format!("sha256:{}", crate::sha256_hex(&bytes));
+        std::fs::write(blob(&d), &bytes).map_err(|e| fail(e.to_string()))?;
+        Ok((d, bytes.len()))
+    };
+    let mut index = read(&layout.join("index.json"))?;
+    let m_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let mut manifest = read(&blob(&m_digest))?;
+    let mut config = read(&blob(manifest["config"]["digest"].as_str().unwrap_or("")))?;
+    for h in config["history"].as_array_mut().into_iter().flatten() {
+        h["created_by"] = "COPY . /app # buildkit".into();
+    }
+    let (c, n) = write(&config)?;
+    manifest["config"]["digest"] = c.into();
+    manifest["config"]["size"] = n.into();
+    let (m, n) = write(&manifest)?;
+    index["manifests"][0]["digest"] = m.into();
+    index["manifests"][0]["size"] = n.into();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).map_err(|e| fail(e.to_string()))?,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    Ok(layout)
+}
+
+/// An image whose history another tool rewrote: its own layers are found above those of the
+/// base its labels name (matched by digest), and it is rebased all the same.
+pub fn test_rebase_finds_the_base_by_its_layers() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let rel = lab::release()?;
+    let dir = lab::scratch_dir("rebase-labels");
+    let old_tar = dir.join("old.tar");
+    let built = run(lab::imgbuild()
+        .env("IMGBUILD_CACHE", dir.join("cache"))
+        .arg("build")
+        .arg(&rel)
+        .args([
+            "--from",
+            &format!("oci:{}:bookworm", lab::base_layout()?.display()),
+        ])
+        .args(["-t", "imgbuild-e2e/rebase:labels", "--json", "-o"])
+        .arg(&old_tar))?;
+    let built: Value = serde_json::from_slice(&built.stdout).map_err(|e| fail(e.to_string()))?;
+    let stripped = without_history(&old_tar, &dir)?;
+    let new_base = patched_base(&lab::base_layout()?, "bookworm", &dir)?;
+    let out_tar = dir.join("new.tar");
+    let out = rebase(
+        &dir,
+        &[
+            &format!("oci:{}:stripped", stripped.display()),
+            "--from",
+            &format!("oci:{}:apt2", new_base.display()),
+            "-o",
+            out_tar.to_str().unwrap_or_default(),
+            "--json",
+        ],
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
+    assert_eq!(
+        report["platforms"][0]["found_by"], "base-layers",
+        "{report}"
+    );
+    let new_layers = layer_digests(&raw_manifest(&out_tar)?);
+    let release: Vec<String> = built["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| ["erts", "deps", "app", "release"].contains(&l["kind"].as_str().unwrap_or("")))
+        .filter_map(|l| l["digest"].as_str().map(String::from))
+        .collect();
+    // The patched base's two layers, the four release layers kept, a new SBOM.
+    assert_eq!(new_layers.len(), 2 + 4 + 1, "{report}");
+    assert_eq!(new_layers[2..6], release[..], "{report}");
+    Ok(())
+}
