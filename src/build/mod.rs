@@ -95,6 +95,19 @@ pub struct LayerRecord {
     pub origin: Option<&'static str>,
 }
 
+impl LayerRecord {
+    pub fn of(l: &Layer, origin: Option<&'static str>) -> LayerRecord {
+        LayerRecord {
+            digest: l.blob.digest.to_string(),
+            diff_id: l.diff_id.to_string(),
+            size: l.blob.size,
+            media_type: l.blob.media_type.clone(),
+            kind: l.kind,
+            origin,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct BuildReport {
     /// Digest of the image manifest.
@@ -509,15 +522,11 @@ async fn build_one(
         layers: image
             .layers
             .iter()
-            .map(|l| LayerRecord {
-                digest: l.blob.digest.to_string(),
-                diff_id: l.diff_id.to_string(),
-                size: l.blob.size,
-                media_type: l.blob.media_type.clone(),
-                kind: l.kind,
-                origin: (l.kind != LayerKind::Base)
+            .map(|l| {
+                let origin = (l.kind != LayerKind::Base)
                     .then(|| origins.get(&l.blob.digest.to_string()).copied())
-                    .flatten(),
+                    .flatten();
+                LayerRecord::of(l, origin)
             })
             .collect(),
         warnings,

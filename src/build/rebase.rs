@@ -470,14 +470,7 @@ async fn rebase_image(
         layers: image
             .layers
             .iter()
-            .map(|l| LayerRecord {
-                digest: l.blob.digest.to_string(),
-                diff_id: l.diff_id.to_string(),
-                size: l.blob.size,
-                media_type: l.blob.media_type.clone(),
-                kind: l.kind,
-                origin: None,
-            })
+            .map(|l| LayerRecord::of(l, None))
             .collect(),
         packages: locked
             .iter()

@@ -148,32 +148,13 @@ fn make_repo() -> Result<Repo, Failed> {
         .map_err(|e| fail(e.to_string()))?;
     std::fs::write(trust.join("etc/apt/trusted.gpg.d/imgbuild-test.gpg"), key)
         .map_err(|e| fail(e.to_string()))?;
-    let trust_tar = dir.join("trust.tar");
-    run(Command::new("tar")
-        .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
-        .arg(&trust)
-        .args(["-cf"])
-        .arg(&trust_tar)
-        .arg("etc"))?;
-    let base = dir.join("base-layout");
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(lab::base_layout()?)
-        .arg(&base))?;
-    run(Command::new("umoci").args([
-        "tag",
-        "--image",
-        &format!("{}:bookworm", base.display()),
+    let base = lab::layout_plus_layer(
+        &lab::base_layout()?,
+        "bookworm",
+        &dir.join("base-layout"),
+        &trust,
         "apt",
-    ]))?;
-    run(Command::new("umoci")
-        .args([
-            "raw",
-            "add-layer",
-            "--image",
-            &format!("{}:apt", base.display()),
-        ])
-        .arg(&trust_tar))?;
+    )?;
     let port = servers::start_static(&root)?;
     Ok(Repo {
         root,

@@ -184,33 +184,13 @@ fn erlang_base(dir: &Path, packages: &str, erts: Option<&str>) -> Result<String,
             }
         }
     }
-    let tar = dir.join("erlang.tar");
-    run(Command::new("tar")
-        .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg("."))?;
-    let layout = dir.join("erlang-layout");
-    let _ = std::fs::remove_dir_all(&layout);
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(lab::base_layout()?)
-        .arg(&layout))?;
-    run(Command::new("umoci").args([
-        "tag",
-        "--image",
-        &format!("{}:bookworm", layout.display()),
+    let layout = lab::layout_plus_layer(
+        &lab::base_layout()?,
+        "bookworm",
+        &dir.join("erlang-layout"),
+        &root,
         "erlang",
-    ]))?;
-    run(Command::new("umoci")
-        .args([
-            "raw",
-            "add-layer",
-            "--image",
-            &format!("{}:erlang", layout.display()),
-        ])
-        .arg(&tar))?;
+    )?;
     Ok(format!("oci:{}:erlang", layout.display()))
 }
 

@@ -416,6 +416,49 @@ pub fn layout_of_arch(
     Ok(layout.to_path_buf())
 }
 
+/// A copy of the layout `from` at `dest` whose image `tag`, as `new_tag`, has one more layer:
+/// the files under `root`, owned by root. Returns `dest`.
+pub fn layout_plus_layer(
+    from: &Path,
+    tag: &str,
+    dest: &Path,
+    root: &Path,
+    new_tag: &str,
+) -> Result<PathBuf, libtest_mimic::Failed> {
+    let _ = std::fs::remove_dir_all(dest);
+    run(Command::new("cp").arg("-a").arg(from).arg(dest))?;
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(root)
+        .map_err(|e| fail(e.to_string()))?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    let tar = dest.with_extension("layer.tar");
+    run(Command::new("tar")
+        .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
+        .arg(root)
+        .arg("-cf")
+        .arg(&tar)
+        .args(&names))?;
+    if tag != new_tag {
+        run(Command::new("umoci").args([
+            "tag",
+            "--image",
+            &format!("{}:{tag}", dest.display()),
+            new_tag,
+        ]))?;
+    }
+    run(Command::new("umoci")
+        .args([
+            "raw",
+            "add-layer",
+            "--image",
+            &format!("{}:{new_tag}", dest.display()),
+        ])
+        .arg(&tar))?;
+    Ok(dest.to_path_buf())
+}
+
 /// An OCI layout holding the bookworm minbase image, tagged `bookworm`.
 pub fn base_layout() -> Result<PathBuf, libtest_mimic::Failed> {
     static LAYOUT: Shared<PathBuf> = OnceLock::new();

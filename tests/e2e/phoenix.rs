@@ -254,8 +254,6 @@ pub fn test_init_then_build_runs() -> TestResult {
     let project = dir.join("project");
     lab::build_release_env(&project, None, &[("HELLO_WITH_CRYPTO", "1")])?;
     // The runner base: the apt test base, its apt source the test repository, in the registry.
-    let base = dir.join("base");
-    run(Command::new("cp").arg("-a").arg(&repo.base).arg(&base))?;
     let src = dir.join("sources");
     std::fs::create_dir_all(src.join("etc/apt")).map_err(|e| fail(e.to_string()))?;
     std::fs::write(
@@ -263,20 +261,7 @@ pub fn test_init_then_build_runs() -> TestResult {
         format!("deb http://127.0.0.1:{} stable main\n", repo.port),
     )
     .map_err(|e| fail(e.to_string()))?;
-    run(Command::new("tar")
-        .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
-        .arg(&src)
-        .arg("-cf")
-        .arg(dir.join("sources.tar"))
-        .arg("etc"))?;
-    run(Command::new("umoci")
-        .args([
-            "raw",
-            "add-layer",
-            "--image",
-            &format!("{}:apt", base.display()),
-        ])
-        .arg(dir.join("sources.tar")))?;
+    let base = lab::layout_plus_layer(&repo.base, "apt", &dir.join("base"), &src, "apt")?;
     let runner_repo = format!("{}/init/debian", reg.host());
     run(Command::new("skopeo")
         .args(["copy", "--quiet", "--dest-tls-verify=false"])

@@ -28,33 +28,11 @@ const TOOLS: &[&str] = &[
 /// A copy of `layout`'s image `tag` with one more layer holding /etc/imgbuild-patched, as
 /// `apt2`: a "patched" base.
 fn patched_base(layout: &Path, tag: &str, dir: &Path) -> Result<PathBuf, Failed> {
-    let base = dir.join("patched-base");
-    run(Command::new("cp").arg("-a").arg(layout).arg(&base))?;
     let root = dir.join("patch");
     std::fs::create_dir_all(root.join("etc")).map_err(|e| fail(e.to_string()))?;
     std::fs::write(root.join("etc/imgbuild-patched"), "2026-12-01\n")
         .map_err(|e| fail(e.to_string()))?;
-    run(Command::new("tar")
-        .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
-        .arg(&root)
-        .arg("-cf")
-        .arg(dir.join("patch.tar"))
-        .arg("etc"))?;
-    run(Command::new("umoci").args([
-        "tag",
-        "--image",
-        &format!("{}:{tag}", base.display()),
-        "apt2",
-    ]))?;
-    run(Command::new("umoci")
-        .args([
-            "raw",
-            "add-layer",
-            "--image",
-            &format!("{}:apt2", base.display()),
-        ])
-        .arg(dir.join("patch.tar")))?;
-    Ok(base)
+    lab::layout_plus_layer(layout, tag, &dir.join("patched-base"), &root, "apt2")
 }
 
 fn raw_manifest(tar: &Path) -> Result<Value, Failed> {
