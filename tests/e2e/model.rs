@@ -517,9 +517,9 @@ fn names(lines: &str) -> Vec<String> {
         .collect()
 }
 
-/// Three `-t` tags in one tarball: every one is loaded by Docker 20.10 (manifest.json), Docker
-/// 26 with the containerd store, podman 4 and 5 and ctr (index.json); skopeo reads the archive
-/// by tag.
+/// Three `-t` tags in one tarball: every one is loaded by Docker 20.10 and Docker 26's classic
+/// store (manifest.json), Docker 26 with the containerd store, podman 4 and 5 and ctr
+/// (index.json); skopeo reads the archive by tag.
 pub fn test_three_tags_every_loader() -> TestResult {
     if !lab::require(&[TOOLS, &["dockerd", "docker", "podman", "runc", "ctr"]].concat())? {
         return Ok(());
@@ -628,26 +628,66 @@ pub fn test_three_tags_every_loader() -> TestResult {
         &config,
     ]))?;
     has_all("podman 5", names(&stdout(&out)))?;
-    let sock = "/run/imgbuild-d26.sock";
+    // Docker 26 twice: with the containerd image store (index.json) and with the classic
+    // graph-driver store (manifest.json); every tag must survive both.
+    let (ctr_store, classic) = ("containerd-store", "classic-store");
+    std::fs::write(
+        root.join(format!("etc/docker/{classic}.json")),
+        "{\"features\": {\"containerd-snapshotter\": false}, \"storage-driver\": \"vfs\"}\n",
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    std::fs::write(
+        root.join(format!("etc/docker/{ctr_store}.json")),
+        "{\"features\": {\"containerd-snapshotter\": true}}\n",
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    // An image's ID is its manifest's digest in the containerd store, its config's in the
+    // classic one.
+    let tags = docker26_loads(&chroot, &dir, ctr_store, &digest, |driver| {
+        driver.contains("overlayfs") || driver.contains("snapshotter") || driver.contains("native")
+    })?;
+    has_all(&format!("docker 26 ({ctr_store})"), tags)?;
+    let tags = docker26_loads(&chroot, &dir, classic, &config, |driver| {
+        driver.starts_with("vfs ")
+    })?;
+    has_all(&format!("docker 26 ({classic})"), tags)
+}
+
+/// Starts Docker 26 in the trixie root with `/etc/docker/{store}.json`, checks its storage
+/// driver with `is_store`, loads `/tmp/three.tar` and returns the names it lists for the image
+/// whose ID is `id`. The daemon is stopped whatever happens.
+fn docker26_loads(
+    chroot: &Chroot,
+    dir: &Path,
+    store: &str,
+    id: &str,
+    is_store: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, Failed> {
+    let sock = format!("/run/imgbuild-d26-{store}.sock");
     let mut dockerd = chroot
         .cmd("dockerd")
         .args(["--iptables=false", "--ip-forward=false", "--bridge=none"])
+        .arg(format!("--config-file=/etc/docker/{store}.json"))
         .arg(format!("--host=unix://{sock}"))
-        .args([
-            "--data-root=/var/lib/docker-e2e",
-            "--exec-root=/run/docker-e2e",
-            "--pidfile=/run/docker-e2e.pid",
-        ])
-        .stdout(std::fs::File::create(dir.join("dockerd26.log")).map_err(|e| fail(e.to_string()))?)
-        .stderr(std::fs::File::create(dir.join("dockerd26.err")).map_err(|e| fail(e.to_string()))?)
+        .arg(format!("--data-root=/var/lib/docker-e2e-{store}"))
+        .arg(format!("--exec-root=/run/docker-e2e-{store}"))
+        .arg(format!("--pidfile=/run/docker-e2e-{store}.pid"))
+        .stdout(
+            std::fs::File::create(dir.join(format!("dockerd26-{store}.log")))
+                .map_err(|e| fail(e.to_string()))?,
+        )
+        .stderr(
+            std::fs::File::create(dir.join(format!("dockerd26-{store}.err")))
+                .map_err(|e| fail(e.to_string()))?,
+        )
         .spawn()
-        .map_err(|e| fail(format!("dockerd 26: {e}")))?;
+        .map_err(|e| fail(format!("dockerd 26 ({store}): {e}")))?;
     let d26 = |args: &[&str]| {
         let mut c = chroot.cmd("docker");
         c.env("DOCKER_HOST", format!("unix://{sock}")).args(args);
         c
     };
-    let result = (|| -> TestResult {
+    let result = (|| -> Result<Vec<String>, Failed> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !d26(&["info"])
             .stdout(Stdio::null())
@@ -656,8 +696,9 @@ pub fn test_three_tags_every_loader() -> TestResult {
             .is_ok_and(|s| s.success())
         {
             if Instant::now() > deadline {
-                let log = std::fs::read_to_string(dir.join("dockerd26.err")).unwrap_or_default();
-                return Err(fail(format!("dockerd 26 did not start:\n{log}")));
+                let log = std::fs::read_to_string(dir.join(format!("dockerd26-{store}.err")))
+                    .unwrap_or_default();
+                return Err(fail(format!("dockerd 26 ({store}) did not start:\n{log}")));
             }
             std::thread::sleep(Duration::from_millis(300));
         }
@@ -667,23 +708,21 @@ pub fn test_three_tags_every_loader() -> TestResult {
             "{{.Driver}} {{.ServerVersion}}",
         ]))?;
         let info = stdout(&info);
-        assert!(
-            info.contains("overlayfs") || info.contains("snapshotter") || info.contains("native"),
-            "not the containerd store: {info}"
-        );
+        assert!(is_store(&info), "not the {store}: {info}");
         run(&mut d26(&["load", "-i", "/tmp/three.tar"]))?;
         let out = run(&mut d26(&[
             "image",
             "ls",
+            "--no-trunc",
             "--format",
             "{{.Repository}}:{{.Tag}} {{.ID}}",
         ]))?;
         let listed: Vec<String> = stdout(&out)
             .lines()
-            .filter(|l| l.contains(&digest[7..19]))
+            .filter(|l| l.contains(id.get(7..).unwrap_or(id)))
             .map(|l| l.split(' ').next().unwrap_or("").to_string())
             .collect();
-        has_all("docker 26 (containerd store)", names(&listed.join("\n")))
+        Ok(names(&listed.join("\n")))
     })();
     let _ = Command::new("kill").arg(dockerd.id().to_string()).status();
     let _ = dockerd.wait();
