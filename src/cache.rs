@@ -177,12 +177,42 @@ impl Cache {
         Ok(())
     }
 
-    /// What identifies a cached blob file as the one verified earlier: its size and mtime.
-    /// A file rewritten since (damaged, replaced) gets a new stamp and is read in full again.
-    pub fn blob_stamp(&self, digest: &Digest) -> Option<(u64, i64, u32)> {
-        use std::os::unix::fs::MetadataExt;
-        let m = fs::metadata(self.blob_path(digest)).ok()?;
-        Some((m.len(), m.mtime(), m.mtime_nsec() as u32))
+    /// Whether the file range `at` was verified to hold `digest` by an earlier run, and the
+    /// file has not changed since, so a sink may copy it without hashing it again.
+    ///
+    /// The stamp is the file's device, inode, size, mtime and ctime, taken when its bytes were
+    /// last hashed. Any write to the file or its replacement changes the inode, mtime or ctime
+    /// (ctime cannot be set back by a user), and the file is then hashed in full again. A
+    /// stamp is taken only of a file unchanged for a while before it was hashed (see
+    /// [`Cache::note_verified`]), so a write in the same clock tick cannot go unseen. What a
+    /// stamp cannot see is the disk itself flipping bits under an unchanged inode: the
+    /// registry, a loader or `imgbuild inspect` still checks every digest it reads.
+    pub fn verified_earlier(&self, at: &crate::oci::FileRange, digest: &Digest) -> bool {
+        match (
+            self.record(VERIFIED, &stamp_key(at, digest)),
+            file_stamp(&at.path),
+        ) {
+            (Some(kept), Some((now, _))) => kept == now.as_bytes(),
+            _ => false,
+        }
+    }
+
+    /// Remember that `at` was just hashed to `digest` (best effort: a stamp that cannot be
+    /// written only means hashing again next time). A file changed less than two seconds
+    /// before is not stamped: a later write within the same timestamp tick would look the same.
+    pub fn note_verified(&self, at: &crate::oci::FileRange, digest: &Digest) {
+        if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            self.note_verified_at(at, digest, now.as_secs_f64());
+        }
+    }
+
+    pub(crate) fn note_verified_at(&self, at: &crate::oci::FileRange, digest: &Digest, now: f64) {
+        let Some((stamp, changed)) = file_stamp(&at.path) else {
+            return;
+        };
+        if now - changed > 2.0 {
+            let _ = self.put_record(VERIFIED, &stamp_key(at, digest), stamp.as_bytes());
+        }
     }
 
     pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
@@ -191,9 +221,81 @@ impl Cache {
     }
 }
 
+/// Records of files hashed earlier ([`Cache::verified_earlier`]).
+const VERIFIED: &str = "verified";
+
+/// The record key of a stamp: the file range and the digest it was found to hold.
+fn stamp_key(at: &crate::oci::FileRange, digest: &Digest) -> Digest {
+    use std::os::unix::ffi::OsStrExt;
+    let mut key = at.path.as_os_str().as_bytes().to_vec();
+    key.extend_from_slice(format!("\0{}\0{}\0{digest}", at.offset, at.size).as_bytes());
+    digest::sha256_of(&key)
+}
+
+/// A file's identity and change times as text, and its ctime in seconds.
+fn file_stamp(path: &Path) -> Option<(String, f64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).ok()?;
+    let stamp = format!(
+        "v1 {} {} {} {}.{:09} {}.{:09}",
+        m.dev(),
+        m.ino(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    );
+    Some((stamp, m.ctime() as f64 + m.ctime_nsec() as f64 / 1e9))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stamp_vouches_for_an_unchanged_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().join("c")).unwrap();
+        let path = dir.path().join("blob");
+        fs::write(&path, b"hello").unwrap();
+        let d = digest::sha256_of(b"hello");
+        let at = crate::oci::FileRange {
+            path: path.clone(),
+            offset: 0,
+            size: 5,
+        };
+        let later = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+        };
+        assert!(!cache.verified_earlier(&at, &d));
+        // Just written: not stamped (a write in the same tick would look the same).
+        cache.note_verified(&at, &d);
+        assert!(!cache.verified_earlier(&at, &d));
+        cache.note_verified_at(&at, &d, later() + 10.0);
+        assert!(cache.verified_earlier(&at, &d));
+        // Another digest, another range: no stamp.
+        assert!(!cache.verified_earlier(&at, &digest::sha256_of(b"other")));
+        let part = crate::oci::FileRange {
+            size: 4,
+            ..at.clone()
+        };
+        assert!(!cache.verified_earlier(&part, &d));
+        // Rewritten in place with the same length: the stamp no longer holds.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&path, b"HELLO").unwrap();
+        assert!(!cache.verified_earlier(&at, &d));
+        // Replaced by another file under the same name: neither.
+        cache.note_verified_at(&at, &d, later() + 10.0);
+        assert!(cache.verified_earlier(&at, &d));
+        let other = dir.path().join("other");
+        fs::write(&other, b"hello").unwrap();
+        fs::rename(&other, &path).unwrap();
+        assert!(!cache.verified_earlier(&at, &d));
+    }
 
     #[test]
     fn put_and_read_back() {

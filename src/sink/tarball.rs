@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
 use oci_spec::image::Digest;
@@ -200,16 +200,43 @@ fn copy_verified(
                 .map_err(|e| Error::io("write", "output", e))?;
             Ok(b.len() as u64)
         }
-        Bytes::Range(at) => {
-            let mut reader = HashReader::new(at.open()?);
-            let n = std::io::copy(&mut reader, out).ctx("copy", &at.path)?;
-            let (actual, _) = reader.finish();
-            if &actual != d || n != at.size {
-                return Err(damaged(d, &actual, at, cache));
-            }
-            Ok(n)
-        }
+        Bytes::Range(at) => read_verified(d, at, cache, |r| {
+            std::io::copy(r, out).ctx("copy", &at.path)
+        }),
     }
+}
+
+/// Hand the bytes of `at` to `use_them` and make sure they are `d`: hashed on the way, unless
+/// the cache vouches that this very file was hashed to `d` before and is unchanged since
+/// ([`crate::cache::Cache::verified_earlier`]). Writing an image's base into a tarball is
+/// then one pass over its bytes instead of two (the tarball's own digest is the other).
+fn read_verified<T>(
+    d: &Digest,
+    at: &FileRange,
+    cache: &crate::cache::Cache,
+    use_them: impl FnOnce(&mut dyn Read) -> Result<T>,
+) -> Result<T> {
+    if cache.verified_earlier(at, d) {
+        let mut reader = at.open()?;
+        let mut counted = (&mut reader).take(at.size + 1);
+        let t = use_them(&mut counted)?;
+        if counted.limit() != 1 {
+            // Changed under us after the stamp was read: hash what is there now.
+            let mut reader = HashReader::new(at.open()?);
+            std::io::copy(&mut reader, &mut std::io::sink()).ctx("read", &at.path)?;
+            let (actual, _) = reader.finish();
+            return Err(damaged(d, &actual, at, cache));
+        }
+        return Ok(t);
+    }
+    let mut reader = HashReader::new(at.open()?);
+    let t = use_them(&mut reader)?;
+    let (actual, n) = reader.finish();
+    if &actual != d || n != at.size {
+        return Err(damaged(d, &actual, at, cache));
+    }
+    cache.note_verified(at, d);
+    Ok(t)
 }
 
 /// The whole archive into `tar`: `oci-layout`, every blob (streamed, verified), `index.json`
@@ -253,13 +280,8 @@ fn write_archive<W: Write>(
                 .append(&header(b.len() as u64, 0o644, regular, &name)?, *b)
                 .map_err(err)?,
             Bytes::Range(at) => {
-                let mut reader = HashReader::new(at.open()?);
-                tar.append(&header(at.size, 0o644, regular, &name)?, &mut reader)
-                    .map_err(err)?;
-                let (actual, n) = reader.finish();
-                if &actual != d || n != at.size {
-                    return Err(damaged(d, &actual, at, cache));
-                }
+                let head = header(at.size, 0o644, regular, &name)?;
+                read_verified(d, at, cache, |r| tar.append(&head, r).map_err(err))?;
             }
         }
     }
@@ -506,6 +528,56 @@ mod tests {
         assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
         assert!(!tar.exists());
         assert!(!path.exists(), "the damaged cache entry is removed");
+    }
+
+    #[test]
+    fn a_blob_hashed_before_is_copied_once_and_a_changed_one_is_hashed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().join("cache")).unwrap();
+        let image = small_image(&cache);
+        let d = image.layers[0].blob.digest.clone();
+        let BlobSource::File(at) = image.layers[0].blob.source.clone() else {
+            panic!("a file blob")
+        };
+        let artifact = Artifact::Image(Box::new(image));
+        let blobs = blobs(&artifact, &|_| None).unwrap();
+        let names = naming(&["a:1"]);
+        let first = write_tarball(
+            &dir.path().join("1.tar"),
+            &artifact,
+            &blobs,
+            &names,
+            0,
+            &cache,
+        )
+        .unwrap();
+        // As if hashed by a run a minute from now: the stamp vouches, the bytes are the same.
+        let later = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+            + 60.0;
+        cache.note_verified_at(&at, &d, later);
+        assert!(cache.verified_earlier(&at, &d));
+        let second = write_tarball(
+            &dir.path().join("2.tar"),
+            &artifact,
+            &blobs,
+            &names,
+            0,
+            &cache,
+        )
+        .unwrap();
+        assert_eq!(first, second);
+        // Damaged in place (same length) after the stamp: hashed again and refused.
+        let mut bytes = std::fs::read(&at.path).unwrap();
+        bytes[0] ^= 0xff;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&at.path, &bytes).unwrap();
+        let tar = dir.path().join("3.tar");
+        let err = write_tarball(&tar, &artifact, &blobs, &names, 0, &cache).unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+        assert!(!tar.exists());
     }
 
     #[test]
