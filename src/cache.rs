@@ -236,17 +236,27 @@ fn stamp_key(at: &crate::oci::FileRange, digest: &Digest) -> Digest {
 fn file_stamp(path: &Path) -> Option<(String, f64)> {
     use std::os::unix::fs::MetadataExt;
     let m = fs::metadata(path).ok()?;
-    let stamp = format!(
-        "v1 {} {} {} {}.{:09} {}.{:09}",
-        m.dev(),
-        m.ino(),
+    Some((
+        stat_text(&m),
+        m.ctime() as f64 + m.ctime_nsec() as f64 / 1e9,
+    ))
+}
+
+/// What stands for a file's content when its bytes are not read: size, mtime, ctime, inode
+/// and device. Any write to the file, or another file under its name, changes it. Used by the
+/// verified-file stamps here and by the layers' stat keys.
+pub fn stat_text(m: &fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "{}\0{}.{}\0{}.{}\0{}\0{}\0",
         m.len(),
         m.mtime(),
         m.mtime_nsec(),
         m.ctime(),
-        m.ctime_nsec()
-    );
-    Some((stamp, m.ctime() as f64 + m.ctime_nsec() as f64 / 1e9))
+        m.ctime_nsec(),
+        m.ino(),
+        m.dev()
+    )
 }
 
 #[cfg(test)]

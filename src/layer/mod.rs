@@ -86,19 +86,9 @@ pub fn input_key(entries: &[Entry], opts: TarOptions) -> Result<Digest> {
 /// be examined (the content key then decides).
 pub fn stat_key(entries: &[Entry], opts: TarOptions) -> Option<Digest> {
     use sha2::Digest as _;
-    use std::os::unix::fs::MetadataExt;
     entries_key(entries, opts, "stat", |src, h| {
         let m = std::fs::metadata(src).ctx("stat", src)?;
-        h.update(format!(
-            "{}\0{}.{}\0{}.{}\0{}\0{}\0",
-            m.len(),
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ctime(),
-            m.ctime_nsec(),
-            m.ino(),
-            m.dev()
-        ));
+        h.update(crate::cache::stat_text(&m));
         Ok(())
     })
     .ok()

@@ -542,15 +542,10 @@ mod tests {
         let artifact = Artifact::Image(Box::new(image));
         let blobs = blobs(&artifact, &|_| None).unwrap();
         let names = naming(&["a:1"]);
-        let first = write_tarball(
-            &dir.path().join("1.tar"),
-            &artifact,
-            &blobs,
-            &names,
-            0,
-            &cache,
-        )
-        .unwrap();
+        let write = |name: &str| {
+            write_tarball(&dir.path().join(name), &artifact, &blobs, &names, 0, &cache)
+        };
+        let first = write("1.tar").unwrap();
         // As if hashed by a run a minute from now: the stamp vouches, the bytes are the same.
         let later = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -559,25 +554,16 @@ mod tests {
             + 60.0;
         cache.note_verified_at(&at, &d, later);
         assert!(cache.verified_earlier(&at, &d));
-        let second = write_tarball(
-            &dir.path().join("2.tar"),
-            &artifact,
-            &blobs,
-            &names,
-            0,
-            &cache,
-        )
-        .unwrap();
+        let second = write("2.tar").unwrap();
         assert_eq!(first, second);
         // Damaged in place (same length) after the stamp: hashed again and refused.
         let mut bytes = std::fs::read(&at.path).unwrap();
         bytes[0] ^= 0xff;
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&at.path, &bytes).unwrap();
-        let tar = dir.path().join("3.tar");
-        let err = write_tarball(&tar, &artifact, &blobs, &names, 0, &cache).unwrap_err();
+        let err = write("3.tar").unwrap_err();
         assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
-        assert!(!tar.exists());
+        assert!(!dir.path().join("3.tar").exists());
     }
 
     #[test]
