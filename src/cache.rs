@@ -145,6 +145,25 @@ impl Cache {
         Ok(len)
     }
 
+    /// Make sure the cached blob `digest` still hashes to its name: at once when a stamp
+    /// ([`Cache::verified_earlier`]) vouches that the file is unchanged since it was hashed,
+    /// else by hashing it (and stamping it). A damaged entry is removed.
+    pub fn verify_blob(&self, digest: &Digest) -> Result<()> {
+        let path = self.blob_path(digest);
+        let size = fs::metadata(&path).ctx("stat cached blob", &path)?.len();
+        let at = crate::oci::FileRange {
+            path,
+            offset: 0,
+            size,
+        };
+        if self.verified_earlier(&at, digest) {
+            return Ok(());
+        }
+        self.copy_verified(digest, &mut io::sink())?;
+        self.note_verified(&at, digest);
+        Ok(())
+    }
+
     /// A cache entry found not to hash to its name: remove it (the next run fetches it anew)
     /// and describe the damage.
     pub fn corrupted(&self, digest: &Digest, actual: &Digest) -> Error {

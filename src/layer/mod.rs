@@ -142,6 +142,12 @@ pub fn write_layer_cached(
 /// change there means a full content hash.
 pub fn layer_key(entries: &[Entry], opts: TarOptions, cache: &Cache) -> Result<Digest> {
     let meta = stat_key(entries, opts);
+    // Platforms built at once share most layers: the first to reach these inputs hashes
+    // them, the others wait and read its record instead of hashing the same files again.
+    let lock = meta.as_ref().map(in_flight);
+    let _hashing = lock
+        .as_ref()
+        .map(|l| l.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     let known = meta
         .as_ref()
         .and_then(|m| cache.record("inputs", m))

@@ -95,66 +95,6 @@ impl<W: Write> Write for HashWriter<W> {
     }
 }
 
-/// A writer that hashes what passes through it on a thread of its own, so that hashing a large
-/// output (an image tarball) overlaps with reading and verifying its blobs. Give it large
-/// writes (put a `BufWriter` in front): each write is copied once to the hashing thread.
-pub struct ThreadedHashWriter<W> {
-    inner: W,
-    chunks: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    hasher: Option<std::thread::JoinHandle<Digest>>,
-    len: u64,
-}
-
-impl<W: Write> ThreadedHashWriter<W> {
-    pub fn new(inner: W) -> Self {
-        // A few chunks in flight: enough to keep both threads busy, little memory.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-        let hasher = std::thread::spawn(move || {
-            let mut h = Sha256::new();
-            for chunk in rx {
-                h.update(&chunk);
-            }
-            from_hasher(h)
-        });
-        ThreadedHashWriter {
-            inner,
-            chunks: Some(tx),
-            hasher: Some(hasher),
-            len: 0,
-        }
-    }
-
-    /// The inner writer, the digest and the byte count of what was written. (Dropped
-    /// unfinished, after an error, the thread ends when it sees the channel closed.)
-    pub fn finish(mut self) -> io::Result<(W, Digest, u64)> {
-        drop(self.chunks.take());
-        let digest = self
-            .hasher
-            .take()
-            .ok_or_else(|| io::Error::other("hasher already finished"))?
-            .join()
-            .map_err(|_| io::Error::other("the hashing thread panicked"))?;
-        Ok((self.inner, digest, self.len))
-    }
-}
-
-impl<W: Write> Write for ThreadedHashWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.chunks
-            .as_ref()
-            .ok_or_else(|| io::Error::other("hasher already finished"))?
-            .send(buf[..n].to_vec())
-            .map_err(|_| io::Error::other("the hashing thread stopped"))?;
-        self.len += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// A reader that hashes and counts everything read through it.
 pub struct HashReader<R> {
     inner: R,
@@ -206,18 +146,6 @@ mod tests {
         io::copy(&mut r, &mut io::sink()).unwrap();
         assert_eq!(r.finish(), (d.clone(), n));
         assert_eq!(d, sha256_of(b"hello world"));
-    }
-
-    #[test]
-    fn threaded_writer_agrees() {
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        let mut w = ThreadedHashWriter::new(Vec::new());
-        for chunk in data.chunks(1 << 20) {
-            w.write_all(chunk).unwrap();
-        }
-        let (buf, d, n) = w.finish().unwrap();
-        assert_eq!(buf, data);
-        assert_eq!((d, n), (sha256_of(&data), data.len() as u64));
     }
 
     #[test]

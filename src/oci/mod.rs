@@ -231,15 +231,6 @@ impl Image {
             variant: self.config.variant().clone().filter(|v| !v.is_empty()),
         }
     }
-
-    /// Every layer blob, each once (an image may repeat a layer).
-    pub fn unique_layers(&self) -> Vec<&Layer> {
-        let mut seen = std::collections::HashSet::new();
-        self.layers
-            .iter()
-            .filter(|l| seen.insert(l.blob.digest.clone()))
-            .collect()
-    }
 }
 
 /// A multi-platform image: the index exactly as stored, and its images in index order.

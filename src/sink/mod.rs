@@ -33,7 +33,7 @@ pub struct Context<'a> {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "lowercase", tag = "sink")]
 pub enum Written {
-    Tarball { path: PathBuf, sha256: String },
+    Tarball { path: PathBuf },
     Layout { path: PathBuf },
     Registry(registry::PushReport),
     Engine(engine::LoadReport),
@@ -118,7 +118,7 @@ impl Sink for TarballSink {
     ) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
             let (path, mtime) = (self.path.clone(), self.mtime);
-            let sha = write_files(
+            write_files(
                 artifact,
                 &self.naming,
                 cx,
@@ -130,7 +130,6 @@ impl Sink for TarballSink {
             cx.reporter.step(&format!("wrote {}", self.path.display()));
             Ok(Written::Tarball {
                 path: self.path.clone(),
-                sha256: sha.to_string(),
             })
         })
     }

@@ -137,19 +137,20 @@ pub async fn push_signed(
             repository: repo.name(),
             ..RepositoryReport::default()
         };
-        // Every image's blobs, then the image manifests by digest (an index's children).
-        for image in artifact.images() {
-            ctx.push_blobs(image, repo, &done, &mut report).await?;
-            if let Artifact::Index(_) = artifact {
-                client
-                    .put_manifest(
-                        repo,
-                        image.digest.as_ref(),
-                        &image.manifest,
-                        &image.media_type,
-                    )
-                    .await?;
-            }
+        // Every image's blobs as one set (a layer the platforms share is checked and sent
+        // once), then the image manifests by digest (an index's children), all at once.
+        let images = artifact.images();
+        ctx.push_blobs(&images, repo, &done, &mut report).await?;
+        if let Artifact::Index(_) = artifact {
+            futures_util::future::try_join_all(images.iter().map(|image| {
+                client.put_manifest(
+                    repo,
+                    image.digest.as_ref(),
+                    &image.manifest,
+                    &image.media_type,
+                )
+            }))
+            .await?;
         }
         reporter.step(&format!(
             "{}: {} new in {} blob{}, {} already there in {} ({} mounted)",
@@ -191,10 +192,19 @@ pub async fn push_signed(
             ));
             written.push(tagged.canonical());
         }
-        for image in artifact.images() {
-            for attachment in &image.attachments {
-                referrer = Some(ctx.attach(image, attachment, repo).await?);
-            }
+        // Each image's attachments in turn (they share its referrers tag); the images at once.
+        if images.iter().any(|i| !i.attachments.is_empty()) {
+            let empty = ctx.cached(EMPTY_JSON, media::OCI_EMPTY)?;
+            ctx.push_blob(&empty, "attachment", repo, &[]).await?;
+            let attached = futures_util::future::try_join_all(images.iter().map(|image| async {
+                let mut last = None;
+                for attachment in &image.attachments {
+                    last = Some(ctx.attach(image, attachment, &empty, repo).await?);
+                }
+                Ok::<_, Error>(last)
+            }))
+            .await?;
+            referrer = attached.into_iter().flatten().last().or(referrer);
         }
         reports.push(report);
         done.push(repo.clone());
@@ -326,7 +336,7 @@ impl Ctx<'_> {
     ) -> Result<()> {
         let carrier = crate::sign::cosign::carrier_image(entries, self.cache)?;
         let mut report = RepositoryReport::default();
-        self.push_blobs(&carrier, repo, pushed_before, &mut report)
+        self.push_blobs(&[&carrier], repo, pushed_before, &mut report)
             .await?;
         self.client
             .put_manifest(repo, tag, &carrier.manifest, &carrier.media_type)
@@ -356,9 +366,9 @@ impl Ctx<'_> {
         &self,
         image: &Image,
         attachment: &Attachment,
+        empty: &Blob,
         repo: &Reference,
     ) -> Result<SbomReferrer> {
-        let empty = self.cached(EMPTY_JSON, media::OCI_EMPTY)?;
         // An attachment read from a registry has its size only once fetched.
         let mut blob = attachment.blob.clone();
         if let BlobSource::Registry(_) = blob.source {
@@ -366,9 +376,7 @@ impl Ctx<'_> {
             blob.size = at.size;
             blob.source = BlobSource::File(at);
         }
-        for b in [&blob, &empty] {
-            self.push_blob(b, "attachment", repo, &[]).await?;
-        }
+        self.push_blob(&blob, "attachment", repo, &[]).await?;
         let subject = serde_json::json!({"mediaType": image.media_type, "digest": image.digest.to_string(), "size": image.manifest.len()});
         self.refer(
             repo,
@@ -376,7 +384,7 @@ impl Ctx<'_> {
             subject,
             &attachment.artifact_type,
             &blob,
-            &empty,
+            empty,
             serde_json::Map::new(),
         )
         .await
@@ -474,26 +482,38 @@ impl Ctx<'_> {
         })
     }
 
+    /// Every blob of `images` (configs and layers, each digest once) into `repo`, at most
+    /// `jobs` at a time, counted into `report`.
     async fn push_blobs(
         &self,
-        image: &Image,
+        images: &[&Image],
         repo: &Reference,
         pushed_before: &[Reference],
         report: &mut RepositoryReport,
     ) -> Result<()> {
-        let mut config = self.cached(&image.config_bytes, media::OCI_CONFIG)?;
-        // A registry image's config is in its repository: mountable like its layers.
-        config
-            .mount_from
-            .extend(image.origin.reference.iter().map(|r| {
-                let mut repo = r.clone();
-                repo.tag = None;
-                repo.digest = None;
-                repo
-            }));
-        let mut blobs: Vec<(&Blob, String)> = vec![(&config, "config".to_string())];
-        for l in image.unique_layers() {
-            blobs.push((&l.blob, l.kind.as_str().to_string()));
+        let mut configs = Vec::new();
+        for image in images {
+            let mut config = self.cached(&image.config_bytes, media::OCI_CONFIG)?;
+            // A registry image's config is in its repository: mountable like its layers.
+            config
+                .mount_from
+                .extend(image.origin.reference.iter().map(|r| {
+                    let mut repo = r.clone();
+                    repo.tag = None;
+                    repo.digest = None;
+                    repo
+                }));
+            configs.push(config);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut blobs: Vec<(&Blob, &str)> = Vec::new();
+        for (image, config) in images.iter().zip(&configs) {
+            let layers = image.layers.iter().map(|l| (&l.blob, l.kind.as_str()));
+            for (blob, label) in std::iter::once((config, "config")).chain(layers) {
+                if seen.insert(&blob.digest) {
+                    blobs.push((blob, label));
+                }
+            }
         }
         let uploaded = AtomicU64::new(0);
         let mounted = AtomicU64::new(0);

@@ -10,14 +10,14 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use oci_spec::image::Digest;
 
 use crate::atomic::{parent_dir, set_mode, temp_beside};
 use crate::error::{Error, ImageError, IoContext, Result};
-use crate::oci::digest::{HashReader, ThreadedHashWriter};
+use crate::oci::digest::HashReader;
 use crate::oci::document::canonical_json;
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
@@ -187,118 +187,162 @@ fn damaged(d: &Digest, actual: &Digest, at: &FileRange, cache: &crate::cache::Ca
     }
 }
 
-/// Copy one blob into `out`, verifying that its bytes hash to `d`.
-fn copy_verified(
+/// Copy one blob into `out` and make sure its bytes are `d`: hashed on the way, unless the
+/// cache vouches that this very file was hashed to `d` before and is unchanged since
+/// ([`crate::cache::Cache::verified_earlier`]). Such a file is copied as it is: into a file,
+/// std's `io::copy` then lets the kernel copy it (`copy_file_range`), and writing an image's
+/// base into a tarball or layout costs no pass over its bytes in this process at all.
+fn copy_verified<W: Write>(
     d: &Digest,
     bytes: &Bytes,
-    out: &mut impl Write,
+    out: &mut W,
     cache: &crate::cache::Cache,
 ) -> Result<u64> {
-    match bytes {
+    let at = match bytes {
         Bytes::Memory(b) => {
             out.write_all(b)
                 .map_err(|e| Error::io("write", "output", e))?;
-            Ok(b.len() as u64)
+            return Ok(b.len() as u64);
         }
-        Bytes::Range(at) => read_verified(d, at, cache, |r| {
-            std::io::copy(r, out).ctx("copy", &at.path)
-        }),
-    }
-}
-
-/// Hand the bytes of `at` to `use_them` and make sure they are `d`: hashed on the way, unless
-/// the cache vouches that this very file was hashed to `d` before and is unchanged since
-/// ([`crate::cache::Cache::verified_earlier`]). Writing an image's base into a tarball is
-/// then one pass over its bytes instead of two (the tarball's own digest is the other).
-fn read_verified<T>(
-    d: &Digest,
-    at: &FileRange,
-    cache: &crate::cache::Cache,
-    use_them: impl FnOnce(&mut dyn Read) -> Result<T>,
-) -> Result<T> {
+        Bytes::Range(at) => at,
+    };
     if cache.verified_earlier(at, d) {
-        let mut reader = at.open()?;
-        let mut counted = (&mut reader).take(at.size + 1);
-        let t = use_them(&mut counted)?;
-        if counted.limit() != 1 {
-            // Changed under us after the stamp was read: hash what is there now.
+        let n = std::io::copy(&mut at.open()?, out).map_err(|e| copy_error(at, e))?;
+        if n != at.size {
+            // Shortened under us after the stamp was read: hash what is there now.
             let mut reader = HashReader::new(at.open()?);
             std::io::copy(&mut reader, &mut std::io::sink()).ctx("read", &at.path)?;
             let (actual, _) = reader.finish();
             return Err(damaged(d, &actual, at, cache));
         }
-        return Ok(t);
+        return Ok(n);
     }
     let mut reader = HashReader::new(at.open()?);
-    let t = use_them(&mut reader)?;
+    std::io::copy(&mut reader, out).map_err(|e| copy_error(at, e))?;
     let (actual, n) = reader.finish();
     if &actual != d || n != at.size {
         return Err(damaged(d, &actual, at, cache));
     }
     cache.note_verified(at, d);
-    Ok(t)
+    Ok(n)
 }
 
-/// The whole archive into `tar`: `oci-layout`, every blob (streamed, verified), `index.json`
-/// and `manifest.json`, each entry with `mtime`.
-fn write_archive<W: Write>(
-    tar: &mut tar::Builder<W>,
+/// A failed copy of a blob: no room is the output's to name (the caller names its path),
+/// anything else the blob's file.
+fn copy_error(at: &FileRange, e: std::io::Error) -> Error {
+    use std::io::ErrorKind::{FileTooLarge, QuotaExceeded, StorageFull};
+    match e.kind() {
+        StorageFull | QuotaExceeded | FileTooLarge => Error::io("write", "output", e),
+        _ => Error::io("copy", &at.path, e),
+    }
+}
+
+/// One entry of the archive: its header and the bytes that follow it.
+struct Entry<'a> {
+    header: tar::Header,
+    body: Body<'a>,
+}
+
+enum Body<'a> {
+    Empty,
+    Owned(Vec<u8>),
+    Blob(&'a Digest, &'a Bytes<'a>),
+}
+
+impl Entry<'_> {
+    fn size(&self) -> u64 {
+        match &self.body {
+            Body::Empty => 0,
+            Body::Owned(b) => b.len() as u64,
+            Body::Blob(_, Bytes::Memory(b)) => b.len() as u64,
+            Body::Blob(_, Bytes::Range(at)) => at.size,
+        }
+    }
+
+    /// Bytes the entry takes in the archive: its header, its data, zeros to the next block.
+    fn span(&self) -> u64 {
+        512 + self.size().div_ceil(512) * 512
+    }
+
+    /// The header, the data (a blob verified as it is copied) and the padding.
+    fn write<W: Write>(&self, out: &mut W, cache: &crate::cache::Cache) -> Result<()> {
+        let err = |e| Error::io("write", "image archive", e);
+        out.write_all(self.header.as_bytes()).map_err(err)?;
+        match &self.body {
+            Body::Empty => {}
+            Body::Owned(b) => out.write_all(b).map_err(err)?,
+            Body::Blob(d, bytes) => {
+                copy_verified(d, bytes, out, cache)?;
+            }
+        }
+        let rest = self.span() - 512 - self.size();
+        out.write_all(&[0u8; 512][..rest as usize]).map_err(err)
+    }
+}
+
+/// The archive's entries in order: `oci-layout`, every blob, `index.json` and
+/// `manifest.json`, each with `mtime`. The headers are the `tar` crate's; the entries are
+/// framed here because its `Builder` copies data through `&mut dyn Read`, which would hide
+/// the files from the kernel copy.
+fn entries<'a>(
     artifact: &Artifact,
-    blobs: &[(Digest, Bytes)],
+    blobs: &'a [(Digest, Bytes<'a>)],
     naming: &Naming,
     mtime: u64,
-    cache: &crate::cache::Cache,
-) -> Result<()> {
-    let err = |e| Error::io("write", "image archive", e);
-    let header = |size: u64, mode: u32, kind: tar::EntryType, name: &str| -> Result<tar::Header> {
+) -> Result<Vec<Entry<'a>>> {
+    let header = |size: u64, mode: u32, kind: tar::EntryType, name: &str| {
         let mut h = tar::Header::new_ustar();
-        h.set_path(name).map_err(err)?;
+        h.set_path(name)
+            .map_err(|e| Error::io("write", "image archive", e))?;
         h.set_size(size);
         h.set_mode(mode);
         h.set_mtime(mtime);
         h.set_entry_type(kind);
         h.set_cksum();
-        Ok(h)
+        Ok::<_, Error>(h)
     };
     let regular = tar::EntryType::Regular;
-    tar.append(
-        &header(OCI_LAYOUT.len() as u64, 0o644, regular, "oci-layout")?,
-        OCI_LAYOUT,
-    )
-    .map_err(err)?;
+    let file = |name: &str, bytes: Vec<u8>| {
+        Ok::<_, Error>(Entry {
+            header: header(bytes.len() as u64, 0o644, regular, name)?,
+            body: Body::Owned(bytes),
+        })
+    };
+    let mut out = vec![file("oci-layout", OCI_LAYOUT.to_vec())?];
     for dir in ["blobs/", "blobs/sha256/"] {
-        tar.append(
-            &header(0, 0o755, tar::EntryType::Directory, dir)?,
-            std::io::empty(),
-        )
-        .map_err(err)?;
+        out.push(Entry {
+            header: header(0, 0o755, tar::EntryType::Directory, dir)?,
+            body: Body::Empty,
+        });
     }
     for (d, bytes) in blobs {
-        let name = format!("blobs/sha256/{}", d.digest());
-        match bytes {
-            Bytes::Memory(b) => tar
-                .append(&header(b.len() as u64, 0o644, regular, &name)?, *b)
-                .map_err(err)?,
-            Bytes::Range(at) => {
-                let head = header(at.size, 0o644, regular, &name)?;
-                read_verified(d, at, cache, |r| tar.append(&head, r).map_err(err))?;
-            }
-        }
+        let mut e = Entry {
+            header: tar::Header::new_ustar(),
+            body: Body::Blob(d, bytes),
+        };
+        e.header = header(
+            e.size(),
+            0o644,
+            regular,
+            &format!("blobs/sha256/{}", d.digest()),
+        )?;
+        out.push(e);
     }
-    for (name, bytes) in [
-        ("index.json", index_json(artifact, naming)?),
-        ("manifest.json", docker_manifest_json(artifact, naming)?),
-    ] {
-        tar.append(
-            &header(bytes.len() as u64, 0o644, regular, name)?,
-            &bytes[..],
-        )
-        .map_err(err)?;
-    }
-    Ok(())
+    out.push(file("index.json", index_json(artifact, naming)?)?);
+    out.push(file(
+        "manifest.json",
+        docker_manifest_json(artifact, naming)?,
+    )?);
+    Ok(out)
 }
 
-/// Write `artifact` as one tar file at `dest`. Returns the sha256 of the tarball.
+/// The two zero blocks that end a tar.
+const END: [u8; 1024] = [0; 1024];
+
+/// Write `artifact` as one tar file at `dest`: the bytes [`stream_tarball`] gives, each
+/// large stretch started for the disk as soon as it is in place, so that the fsync at the
+/// end waits for the last one only. (Writers side by side gain nothing: a file takes one
+/// write at a time.)
 pub fn write_tarball(
     dest: &Path,
     artifact: &Artifact,
@@ -306,43 +350,64 @@ pub fn write_tarball(
     naming: &Naming,
     mtime: u64,
     cache: &crate::cache::Cache,
-) -> Result<Digest> {
+) -> Result<()> {
     if dest.is_dir() {
         return Err(Error::Usage(format!(
             "{}: is a directory; give a file name such as image.tar",
             dest.display()
         )));
     }
+    let entries = entries(artifact, blobs, naming, mtime)?;
     let tmp = temp_beside(dest)?;
     let tmp_path = tmp.path().to_path_buf();
-    // The tarball's own digest is taken on another thread, in 1 MiB writes, while this one
-    // reads and verifies the blobs.
-    let mut tar = tar::Builder::new(BufWriter::with_capacity(
-        1 << 20,
-        ThreadedHashWriter::new(tmp),
-    ));
-    write_archive(&mut tar, artifact, blobs, naming, mtime, cache).map_err(|e| match e {
+    let file = tmp.as_file();
+    let to_dest = |e| match e {
         Error::Io {
             action: "write",
             source,
             ..
         } => Error::io("write", dest, source),
         e => e,
-    })?;
-    let (tmp, sha, _) = tar
-        .into_inner()
-        .map_err(|e| Error::io("write", dest, e))?
-        .into_inner()
-        .map_err(|e| Error::io("write", &tmp_path, e.into_error()))?
-        .finish()
-        .map_err(|e| Error::io("write", &tmp_path, e))?;
+    };
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut at = 0;
+    for e in &entries {
+        e.write(&mut out, cache).map_err(to_dest)?;
+        if e.span() >= 8 << 20 {
+            out.flush().map_err(|e| Error::io("write", dest, e))?;
+            start_writeback(file, at, e.span());
+        }
+        at += e.span();
+    }
+    out.write_all(&END)
+        .map_err(|e| Error::io("write", dest, e))?;
+    out.into_inner()
+        .map_err(|e| Error::io("write", dest, e.into_error()))?;
     // tempfile creates 0600; an image tarball is an ordinary shareable file.
     set_mode(&tmp_path, 0o644)?;
     tmp.as_file().sync_all().ctx("flush", &tmp_path)?;
     crate::interrupt::guarded(|| tmp.persist(dest).map_err(|e| e.error))
         .map_err(|e| Error::io("rename into place", dest, e))?;
-    Ok(sha)
+    Ok(())
 }
+
+/// Start writing `len` bytes of `file` from `from` to the disk without waiting for them (Linux:
+/// `sync_file_range`); elsewhere nothing. Only a head start for the `fsync` that follows:
+/// a failure here is found again by that `fsync`.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &fs::File, from: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(from), Ok(len)) = (i64::try_from(from), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a system call on a descriptor `file` keeps open; it touches no memory of ours.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), from, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: &fs::File, _: u64, _: u64) {}
 
 /// Write `artifact` as an OCI layout directory at `dest` (replacing an earlier layout there).
 pub fn write_layout(
@@ -382,7 +447,14 @@ pub fn write_layout(
     for (d, bytes) in blobs {
         let path = blob_dir.join(d.digest());
         let mut out = BufWriter::new(fs::File::create(&path).ctx("create", &path)?);
-        copy_verified(d, bytes, &mut out, cache)?;
+        copy_verified(d, bytes, &mut out, cache).map_err(|e| match e {
+            Error::Io {
+                action: "write",
+                source,
+                ..
+            } => Error::io("write", &path, source),
+            e => e,
+        })?;
         out.flush().ctx("write", &path)?;
     }
     fs::write(tmp.path().join("oci-layout"), OCI_LAYOUT).ctx("write", tmp.path())?;
@@ -402,16 +474,17 @@ pub fn write_layout(
 /// Stream the tarball of `artifact` into `out` (an engine's load endpoint), blobs verified on
 /// the way; nothing touches the disk.
 pub fn stream_tarball(
-    out: impl Write,
+    mut out: impl Write,
     artifact: &Artifact,
     blobs: &[(Digest, Bytes)],
     naming: &Naming,
     cache: &crate::cache::Cache,
 ) -> Result<()> {
-    let mut tar = tar::Builder::new(out);
-    write_archive(&mut tar, artifact, blobs, naming, 0, cache)?;
-    tar.into_inner()
-        .and_then(|mut w| w.flush())
+    for e in entries(artifact, blobs, naming, 0)? {
+        e.write(&mut out, cache)?;
+    }
+    out.write_all(&END)
+        .and_then(|()| out.flush())
         .map_err(|e| Error::io("stream", "image archive", e))
 }
 
@@ -512,6 +585,48 @@ mod tests {
     }
 
     #[test]
+    fn the_file_and_the_stream_are_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().join("cache")).unwrap();
+        let artifact = Artifact::Image(Box::new(small_image(&cache)));
+        // A large blob too (past the size whose writing is started early), given as a range
+        // in the middle of a bigger file.
+        let big: Vec<u8> = (0..9_000_000u32).map(|i| (i % 253) as u8).collect();
+        let holder = dir.path().join("holder");
+        std::fs::write(&holder, [&b"head"[..], &big, b"tail"].concat()).unwrap();
+        let mut blobs = blobs(&artifact, &|_| None).unwrap();
+        blobs.push((
+            crate::oci::digest::sha256_of(&big),
+            Bytes::Range(FileRange {
+                path: holder,
+                offset: 4,
+                size: big.len() as u64,
+            }),
+        ));
+        let names = naming(&["a:1", "a:2"]);
+        let tar = dir.path().join("file.tar");
+        write_tarball(&tar, &artifact, &blobs, &names, 0, &cache).unwrap();
+        let mut streamed = Vec::new();
+        stream_tarball(&mut streamed, &artifact, &blobs, &names, &cache).unwrap();
+        let file = std::fs::read(&tar).unwrap();
+        assert!(file == streamed, "the file and the stream differ");
+        // And the tar crate reads it back: every blob with its bytes.
+        let mut archive = tar::Archive::new(&file[..]);
+        let mut found = 0;
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().display().to_string();
+            if let Some(hex) = name.strip_prefix("blobs/sha256/").filter(|h| !h.is_empty()) {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+                assert_eq!(crate::oci::digest::sha256_of(&bytes).digest(), hex);
+                found += 1;
+            }
+        }
+        assert_eq!(found, blobs.len());
+    }
+
+    #[test]
     fn damaged_bytes_are_refused_and_leave_no_file() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path().join("cache")).unwrap();
@@ -545,7 +660,7 @@ mod tests {
         let write = |name: &str| {
             write_tarball(&dir.path().join(name), &artifact, &blobs, &names, 0, &cache)
         };
-        let first = write("1.tar").unwrap();
+        write("1.tar").unwrap();
         // As if hashed by a run a minute from now: the stamp vouches, the bytes are the same.
         let later = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -554,8 +669,9 @@ mod tests {
             + 60.0;
         cache.note_verified_at(&at, &d, later);
         assert!(cache.verified_earlier(&at, &d));
-        let second = write("2.tar").unwrap();
-        assert_eq!(first, second);
+        write("2.tar").unwrap();
+        let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+        assert_eq!(read("1.tar"), read("2.tar"));
         // Damaged in place (same length) after the stamp: hashed again and refused.
         let mut bytes = std::fs::read(&at.path).unwrap();
         bytes[0] ^= 0xff;

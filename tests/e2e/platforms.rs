@@ -24,6 +24,53 @@ const TOOLS: &[&str] = &[
 const EM_AARCH64: u16 = 183;
 const EM_X86_64: u16 = 62;
 
+/// How many distinct configs and layers the images of an index tarball name.
+fn distinct_blobs(tar: &Path) -> Result<u64, Failed> {
+    let file = std::fs::File::open(tar).map_err(|e| fail(e.to_string()))?;
+    let mut docs = std::collections::HashMap::new();
+    let mut archive = tar::Archive::new(file);
+    for entry in archive.entries().map_err(|e| fail(e.to_string()))? {
+        let mut entry = entry.map_err(|e| fail(e.to_string()))?;
+        let name = entry
+            .path()
+            .map_err(|e| fail(e.to_string()))?
+            .display()
+            .to_string();
+        if entry.size() < 1 << 16 {
+            let mut bytes = Vec::new();
+            entry
+                .read_to_end(&mut bytes)
+                .map_err(|e| fail(e.to_string()))?;
+            if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+                docs.insert(name, v);
+            }
+        }
+    }
+    let doc = |digest: &Value| {
+        let hex = digest.as_str().unwrap_or("").trim_start_matches("sha256:");
+        docs.get(&format!("blobs/sha256/{hex}"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let top = docs.get("index.json").cloned().unwrap_or(Value::Null);
+    let index = doc(&top["manifests"][0]["digest"]);
+    let mut seen = std::collections::HashSet::new();
+    for m in index["manifests"].as_array().into_iter().flatten() {
+        let image = doc(&m["digest"]);
+        seen.insert(image["config"]["digest"].to_string());
+        for l in image["layers"].as_array().into_iter().flatten() {
+            seen.insert(l["digest"].to_string());
+        }
+    }
+    if seen.len() < 4 {
+        return Err(fail(format!(
+            "{}: no index with images in it",
+            tar.display()
+        )));
+    }
+    Ok(seen.len() as u64)
+}
+
 fn json_of(out: &Output) -> Result<Value, Failed> {
     serde_json::from_slice(&out.stdout)
         .map_err(|e| fail(format!("--json output is not JSON: {e}: {}", stdout(out))))
@@ -350,6 +397,14 @@ pub fn test_transplanted_index() -> TestResult {
         .arg(&tar)
         .arg(&from_file))?)?;
     assert_eq!(pushed["digest"], index_digest.as_str());
+    // Each blob is counted (and sent) once, though both platforms share the release's layers.
+    let distinct = distinct_blobs(&tar)?;
+    let repo = &pushed["repositories"][0];
+    let counted: u64 = ["uploaded", "mounted", "existing"]
+        .iter()
+        .filter_map(|k| repo[*k].as_u64())
+        .sum();
+    assert_eq!(counted, distinct, "{repo}");
     let direct = format!("{}/multi/direct:1", reg.host());
     let d: Vec<&str> = vec![
         r,
