@@ -12,6 +12,7 @@ use oci_spec::image::Digest;
 use tempfile::NamedTempFile;
 
 use crate::error::{Error, ImageError, IoContext, Result};
+use crate::oci::FileRange;
 use crate::oci::digest::{self, HashReader, HashWriter};
 
 #[derive(Clone, Debug)]
@@ -151,7 +152,7 @@ impl Cache {
     pub fn verify_blob(&self, digest: &Digest) -> Result<()> {
         let path = self.blob_path(digest);
         let size = fs::metadata(&path).ctx("stat cached blob", &path)?.len();
-        let at = crate::oci::FileRange {
+        let at = FileRange {
             path,
             offset: 0,
             size,
@@ -159,9 +160,59 @@ impl Cache {
         if self.verified_earlier(&at, digest) {
             return Ok(());
         }
-        self.copy_verified(digest, &mut io::sink())?;
-        self.note_verified(&at, digest);
-        Ok(())
+        self.hash_range(&at, digest, &mut io::sink()).map(drop)
+    }
+
+    /// Copy the bytes of `at` (a cache entry or any other file) into `out` and make sure they
+    /// are `digest`: hashed on the way and then stamped, unless a stamp vouches that this very
+    /// file was hashed to `digest` before and is unchanged since. Such a file is copied as it
+    /// is: into a file, std's `io::copy` lets the kernel copy it (`copy_file_range`), so
+    /// writing a cached base into a tarball or layout costs no pass over its bytes here.
+    /// A full disk is named as the output's (`write` to `output`: the caller names it).
+    pub fn copy_range_verified<W: Write>(
+        &self,
+        at: &FileRange,
+        digest: &Digest,
+        out: &mut W,
+    ) -> Result<u64> {
+        if !self.verified_earlier(at, digest) {
+            return self.hash_range(at, digest, out);
+        }
+        let n = io::copy(&mut at.open()?, out).map_err(|e| copy_error(at, e))?;
+        if n != at.size {
+            // Shortened under us after the stamp was read: hash what is there now.
+            let mut reader = HashReader::new(at.open()?);
+            io::copy(&mut reader, &mut io::sink()).ctx("read", &at.path)?;
+            let (actual, _) = reader.finish();
+            return Err(self.mismatch(at, digest, &actual));
+        }
+        Ok(n)
+    }
+
+    /// [`Cache::copy_range_verified`] with the bytes hashed.
+    fn hash_range<W: Write>(&self, at: &FileRange, digest: &Digest, out: &mut W) -> Result<u64> {
+        let mut reader = HashReader::new(at.open()?);
+        io::copy(&mut reader, out).map_err(|e| copy_error(at, e))?;
+        let (actual, n) = reader.finish();
+        if &actual != digest || n != at.size {
+            return Err(self.mismatch(at, digest, &actual));
+        }
+        self.note_verified(at, digest);
+        Ok(n)
+    }
+
+    /// Bytes of `at` that did not hash to `digest`: a damaged cache entry is removed (the next
+    /// run fetches it again); damage elsewhere is named.
+    fn mismatch(&self, at: &FileRange, digest: &Digest, actual: &Digest) -> Error {
+        if at.path == self.blob_path(digest) {
+            self.corrupted(digest, actual)
+        } else {
+            Error::DigestMismatch {
+                what: format!("blob in {}", at.path.display()),
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            }
+        }
     }
 
     /// A cache entry found not to hash to its name: remove it (the next run fetches it anew)
@@ -206,7 +257,7 @@ impl Cache {
     /// [`Cache::note_verified`]), so a write in the same clock tick cannot go unseen. What a
     /// stamp cannot see is the disk itself flipping bits under an unchanged inode: the
     /// registry, a loader or `imgbuild inspect` still checks every digest it reads.
-    pub fn verified_earlier(&self, at: &crate::oci::FileRange, digest: &Digest) -> bool {
+    pub fn verified_earlier(&self, at: &FileRange, digest: &Digest) -> bool {
         match (
             self.record(VERIFIED, &stamp_key(at, digest)),
             file_stamp(&at.path),
@@ -219,13 +270,13 @@ impl Cache {
     /// Remember that `at` was just hashed to `digest` (best effort: a stamp that cannot be
     /// written only means hashing again next time). A file changed less than two seconds
     /// before is not stamped: a later write within the same timestamp tick would look the same.
-    pub fn note_verified(&self, at: &crate::oci::FileRange, digest: &Digest) {
+    pub fn note_verified(&self, at: &FileRange, digest: &Digest) {
         if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
             self.note_verified_at(at, digest, now.as_secs_f64());
         }
     }
 
-    pub(crate) fn note_verified_at(&self, at: &crate::oci::FileRange, digest: &Digest, now: f64) {
+    pub(crate) fn note_verified_at(&self, at: &FileRange, digest: &Digest, now: f64) {
         let Some((stamp, changed)) = file_stamp(&at.path) else {
             return;
         };
@@ -240,11 +291,21 @@ impl Cache {
     }
 }
 
+/// A failed copy of a blob: no room is the output's to name (the caller names its path),
+/// anything else the blob's file.
+fn copy_error(at: &FileRange, e: io::Error) -> Error {
+    use io::ErrorKind::{FileTooLarge, QuotaExceeded, StorageFull};
+    match e.kind() {
+        StorageFull | QuotaExceeded | FileTooLarge => Error::io("write", "output", e),
+        _ => Error::io("copy", &at.path, e),
+    }
+}
+
 /// Records of files hashed earlier ([`Cache::verified_earlier`]).
 const VERIFIED: &str = "verified";
 
 /// The record key of a stamp: the file range and the digest it was found to hold.
-fn stamp_key(at: &crate::oci::FileRange, digest: &Digest) -> Digest {
+fn stamp_key(at: &FileRange, digest: &Digest) -> Digest {
     use std::os::unix::ffi::OsStrExt;
     let mut key = at.path.as_os_str().as_bytes().to_vec();
     key.extend_from_slice(format!("\0{}\0{}\0{digest}", at.offset, at.size).as_bytes());
@@ -289,7 +350,7 @@ mod tests {
         let path = dir.path().join("blob");
         fs::write(&path, b"hello").unwrap();
         let d = digest::sha256_of(b"hello");
-        let at = crate::oci::FileRange {
+        let at = FileRange {
             path: path.clone(),
             offset: 0,
             size: 5,
@@ -308,7 +369,7 @@ mod tests {
         assert!(cache.verified_earlier(&at, &d));
         // Another digest, another range: no stamp.
         assert!(!cache.verified_earlier(&at, &digest::sha256_of(b"other")));
-        let part = crate::oci::FileRange {
+        let part = FileRange {
             size: 4,
             ..at.clone()
         };

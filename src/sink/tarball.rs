@@ -17,7 +17,6 @@ use oci_spec::image::Digest;
 
 use crate::atomic::{parent_dir, set_mode, temp_beside};
 use crate::error::{Error, ImageError, IoContext, Result};
-use crate::oci::digest::HashReader;
 use crate::oci::document::canonical_json;
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
@@ -31,6 +30,15 @@ const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 pub enum Bytes<'a> {
     Memory(&'a [u8]),
     Range(FileRange),
+}
+
+impl Bytes<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Bytes::Memory(b) => b.len() as u64,
+            Bytes::Range(at) => at.size,
+        }
+    }
 }
 
 /// Every blob of an artifact, each once, with its bytes: configs, layers, attachments, image
@@ -173,67 +181,32 @@ pub fn docker_manifest_json(artifact: &Artifact, naming: &Naming) -> Result<Vec<
     }]))
 }
 
-/// A blob whose bytes did not hash to its digest: a damaged cache entry is removed (the next
-/// run fetches it again); damage elsewhere is named.
-fn damaged(d: &Digest, actual: &Digest, at: &FileRange, cache: &crate::cache::Cache) -> Error {
-    if at.path == cache.blob_path(d) {
-        cache.corrupted(d, actual)
-    } else {
-        Error::DigestMismatch {
-            what: format!("blob in {}", at.path.display()),
-            expected: d.to_string(),
-            actual: actual.to_string(),
-        }
-    }
-}
-
-/// Copy one blob into `out` and make sure its bytes are `d`: hashed on the way, unless the
-/// cache vouches that this very file was hashed to `d` before and is unchanged since
-/// ([`crate::cache::Cache::verified_earlier`]). Such a file is copied as it is: into a file,
-/// std's `io::copy` then lets the kernel copy it (`copy_file_range`), and writing an image's
-/// base into a tarball or layout costs no pass over its bytes in this process at all.
+/// Copy one blob into `out`, its bytes verified ([`crate::cache::Cache::copy_range_verified`]).
 fn copy_verified<W: Write>(
     d: &Digest,
     bytes: &Bytes,
     out: &mut W,
     cache: &crate::cache::Cache,
 ) -> Result<u64> {
-    let at = match bytes {
+    match bytes {
         Bytes::Memory(b) => {
             out.write_all(b)
                 .map_err(|e| Error::io("write", "output", e))?;
-            return Ok(b.len() as u64);
+            Ok(b.len() as u64)
         }
-        Bytes::Range(at) => at,
-    };
-    if cache.verified_earlier(at, d) {
-        let n = std::io::copy(&mut at.open()?, out).map_err(|e| copy_error(at, e))?;
-        if n != at.size {
-            // Shortened under us after the stamp was read: hash what is there now.
-            let mut reader = HashReader::new(at.open()?);
-            std::io::copy(&mut reader, &mut std::io::sink()).ctx("read", &at.path)?;
-            let (actual, _) = reader.finish();
-            return Err(damaged(d, &actual, at, cache));
-        }
-        return Ok(n);
+        Bytes::Range(at) => cache.copy_range_verified(at, d, out),
     }
-    let mut reader = HashReader::new(at.open()?);
-    std::io::copy(&mut reader, out).map_err(|e| copy_error(at, e))?;
-    let (actual, n) = reader.finish();
-    if &actual != d || n != at.size {
-        return Err(damaged(d, &actual, at, cache));
-    }
-    cache.note_verified(at, d);
-    Ok(n)
 }
 
-/// A failed copy of a blob: no room is the output's to name (the caller names its path),
-/// anything else the blob's file.
-fn copy_error(at: &FileRange, e: std::io::Error) -> Error {
-    use std::io::ErrorKind::{FileTooLarge, QuotaExceeded, StorageFull};
-    match e.kind() {
-        StorageFull | QuotaExceeded | FileTooLarge => Error::io("write", "output", e),
-        _ => Error::io("copy", &at.path, e),
+/// An error that names the output (`write` to `output`) names `path` instead.
+fn naming_output(path: &Path) -> impl Fn(Error) -> Error + '_ {
+    move |e| match e {
+        Error::Io {
+            action: "write",
+            source,
+            ..
+        } => Error::io("write", path, source),
+        e => e,
     }
 }
 
@@ -254,8 +227,7 @@ impl Entry<'_> {
         match &self.body {
             Body::Empty => 0,
             Body::Owned(b) => b.len() as u64,
-            Body::Blob(_, Bytes::Memory(b)) => b.len() as u64,
-            Body::Blob(_, Bytes::Range(at)) => at.size,
+            Body::Blob(_, bytes) => bytes.len(),
         }
     }
 
@@ -316,17 +288,11 @@ fn entries<'a>(
         });
     }
     for (d, bytes) in blobs {
-        let mut e = Entry {
-            header: tar::Header::new_ustar(),
+        let name = format!("blobs/sha256/{}", d.digest());
+        out.push(Entry {
+            header: header(bytes.len(), 0o644, regular, &name)?,
             body: Body::Blob(d, bytes),
-        };
-        e.header = header(
-            e.size(),
-            0o644,
-            regular,
-            &format!("blobs/sha256/{}", d.digest()),
-        )?;
-        out.push(e);
+        });
     }
     out.push(file("index.json", index_json(artifact, naming)?)?);
     out.push(file(
@@ -361,18 +327,11 @@ pub fn write_tarball(
     let tmp = temp_beside(dest)?;
     let tmp_path = tmp.path().to_path_buf();
     let file = tmp.as_file();
-    let to_dest = |e| match e {
-        Error::Io {
-            action: "write",
-            source,
-            ..
-        } => Error::io("write", dest, source),
-        e => e,
-    };
+    let to_dest = naming_output(dest);
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut at = 0;
     for e in &entries {
-        e.write(&mut out, cache).map_err(to_dest)?;
+        e.write(&mut out, cache).map_err(&to_dest)?;
         if e.span() >= 8 << 20 {
             out.flush().map_err(|e| Error::io("write", dest, e))?;
             start_writeback(file, at, e.span());
@@ -385,7 +344,7 @@ pub fn write_tarball(
         .map_err(|e| Error::io("write", dest, e.into_error()))?;
     // tempfile creates 0600; an image tarball is an ordinary shareable file.
     set_mode(&tmp_path, 0o644)?;
-    tmp.as_file().sync_all().ctx("flush", &tmp_path)?;
+    file.sync_all().ctx("flush", &tmp_path)?;
     crate::interrupt::guarded(|| tmp.persist(dest).map_err(|e| e.error))
         .map_err(|e| Error::io("rename into place", dest, e))?;
     Ok(())
@@ -447,14 +406,7 @@ pub fn write_layout(
     for (d, bytes) in blobs {
         let path = blob_dir.join(d.digest());
         let mut out = BufWriter::new(fs::File::create(&path).ctx("create", &path)?);
-        copy_verified(d, bytes, &mut out, cache).map_err(|e| match e {
-            Error::Io {
-                action: "write",
-                source,
-                ..
-            } => Error::io("write", &path, source),
-            e => e,
-        })?;
+        copy_verified(d, bytes, &mut out, cache).map_err(naming_output(&path))?;
         out.flush().ctx("write", &path)?;
     }
     fs::write(tmp.path().join("oci-layout"), OCI_LAYOUT).ctx("write", tmp.path())?;
