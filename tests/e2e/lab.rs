@@ -3,11 +3,14 @@
 //! Elixir release built with Debian's Elixir. Tool missing: under CI=true that is a failure,
 //! elsewhere the test says it skipped.
 
+use std::cell::RefCell;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use libtest_mimic::Trial;
 
 pub type TestResult = Result<(), libtest_mimic::Failed>;
 
@@ -244,14 +247,59 @@ pub fn sweep_stale() {
     }
 }
 
-/// A fresh directory for one test.
+thread_local! {
+    /// The scratch directories the test running on this thread made.
+    static MADE: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A fresh directory for one test, removed when the test ends (see [`trial`]). A fixture that
+/// several tests share takes a [`fixture_dir`] instead.
 pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = fixture_dir(name);
+    MADE.with_borrow_mut(|made| made.push(dir.clone()));
+    dir
+}
+
+/// A fresh directory that lives for the whole run (a later run's [`sweep_stale`] removes it).
+pub fn fixture_dir(name: &str) -> PathBuf {
     let dir = workdir()
         .join("runs")
         .join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::create_dir_all(&dir);
     dir
+}
+
+/// One test of the suite.
+///
+/// What the test made with [`scratch_dir`] is removed when it ends: always under `CI` (the
+/// machine is thrown away after the run), else when it passed, so that a failure can be looked
+/// at. The tests' directories of one run add up to over 7 GB, more than a CI machine may have
+/// free. A failure is printed the moment it happens, so a log that is cut short still says
+/// which test failed and why.
+pub fn trial(name: &'static str, test: fn() -> TestResult) -> Trial {
+    Trial::test(name, move || {
+        MADE.with_borrow_mut(Vec::clear);
+        let result = std::panic::catch_unwind(test);
+        let made = MADE.with_borrow_mut(std::mem::take);
+        let passed = matches!(result, Ok(Ok(())));
+        if passed || std::env::var_os("CI").is_some() {
+            for dir in made {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+        match result {
+            Ok(Err(e)) => {
+                eprintln!("FAILED {name}: {}", e.message().unwrap_or("(no message)"));
+                Err(e)
+            }
+            Ok(Ok(())) => Ok(()),
+            Err(panic) => {
+                eprintln!("FAILED {name}: panicked (its message is above)");
+                std::panic::resume_unwind(panic)
+            }
+        }
+    })
 }
 
 pub fn imgbuild() -> Command {

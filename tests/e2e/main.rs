@@ -21,7 +21,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use lab::{TestResult, fail, run, stdout};
-use libtest_mimic::{Arguments, Trial};
+use libtest_mimic::Arguments;
 use serde_json::Value;
 
 const TOOLS: &[&str] = &["docker-registry", "skopeo", "umoci", "debootstrap", "mix"];
@@ -1018,7 +1018,7 @@ fn test_platform_selection_from_index() -> TestResult {
         return Ok(());
     }
     let rel = lab::release()?;
-    let dir = lab::scratch_dir("platforms");
+    let dir = lab::scratch_dir("platform-selection");
     let layout = multi_platform_layout(&dir)?;
     let from = format!("oci:{}:multi", layout.display());
     let out = dir.join("out.tar");
@@ -1086,243 +1086,243 @@ fn main() {
     let args = Arguments::from_args();
     lab::sweep_stale();
     let tests = vec![
-        Trial::test("build::json_report_and_tarball_layout", test_json_report),
-        Trial::test("build::docker_load_and_run", test_docker_load_and_run),
-        Trial::test("build::podman_load_and_run", test_podman_load_and_run),
-        Trial::test("build::zstd_layers_podman_run", test_zstd_layers_podman_run),
-        Trial::test(
+        lab::trial("build::json_report_and_tarball_layout", test_json_report),
+        lab::trial("build::docker_load_and_run", test_docker_load_and_run),
+        lab::trial("build::podman_load_and_run", test_podman_load_and_run),
+        lab::trial("build::zstd_layers_podman_run", test_zstd_layers_podman_run),
+        lab::trial(
             "build::skopeo_reads_both_transports",
             test_skopeo_reads_both_transports,
         ),
-        Trial::test("build::umoci_unpacks_layout", test_umoci_unpacks_layout),
-        Trial::test("build::ctr_imports", test_ctr_imports),
-        Trial::test(
+        lab::trial("build::umoci_unpacks_layout", test_umoci_unpacks_layout),
+        lab::trial("build::ctr_imports", test_ctr_imports),
+        lab::trial(
             "build::reproducible_to_the_byte",
             test_reproducible_to_the_byte,
         ),
-        Trial::test(
+        lab::trial(
             "build::one_module_change_touches_only_app_and_release_layers",
             test_one_module_change_touches_only_app_and_release_layers,
         ),
-        Trial::test("build::local_bases", test_local_bases),
-        Trial::test(
+        lab::trial("build::local_bases", test_local_bases),
+        lab::trial(
             "build::platform_selection_from_index",
             test_platform_selection_from_index,
         ),
-        Trial::test(
+        lab::trial(
             "build::pinned_cached_base_needs_no_network",
             test_pinned_cached_base_needs_no_network,
         ),
-        Trial::test("build::bad_input_errors", test_bad_input_errors),
-        Trial::test(
+        lab::trial("build::bad_input_errors", test_bad_input_errors),
+        lab::trial(
             "guard::probe_503_is_retried",
             guard::test_probe_503_is_retried,
         ),
-        Trial::test(
+        lab::trial(
             "guard::downloads_resume_restart_and_unstall",
             guard::test_downloads_resume_restart_and_unstall,
         ),
-        Trial::test(
+        lab::trial(
             "guard::upload_stall_is_retried",
             guard::test_upload_stall_is_retried,
         ),
-        Trial::test(
+        lab::trial(
             "guard::long_retry_after_fails_fast",
             guard::test_long_retry_after_fails_fast,
         ),
-        Trial::test("guard::registry_quirks", guard::test_registry_quirks),
-        Trial::test(
+        lab::trial("guard::registry_quirks", guard::test_registry_quirks),
+        lab::trial(
             "guard::short_tokens_are_refreshed",
             guard::test_short_tokens_are_refreshed,
         ),
-        Trial::test(
+        lab::trial(
             "guard::kill9_cold_builds_share_a_cache",
             guard::test_kill9_cold_builds_share_a_cache,
         ),
-        Trial::test(
+        lab::trial(
             "platforms::transplanted_index",
             platforms::test_transplanted_index,
         ),
-        Trial::test(
+        lab::trial(
             "platforms::arm64_runs_under_qemu",
             platforms::test_arm64_runs_under_qemu,
         ),
-        Trial::test(
+        lab::trial(
             "platforms::arm64_packages_and_crypto_under_qemu",
             platforms::test_arm64_packages_and_crypto_under_qemu,
         ),
-        Trial::test(
+        lab::trial(
             "platforms::transplant_refusals",
             platforms::test_transplant_refusals,
         ),
-        Trial::test(
+        lab::trial(
             "signing::sign_on_push_and_verify_both_ways",
             signing::test_sign_on_push_and_verify_both_ways,
         ),
-        Trial::test(
+        lab::trial(
             "model::pull_then_build_offline",
             model::test_pull_then_build_offline,
         ),
-        Trial::test(
+        lab::trial(
             "model::copy_between_sources_and_sinks",
             model::test_copy_between_sources_and_sinks,
         ),
-        Trial::test("model::load_into_engines", model::test_load_into_engines),
-        Trial::test(
+        lab::trial("model::load_into_engines", model::test_load_into_engines),
+        lab::trial(
             "model::index_travels_whole",
             model::test_index_travels_whole,
         ),
-        Trial::test(
+        lab::trial(
             "model::three_tags_every_loader",
             model::test_three_tags_every_loader,
         ),
-        Trial::test(
+        lab::trial(
             "build::default_release_and_project_file",
             test_default_release_and_project_file,
         ),
-        Trial::test(
+        lab::trial(
             "check::passes_on_a_good_base",
             check::test_passes_on_a_good_base,
         ),
-        Trial::test(
+        lab::trial(
             "check::missing_libcrypto_names_the_package",
             check::test_missing_libcrypto_names_the_package,
         ),
-        Trial::test(
+        lab::trial(
             "check::old_glibc_base_names_the_version",
             check::test_old_glibc_base_names_the_version,
         ),
-        Trial::test(
+        lab::trial(
             "check::foreign_machine_fails",
             check::test_foreign_machine_fails,
         ),
-        Trial::test(
+        lab::trial(
             "check::base_without_shell_fails",
             check::test_base_without_shell_fails,
         ),
-        Trial::test(
+        lab::trial(
             "check::release_without_erts_needs_the_bases_erlang",
             check::test_release_without_erts_needs_the_bases_erlang,
         ),
-        Trial::test(
+        lab::trial(
             "apt::libssl3_makes_crypto_start",
             apt::test_libssl3_makes_crypto_start,
         ),
-        Trial::test(
+        lab::trial(
             "apt::auto_packages_from_the_check",
             apt::test_auto_packages_from_the_check,
         ),
-        Trial::test(
+        lab::trial(
             "phoenix::without_bin_server_serves",
             phoenix::test_phoenix_without_bin_server_serves,
         ),
-        Trial::test(
+        lab::trial(
             "phoenix::init_then_build_runs",
             phoenix::test_init_then_build_runs,
         ),
-        Trial::test(
+        lab::trial(
             "rebase::onto_patched_base",
             rebase::test_rebase_onto_patched_base,
         ),
-        Trial::test(
+        lab::trial(
             "rebase::refuses_a_base_it_cannot_start_on",
             rebase::test_rebase_refuses_a_base_it_cannot_start_on,
         ),
-        Trial::test(
+        lab::trial(
             "rebase::finds_the_base_by_its_layers",
             rebase::test_rebase_finds_the_base_by_its_layers,
         ),
-        Trial::test(
+        lab::trial(
             "apt::ca_certificates_bundle",
             apt::test_ca_certificates_bundle,
         ),
-        Trial::test(
+        lab::trial(
             "apt::lock_reproducible_and_offline",
             apt::test_lock_reproducible_and_offline,
         ),
-        Trial::test("apt::tampering_is_refused", apt::test_tampering_is_refused),
-        Trial::test(
+        lab::trial("apt::tampering_is_refused", apt::test_tampering_is_refused),
+        lab::trial(
             "apt::detached_release_signature",
             apt::test_detached_release_signature,
         ),
-        Trial::test(
+        lab::trial(
             "faults::sigterm_and_kill9_leave_nothing",
             faults::test_sigterm_and_kill9_leave_nothing,
         ),
-        Trial::test("faults::disk_full", faults::test_disk_full),
-        Trial::test(
+        lab::trial("faults::disk_full", faults::test_disk_full),
+        lab::trial(
             "faults::two_builds_share_a_cache",
             faults::test_two_builds_share_a_cache,
         ),
-        Trial::test(
+        lab::trial(
             "faults::twenty_concurrent_pushes",
             faults::test_twenty_concurrent_pushes,
         ),
-        Trial::test("push::build_push_pull_run", push::test_build_push_pull_run),
-        Trial::test(
+        lab::trial("push::build_push_pull_run", push::test_build_push_pull_run),
+        lab::trial(
             "push::mount_from_base_repository_and_no_base_download",
             push::test_mount_from_base_repository_and_no_base_download,
         ),
-        Trial::test(
+        lab::trial(
             "push::summary_alone_means_no_base_download",
             push::test_summary_alone_means_no_base_download,
         ),
-        Trial::test(
+        lab::trial(
             "push::incremental_push_uploads_only_changed_layers",
             push::test_incremental_push_uploads_only_changed_layers,
         ),
-        Trial::test(
+        lab::trial(
             "push::tarball_same_digest_elsewhere",
             push::test_push_tarball_same_digest_elsewhere,
         ),
-        Trial::test("push::chunked_upload", push::test_chunked_upload),
-        Trial::test(
+        lab::trial("push::chunked_upload", push::test_chunked_upload),
+        lab::trial(
             "push::inspect_tarball_and_registry",
             push::test_inspect_tarball_and_registry,
         ),
-        Trial::test("push::faults_are_retried", push::test_faults_are_retried),
-        Trial::test(
+        lab::trial("push::faults_are_retried", push::test_faults_are_retried),
+        lab::trial(
             "push::referrers_api_registry_gets_no_fallback_tag",
             push::test_referrers_api_registry_gets_no_fallback_tag,
         ),
-        Trial::test("push::killed_push_resumes", push::test_killed_push_resumes),
-        Trial::test(
+        lab::trial("push::killed_push_resumes", push::test_killed_push_resumes),
+        lab::trial(
             "fleet::two_runners_share_a_cache_repo",
             fleet::test_two_runners_share_a_cache_repo,
         ),
-        Trial::test(
+        lab::trial(
             "push::failing_registry_writes_no_tag",
             push::test_failing_registry_writes_no_tag,
         ),
-        Trial::test(
+        lab::trial(
             "push::tls_basic_auth_and_credential_sources",
             push::test_tls_basic_auth_and_credential_sources,
         ),
-        Trial::test(
+        lab::trial(
             "push::token_auth_anonymous_pull_and_authenticated_push",
             push::test_token_auth_anonymous_pull_and_authenticated_push,
         ),
-        Trial::test(
+        lab::trial(
             "hostile::escaping_base_layer_stays_inside",
             hostile::test_escaping_base_layer_stays_inside,
         ),
-        Trial::test(
+        lab::trial(
             "hostile::malformed_base_layers_fail_cleanly",
             hostile::test_malformed_base_layers_fail_cleanly,
         ),
-        Trial::test(
+        lab::trial(
             "hostile::wrong_bytes_from_registry",
             hostile::test_wrong_bytes_from_registry,
         ),
-        Trial::test(
+        lab::trial(
             "hostile::damaged_cache_is_fetched_again",
             hostile::test_damaged_cache_is_fetched_again,
         ),
-        Trial::test(
+        lab::trial(
             "hostile::bad_release_directories",
             hostile::test_bad_release_directories,
         ),
-        Trial::test(
+        lab::trial(
             "hostile::unknown_manifest_media_type",
             hostile::test_unknown_manifest_media_type,
         ),

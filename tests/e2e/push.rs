@@ -100,7 +100,7 @@ fn pushed() -> Result<Pushed, Failed> {
                 lab::base_in_registry()?;
                 let reg = lab::registry()?;
                 let proxy = servers::start_proxy(reg.port)?;
-                let dir = lab::scratch_dir("pushed");
+                let dir = lab::fixture_dir("pushed");
                 let tarball = dir.join("hello.tar");
                 let from = format!("{}/base/debian:bookworm-minbase", proxy.host());
                 let (v1, latest) = (
