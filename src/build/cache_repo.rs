@@ -28,8 +28,7 @@ use crate::oci::media;
 use crate::oci::reference::Reference;
 use crate::oci::{Blob, BlobSource, FileRange};
 use crate::registry::RegistryClient;
-use crate::registry::upload::UploadOptions;
-use crate::report::{Reporter, Transfer};
+use crate::report::Reporter;
 
 /// The artifact types of the entries.
 const LAYER_ENTRY: &str = "application/vnd.imgbuild.layer-cache.v1+json";
@@ -287,24 +286,12 @@ impl CacheRepo {
     ) -> Result<()> {
         let empty = cache.put_bytes(EMPTY_JSON)?;
         for (blob, size) in [(&empty, EMPTY_JSON.len() as u64), (d, size)] {
-            if client.blob_exists(&self.repo, blob).await? {
-                continue;
-            }
             let at = FileRange {
                 path: cache.blob_path(blob),
                 offset: 0,
                 size,
             };
-            client
-                .upload_blob(
-                    &self.repo,
-                    blob,
-                    &at,
-                    None,
-                    UploadOptions::default(),
-                    &Transfer::default(),
-                )
-                .await?;
+            client.upload_if_missing(&self.repo, blob, &at).await?;
         }
         let manifest = json!({
             "schemaVersion": 2,

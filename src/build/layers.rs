@@ -170,29 +170,12 @@ pub async fn release_layers(
 /// Upload a layer just made to `target` ahead of the push. A failure here is not the build's:
 /// the push tries again, under its own retries, and reports.
 async fn send_ahead(client: &RegistryClient, target: &Reference, blob: &LayerBlob, cache: &Cache) {
-    if client
-        .blob_exists(target, &blob.digest)
-        .await
-        .unwrap_or(true)
-    {
-        return;
-    }
     let at = FileRange {
         path: cache.blob_path(&blob.digest),
         offset: 0,
         size: blob.size,
     };
-    let sent = client
-        .upload_blob(
-            target,
-            &blob.digest,
-            &at,
-            None,
-            crate::registry::upload::UploadOptions::default(),
-            &crate::report::Transfer::default(),
-        )
-        .await;
-    if sent.is_ok() {
+    if let Ok(true) = client.upload_if_missing(target, &blob.digest, &at).await {
         client.note_sent_ahead(target, &blob.digest);
     }
 }

@@ -186,43 +186,57 @@ fn read_base_rootfs(
 pub fn add_entries(fs: &mut RootFs, plans: &[LayerPlan]) -> Result<Vec<(String, ElfInfo)>> {
     let mut elves = Vec::new();
     for plan in plans {
-        for e in &plan.entries {
-            let path = format!("/{}", e.path);
-            let node = match &e.kind {
-                EntryKind::Dir => Node::Dir,
-                EntryKind::Symlink { target } => Node::Symlink(target.clone()),
-                EntryKind::File { .. } => {
-                    let mut info = None;
-                    if let Some(src) = &e.source {
-                        let mut head = [0u8; 4];
-                        let mut f = std::fs::File::open(src).ctx("read", src)?;
-                        let n = f.read(&mut head).ctx("read", src)?;
-                        if elf::is_elf(&head[..n]) {
-                            let bytes = std::fs::read(src).ctx("read", src)?;
-                            match ElfInfo::parse(&bytes) {
-                                Ok(i) => {
-                                    elves.push((path.clone(), i.clone()));
-                                    info = Some(i);
-                                }
-                                Err(why) => {
-                                    return Err(Error::Input(format!(
-                                        "{} looks like an ELF file but cannot be read ({why}): rebuild the release",
-                                        src.display()
-                                    )));
-                                }
-                            }
-                        }
-                    }
-                    let not_elf = info.is_none();
-                    Node::File {
-                        mode: e.mode,
-                        elf: info,
-                        not_elf,
-                    }
+        elves.extend(insert_plan(fs, plan, |e, _| read_elf(e))?);
+    }
+    Ok(elves)
+}
+
+/// The ELF facts of a planned file, when it is an ELF file.
+fn read_elf(e: &crate::release::Entry) -> Result<Option<ElfInfo>> {
+    let Some(src) = &e.source else {
+        return Ok(None);
+    };
+    let mut head = [0u8; 4];
+    let mut f = std::fs::File::open(src).ctx("read", src)?;
+    let n = f.read(&mut head).ctx("read", src)?;
+    if !elf::is_elf(&head[..n]) {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(src).ctx("read", src)?;
+    ElfInfo::parse(&bytes).map(Some).map_err(|why| {
+        Error::Input(format!(
+            "{} looks like an ELF file but cannot be read ({why}): rebuild the release",
+            src.display()
+        ))
+    })
+}
+
+/// Put one plan's entries into the tree, each file's ELF facts from `elf_of(entry, path)`;
+/// returns the ELF files among them.
+fn insert_plan(
+    fs: &mut RootFs,
+    plan: &LayerPlan,
+    mut elf_of: impl FnMut(&crate::release::Entry, &str) -> Result<Option<ElfInfo>>,
+) -> Result<Vec<(String, ElfInfo)>> {
+    let mut elves = Vec::new();
+    for e in &plan.entries {
+        let path = format!("/{}", e.path);
+        let node = match &e.kind {
+            EntryKind::Dir => Node::Dir,
+            EntryKind::Symlink { target } => Node::Symlink(target.clone()),
+            EntryKind::File { .. } => {
+                let info = elf_of(e, &path)?;
+                if let Some(i) = &info {
+                    elves.push((path.clone(), i.clone()));
                 }
-            };
-            fs.insert(&path, node);
-        }
+                Node::File {
+                    mode: e.mode,
+                    not_elf: info.is_none(),
+                    elf: info,
+                }
+            }
+        };
+        fs.insert(&path, node);
     }
     Ok(elves)
 }
@@ -245,7 +259,7 @@ pub fn add_entries_cached(
             .and_then(|k| cache.record("elves", k))
             .and_then(|b| serde_json::from_slice::<Vec<(String, ElfInfo)>>(&b).ok());
         let Some(known) = known else {
-            let found = add_entries(fs, std::slice::from_ref(plan))?;
+            let found = insert_plan(fs, plan, |e, _| read_elf(e))?;
             if let (Some(k), Ok(bytes)) = (&key, serde_json::to_vec(&found)) {
                 let _ = cache.put_record("elves", k, &bytes);
             }
@@ -254,23 +268,9 @@ pub fn add_entries_cached(
         };
         let by_path: std::collections::HashMap<&str, &ElfInfo> =
             known.iter().map(|(p, e)| (p.as_str(), e)).collect();
-        for e in &plan.entries {
-            let path = format!("/{}", e.path);
-            let node = match &e.kind {
-                EntryKind::Dir => Node::Dir,
-                EntryKind::Symlink { target } => Node::Symlink(target.clone()),
-                EntryKind::File { .. } => {
-                    let info = by_path.get(path.as_str()).map(|i| (*i).clone());
-                    Node::File {
-                        mode: e.mode,
-                        not_elf: info.is_none(),
-                        elf: info,
-                    }
-                }
-            };
-            fs.insert(&path, node);
-        }
-        elves.extend(known);
+        elves.extend(insert_plan(fs, plan, |_, path| {
+            Ok(by_path.get(path).map(|i| (*i).clone()))
+        })?);
     }
     Ok(elves)
 }

@@ -64,6 +64,30 @@ impl RegistryClient {
         }
     }
 
+    /// Upload the blob at `at` unless `target`'s repository holds `digest` already, quietly and
+    /// with the default options (for blobs sent outside a push: layers sent ahead, cache
+    /// repository entries). Whether it was uploaded.
+    pub async fn upload_if_missing(
+        &self,
+        target: &Reference,
+        digest: &Digest,
+        at: &BlobLocation,
+    ) -> Result<bool> {
+        if self.blob_exists(target, digest).await? {
+            return Ok(false);
+        }
+        self.upload_blob(
+            target,
+            digest,
+            at,
+            None,
+            UploadOptions::default(),
+            &Transfer::default(),
+        )
+        .await?;
+        Ok(true)
+    }
+
     /// Ask the registry to link `digest` from `from` (same registry) into `target`.
     pub async fn mount_blob(
         &self,

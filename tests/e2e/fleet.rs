@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::lab::{self, TestResult, fail, run};
+use crate::lab::{self, TestResult, fail, json_of, run};
 use crate::servers::{self, Seen};
 
 type Failed = libtest_mimic::Failed;
@@ -20,10 +20,6 @@ const TOOLS: &[&str] = &[
     "mix",
     "curl",
 ];
-
-fn json_of(out: &Output) -> Result<Value, Failed> {
-    serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("--json output: {e}")))
-}
 
 /// One runner: its own (empty) cache directory, the shared cache repository.
 fn runner(

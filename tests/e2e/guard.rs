@@ -9,21 +9,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::lab::{self, TestResult, fail, run, stdout};
+use crate::lab::{self, TestResult, fail, json_of, run, stderr, stdout};
 use crate::servers::{self, Fault, Proxy, Rule, Seen};
 
 type Failed = libtest_mimic::Failed;
 
 const TOOLS: &[&str] = &["docker-registry", "skopeo", "umoci", "debootstrap", "mix"];
-
-fn json_of(out: &Output) -> Result<Value, Failed> {
-    serde_json::from_slice(&out.stdout)
-        .map_err(|e| fail(format!("--json output is not JSON: {e}: {}", stdout(out))))
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 fn rule(method: &'static str, target_contains: &'static str, fault: Fault, times: u32) -> Rule {
     Rule {

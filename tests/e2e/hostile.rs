@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use crate::lab::{self, TestResult, fail, run};
+use crate::lab::{self, TestResult, fail, run, stderr};
 use crate::servers::{self, Fault, Rule};
 
 type Failed = libtest_mimic::Failed;
@@ -166,10 +166,6 @@ fn failed_build(dir: &Path, rel: &str, from: &str) -> Result<String, Failed> {
         )));
     }
     Ok(err)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Every file in the cache hashes to its name: nothing wrong was kept.

@@ -139,6 +139,16 @@ pub fn run(cmd: &mut Command) -> Result<Output, libtest_mimic::Failed> {
     Ok(out)
 }
 
+/// A command's `--json` output.
+pub fn json_of(out: &Output) -> Result<serde_json::Value, libtest_mimic::Failed> {
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| fail(format!("--json output is not JSON: {e}: {}", stdout(out))))
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

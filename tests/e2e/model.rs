@@ -3,25 +3,16 @@
 //! tarball kept by every loader (Docker 20.10 and 26, podman 4 and 5, ctr, skopeo).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::lab::{self, TestResult, fail, run, stdout};
+use crate::lab::{self, TestResult, fail, json_of, run, stderr, stdout};
 
 type Failed = libtest_mimic::Failed;
 
 const TOOLS: &[&str] = &["docker-registry", "skopeo", "umoci", "debootstrap", "mix"];
-
-fn json_of(out: &Output) -> Result<Value, Failed> {
-    serde_json::from_slice(&out.stdout)
-        .map_err(|e| fail(format!("--json output is not JSON: {e}: {}", stdout(out))))
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Run, expecting exit `code`; returns stderr.
 fn expect_exit(cmd: &mut Command, code: i32) -> Result<String, Failed> {

@@ -4,12 +4,12 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::lab::{self, TestResult, fail, run, stdout};
+use crate::lab::{self, TestResult, fail, json_of, run, stdout};
 
 type Failed = libtest_mimic::Failed;
 
@@ -69,11 +69,6 @@ fn distinct_blobs(tar: &Path) -> Result<u64, Failed> {
         )));
     }
     Ok(seen.len() as u64)
-}
-
-fn json_of(out: &Output) -> Result<Value, Failed> {
-    serde_json::from_slice(&out.stdout)
-        .map_err(|e| fail(format!("--json output is not JSON: {e}: {}", stdout(out))))
 }
 
 fn read_json(p: &Path) -> Result<Value, Failed> {

@@ -3,26 +3,17 @@
 //! injected by a proxy, and the pushed images pulled and run by Docker and inspected by skopeo.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::lab::{self, TestResult, fail, run, stdout};
+use crate::lab::{self, TestResult, fail, json_of, run, stderr, stdout};
 use crate::servers::{self, Fault, Proxy, Rule, Seen};
 
 type Failed = libtest_mimic::Failed;
 
 const TOOLS: &[&str] = &["docker-registry", "skopeo", "umoci", "debootstrap", "mix"];
-
-fn json_of(out: &Output) -> Result<Value, Failed> {
-    serde_json::from_slice(&out.stdout)
-        .map_err(|e| fail(format!("--json output is not JSON: {e}: {}", stdout(out))))
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Run imgbuild expecting failure; returns stderr.
 fn expect_failure(cmd: &mut Command) -> Result<String, Failed> {

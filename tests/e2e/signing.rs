@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use base64::Engine;
 use serde_json::Value;
 
-use crate::lab::{self, TestResult, fail, run, stdout};
+use crate::lab::{self, TestResult, fail, json_of, run, stdout};
 
 type Failed = libtest_mimic::Failed;
 
@@ -21,11 +21,6 @@ const TOOLS: &[&str] = &[
     "mix",
     "openssl",
 ];
-
-fn json_of(out: &Output) -> Result<Value, Failed> {
-    serde_json::from_slice(&out.stdout)
-        .map_err(|e| fail(format!("--json output is not JSON: {e}: {}", stdout(out))))
-}
 
 /// cosign 2 and 3 from Debian's newer suites (`scripts/newer-peers`).
 fn cosigns() -> Result<Vec<PathBuf>, Failed> {
