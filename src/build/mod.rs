@@ -172,16 +172,25 @@ pub struct IndexReport {
     pub warnings: Vec<String>,
 }
 
+/// Told of each platform's base as soon as it is resolved and made fit to build on. Its layers
+/// are the first of that platform's image, so a sink may start on them while the release's
+/// layers are made (a tarball does: [`crate::sink::tarball::Early`]).
+pub trait Watch: Sync {
+    /// `index` is the platform's place in [`BuildRequest::platforms`] (0 for one platform).
+    fn base(&self, index: usize, base: &Image);
+}
+
 /// Build the image, or for several platforms each platform's image and their index.
 pub async fn build(
     req: &BuildRequest,
     cache: &Cache,
     client: &RegistryClient,
     reporter: &dyn Reporter,
+    watch: Option<&dyn Watch>,
 ) -> Result<Built> {
     if req.platforms.len() <= 1 {
         let platform = req.platforms.first().or(req.platform.as_ref());
-        let one = build_platform(req, platform, cache, client, reporter).await?;
+        let one = build_platform(req, (0, platform), cache, client, reporter, watch).await?;
         save_lock(req, one.new_lock.into_iter().collect(), reporter)?;
         return Ok(Built {
             artifact: Artifact::Image(Box::new(one.image)),
@@ -203,8 +212,9 @@ pub async fn build(
     let builds = req
         .platforms
         .iter()
+        .enumerate()
         .zip(&reporters)
-        .map(|(p, r)| build_platform(req, Some(p), cache, client, r));
+        .map(|((i, p), r)| build_platform(req, (i, Some(p)), cache, client, r, watch));
     let results = futures_util::future::join_all(builds).await;
     // Every platform's check failure is told, each naming its platform first; any other
     // error is the first in the order asked for.
@@ -299,10 +309,11 @@ async fn require_base_platforms(
 /// its ERTS transplanted from `--otp-from` when it is built for another machine).
 async fn build_platform(
     req: &BuildRequest,
-    platform: Option<&Platform>,
+    (index, platform): (usize, Option<&Platform>),
     cache: &Cache,
     client: &RegistryClient,
     reporter: &dyn Reporter,
+    watch: Option<&dyn Watch>,
 ) -> Result<PlatformBuild> {
     let mut one = req.clone();
     one.platform = platform.cloned();
@@ -319,7 +330,9 @@ async fn build_platform(
         reporter.step(n);
     }
     warnings.extend(advice.warnings);
+    let watch = watch.map(|w| (index, w));
     let mut transplanted = None;
+    let mut based = None;
     if let Some(p) = platform
         && let Some(want) = crate::fs::elf::machine_for(&p.architecture)
     {
@@ -339,8 +352,14 @@ async fn build_platform(
                             "the release is built for {name}; transplanting its native files for {p} from {}",
                             otp.describe()
                         ));
-                        let t =
-                            transplant::prepare(&natives, &release, otp, p, cache, client).await?;
+                        // The base needs nothing from the transplant until the check: it is
+                        // read meanwhile.
+                        let (b, t) = futures_util::future::try_join(
+                            read_base_and_summary(&one, cache, client, reporter, watch),
+                            transplant::prepare(&natives, &release, otp, p, cache, client),
+                        )
+                        .await?;
+                        based = Some(b);
                         t.apply(&mut plans, &req.settings.workdir);
                         reporter.step(&format!(
                             "{} native files for {p} from {} ({})",
@@ -362,7 +381,17 @@ async fn build_platform(
             _ => {}
         }
     }
-    let mut built = build_one(&one, release, plans, warnings, cache, client, reporter).await?;
+    let mut built = build_one(
+        &one,
+        release,
+        plans,
+        warnings,
+        cache,
+        client,
+        reporter,
+        (watch, based),
+    )
+    .await?;
     // The staged native files were needed until the layers were written.
     built.report.transplant = transplanted.map(|t| t.report.clone());
     built.report.notes = advice.notes;
@@ -399,6 +428,7 @@ async fn build_one(
     cache: &Cache,
     client: &RegistryClient,
     reporter: &dyn Reporter,
+    (watch, based): (Option<(usize, &dyn Watch)>, Option<BaseRead>),
 ) -> Result<PlatformBuild> {
     reporter.step(&format!(
         "release {} {} at {}",
@@ -409,12 +439,24 @@ async fn build_one(
 
     let opts = tar_options(req);
     // The release's layers need nothing from the base: they are made (or found) while the
-    // base is read and checked. The first failure of either ends both.
-    reporter.step(&format!("resolving base {}", req.from.describe()));
+    // base is read (unless it was already) and checked. The first failure of either ends both.
     let base_and_check = async {
-        let (base, base_warnings) = base_image(req, cache, client).await?;
-        let seen = inspect_image(&base, &release, &plans, req, cache, client, reporter).await?;
-        Ok::<_, Error>((base, base_warnings, seen))
+        let based = match based {
+            Some(b) => b,
+            None => read_base_and_summary(req, cache, client, reporter, watch).await?,
+        };
+        let seen = inspect_image(
+            &based.image,
+            based.summary,
+            &release,
+            &plans,
+            req,
+            cache,
+            client,
+            reporter,
+        )
+        .await?;
+        Ok::<_, Error>((based.image, based.warnings, seen))
     };
     let release_layers = layers::release_layers(
         plans.clone(),
@@ -798,7 +840,11 @@ pub async fn check_only(
 ) -> Result<CheckReport> {
     let (release, plans, _) = plan_release(req)?;
     let (base, base_warnings) = base_image(req, cache, client).await?;
-    let seen = inspect_image(&base, &release, &plans, req, cache, client, reporter).await?;
+    let summary = summarise(&base, req, cache, client, reporter).await?;
+    let seen = inspect_image(
+        &base, summary, &release, &plans, req, cache, client, reporter,
+    )
+    .await?;
     for w in base_warnings.iter().chain(&seen.warnings) {
         reporter.warn(w);
     }
@@ -948,11 +994,77 @@ pub(crate) async fn read_base(
     }
 }
 
+/// The base's files as a virtual tree, and where they were read from.
+struct Summary {
+    /// See [`BaseReport::summary`].
+    from: &'static str,
+    fs: crate::fs::RootFs,
+    warnings: Vec<String>,
+}
+
+/// The base's summary: from an earlier build (no base layer read or downloaded), else from the
+/// cache repository, else read from the base's layers (and shared through the cache
+/// repository).
+async fn summarise(
+    base: &Image,
+    req: &BuildRequest,
+    cache: &Cache,
+    client: &RegistryClient,
+    reporter: &dyn Reporter,
+) -> Result<Summary> {
+    let summary = |from, (fs, warnings)| Summary { from, fs, warnings };
+    if let Some(known) = check::cached_summary(base, cache) {
+        return Ok(summary("cache", known));
+    }
+    if let Some(shared) = shared_summary(req, base, cache, client, reporter).await {
+        return Ok(summary("cache-repo", shared));
+    }
+    let read = read_base(base, cache, client, reporter).await?;
+    if let Some(repo) = &req.cache_repo
+        && let Some(bytes) = check::summary_bytes(base, cache)
+    {
+        let key = check::summary_key(base);
+        repo.put_summary(client, cache, &key, &bytes, reporter)
+            .await;
+    }
+    Ok(summary("read", read))
+}
+
+/// The base, made fit to build on, with its warnings and its summary.
+struct BaseRead {
+    image: Image,
+    warnings: Vec<String>,
+    summary: Summary,
+}
+
+/// Resolve the base and summarise it; `watch` is told the base as soon as it is resolved.
+async fn read_base_and_summary(
+    req: &BuildRequest,
+    cache: &Cache,
+    client: &RegistryClient,
+    reporter: &dyn Reporter,
+    watch: Option<(usize, &dyn Watch)>,
+) -> Result<BaseRead> {
+    reporter.step(&format!("resolving base {}", req.from.describe()));
+    let (image, warnings) = base_image(req, cache, client).await?;
+    if let Some((index, w)) = watch {
+        w.base(index, &image);
+    }
+    let summary = summarise(&image, req, cache, client, reporter).await?;
+    Ok(BaseRead {
+        image,
+        warnings,
+        summary,
+    })
+}
+
 /// Read the base's files into a virtual tree (for the SBOM's packages), install the runtime
 /// packages into a layer of their own, add the release, and unless turned off check that the
 /// image can start.
+#[allow(clippy::too_many_arguments)]
 async fn inspect_image(
     base: &Image,
+    summary: Summary,
     release: &Release,
     plans: &[LayerPlan],
     req: &BuildRequest,
@@ -960,29 +1072,11 @@ async fn inspect_image(
     client: &RegistryClient,
     reporter: &dyn Reporter,
 ) -> Result<Seen> {
-    let mut summary_from = "cache";
-    let (mut fs, mut warnings) = match check::cached_summary(base, cache) {
-        // The base's summary from an earlier build: no base layer is read or downloaded.
-        Some(summary) => summary,
-        None => match shared_summary(req, base, cache, client, reporter).await {
-            Some(summary) => {
-                summary_from = "cache-repo";
-                summary
-            }
-            None => {
-                summary_from = "read";
-                let summary = read_base(base, cache, client, reporter).await?;
-                if let Some(repo) = &req.cache_repo
-                    && let Some(bytes) = check::summary_bytes(base, cache)
-                {
-                    let key = check::summary_key(base);
-                    repo.put_summary(client, cache, &key, &bytes, reporter)
-                        .await;
-                }
-                summary
-            }
-        },
-    };
+    let Summary {
+        from: summary_from,
+        mut fs,
+        mut warnings,
+    } = summary;
     let mut debs = sbom::debian_packages(&fs);
     let os = sbom::os_version(&fs);
     let arch = base.config.architecture().to_string();

@@ -921,6 +921,7 @@ struct BuildJson {
 /// `naming`, signed with `push`'s signing when given).
 fn sinks_for(
     outputs: &Outputs,
+    early: Option<Arc<sink::tarball::Early>>,
     engine: Option<sink::engine::Engine>,
     push: Option<(PushOptions, Option<imgbuild::sink::registry::Signing>)>,
     naming: &Naming,
@@ -934,6 +935,7 @@ fn sinks_for(
             path: path.clone(),
             naming: naming.clone(),
             mtime,
+            early,
         }));
     }
     if let Some(path) = &outputs.oci_layout {
@@ -956,6 +958,15 @@ fn sinks_for(
         }));
     }
     sinks
+}
+
+/// A build tells the tarball each platform's base ([`sink::tarball::Early`]).
+struct EarlyTarball(Arc<sink::tarball::Early>);
+
+impl build::Watch for EarlyTarball {
+    fn base(&self, index: usize, base: &imgbuild::oci::Image) {
+        self.0.base(index, base);
+    }
 }
 
 fn warn_tags(tags: &[Reference], reporter: &dyn Reporter, path: &std::path::Path) {
@@ -1000,7 +1011,19 @@ async fn run_build(args: BuildArgs) -> Result<()> {
             "imgbuild: note: zstd layers load with podman, skopeo, containerd and Docker Engine 23 or later; older Docker Engines need gzip"
         );
     }
-    let built = build::build(&req, &cache, &client, reporter.as_ref()).await?;
+    // The tarball starts with the bases' layers while the release's layers are made.
+    let early = outputs.output.as_ref().map(|path| {
+        sink::tarball::Early::new(path, req.settings.epoch, &cache, req.platforms.len())
+    });
+    let watch = early.clone().map(EarlyTarball);
+    let built = build::build(
+        &req,
+        &cache,
+        &client,
+        reporter.as_ref(),
+        watch.as_ref().map(|w| w as &dyn build::Watch),
+    )
+    .await?;
     let artifact = built.artifact;
     let signing = signing_for(signer.as_deref(), &artifact, &built.report, &req.tags)?;
     // Single-platform readers of an index (Docker 20.10's manifest.json, an engine load) get
@@ -1024,6 +1047,7 @@ async fn run_build(args: BuildArgs) -> Result<()> {
         .then(|| (push_options(&args.upload), signing.clone()));
     let sinks = sinks_for(
         &outputs,
+        early,
         engine,
         push,
         &naming,
@@ -1208,6 +1232,7 @@ async fn run_pull(args: PullArgs) -> Result<()> {
             path: path.clone(),
             naming: naming.clone(),
             mtime: 0,
+            early: None,
         }));
     }
     if let Some(path) = &args.oci_layout {
@@ -1270,6 +1295,7 @@ fn destination_sink(
                 path: path_of(rest, "the transport")?,
                 naming: naming(),
                 mtime: 0,
+                early: None,
             }),
             vec![],
         ));
@@ -1604,7 +1630,7 @@ async fn run_rebase(args: RebaseArgs) -> Result<()> {
         oci_layout: args.oci_layout.clone(),
     };
     let push = args.push.then(|| (push_options(&args.upload), None));
-    let sinks = sinks_for(&outputs, None, push, &naming, 0, reporter.as_ref());
+    let sinks = sinks_for(&outputs, None, None, push, &naming, 0, reporter.as_ref());
     let cx = sink::Context {
         cache: &cache,
         client: &client,

@@ -105,6 +105,8 @@ pub struct TarballSink {
     pub naming: Naming,
     /// Every entry's mtime (`SOURCE_DATE_EPOCH`).
     pub mtime: u64,
+    /// The same file started while the image was built ([`tarball::Early`]), to go on from.
+    pub early: Option<std::sync::Arc<tarball::Early>>,
 }
 
 impl Sink for TarballSink {
@@ -117,13 +119,14 @@ impl Sink for TarballSink {
         cx: &'a Context<'a>,
     ) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
-            let (path, mtime) = (self.path.clone(), self.mtime);
+            let (path, mtime, early) = (self.path.clone(), self.mtime, self.early.clone());
             write_files(
                 artifact,
                 &self.naming,
                 cx,
                 move |art, blobs, naming, cache| {
-                    tarball::write_tarball(&path, art, blobs, naming, mtime, cache)
+                    let prefix = early.as_ref().and_then(|e| e.take());
+                    tarball::write_tarball(&path, art, blobs, naming, mtime, cache, prefix)
                 },
             )
             .await?;

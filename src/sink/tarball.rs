@@ -21,7 +21,8 @@ use crate::oci::document::canonical_json;
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
 use crate::oci::{
-    Artifact, BlobSource, FileRange, SIGNATURES_ANNOTATION, SOURCE_ANNOTATION, media,
+    Artifact, BlobSource, FileRange, Image, LayerKind, SIGNATURES_ANNOTATION, SOURCE_ANNOTATION,
+    media,
 };
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -41,8 +42,10 @@ impl Bytes<'_> {
     }
 }
 
-/// Every blob of an artifact, each once, with its bytes: configs, layers, attachments, image
-/// manifests, then the index. `local` turns a registry blob into a local range (fetched first).
+/// Every blob of an artifact, each once, with its bytes: first the base layers of every image
+/// (known before a build is done, so an [`Early`] tarball starts with them), then per image
+/// its config, other layers, attachments and manifest, then the index. `local` turns a
+/// registry blob into a local range (fetched first).
 pub fn blobs<'a>(
     artifact: &'a Artifact,
     local: &dyn Fn(&Digest) -> Option<FileRange>,
@@ -54,7 +57,25 @@ pub fn blobs<'a>(
             out.push((d.clone(), b));
         }
     };
-    for image in artifact.images() {
+    let range = |blob: &crate::oci::Blob| {
+        match &blob.source {
+            BlobSource::File(at) => Some(at.clone()),
+            BlobSource::Registry(_) => local(&blob.digest),
+        }
+        .ok_or_else(|| {
+            Error::from(ImageError::Internal(format!(
+                "blob {} was not fetched",
+                blob.digest
+            )))
+        })
+    };
+    let images = artifact.images();
+    for image in &images {
+        for l in image.layers.iter().filter(|l| l.kind == LayerKind::Base) {
+            add(&l.blob.digest, Bytes::Range(range(&l.blob)?));
+        }
+    }
+    for image in &images {
         add(&image.config_digest, Bytes::Memory(&image.config_bytes));
         let blobs = image
             .layers
@@ -62,17 +83,7 @@ pub fn blobs<'a>(
             .map(|l| &l.blob)
             .chain(image.attachments.iter().map(|a| &a.blob));
         for blob in blobs {
-            let at = match &blob.source {
-                BlobSource::File(at) => Some(at.clone()),
-                BlobSource::Registry(_) => local(&blob.digest),
-            }
-            .ok_or_else(|| {
-                Error::from(ImageError::Internal(format!(
-                    "blob {} was not fetched",
-                    blob.digest
-                )))
-            })?;
-            add(&blob.digest, Bytes::Range(at));
+            add(&blob.digest, Bytes::Range(range(blob)?));
         }
         add(&image.digest, Bytes::Memory(&image.manifest));
     }
@@ -252,6 +263,60 @@ impl Entry<'_> {
     }
 }
 
+/// A tar header for `name`, with `mtime`.
+fn header(
+    size: u64,
+    mode: u32,
+    kind: tar::EntryType,
+    name: &str,
+    mtime: u64,
+) -> Result<tar::Header> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(name)
+        .map_err(|e| Error::io("write", "image archive", e))?;
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_mtime(mtime);
+    h.set_entry_type(kind);
+    h.set_cksum();
+    Ok(h)
+}
+
+/// A regular file entry holding `bytes`.
+fn file_entry<'a>(name: &str, bytes: Vec<u8>, mtime: u64) -> Result<Entry<'a>> {
+    Ok(Entry {
+        header: header(
+            bytes.len() as u64,
+            0o644,
+            tar::EntryType::Regular,
+            name,
+            mtime,
+        )?,
+        body: Body::Owned(bytes),
+    })
+}
+
+/// The entries every archive begins with: `oci-layout` and the blob directories.
+fn head_entries<'a>(mtime: u64) -> Result<Vec<Entry<'a>>> {
+    let mut out = vec![file_entry("oci-layout", OCI_LAYOUT.to_vec(), mtime)?];
+    for dir in ["blobs/", "blobs/sha256/"] {
+        out.push(Entry {
+            header: header(0, 0o755, tar::EntryType::Directory, dir, mtime)?,
+            body: Body::Empty,
+        });
+    }
+    Ok(out)
+}
+
+/// The entry of one blob.
+fn blob_entry<'a>(d: &'a Digest, bytes: &'a Bytes<'a>, mtime: u64) -> Result<Entry<'a>> {
+    let name = format!("blobs/sha256/{}", d.digest());
+    Ok(Entry {
+        header: header(bytes.len(), 0o644, tar::EntryType::Regular, &name, mtime)?,
+        body: Body::Blob(d, bytes),
+    })
+}
+
 /// The archive's entries in order: `oci-layout`, every blob, `index.json` and
 /// `manifest.json`, each with `mtime`. The headers are the `tar` crate's; the entries are
 /// framed here because its `Builder` copies data through `&mut dyn Read`, which would hide
@@ -262,42 +327,19 @@ fn entries<'a>(
     naming: &Naming,
     mtime: u64,
 ) -> Result<Vec<Entry<'a>>> {
-    let header = |size: u64, mode: u32, kind: tar::EntryType, name: &str| {
-        let mut h = tar::Header::new_ustar();
-        h.set_path(name)
-            .map_err(|e| Error::io("write", "image archive", e))?;
-        h.set_size(size);
-        h.set_mode(mode);
-        h.set_mtime(mtime);
-        h.set_entry_type(kind);
-        h.set_cksum();
-        Ok::<_, Error>(h)
-    };
-    let regular = tar::EntryType::Regular;
-    let file = |name: &str, bytes: Vec<u8>| {
-        Ok::<_, Error>(Entry {
-            header: header(bytes.len() as u64, 0o644, regular, name)?,
-            body: Body::Owned(bytes),
-        })
-    };
-    let mut out = vec![file("oci-layout", OCI_LAYOUT.to_vec())?];
-    for dir in ["blobs/", "blobs/sha256/"] {
-        out.push(Entry {
-            header: header(0, 0o755, tar::EntryType::Directory, dir)?,
-            body: Body::Empty,
-        });
-    }
+    let mut out = head_entries(mtime)?;
     for (d, bytes) in blobs {
-        let name = format!("blobs/sha256/{}", d.digest());
-        out.push(Entry {
-            header: header(bytes.len(), 0o644, regular, &name)?,
-            body: Body::Blob(d, bytes),
-        });
+        out.push(blob_entry(d, bytes, mtime)?);
     }
-    out.push(file("index.json", index_json(artifact, naming)?)?);
-    out.push(file(
+    out.push(file_entry(
+        "index.json",
+        index_json(artifact, naming)?,
+        mtime,
+    )?);
+    out.push(file_entry(
         "manifest.json",
         docker_manifest_json(artifact, naming)?,
+        mtime,
     )?);
     Ok(out)
 }
@@ -305,10 +347,164 @@ fn entries<'a>(
 /// The two zero blocks that end a tar.
 const END: [u8; 1024] = [0; 1024];
 
+/// The start of a tarball, written while its image was still being built: the temporary
+/// file, how far it is written, and the blobs in it (in order).
+pub struct Prefix {
+    tmp: tempfile::NamedTempFile,
+    at: u64,
+    blobs: Vec<Digest>,
+}
+
+/// Write `entries` into `file` from `at` on, each large stretch started for the disk as soon
+/// as it is in place; where the next entry goes.
+fn append(
+    file: &fs::File,
+    mut at: u64,
+    entries: &[Entry],
+    cache: &crate::cache::Cache,
+    dest: &Path,
+) -> Result<u64> {
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    for e in entries {
+        e.write(&mut out, cache).map_err(naming_output(dest))?;
+        if e.span() >= 8 << 20 {
+            out.flush().map_err(|e| Error::io("write", dest, e))?;
+            start_writeback(file, at, e.span());
+        }
+        at += e.span();
+    }
+    out.into_inner()
+        .map_err(|e| Error::io("write", dest, e.into_error()))?;
+    Ok(at)
+}
+
+/// Write the entries every tarball of an image built on `bases` begins with (see [`blobs`]):
+/// the head and the bases' layers, as far as they are local, in order and each once.
+fn write_prefix(
+    dest: &Path,
+    bases: &[Vec<(Digest, FileRange)>],
+    mtime: u64,
+    cache: &crate::cache::Cache,
+) -> Result<Prefix> {
+    let mut seen = HashSet::new();
+    let layers: Vec<(Digest, Bytes)> = bases
+        .iter()
+        .flatten()
+        .filter(|(d, _)| seen.insert(d.clone()))
+        .map(|(d, at)| (d.clone(), Bytes::Range(at.clone())))
+        .collect();
+    let mut entries = head_entries(mtime)?;
+    for (d, bytes) in &layers {
+        entries.push(blob_entry(d, bytes, mtime)?);
+    }
+    let tmp = temp_beside(dest)?;
+    let at = append(tmp.as_file(), 0, &entries, cache, dest)?;
+    Ok(Prefix {
+        tmp,
+        at,
+        blobs: layers.into_iter().map(|(d, _)| d).collect(),
+    })
+}
+
+/// A tarball started before its image is done. A build tells it each platform's base as soon
+/// as the base is resolved ([`Early::base`]); once every platform's is known, the bases' local
+/// layers (the first blobs of the archive, see [`blobs`]) are written into the temporary file
+/// on a thread of their own while the release's layers are made, and the sink goes on from
+/// there. The bytes are those of a tarball written at once: a prefix that does not match the
+/// finished artifact, or that failed, is thrown away and the sink writes the whole file.
+pub struct Early {
+    dest: std::path::PathBuf,
+    mtime: u64,
+    cache: crate::cache::Cache,
+    state: std::sync::Mutex<EarlyState>,
+}
+
+enum EarlyState {
+    /// Each platform's base layers as far as they are local, once known.
+    Gathering(Vec<Option<Vec<(Digest, FileRange)>>>),
+    Writing(std::thread::JoinHandle<Result<Prefix>>),
+    Taken,
+}
+
+impl Early {
+    /// A tarball at `dest` for an image of `platforms` platforms (1 for a plain image).
+    pub fn new(
+        dest: &Path,
+        mtime: u64,
+        cache: &crate::cache::Cache,
+        platforms: usize,
+    ) -> std::sync::Arc<Early> {
+        std::sync::Arc::new(Early {
+            dest: dest.to_path_buf(),
+            mtime,
+            cache: cache.clone(),
+            state: std::sync::Mutex::new(EarlyState::Gathering(vec![None; platforms.max(1)])),
+        })
+    }
+
+    /// The base of platform `index` is `base` (made fit to build on: its layers are the
+    /// image's first). Only layers whose bytes are local now are taken, up to the first that
+    /// is not.
+    pub fn base(&self, index: usize, base: &Image) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let EarlyState::Gathering(bases) = &mut *state else {
+            return;
+        };
+        let local = base
+            .layers
+            .iter()
+            .map_while(|l| {
+                let at = match &l.blob.source {
+                    BlobSource::File(at) => at.clone(),
+                    BlobSource::Registry(_) if self.cache.has_blob(&l.blob.digest) => FileRange {
+                        path: self.cache.blob_path(&l.blob.digest),
+                        offset: 0,
+                        size: l.blob.size,
+                    },
+                    BlobSource::Registry(_) => return None,
+                };
+                Some((l.blob.digest.clone(), at))
+            })
+            .collect();
+        match bases.get_mut(index) {
+            Some(slot) => *slot = Some(local),
+            None => return,
+        }
+        if bases.iter().any(Option::is_none) || self.dest.is_dir() {
+            return;
+        }
+        let bases: Vec<_> = bases.drain(..).flatten().collect();
+        let (dest, mtime, cache) = (self.dest.clone(), self.mtime, self.cache.clone());
+        *state = EarlyState::Writing(std::thread::spawn(move || {
+            write_prefix(&dest, &bases, mtime, &cache)
+        }));
+    }
+
+    /// What was written, once it is (`None` when nothing was started or it failed).
+    pub fn take(&self) -> Option<Prefix> {
+        let mut state = self.state.lock().ok()?;
+        match std::mem::replace(&mut *state, EarlyState::Taken) {
+            EarlyState::Writing(job) => job.join().ok()?.ok(),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Early {
+    /// A prefix still being written is waited for, so that its temporary file is removed
+    /// before the process ends (a failed build leaves nothing).
+    fn drop(&mut self) {
+        drop(self.take());
+    }
+}
+
 /// Write `artifact` as one tar file at `dest`: the bytes [`stream_tarball`] gives, each
 /// large stretch started for the disk as soon as it is in place, so that the fsync at the
 /// end waits for the last one only. (Writers side by side gain nothing: a file takes one
-/// write at a time.)
+/// write at a time.) With a `prefix` that holds the archive's first blobs, the rest is
+/// written after it.
 pub fn write_tarball(
     dest: &Path,
     artifact: &Artifact,
@@ -316,6 +512,7 @@ pub fn write_tarball(
     naming: &Naming,
     mtime: u64,
     cache: &crate::cache::Cache,
+    prefix: Option<Prefix>,
 ) -> Result<()> {
     if dest.is_dir() {
         return Err(Error::Usage(format!(
@@ -324,24 +521,28 @@ pub fn write_tarball(
         )));
     }
     let entries = entries(artifact, blobs, naming, mtime)?;
-    let tmp = temp_beside(dest)?;
+    let head = head_entries(mtime)?.len();
+    let prefix = prefix.filter(|p| {
+        p.blobs.len() <= blobs.len()
+            && blobs
+                .iter()
+                .map(|(d, _)| d)
+                .take(p.blobs.len())
+                .eq(&p.blobs)
+    });
+    let (tmp, at, done) = match prefix {
+        Some(p) => {
+            let done = head + p.blobs.len();
+            (p.tmp, p.at, done)
+        }
+        None => (temp_beside(dest)?, 0, 0),
+    };
     let tmp_path = tmp.path().to_path_buf();
     let file = tmp.as_file();
-    let to_dest = naming_output(dest);
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    let mut at = 0;
-    for e in &entries {
-        e.write(&mut out, cache).map_err(&to_dest)?;
-        if e.span() >= 8 << 20 {
-            out.flush().map_err(|e| Error::io("write", dest, e))?;
-            start_writeback(file, at, e.span());
-        }
-        at += e.span();
-    }
+    append(file, at, &entries[done..], cache, dest)?;
+    let mut out = file;
     out.write_all(&END)
         .map_err(|e| Error::io("write", dest, e))?;
-    out.into_inner()
-        .map_err(|e| Error::io("write", dest, e.into_error()))?;
     // tempfile creates 0600; an image tarball is an ordinary shareable file.
     set_mode(&tmp_path, 0o644)?;
     file.sync_all().ctx("flush", &tmp_path)?;
@@ -501,7 +702,7 @@ mod tests {
         let blobs = blobs(&artifact, &|_| None).unwrap();
         let names = naming(&["example.com/a/small:1", "example.com/a/small:2"]);
         let tar = dir.path().join("small.tar");
-        write_tarball(&tar, &artifact, &blobs, &names, 0, &cache).unwrap();
+        write_tarball(&tar, &artifact, &blobs, &names, 0, &cache, None).unwrap();
         let lay = dir.path().join("layout");
         write_layout(&lay, &artifact, &blobs, &names, &cache).unwrap();
 
@@ -532,7 +733,7 @@ mod tests {
         let again = dir.path().join("again.tar");
         let artifact2 = Artifact::Image(read);
         let blobs2 = super::blobs(&artifact2, &|_| None).unwrap();
-        write_tarball(&again, &artifact2, &blobs2, &names, 0, &cache).unwrap();
+        write_tarball(&again, &artifact2, &blobs2, &names, 0, &cache, None).unwrap();
         assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&tar).unwrap());
     }
 
@@ -557,7 +758,7 @@ mod tests {
         ));
         let names = naming(&["a:1", "a:2"]);
         let tar = dir.path().join("file.tar");
-        write_tarball(&tar, &artifact, &blobs, &names, 0, &cache).unwrap();
+        write_tarball(&tar, &artifact, &blobs, &names, 0, &cache, None).unwrap();
         let mut streamed = Vec::new();
         stream_tarball(&mut streamed, &artifact, &blobs, &names, &cache).unwrap();
         let file = std::fs::read(&tar).unwrap();
@@ -579,6 +780,76 @@ mod tests {
     }
 
     #[test]
+    fn a_tarball_started_early_is_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().join("cache")).unwrap();
+        let mut image = small_image(&cache);
+        image.layers[0].kind = LayerKind::Base;
+        let artifact = Artifact::Image(Box::new(image.clone()));
+        let blobs = blobs(&artifact, &|_| None).unwrap();
+        assert_eq!(
+            blobs[0].0, image.layers[0].blob.digest,
+            "base layers come first"
+        );
+        let names = naming(&["a:1"]);
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let whole = out.join("whole.tar");
+        write_tarball(&whole, &artifact, &blobs, &names, 7, &cache, None).unwrap();
+        // Started from the base (here the image itself), then finished: the same bytes.
+        let early_tar = out.join("early.tar");
+        let early = Early::new(&early_tar, 7, &cache, 1);
+        early.base(0, &image);
+        let prefix = early.take().expect("the prefix was written");
+        assert_eq!(prefix.blobs, [image.layers[0].blob.digest.clone()]);
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let started = inode(prefix.tmp.path());
+        write_tarball(
+            &early_tar,
+            &artifact,
+            &blobs,
+            &names,
+            7,
+            &cache,
+            Some(prefix),
+        )
+        .unwrap();
+        assert_eq!(inode(&early_tar), started, "the started file was finished");
+        assert!(std::fs::read(&early_tar).unwrap() == std::fs::read(&whole).unwrap());
+        // A prefix that is not the archive's start (its layer is not a base layer of the
+        // image) is thrown away: the same bytes again, and no temporary file left.
+        image.layers[0].kind = LayerKind::App;
+        let other = Artifact::Image(Box::new(image.clone()));
+        let other_blobs = super::blobs(&other, &|_| None).unwrap();
+        let plain = out.join("plain.tar");
+        write_tarball(&plain, &other, &other_blobs, &names, 7, &cache, None).unwrap();
+        let mismatched = out.join("mismatched.tar");
+        let early = Early::new(&mismatched, 7, &cache, 1);
+        early.base(0, &image);
+        let prefix = early.take();
+        assert!(prefix.is_some());
+        write_tarball(&mismatched, &other, &other_blobs, &names, 7, &cache, prefix).unwrap();
+        assert!(std::fs::read(&mismatched).unwrap() == std::fs::read(&plain).unwrap());
+        // Two platforms: nothing starts until both bases are known; a dropped start leaves
+        // nothing behind.
+        let waiting = Early::new(&out.join("two.tar"), 7, &cache, 2);
+        waiting.base(1, &image);
+        assert!(waiting.take().is_none());
+        let dropped = Early::new(&out.join("dropped.tar"), 7, &cache, 1);
+        dropped.base(0, &image);
+        drop(dropped);
+        let mut left: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["early.tar", "mismatched.tar", "plain.tar", "whole.tar"]
+        );
+    }
+
+    #[test]
     fn damaged_bytes_are_refused_and_leave_no_file() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path().join("cache")).unwrap();
@@ -591,7 +862,8 @@ mod tests {
         let artifact = Artifact::Image(Box::new(image));
         let blobs = blobs(&artifact, &|_| None).unwrap();
         let tar = dir.path().join("bad.tar");
-        let err = write_tarball(&tar, &artifact, &blobs, &naming(&["a:1"]), 0, &cache).unwrap_err();
+        let err =
+            write_tarball(&tar, &artifact, &blobs, &naming(&["a:1"]), 0, &cache, None).unwrap_err();
         assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
         assert!(!tar.exists());
         assert!(!path.exists(), "the damaged cache entry is removed");
@@ -610,7 +882,15 @@ mod tests {
         let blobs = blobs(&artifact, &|_| None).unwrap();
         let names = naming(&["a:1"]);
         let write = |name: &str| {
-            write_tarball(&dir.path().join(name), &artifact, &blobs, &names, 0, &cache)
+            write_tarball(
+                &dir.path().join(name),
+                &artifact,
+                &blobs,
+                &names,
+                0,
+                &cache,
+                None,
+            )
         };
         write("1.tar").unwrap();
         // As if hashed by a run a minute from now: the stamp vouches, the bytes are the same.
