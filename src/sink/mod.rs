@@ -119,13 +119,32 @@ impl Sink for TarballSink {
         cx: &'a Context<'a>,
     ) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
-            let (path, mtime, early) = (self.path.clone(), self.mtime, self.early.clone());
+            // The start made while the image was built, settled before any blob is looked
+            // up: a cached base layer it found damaged is gone from the cache by now, and is
+            // fetched again like any other.
+            let prefix = match self.early.clone() {
+                Some(early) => crate::blocking(move || Ok(early.take())).await?,
+                None => None,
+            };
+            let prefix = match prefix {
+                Some(Ok(p)) => Some(p),
+                Some(Err(Error::DigestMismatch {
+                    expected, actual, ..
+                })) if from_registry(artifact, &expected) => {
+                    cx.reporter.warn(&damaged_in_cache(&expected, &actual));
+                    None
+                }
+                // Anything else is met again, and reported, by the write itself.
+                _ => None,
+            };
+            let prefix = std::sync::Mutex::new(prefix);
+            let (path, mtime) = (self.path.clone(), self.mtime);
             write_files(
                 artifact,
                 &self.naming,
                 cx,
                 move |art, blobs, naming, cache| {
-                    let prefix = early.as_ref().and_then(|e| e.take());
+                    let prefix = prefix.lock().ok().and_then(|mut p| p.take());
                     tarball::write_tarball(&path, art, blobs, naming, mtime, cache, prefix)
                 },
             )
@@ -203,13 +222,15 @@ async fn write_files<T: Send + 'static>(
         Err(Error::DigestMismatch {
             expected, actual, ..
         }) if from_registry(artifact, &expected) => {
-            cx.reporter.warn(&format!(
-                "layer {expected} was damaged in the cache (it hashed to {actual}); fetching it again"
-            ));
+            cx.reporter.warn(&damaged_in_cache(&expected, &actual));
             attempt().await
         }
         r => r,
     }
+}
+
+fn damaged_in_cache(expected: &str, actual: &str) -> String {
+    format!("layer {expected} was damaged in the cache (it hashed to {actual}); fetching it again")
 }
 
 /// Whether the blob `digest` of `artifact` comes from a registry (so it can be fetched again).

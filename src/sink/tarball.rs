@@ -444,7 +444,8 @@ impl Early {
 
     /// The base of platform `index` is `base` (made fit to build on: its layers are the
     /// image's first). Only layers whose bytes are local now are taken, up to the first that
-    /// is not.
+    /// is not; a registry layer's cached copy only when the cache vouches that it was verified
+    /// and is unchanged, so that nothing here removes a damaged entry while the build reads it.
     pub fn base(&self, index: usize, base: &Image) {
         let Ok(mut state) = self.state.lock() else {
             return;
@@ -458,12 +459,17 @@ impl Early {
             .map_while(|l| {
                 let at = match &l.blob.source {
                     BlobSource::File(at) => at.clone(),
-                    BlobSource::Registry(_) if self.cache.has_blob(&l.blob.digest) => FileRange {
-                        path: self.cache.blob_path(&l.blob.digest),
-                        offset: 0,
-                        size: l.blob.size,
-                    },
-                    BlobSource::Registry(_) => return None,
+                    BlobSource::Registry(_) => {
+                        let cached = FileRange {
+                            path: self.cache.blob_path(&l.blob.digest),
+                            offset: 0,
+                            size: l.blob.size,
+                        };
+                        if !self.cache.verified_earlier(&cached, &l.blob.digest) {
+                            return None;
+                        }
+                        cached
+                    }
                 };
                 Some((l.blob.digest.clone(), at))
             })
@@ -482,11 +488,12 @@ impl Early {
         }));
     }
 
-    /// What was written, once it is (`None` when nothing was started or it failed).
-    pub fn take(&self) -> Option<Prefix> {
+    /// What was written, once it is: `None` when nothing was started. A blob found damaged
+    /// on the way is an error here (a damaged cache entry is removed, as the sink would).
+    pub fn take(&self) -> Option<Result<Prefix>> {
         let mut state = self.state.lock().ok()?;
         match std::mem::replace(&mut *state, EarlyState::Taken) {
-            EarlyState::Writing(job) => job.join().ok()?.ok(),
+            EarlyState::Writing(job) => job.join().ok(),
             _ => None,
         }
     }
@@ -800,7 +807,7 @@ mod tests {
         let early_tar = out.join("early.tar");
         let early = Early::new(&early_tar, 7, &cache, 1);
         early.base(0, &image);
-        let prefix = early.take().expect("the prefix was written");
+        let prefix = early.take().expect("the prefix was started").unwrap();
         assert_eq!(prefix.blobs, [image.layers[0].blob.digest.clone()]);
         let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
         let started = inode(prefix.tmp.path());
@@ -826,9 +833,17 @@ mod tests {
         let mismatched = out.join("mismatched.tar");
         let early = Early::new(&mismatched, 7, &cache, 1);
         early.base(0, &image);
-        let prefix = early.take();
-        assert!(prefix.is_some());
-        write_tarball(&mismatched, &other, &other_blobs, &names, 7, &cache, prefix).unwrap();
+        let prefix = early.take().expect("the prefix was started").unwrap();
+        write_tarball(
+            &mismatched,
+            &other,
+            &other_blobs,
+            &names,
+            7,
+            &cache,
+            Some(prefix),
+        )
+        .unwrap();
         assert!(std::fs::read(&mismatched).unwrap() == std::fs::read(&plain).unwrap());
         // Two platforms: nothing starts until both bases are known; a dropped start leaves
         // nothing behind.
