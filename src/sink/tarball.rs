@@ -379,10 +379,10 @@ fn append(
 }
 
 /// Write the entries every tarball of an image built on `bases` begins with (see [`blobs`]):
-/// the head and the bases' layers, as far as they are local, in order and each once.
+/// the head and the bases' layers in order, each once, up to the first that is not local.
 fn write_prefix(
     dest: &Path,
-    bases: &[Vec<(Digest, FileRange)>],
+    bases: &[BaseLayers],
     mtime: u64,
     cache: &crate::cache::Cache,
 ) -> Result<Prefix> {
@@ -391,7 +391,7 @@ fn write_prefix(
         .iter()
         .flatten()
         .filter(|(d, _)| seen.insert(d.clone()))
-        .map(|(d, at)| (d.clone(), Bytes::Range(at.clone())))
+        .map_while(|(d, at)| Some((d.clone(), Bytes::Range(at.clone()?))))
         .collect();
     let mut entries = head_entries(mtime)?;
     for (d, bytes) in &layers {
@@ -419,9 +419,12 @@ pub struct Early {
     state: std::sync::Mutex<EarlyState>,
 }
 
+/// A base's layers, with their local bytes where they have them.
+type BaseLayers = Vec<(Digest, Option<FileRange>)>;
+
 enum EarlyState {
-    /// Each platform's base layers as far as they are local, once known.
-    Gathering(Vec<Option<Vec<(Digest, FileRange)>>>),
+    /// Each platform's base layers, once known.
+    Gathering(Vec<Option<BaseLayers>>),
     Writing(std::thread::JoinHandle<Result<Prefix>>),
     Taken,
 }
@@ -442,10 +445,11 @@ impl Early {
         })
     }
 
-    /// The base of platform `index` is `base` (made fit to build on: its layers are the
-    /// image's first). Only layers whose bytes are local now are taken, up to the first that
-    /// is not; a registry layer's cached copy only when the cache vouches that it was verified
-    /// and is unchanged, so that nothing here removes a damaged entry while the build reads it.
+    /// The base of platform `index` is `base` (made fit to build on: its layers, those of
+    /// kind base, are the image's first). Only layers whose bytes are local now are written,
+    /// up to the first that is not; a registry layer's cached copy only when the cache vouches
+    /// that it was verified and is unchanged, so that nothing here removes a damaged entry
+    /// while the build reads it.
     pub fn base(&self, index: usize, base: &Image) {
         let Ok(mut state) = self.state.lock() else {
             return;
@@ -456,22 +460,18 @@ impl Early {
         let local = base
             .layers
             .iter()
-            .map_while(|l| {
+            .take_while(|l| l.kind == LayerKind::Base)
+            .map(|l| {
                 let at = match &l.blob.source {
-                    BlobSource::File(at) => at.clone(),
-                    BlobSource::Registry(_) => {
-                        let cached = FileRange {
-                            path: self.cache.blob_path(&l.blob.digest),
-                            offset: 0,
-                            size: l.blob.size,
-                        };
-                        if !self.cache.verified_earlier(&cached, &l.blob.digest) {
-                            return None;
-                        }
-                        cached
-                    }
+                    BlobSource::File(at) => Some(at.clone()),
+                    BlobSource::Registry(_) => Some(FileRange {
+                        path: self.cache.blob_path(&l.blob.digest),
+                        offset: 0,
+                        size: l.blob.size,
+                    })
+                    .filter(|cached| self.cache.verified_earlier(cached, &l.blob.digest)),
                 };
-                Some((l.blob.digest.clone(), at))
+                (l.blob.digest.clone(), at)
             })
             .collect();
         match bases.get_mut(index) {
@@ -825,8 +825,9 @@ mod tests {
         assert!(std::fs::read(&early_tar).unwrap() == std::fs::read(&whole).unwrap());
         // A prefix that is not the archive's start (its layer is not a base layer of the
         // image) is thrown away: the same bytes again, and no temporary file left.
-        image.layers[0].kind = LayerKind::App;
-        let other = Artifact::Image(Box::new(image.clone()));
+        let mut own = image.clone();
+        own.layers[0].kind = LayerKind::App;
+        let other = Artifact::Image(Box::new(own.clone()));
         let other_blobs = super::blobs(&other, &|_| None).unwrap();
         let plain = out.join("plain.tar");
         write_tarball(&plain, &other, &other_blobs, &names, 7, &cache, None).unwrap();
@@ -834,6 +835,11 @@ mod tests {
         let early = Early::new(&mismatched, 7, &cache, 1);
         early.base(0, &image);
         let prefix = early.take().expect("the prefix was started").unwrap();
+        assert_eq!(prefix.blobs.len(), 1);
+        assert_ne!(
+            other_blobs[0].0, prefix.blobs[0],
+            "the archive starts otherwise"
+        );
         write_tarball(
             &mismatched,
             &other,
