@@ -488,8 +488,8 @@ impl Early {
         }));
     }
 
-    /// What was written, once it is: `None` when nothing was started. A blob found damaged
-    /// on the way is an error here (a damaged cache entry is removed, as the sink would).
+    /// What was written, once it is: `None` when nothing was started. A blob whose bytes do
+    /// not match its digest is an error here, as it would be in the sink.
     pub fn take(&self) -> Option<Result<Prefix>> {
         let mut state = self.state.lock().ok()?;
         match std::mem::replace(&mut *state, EarlyState::Taken) {
