@@ -332,7 +332,7 @@ async fn build_platform(
     warnings.extend(advice.warnings);
     let watch = watch.map(|w| (index, w));
     let mut transplanted = None;
-    let mut based = None;
+    let mut base = PlatformBase::ToRead(watch);
     if let Some(p) = platform
         && let Some(want) = crate::fs::elf::machine_for(&p.architecture)
     {
@@ -359,7 +359,7 @@ async fn build_platform(
                             transplant::prepare(&natives, &release, otp, p, cache, client),
                         )
                         .await?;
-                        based = Some(b);
+                        base = PlatformBase::Read(Box::new(b));
                         t.apply(&mut plans, &req.settings.workdir);
                         reporter.step(&format!(
                             "{} native files for {p} from {} ({})",
@@ -382,14 +382,7 @@ async fn build_platform(
         }
     }
     let mut built = build_one(
-        &one,
-        release,
-        plans,
-        warnings,
-        cache,
-        client,
-        reporter,
-        (watch, based),
+        &one, release, plans, warnings, cache, client, reporter, base,
     )
     .await?;
     // The staged native files were needed until the layers were written.
@@ -428,7 +421,7 @@ async fn build_one(
     cache: &Cache,
     client: &RegistryClient,
     reporter: &dyn Reporter,
-    (watch, based): (Option<(usize, &dyn Watch)>, Option<BaseRead>),
+    base: PlatformBase<'_>,
 ) -> Result<PlatformBuild> {
     reporter.step(&format!(
         "release {} {} at {}",
@@ -441,9 +434,11 @@ async fn build_one(
     // The release's layers need nothing from the base: they are made (or found) while the
     // base is read (unless it was already) and checked. The first failure of either ends both.
     let base_and_check = async {
-        let based = match based {
-            Some(b) => b,
-            None => read_base_and_summary(req, cache, client, reporter, watch).await?,
+        let based = match base {
+            PlatformBase::Read(b) => *b,
+            PlatformBase::ToRead(watch) => {
+                read_base_and_summary(req, cache, client, reporter, watch).await?
+            }
         };
         let seen = inspect_image(
             &based.image,
@@ -1035,6 +1030,13 @@ struct BaseRead {
     image: Image,
     warnings: Vec<String>,
     summary: Summary,
+}
+
+/// A platform's base as its build gets it: read already (while its native files were
+/// transplanted), or to be read, telling the watch once it is resolved.
+enum PlatformBase<'a> {
+    Read(Box<BaseRead>),
+    ToRead(Option<(usize, &'a dyn Watch)>),
 }
 
 /// Resolve the base and summarise it; `watch` is told the base as soon as it is resolved.

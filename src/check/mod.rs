@@ -202,7 +202,9 @@ fn read_elf(e: &crate::release::Entry) -> Result<Option<ElfInfo>> {
     if !elf::is_elf(&head[..n]) {
         return Ok(None);
     }
-    let bytes = std::fs::read(src).ctx("read", src)?;
+    // The rest from the same handle: no second open for every ELF file of the release.
+    let mut bytes = head[..n].to_vec();
+    f.read_to_end(&mut bytes).ctx("read", src)?;
     ElfInfo::parse(&bytes).map(Some).map_err(|why| {
         Error::Input(format!(
             "{} looks like an ELF file but cannot be read ({why}): rebuild the release",
