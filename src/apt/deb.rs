@@ -114,6 +114,9 @@ pub struct Control {
     pub control: String,
     pub md5sums: Option<String>,
     pub conffiles: Option<String>,
+    /// The install-time maintainer scripts the package carries (`preinst`, `postinst`), which
+    /// imgbuild does not run.
+    pub scripts: Vec<String>,
 }
 
 pub fn read_control(path: &Path, what: &str) -> Result<Control> {
@@ -131,6 +134,7 @@ pub fn read_control(path: &Path, what: &str) -> Result<Control> {
         control: String::new(),
         md5sums: None,
         conffiles: None,
+        scripts: Vec::new(),
     };
     let bad = |e: std::io::Error| {
         Error::from(ImageError::Package(format!(
@@ -147,6 +151,11 @@ pub fn read_control(path: &Path, what: &str) -> Result<Control> {
                     .take(8 << 20)
                     .read_to_string(&mut text)
                     .map_err(bad)?;
+            }
+            // What runs at install; prerm and postrm run at removal, which never comes.
+            "/preinst" | "/postinst" => {
+                out.scripts.push(name.trim_start_matches('/').to_string());
+                continue;
             }
             _ => continue,
         }

@@ -537,20 +537,34 @@ pub async fn fetch_debs(
     Ok(())
 }
 
+/// What [`package_layer`] made.
+pub struct PackageLayer {
+    pub plan: LayerPlan,
+    /// The packages, for the SBOM.
+    pub debs: Vec<DebPackage>,
+    pub notes: Vec<String>,
+    /// Packages with an install-time maintainer script, which was not run: see
+    /// [`scripts_not_run`] for what that means for each.
+    pub scripts_not_run: Vec<String>,
+}
+
 /// The package layer: every package's files, dpkg's database with the new entries, and what
-/// maintainer scripts would have made that a runtime image needs. Returns the plan, the
-/// packages (for the SBOM) and notes.
+/// maintainer scripts would have made that a runtime image needs.
 pub fn package_layer(
     lock: &LockFile,
     fs: &RootFs,
     cache: &Cache,
     staging: &Path,
-) -> Result<(LayerPlan, Vec<DebPackage>, Vec<String>)> {
+) -> Result<PackageLayer> {
     let mut notes = Vec::new();
     let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
     let mut status_stanzas: Vec<String> = Vec::new();
     let mut debs = Vec::new();
     let mut installed_names = BTreeSet::new();
+    let mut scripts_not_run = Vec::new();
+    // The tree as dpkg would see it while unpacking: the base, then each package's directories
+    // and links as they come, so that a path goes through every directory link before it.
+    let mut view = fs.clone();
     for p in &lock.packages {
         let d = digest::parse(&format!("sha256:{}", p.sha256))?;
         let path = cache.blob_path(&d);
@@ -588,7 +602,11 @@ pub fn package_layer(
         for (rel, text) in meta_files {
             entries.insert(rel.clone(), generated(&dir, &rel, text.as_bytes())?);
         }
+        if !control.scripts.is_empty() {
+            scripts_not_run.push(p.name.clone());
+        }
         for f in files {
+            let f = through_links(&mut view, f);
             if let Some(have) = entries.get(&f.path)
                 && !matches!(have.kind, EntryKind::Dir)
                 && !matches!(f.kind, EntryKind::Dir)
@@ -667,14 +685,82 @@ pub fn package_layer(
     }
     let mut list: Vec<Entry> = entries.into_values().collect();
     list.sort_by(|a, b| a.path.split('/').cmp(b.path.split('/')));
-    Ok((
-        LayerPlan {
+    Ok(PackageLayer {
+        plan: LayerPlan {
             kind: LayerKind::Packages,
             entries: list,
         },
         debs,
         notes,
-    ))
+        scripts_not_run,
+    })
+}
+
+/// What not running the install-time maintainer scripts of `packages` means in an image whose
+/// environment is `env` (`KEY=VALUE`): (notes, warnings). A warning says what was not done and
+/// what to do instead; a script whose work does not matter in a runtime image, or that imgbuild
+/// does itself, is passed over.
+pub fn scripts_not_run(packages: &[String], env: &[String]) -> (Vec<String>, Vec<String>) {
+    let var = |key: &str| {
+        env.iter()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            .filter(|v| !v.is_empty())
+    };
+    let builtin_locale = |v: &str| matches!(v, "C" | "POSIX" | "C.UTF-8" | "C.utf8");
+    let (mut notes, mut warnings) = (Vec::new(), Vec::new());
+    for name in packages {
+        match name.as_str() {
+            "locales" => {
+                let named: Vec<String> = ["LC_ALL", "LANG"]
+                    .iter()
+                    .filter_map(|k| var(k).map(|v| (k, v)))
+                    .filter(|(_, v)| !builtin_locale(v))
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                if named.is_empty() {
+                    notes.push("locales: locale-gen was not run, and needs not be: the image's locale is C.UTF-8, built into glibc (the locales package can be left out)".into());
+                } else {
+                    warnings.push(format!(
+                        "locales: its postinst (locale-gen) was not run, so no locale of /etc/locale.gen is generated and {} falls back to C: set LANG=C.UTF-8 (built into glibc, no package needed), or install locales-all (every locale, ready-made) instead of locales",
+                        named.join(" and ")
+                    ));
+                }
+            }
+            "tzdata" if var("TZ").is_none() => warnings.push(
+                "tzdata: its postinst was not run, so /etc/localtime is not set and the time zone is UTC: set TZ (for example TZ=Europe/Berlin) in the image's environment; the zone files are in /usr/share/zoneinfo".into(),
+            ),
+            // imgbuild builds the CA bundle itself; openssl's script links /usr/lib/ssl, which
+            // the package ships; libc-bin's writes ld.so.cache, which ld.so does without; tzdata
+            // with TZ set needs nothing else.
+            "ca-certificates" | "openssl" | "libc-bin" | "tzdata" => {}
+            // Libraries' scripts run ldconfig or ask debconf about restarting services.
+            lib if lib.starts_with("lib") => {}
+            other => warnings.push(format!(
+                "{other}: its maintainer script (postinst/preinst) was not run (imgbuild runs none); if {other} needs set-up at install time (see `dpkg-deb -e` of its .deb), do it another way: a file in the release, the image's environment, or runtime.exs"
+            )),
+        }
+    }
+    (notes, warnings)
+}
+
+/// A package's entry put where dpkg would put it on this tree: through every directory that is
+/// a link (on a merged-/usr base `lib/x86_64-linux-gnu/libtinfo.so.5.9` goes to
+/// `usr/lib/x86_64-linux-gnu/`, and `lib/` itself, already there as `/lib -> usr/lib`, to
+/// `usr/lib`), so that the layer never replaces a link of the base with a directory. `view`
+/// learns the package's own directories and links as they come. dpkg's `.list` files keep the
+/// package's own paths, as dpkg writes them: they lead to the same files through the links.
+fn through_links(view: &mut RootFs, mut entry: Entry) -> Entry {
+    let is_dir = matches!(entry.kind, EntryKind::Dir);
+    let physical = view.physical(&entry.path, is_dir);
+    entry.path = physical.trim_start_matches('/').to_string();
+    match &entry.kind {
+        EntryKind::Dir => view.insert(&physical, crate::fs::Node::Dir),
+        EntryKind::Symlink { target } => {
+            view.insert(&physical, crate::fs::Node::Symlink(target.clone()))
+        }
+        EntryKind::File { .. } => {}
+    }
+    entry
 }
 
 /// A file imgbuild writes (dpkg metadata, the CA bundle): staged, root-owned, 0644.
@@ -848,6 +934,109 @@ mod tests {
         assert_eq!(s.len(), 4);
         assert_eq!(s[3].uri, "http://b/debian");
         assert_eq!(s[3].suite, "bookworm-updates");
+    }
+
+    #[test]
+    fn package_paths_go_through_the_bases_directory_links() {
+        use crate::fs::Node;
+        let mut base = RootFs::new();
+        base.insert("/usr/lib/x86_64-linux-gnu", Node::Dir);
+        base.insert("/usr/bin", Node::Dir);
+        base.insert("/usr/sbin", Node::Dir);
+        for (link, target) in [
+            ("/lib", "usr/lib"),
+            ("/bin", "usr/bin"),
+            ("/sbin", "usr/sbin"),
+        ] {
+            base.insert(link, Node::Symlink(target.into()));
+        }
+        let entry = |path: &str, kind: EntryKind| Entry {
+            path: path.into(),
+            source: None,
+            kind,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        };
+        let file = EntryKind::File { size: 1 };
+        let link = |t: &str| EntryKind::Symlink { target: t.into() };
+        // libtinfo5 as bookworm ships it, then a package with /bin and /sbin programs and a
+        // directory link of its own that a later entry goes through.
+        let shipped = [
+            entry("lib", EntryKind::Dir),
+            entry("lib/x86_64-linux-gnu", EntryKind::Dir),
+            entry("lib/x86_64-linux-gnu/libtinfo.so.5.9", file.clone()),
+            entry(
+                "lib/x86_64-linux-gnu/libtinfo.so.5",
+                link("libtinfo.so.5.9"),
+            ),
+            entry("bin/tool", file.clone()),
+            entry("sbin/daemon", file.clone()),
+            entry("usr/share/tool", EntryKind::Dir),
+            entry("usr/share/tool/data", link("../../lib/x86_64-linux-gnu")),
+            entry("usr/share/tool/data/extra.so", file.clone()),
+        ];
+        let mut view = base.clone();
+        let placed: Vec<String> = shipped
+            .into_iter()
+            .map(|e| through_links(&mut view, e).path)
+            .collect();
+        assert_eq!(
+            placed,
+            [
+                "usr/lib",
+                "usr/lib/x86_64-linux-gnu",
+                "usr/lib/x86_64-linux-gnu/libtinfo.so.5.9",
+                "usr/lib/x86_64-linux-gnu/libtinfo.so.5",
+                "usr/bin/tool",
+                "usr/sbin/daemon",
+                "usr/share/tool",
+                "usr/share/tool/data",
+                "usr/lib/x86_64-linux-gnu/extra.so",
+            ]
+        );
+        // Put over the base, nothing replaces a link: the check has nothing to say.
+        let mut fs = base.clone();
+        for p in &placed {
+            fs.insert_by(p, Node::Dir, "the packages layer");
+        }
+        assert!(fs.replaced().is_empty(), "{:?}", fs.replaced());
+        // A tree without links keeps every path as the package has it.
+        let mut split = RootFs::new();
+        split.insert("/lib", Node::Dir);
+        let e = through_links(
+            &mut split,
+            entry("lib/x86_64-linux-gnu/libtinfo.so.5.9", file),
+        );
+        assert_eq!(e.path, "lib/x86_64-linux-gnu/libtinfo.so.5.9");
+    }
+
+    #[test]
+    fn maintainer_scripts_not_run_are_explained() {
+        let pkgs = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let env = |vars: &[&str]| vars.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        // Phoenix 1.7's runner list, with the image's default locale: nothing to warn about.
+        let list = pkgs(&[
+            "libstdc++6",
+            "openssl",
+            "libncurses5",
+            "locales",
+            "ca-certificates",
+        ]);
+        let (notes, warnings) = scripts_not_run(&list, &env(&["LANG=C.UTF-8"]));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(notes.iter().any(|n| n.starts_with("locales:")), "{notes:?}");
+        // The generator's LANG=en_US.UTF-8 would silently fall back to C: say so, and the fix.
+        let (_, warnings) = scripts_not_run(&list, &env(&["LANG=en_US.UTF-8", "PATH=/bin"]));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("locale-gen") && warnings[0].contains("LANG=en_US.UTF-8"));
+        assert!(warnings[0].contains("LANG=C.UTF-8") && warnings[0].contains("locales-all"));
+        // tzdata without TZ; an unknown package's script is named.
+        let (_, warnings) = scripts_not_run(&pkgs(&["tzdata", "nginx"]), &env(&[]));
+        assert!(warnings[0].starts_with("tzdata:") && warnings[0].contains("TZ"));
+        assert!(warnings[1].starts_with("nginx:") && warnings[1].contains("postinst"));
+        let (_, warnings) = scripts_not_run(&pkgs(&["tzdata"]), &env(&["TZ=Europe/Berlin"]));
+        assert!(warnings.is_empty());
     }
 
     #[test]

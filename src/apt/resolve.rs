@@ -108,6 +108,17 @@ fn pick<'a>(dep: &Dep, by_name: &'a BTreeMap<String, Vec<&'a Candidate>>) -> Opt
     providers.into_iter().next()
 }
 
+/// Libraries whose old ABI a later Debian release dropped, with the package that took its
+/// place (Phoenix 1.6 and 1.7 ask for `libncurses5`, which trixie no longer has).
+const SUCCESSORS: &[(&str, &str)] = &[
+    ("libncurses5", "libncurses6"),
+    ("libtinfo5", "libtinfo6"),
+    ("libncursesw5", "libncursesw6"),
+    ("libssl1.1", "libssl3"),
+    ("libffi7", "libffi8"),
+    ("libreadline7", "libreadline8"),
+];
+
 /// Resolve `requested` (`name` or `name=version`) into the packages to install, sorted by name.
 pub fn resolve(
     requested: &[String],
@@ -143,7 +154,16 @@ pub fn resolve(
                 .get(&dep.name)
                 .map(|cs| cs.iter().map(|c| &c.version).collect())
                 .unwrap_or_default();
-            return Err(Error::Input(if known.is_empty() {
+            let successor = SUCCESSORS
+                .iter()
+                .find(|(old, _)| *old == dep.name)
+                .map(|(_, new)| *new)
+                .filter(|new| by_name.contains_key(*new));
+            return Err(Error::Input(if let Some(new) = successor {
+                format!(
+                    "package {r} is not in the apt sources' indexes: this Debian release has {new} in its place; ask for {new} instead (in imgbuild.toml's packages, or --package)"
+                )
+            } else if known.is_empty() {
                 format!(
                     "package {r} is not in the apt sources' indexes: check the name and the sources (--apt-source)"
                 )
@@ -254,5 +274,23 @@ mod tests {
         installed.real.insert("libc6".into(), "2.36".into());
         let got = resolve(&["libssl3=3.0.11-1".into()], &cands, &installed, &mut notes).unwrap();
         assert_eq!(got[0].version, "3.0.11-1");
+    }
+
+    #[test]
+    fn a_dropped_library_names_its_successor() {
+        // trixie: Phoenix 1.6/1.7's libncurses5 is gone, libncurses6 is there.
+        let cands = vec![cand("libncurses6", "6.5-2", "")];
+        let err = resolve(
+            &["libncurses5".into()],
+            &cands,
+            &Installed::default(),
+            &mut vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("libncurses5") && err.contains("ask for libncurses6 instead"),
+            "{err}"
+        );
     }
 }

@@ -735,6 +735,8 @@ pub(crate) struct Installed {
     pub(crate) debs: Vec<DebPackage>,
     pub(crate) locked: Vec<crate::apt::Locked>,
     pub(crate) new_lock: Option<crate::apt::LockFile>,
+    /// Packages whose install-time maintainer scripts were not run ([`apt::scripts_not_run`]).
+    pub(crate) scripts_not_run: Vec<String>,
 }
 
 /// Resolve the packages asked for against the tree's package lists (or the lock), fetch them
@@ -770,13 +772,19 @@ pub(crate) async fn install_packages(
     })
     .ctx("create staging directory in", cache.root())?;
     let dir = staging.path().to_path_buf();
-    let (fs, (plan, debs, notes)) = blocking(move || {
+    let (fs, out) = blocking(move || {
         let out = apt::package_layer(&lock, &fs, &c, &dir)?;
         let mut fs = fs;
-        check::add_entries(&mut fs, std::slice::from_ref(&out.0))?;
+        check::add_entries(&mut fs, std::slice::from_ref(&out.plan))?;
         Ok((fs, out))
     })
     .await?;
+    let apt::PackageLayer {
+        plan,
+        debs,
+        notes,
+        scripts_not_run,
+    } = out;
     for n in notes {
         reporter.step(&n);
     }
@@ -796,6 +804,7 @@ pub(crate) async fn install_packages(
         debs,
         locked,
         new_lock,
+        scripts_not_run,
     })
 }
 
@@ -1110,6 +1119,12 @@ async fn inspect_image(
         locked = installed.locked;
         new_lock = installed.new_lock;
         packages = Some(installed.layer);
+        let env = mutate::final_env(base, &req.settings);
+        let (notes, warned) = apt::scripts_not_run(&installed.scripts_not_run, &env);
+        for n in &notes {
+            reporter.step(n);
+        }
+        warnings.extend(warned);
     }
     let check = if req.check {
         let (plans, workdir) = (plans.to_vec(), req.settings.workdir.clone());

@@ -221,6 +221,7 @@ fn insert_plan(
     mut elf_of: impl FnMut(&crate::release::Entry, &str) -> Result<Option<ElfInfo>>,
 ) -> Result<Vec<(String, ElfInfo)>> {
     let mut elves = Vec::new();
+    let label = format!("the {} layer", plan.kind.as_str());
     for e in &plan.entries {
         let path = format!("/{}", e.path);
         let node = match &e.kind {
@@ -238,7 +239,7 @@ fn insert_plan(
                 }
             }
         };
-        fs.insert(&path, node);
+        fs.insert_by(&path, node, &label);
     }
     Ok(elves)
 }
@@ -365,7 +366,7 @@ pub fn add_layer(
                 }
                 _ => continue,
             };
-            fs.insert(&path, node);
+            fs.insert_by(&path, node, &what);
         }
         // The rest of the stream (tar padding) is hashed too.
         std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).ctx("read", &at.path)?;
@@ -589,6 +590,42 @@ pub fn base_erts(
         .collect())
 }
 
+/// A layer the image adds that replaces a link or a directory of the layers below it (or puts
+/// entries under a link, which engines unpack differently) changes what the base is: each is
+/// one problem, naming the layer, the path and what was there.
+fn replaced_problems(fs: &RootFs) -> Vec<Problem> {
+    fs.replaced()
+        .iter()
+        .map(|r| {
+            let layer = if r.layer.is_empty() {
+                "a layer this image adds"
+            } else {
+                r.layer.as_str()
+            };
+            let fix = match r.was.strip_prefix("a link to ") {
+                Some(target) => format!(
+                    "put the layer's entries under the link's target ({}) instead of {}; a layer must never replace a link of the base",
+                    normalize(&format!("{}/../{target}", r.path)),
+                    r.path
+                ),
+                None => format!(
+                    "leave {} a directory in the layer, or move the entry elsewhere",
+                    r.path
+                ),
+            };
+            Problem {
+                file: r.path.clone(),
+                needs: format!("{} as the base has it: {}", r.path, r.was),
+                missing: format!(
+                    "{layer} has {} there, which replaces it and hides what the base has at {}",
+                    r.by, r.path
+                ),
+                fix,
+            }
+        })
+        .collect()
+}
+
 /// Run the start-up check of `elves` (the release's ELF files) and the release's scripts.
 pub fn check(
     fs: &RootFs,
@@ -597,6 +634,16 @@ pub fn check(
     architecture: &str,
     env: &ImageEnv,
 ) -> CheckReport {
+    let replaced = replaced_problems(fs);
+    if !replaced.is_empty() {
+        // Everything else follows from a replaced link or directory (on a merged-/usr base,
+        // a `/lib` directory hides the C library's loader): name the cause, not its effects.
+        return CheckReport {
+            elf_files: elves.len(),
+            glibc: None,
+            problems: replaced,
+        };
+    }
     let ctx = Ctx::new(fs, env);
     let mut problems = Vec::new();
     let expected = elf::machine_for(architecture);
@@ -988,6 +1035,52 @@ mod tests {
             requires: vec![("libc.so.6".into(), vec![glibc.into()])],
             ..ElfInfo::default()
         }
+    }
+
+    #[test]
+    fn a_layer_that_replaces_a_base_link_is_named_not_the_c_library() {
+        // bookworm's libtinfo5 unpacked as it ships, `lib/` a directory, over `/lib -> usr/lib`.
+        let mut fs = base();
+        let plan = LayerPlan {
+            kind: crate::oci::LayerKind::Packages,
+            entries: ["lib", "lib/x86_64-linux-gnu"]
+                .iter()
+                .map(|p| crate::release::Entry {
+                    path: p.to_string(),
+                    source: None,
+                    kind: EntryKind::Dir,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                })
+                .collect(),
+        };
+        let elves = add_entries(&mut fs, &[plan]).unwrap();
+        let report = check(
+            &fs,
+            &[(
+                "/app/erts/bin/beam.smp".into(),
+                beam(&["libc.so.6"], "GLIBC_2.31"),
+            )],
+            &[],
+            "amd64",
+            &ImageEnv::default(),
+        );
+        assert!(elves.is_empty());
+        assert_eq!(report.problems.len(), 1, "{}", report.render());
+        let p = &report.problems[0];
+        assert_eq!(p.file, "/lib");
+        assert!(p.needs.contains("a link to usr/lib"), "{p:?}");
+        assert!(
+            p.missing.contains("the packages layer has a directory"),
+            "{p:?}"
+        );
+        assert!(p.fix.contains("/usr/lib"), "{p:?}");
+        let text = report.render();
+        assert!(
+            !text.contains("bookworm-slim") && !text.contains("glibc"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -37,6 +37,25 @@ pub struct RootFs {
     nodes: BTreeMap<String, Node>,
     #[serde(with = "base64_map")]
     contents: BTreeMap<String, Vec<u8>>,
+    /// What entries [`RootFs::insert_by`] put in replaced or went through: facts about the
+    /// layers an image adds, never part of a base's summary.
+    #[serde(skip)]
+    replaced: Vec<Replaced>,
+}
+
+/// An entry of an added layer that replaces a link or a directory below it, or that lies
+/// under a link: on a merged-/usr base, a `lib/` directory in a later layer replaces the
+/// `/lib -> usr/lib` link and hides the C library's loader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replaced {
+    /// The layer that holds the entry.
+    pub layer: String,
+    /// The path in the tree below that the entry replaces or goes through.
+    pub path: String,
+    /// What was there (`a link to usr/lib`, `a directory`).
+    pub was: String,
+    /// What the layer puts there.
+    pub by: String,
 }
 
 /// Kept file contents as base64 in the cached tree (JSON has no bytes).
@@ -274,11 +293,70 @@ impl RootFs {
         }
     }
 
-    /// Add one entry (release files, package files) at an absolute path.
+    /// Add one entry at an absolute path, as it is (a tree made by hand, a view).
     pub fn insert(&mut self, path: &str, node: Node) {
         let path = normalize(path);
         self.add_parents(&path);
         self.nodes.insert(path, node);
+    }
+
+    /// Add an entry of `layer` (release files, package files) as an engine would unpack it,
+    /// noting when it replaces a link or a directory of the tree, or lies under a link (see
+    /// [`RootFs::replaced`]).
+    pub fn insert_by(&mut self, path: &str, node: Node, layer: &str) {
+        let path = normalize(path);
+        let mut prefix = parent(&path);
+        while prefix != "/" {
+            if let Some(Node::Symlink(target)) = self.nodes.get(prefix) {
+                let (p, target) = (prefix.to_string(), target.clone());
+                if !self
+                    .replaced
+                    .iter()
+                    .any(|r| r.path == p && r.layer == layer)
+                {
+                    self.replaced.push(Replaced {
+                        layer: layer.to_string(),
+                        path: p,
+                        was: format!("a link to {target}"),
+                        by: format!("{path} under it, as if it were a directory"),
+                    });
+                }
+            }
+            prefix = parent(prefix);
+        }
+        let new_kind = match &node {
+            Node::Dir => "a directory",
+            Node::File { .. } => "a file",
+            Node::Symlink(_) => "a link",
+        };
+        match (self.nodes.get(&path), &node) {
+            (Some(Node::Symlink(target)), Node::Dir | Node::File { .. }) => {
+                self.replaced.push(Replaced {
+                    layer: layer.to_string(),
+                    path: path.clone(),
+                    was: format!("a link to {target}"),
+                    by: new_kind.to_string(),
+                });
+            }
+            (Some(Node::Dir), Node::File { .. } | Node::Symlink(_))
+                if !self.list(&path).is_empty() =>
+            {
+                self.replaced.push(Replaced {
+                    layer: layer.to_string(),
+                    path: path.clone(),
+                    was: "a directory".to_string(),
+                    by: new_kind.to_string(),
+                });
+                self.remove_below(&path);
+            }
+            _ => {}
+        }
+        self.insert(&path, node);
+    }
+
+    /// What added layers' entries replaced or went through, in the order they came.
+    pub fn replaced(&self) -> &[Replaced] {
+        &self.replaced
     }
 
     /// Layers may omit parent directories; they exist implicitly.
@@ -355,6 +433,51 @@ impl RootFs {
         Some(current)
     }
 
+    /// The node at exactly `path`, links not followed.
+    pub fn node(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(&normalize(path))
+    }
+
+    /// Where `path` really is, the way the kernel would place a file created there: every
+    /// directory on the way (and `path` itself when `is_dir`) that is a link to a directory in
+    /// the tree is followed, so `/lib/x86_64-linux-gnu/libtinfo.so.5` on a merged-/usr tree
+    /// (`/lib -> usr/lib`) is `/usr/lib/x86_64-linux-gnu/libtinfo.so.5`. From the first part
+    /// that does not exist (or is not a directory) on, the path is kept as given.
+    pub fn physical(&self, path: &str, is_dir: bool) -> String {
+        let normal = normalize(path);
+        let parts: Vec<&str> = normal.split('/').filter(|c| !c.is_empty()).collect();
+        let walk = if is_dir {
+            parts.len()
+        } else {
+            parts.len().saturating_sub(1)
+        };
+        let mut current = String::from("/");
+        for (i, part) in parts.iter().enumerate() {
+            let candidate = if current == "/" {
+                format!("/{part}")
+            } else {
+                format!("{current}/{part}")
+            };
+            if i >= walk {
+                current = candidate;
+                continue;
+            }
+            current = match self.lookup(&candidate) {
+                Some((real, Node::Dir)) => real,
+                _ => {
+                    // Missing, or not a directory: the rest stays as it is.
+                    let rest = parts[i..].join("/");
+                    return if current == "/" {
+                        format!("/{rest}")
+                    } else {
+                        format!("{current}/{rest}")
+                    };
+                }
+            };
+        }
+        current
+    }
+
     /// The node at `path` after following links.
     pub fn lookup(&self, path: &str) -> Option<(String, &Node)> {
         let real = self.resolve(path)?;
@@ -420,6 +543,107 @@ mod tests {
     }
 
     use tar::EntryType::{Directory as D, Regular as F, Symlink as L};
+
+    /// A merged-/usr tree as bookworm's and trixie's are: `/lib`, `/bin`, `/lib64` are links.
+    fn merged_usr() -> RootFs {
+        let mut fs = RootFs::new();
+        let base = layer(&[
+            ("bin", L, "usr/bin", b""),
+            ("lib", L, "usr/lib", b""),
+            ("lib64", L, "usr/lib64", b""),
+            ("usr/", D, "", b""),
+            ("usr/bin/", D, "", b""),
+            ("usr/lib/", D, "", b""),
+            ("usr/lib/x86_64-linux-gnu/", D, "", b""),
+            ("usr/lib64/", D, "", b""),
+            ("var/", D, "", b""),
+            ("var/run", L, "/run", b""),
+            ("run/", D, "", b""),
+        ]);
+        fs.apply_layer(&base[..], "base").unwrap();
+        fs
+    }
+
+    #[test]
+    fn physical_paths_go_through_directory_links() {
+        let fs = merged_usr();
+        let p = |path, dir| fs.physical(path, dir);
+        assert_eq!(
+            p("lib/x86_64-linux-gnu/libtinfo.so.5.9", false),
+            "/usr/lib/x86_64-linux-gnu/libtinfo.so.5.9"
+        );
+        assert_eq!(p("lib", true), "/usr/lib");
+        assert_eq!(p("lib/x86_64-linux-gnu", true), "/usr/lib/x86_64-linux-gnu");
+        assert_eq!(
+            p("lib64/ld-linux-x86-64.so.2", false),
+            "/usr/lib64/ld-linux-x86-64.so.2"
+        );
+        assert_eq!(p("bin/busybox", false), "/usr/bin/busybox");
+        // Absolute link targets too; a missing part keeps the rest as given.
+        assert_eq!(p("var/run/app/pid", false), "/run/app/pid");
+        assert_eq!(p("lib/new/deeper/x", false), "/usr/lib/new/deeper/x");
+        assert_eq!(p("opt/app/x", false), "/opt/app/x");
+        // The last part of a file's path is never followed (it is what the entry replaces).
+        assert_eq!(p("lib", false), "/lib");
+        // A tree that is not merged-/usr keeps every path.
+        let mut split = RootFs::new();
+        split
+            .apply_layer(
+                &layer(&[("lib/", D, "", b""), ("usr/lib/", D, "", b"")])[..],
+                "b",
+            )
+            .unwrap();
+        assert_eq!(
+            split.physical("lib/x86_64-linux-gnu/a.so", false),
+            "/lib/x86_64-linux-gnu/a.so"
+        );
+    }
+
+    #[test]
+    fn inserts_that_replace_a_link_or_go_through_it_are_noted() {
+        let mut fs = merged_usr();
+        fs.insert_by(
+            "/usr/lib/x86_64-linux-gnu/libfine.so.1",
+            file(),
+            "the packages layer",
+        );
+        fs.insert_by("/usr/lib", Node::Dir, "the packages layer");
+        assert!(fs.replaced().is_empty(), "{:?}", fs.replaced());
+        fs.insert_by("/lib", Node::Dir, "the packages layer");
+        fs.insert_by(
+            "/lib/x86_64-linux-gnu/libtinfo.so.5.9",
+            file(),
+            "the packages layer",
+        );
+        fs.insert_by("/bin/tool", file(), "the packages layer");
+        let r = fs.replaced();
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(
+            (r[0].path.as_str(), r[0].was.as_str(), r[0].by.as_str()),
+            ("/lib", "a link to usr/lib", "a directory")
+        );
+        assert_eq!(r[1].path, "/bin");
+        assert_eq!(r[1].layer, "the packages layer");
+        // The glibc loader is gone from view once /lib is a directory, as in an engine.
+        assert!(!fs.exists("/lib/x86_64-linux-gnu/libfine.so.1"));
+
+        // A file over a directory that holds something hides it, and is noted too.
+        let mut fs = merged_usr();
+        fs.insert("/usr/lib/x86_64-linux-gnu/libc.so.6", file());
+        fs.insert_by("/usr/lib/x86_64-linux-gnu", file(), "the app layer");
+        assert_eq!(fs.replaced()[0].was, "a directory");
+        // Summaries do not carry what added layers did.
+        let back: RootFs = serde_json::from_slice(&serde_json::to_vec(&fs).unwrap()).unwrap();
+        assert!(back.replaced().is_empty());
+    }
+
+    fn file() -> Node {
+        Node::File {
+            mode: 0o644,
+            elf: None,
+            not_elf: true,
+        }
+    }
 
     #[test]
     fn links_stay_inside_and_whiteouts_hide() {

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::Trial;
@@ -398,11 +398,22 @@ pub fn registry() -> Result<Registry, libtest_mimic::Failed> {
 
 /// A Debian `suite` minbase root filesystem as a tar (made once, kept in target/).
 fn rootfs_tar(suite: &str) -> Result<PathBuf, libtest_mimic::Failed> {
-    let tar = workdir().join(format!("{suite}-minbase.tar"));
+    rootfs_tar_usr(suite, true)
+}
+
+/// As `rootfs_tar`, merged-/usr (`/lib -> usr/lib`, as Docker's official bookworm and trixie
+/// images are) or not (as Docker's official bullseye images are).
+fn rootfs_tar_usr(suite: &str, merged_usr: bool) -> Result<PathBuf, libtest_mimic::Failed> {
+    let name = if merged_usr {
+        format!("{suite}-minbase")
+    } else {
+        format!("{suite}-minbase-split-usr")
+    };
+    let tar = workdir().join(format!("{name}.tar"));
     if tar.is_file() {
         return Ok(tar);
     }
-    let root = workdir().join(format!("{suite}-minbase"));
+    let root = workdir().join(&name);
     let _ = std::fs::remove_dir_all(&root);
     let sources =
         std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
@@ -413,7 +424,9 @@ fn rootfs_tar(suite: &str) -> Result<PathBuf, libtest_mimic::Failed> {
         .ok_or_else(|| fail("no URIs: line in /etc/apt/sources.list.d/debian.sources to take the Debian mirror from"))?
         .to_string();
     run(Command::new("debootstrap")
-        .args(["--variant=minbase", suite])
+        .arg("--variant=minbase")
+        .args((!merged_usr).then_some("--no-merged-usr"))
+        .arg(suite)
         .arg(&root)
         .arg(&mirror))?;
     // Leave out what debootstrap caches: it is not part of a base image.
@@ -537,6 +550,33 @@ pub fn bullseye_layout() -> Result<PathBuf, libtest_mimic::Failed> {
             &rootfs_tar("bullseye")?,
             &workdir().join("bullseye-layout"),
             "bullseye",
+        )
+    })
+}
+
+/// An OCI layout holding a `suite` minbase image, merged-/usr or not, tagged `suite`; each
+/// made once and shared by the tests that ask for it.
+pub fn suite_layout(suite: &str, merged_usr: bool) -> Result<PathBuf, libtest_mimic::Failed> {
+    type Layouts = Mutex<std::collections::HashMap<(String, bool), Arc<Shared<PathBuf>>>>;
+    static LAYOUTS: OnceLock<Layouts> = OnceLock::new();
+    if suite == "bookworm" && merged_usr {
+        return base_layout();
+    }
+    let cell = {
+        let mut map = LAYOUTS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.entry((suite.to_string(), merged_usr))
+            .or_default()
+            .clone()
+    };
+    let usr = if merged_usr { "merged" } else { "split" };
+    shared(&cell, || {
+        layout_of(
+            &rootfs_tar_usr(suite, merged_usr)?,
+            &workdir().join(format!("{suite}-{usr}-usr-layout")),
+            suite,
         )
     })
 }

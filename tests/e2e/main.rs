@@ -13,6 +13,7 @@ mod phoenix;
 mod platforms;
 mod push;
 mod rebase;
+mod runners;
 mod servers;
 mod signing;
 
@@ -258,6 +259,14 @@ fn test_zstd_layers_podman_run() -> TestResult {
 /// Run `image` with podman on a free port, GET `/`, remove the container; a failure carries
 /// the container's logs.
 fn podman_run_and_get(image: &str) -> Result<(String, String), libtest_mimic::Failed> {
+    podman_run_and_get_path(image, "/")
+}
+
+/// As `podman_run_and_get`, for another path.
+fn podman_run_and_get_path(
+    image: &str,
+    path: &str,
+) -> Result<(String, String), libtest_mimic::Failed> {
     let port = lab::free_port();
     let name = format!("imgbuild-e2e-p{port}");
     run(lab::podman().args([
@@ -276,7 +285,7 @@ fn podman_run_and_get(image: &str) -> Result<(String, String), libtest_mimic::Fa
         "RELEASE_DISTRIBUTION=none",
         image,
     ]))?;
-    let answer = lab::http_get(port, "/");
+    let answer = lab::http_get(port, path);
     let logs = lab::podman()
         .args(["logs", &name])
         .output()
@@ -1241,6 +1250,26 @@ fn main() {
             apt::test_lock_reproducible_and_offline,
         ),
         lab::trial("apt::tampering_is_refused", apt::test_tampering_is_refused),
+        lab::trial(
+            "runners::phoenix_packages_on_bookworm_merged_usr",
+            runners::test_bookworm_merged_usr,
+        ),
+        lab::trial(
+            "runners::phoenix_packages_on_trixie_merged_usr",
+            runners::test_trixie_merged_usr,
+        ),
+        lab::trial(
+            "runners::phoenix_packages_on_bookworm_split_usr",
+            runners::test_bookworm_split_usr,
+        ),
+        lab::trial(
+            "runners::phoenix_packages_on_bullseye_split_usr",
+            runners::test_bullseye_split_usr,
+        ),
+        lab::trial(
+            "runners::package_under_bin",
+            runners::test_package_under_bin,
+        ),
         lab::trial(
             "apt::detached_release_signature",
             apt::test_detached_release_signature,
