@@ -153,11 +153,11 @@ fn lines(y: &Yaml, what: &str) -> Result<Vec<String>, Failed> {
         .collect()
 }
 
+/// A job's variables, as (name, value).
+type Variables = Vec<(String, String)>;
+
 /// The recipe as GitLab runs it: `.image`'s variables, its before_script, then `job`'s script.
-fn gitlab_recipe(
-    project: &Path,
-    job: &str,
-) -> Result<(Vec<(String, String)>, Vec<String>), Failed> {
+fn gitlab_recipe(project: &Path, job: &str) -> Result<(Variables, Vec<String>), Failed> {
     let doc = yaml(&project.join(".gitlab-ci.yml"))?;
     let template = &doc[".image"];
     let vars = template["variables"]
