@@ -508,7 +508,12 @@ mod tests {
                 .collect();
             let p = from_dockerfile(&text);
 
-            let (path, gh, _) = workflow(Ci::Github, &p, &install);
+            let (path, gh, notes) = workflow(Ci::Github, &p, &install);
+            // Phoenix's builder stage has nothing the recipe leaves out.
+            assert!(
+                !notes.iter().any(|n| n.contains("not in the CI recipe")),
+                "{notes:?}"
+            );
             assert_eq!(path, Path::new(".github/workflows/image.yml"));
             assert!(!gh.contains("cargo"), "{gh}");
             let (job, steps) = github_steps(&gh);
@@ -630,6 +635,16 @@ mod tests {
         );
         assert!(
             notes.iter().any(|n| n.contains("assets.deploy")),
+            "{notes:?}"
+        );
+        // A builder step that is not mix is named, not dropped silently.
+        let (_, notes) = recipe(&from_dockerfile(
+            "FROM elixir AS build\nRUN cd assets && npm ci\nRUN mix release\nFROM debian\n",
+        ));
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("`npm ci` is not in the CI recipe")),
             "{notes:?}"
         );
     }

@@ -103,8 +103,9 @@ pub struct BuilderStage {
     /// Every `mix ...` command of its `RUN` lines (`&&`- or `;`-joined ones split), in the
     /// Dockerfile's order, with `ARG` and `ENV` values (`--only $MIX_ENV`) substituted.
     pub mix: Vec<String>,
-    /// The commands of its `RUN` lines that are neither `mix`, apt nor file clean-up: a CI
-    /// job does not replay them, so the user is told.
+    /// The commands of its `RUN` lines that are neither `mix`, apt, nor making or removing
+    /// files and directories (`mkdir config`, which a checkout does not need): a CI job does
+    /// not replay them, so the user is told.
     pub other: Vec<String>,
 }
 
@@ -164,7 +165,9 @@ pub fn builder_stage(text: &str) -> Option<BuilderStage> {
                     let first = part.split(' ').next().unwrap_or_default();
                     if first == "mix" {
                         stage.mix.push(part);
-                    } else if !part.is_empty() && !matches!(first, "apt-get" | "apt" | "rm") {
+                    } else if !part.is_empty()
+                        && !matches!(first, "apt-get" | "apt" | "rm" | "mkdir")
+                    {
                         stage.other.push(part);
                     }
                 }
@@ -581,7 +584,7 @@ CMD ["/app/bin/server"]
             assert_eq!(b.mix, want, "{text}");
             assert_eq!(b.mix_env.as_deref(), Some("prod"));
             assert_eq!(b.packages, ["build-essential", "git"]);
-            assert_eq!(b.other, ["mkdir config"]);
+            assert!(b.other.is_empty(), "{:?}", b.other);
             assert_eq!(
                 b.from.as_deref(),
                 Some("hexpm/elixir:1.17.3-erlang-27.1.2-debian-bookworm-20241016-slim")
@@ -594,7 +597,7 @@ CMD ["/app/bin/server"]
         // BuildKit mounts, the exec form, `;`, ENV from ARG, and the stage that releases
         // chosen over an earlier one that only runs mix.
         let b = builder_stage(
-            "ARG E=staging\nFROM elixir AS deps\nRUN mix deps.get\nFROM elixir AS build\nENV MIX_ENV=$E\nRUN --mount=type=cache,target=/root/.hex mix deps.get --only ${MIX_ENV}; mix compile\nRUN [\"mix\", \"release\"]\nFROM debian\n",
+            "ARG E=staging\nFROM elixir AS deps\nRUN mix deps.get\nFROM elixir AS build\nENV MIX_ENV=$E\nRUN --mount=type=cache,target=/root/.hex mix deps.get --only ${MIX_ENV}; mix compile\nRUN cd assets && npm ci\nRUN [\"mix\", \"release\"]\nFROM debian\n",
         )
         .unwrap();
         assert_eq!(
@@ -602,6 +605,7 @@ CMD ["/app/bin/server"]
             ["mix deps.get --only staging", "mix compile", "mix release"]
         );
         assert_eq!(b.mix_env.as_deref(), Some("staging"));
+        assert_eq!(b.other, ["cd assets", "npm ci"]);
         assert_eq!(builder_stage("FROM debian\nRUN echo hi\n"), None);
         assert_eq!(builder_stage(""), None);
     }
