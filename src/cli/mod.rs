@@ -318,6 +318,15 @@ pub struct InitArgs {
     /// Also write a CI workflow: build on pull requests, build and push on the default branch.
     #[arg(long, value_enum)]
     pub ci: Option<CiKind>,
+    /// Where the CI job downloads the imgbuild binary (pinned into the workflow, with
+    /// --imgbuild-sha256). Without it the job reads the CI variables IMGBUILD_URL and
+    /// IMGBUILD_SHA256, and fails naming them when they are unset.
+    #[arg(long, value_name = "URL", requires_all = ["ci", "imgbuild_sha256"])]
+    pub imgbuild_url: Option<String>,
+    /// The sha256 (64 hex digits) of the binary at --imgbuild-url; the job checks it with
+    /// `sha256sum -c` before installing.
+    #[arg(long, value_name = "HEX", requires = "imgbuild_url")]
+    pub imgbuild_sha256: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -1657,6 +1666,10 @@ fn run_init(args: InitArgs) -> Result<()> {
             CiKind::Github => imgbuild::init::Ci::Github,
             CiKind::Gitlab => imgbuild::init::Ci::Gitlab,
         }),
+        install: match (&args.imgbuild_url, &args.imgbuild_sha256) {
+            (Some(url), Some(sum)) => imgbuild::init::ci::Install::pinned(url, sum)?,
+            _ => imgbuild::init::ci::Install::Variables,
+        },
     };
     let written = imgbuild::init::init(&args.dir, &opts)?;
     for n in &written.notes {

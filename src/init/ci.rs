@@ -1,65 +1,293 @@
 //! The CI workflow `imgbuild init --ci` writes: the release is built in the Dockerfile's builder
 //! image (the same Erlang, on the same Debian release as the runtime base, so the start-up
-//! check passes), then imgbuild builds the image. On pull or merge requests it only builds; on
-//! the default branch it pushes, with the CI's own registry credentials, through the registry
-//! cache when one is configured.
+//! check passes) by the builder stage's own `mix` steps, in its order (the asset build
+//! included), with `deps` and `_build` cached by `mix.lock`; imgbuild is downloaded and
+//! checked against a pinned sha256, then builds the image. On pull or merge requests it only
+//! builds; on the default branch it pushes, with the CI's own registry credentials, through the
+//! registry cache when one is configured.
 
 use std::path::{Path, PathBuf};
 
 use super::{Ci, Project};
+use crate::error::{Error, Result};
 
 /// The builder used when no Dockerfile names one: an Elixir image on Debian bookworm, the
 /// default base's release.
 const DEFAULT_BUILDER: &str = "elixir:1.17";
 
-/// The workflow's path (relative to the project), its text, and notes for the user.
-pub fn workflow(ci: Ci, p: &Project) -> (PathBuf, String, Vec<String>) {
+/// The build tools installed when no Dockerfile names its own.
+const DEFAULT_BUILD_PACKAGES: &[&str] = &["build-essential", "git"];
+
+/// How the CI job gets imgbuild. Never a tool the job's image may lack (`cargo`): a download
+/// whose sha256 is checked before it runs. Another route (a Mix package's installer task, as
+/// Phoenix's esbuild and tailwind packages have) is one more variant here and one more arm in
+/// [`install_script`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Install {
+    /// The URL and sha256 from the CI variables `IMGBUILD_URL` and `IMGBUILD_SHA256`, read when
+    /// the job runs; the job fails, naming them, when either is unset.
+    #[default]
+    Variables,
+    /// A pinned download, written into the recipe.
+    Pinned { url: String, sha256: String },
+}
+
+impl Install {
+    /// A pinned download of `url`, whose bytes must have the sha256 `sha256` (64 hex digits).
+    pub fn pinned(url: &str, sha256: &str) -> Result<Install> {
+        let url = url.trim();
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(Error::Input(format!(
+                "--imgbuild-url {url:?} is not an http(s) URL: give the address the CI job downloads the imgbuild binary from"
+            )));
+        }
+        // The URL is written into shell and YAML, and GitHub expands `${{ }}` in `run:`.
+        if let Some(c) = url
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control() || "'\"`\\$".contains(*c))
+        {
+            return Err(Error::Input(format!(
+                "--imgbuild-url {url:?} holds {c:?}, which the recipe cannot quote: percent-encode it"
+            )));
+        }
+        let sha256 = sha256.trim().to_ascii_lowercase();
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Input(format!(
+                "--imgbuild-sha256 {sha256:?} is not a sha256 (64 hex digits): give the output of `sha256sum` on the imgbuild binary at the URL"
+            )));
+        }
+        Ok(Install::Pinned {
+            url: url.to_string(),
+            sha256,
+        })
+    }
+}
+
+/// What the CI job runs before imgbuild builds the image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipe {
+    /// The job's image: the Dockerfile's builder image.
+    pub builder: String,
+    pub mix_env: String,
+    /// The build tools' Debian packages (the builder stage's `apt-get install`).
+    pub packages: Vec<String>,
+    /// The `mix` commands, in the order the builder stage runs them.
+    pub mix: Vec<String>,
+    /// Whether `mix` is the Dockerfile's builder stage's (else mix.exs's aliases chose it).
+    pub from_dockerfile: bool,
+}
+
+/// The recipe for `p`: the builder stage's `mix` commands in its order, or, without a
+/// Dockerfile, the steps of Phoenix 1.8's builder stage that the project has (Hex and rebar
+/// with a mix.lock; the asset aliases mix.exs defines). 1.8's order also builds a 1.6 or 1.7
+/// project's assets: digesting after `mix compile` is as good as before it.
+pub fn recipe(p: &Project) -> (Recipe, Vec<String>) {
     let mut notes = Vec::new();
     let builder = match p.runner.as_ref().and_then(|r| r.builder.clone()) {
         Some(b) if !b.contains('$') => b,
         _ => {
             notes.push(format!(
-                "no Dockerfile names the image the release is built in; the workflow uses {DEFAULT_BUILDER}: use an image with your Elixir and Erlang on the base's Debian release"
+                "no Dockerfile names the image the release is built in; the CI job uses {DEFAULT_BUILDER}: use an image with your Elixir and Erlang on the base's Debian release"
             ));
             DEFAULT_BUILDER.to_string()
         }
     };
-    let mut release = vec![
-        "mix local.hex --force && mix local.rebar --force".to_string(),
-        "mix deps.get --only prod".into(),
-        "mix compile".into(),
-    ];
-    if p.assets {
-        release.push("mix assets.deploy".into());
+    let stage = p.builder.as_ref();
+    let mix_env = stage
+        .and_then(|b| b.mix_env.clone())
+        .unwrap_or_else(|| "prod".to_string());
+    if mix_env != "prod" {
+        notes.push(format!(
+            "the builder stage sets MIX_ENV={mix_env}: set `release = \"_build/{mix_env}/rel/NAME\"` in {}",
+            super::PROJECT_FILE
+        ));
     }
-    release.push("mix release --overwrite".into());
-    notes.push(
-        "the workflow installs imgbuild from the CI variable IMGBUILD_URL (a download address of the imgbuild binary), else with cargo install".to_string(),
-    );
+    let packages = match stage {
+        Some(b) if !b.packages.is_empty() => b.packages.clone(),
+        _ => DEFAULT_BUILD_PACKAGES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    let mix = match stage {
+        Some(b) => {
+            for other in &b.other {
+                notes.push(format!(
+                    "the builder stage's `{other}` is not in the CI recipe (it replays only mix commands): add it if the release needs it"
+                ));
+            }
+            b.mix.iter().map(|m| overwriting(m)).collect()
+        }
+        None => {
+            let mut mix = Vec::new();
+            if p.mix_lock {
+                mix.push("mix local.hex --force".to_string());
+                mix.push("mix local.rebar --force".into());
+            }
+            mix.push(format!("mix deps.get --only {mix_env}"));
+            mix.push("mix deps.compile".into());
+            if p.assets_setup {
+                mix.push("mix assets.setup".into());
+            }
+            mix.push("mix compile".into());
+            if p.assets_deploy {
+                mix.push("mix assets.deploy".into());
+            } else if p.assets {
+                notes.push(
+                    "the project has assets/ but mix.exs defines no \"assets.deploy\" alias: the CI recipe builds no assets; add the alias (Phoenix's runs tailwind, esbuild and phx.digest)".to_string(),
+                );
+            }
+            mix.push("mix release --overwrite".into());
+            mix
+        }
+    };
+    (
+        Recipe {
+            builder,
+            mix_env,
+            packages,
+            mix,
+            from_dockerfile: stage.is_some(),
+        },
+        notes,
+    )
+}
+
+/// `mix release` as a CI job with a cached `_build` must run it: a release left by an earlier
+/// job would make it ask before overwriting, and a job has no one to answer.
+fn overwriting(command: &str) -> String {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    if words.get(1) == Some(&"release") && !words.contains(&"--overwrite") {
+        format!("{command} --overwrite")
+    } else {
+        command.to_string()
+    }
+}
+
+/// The workflow's path (relative to the project), its text, and notes for the user.
+pub fn workflow(ci: Ci, p: &Project, install: &Install) -> (PathBuf, String, Vec<String>) {
+    let (recipe, mut notes) = recipe(p);
+    notes.push(match install {
+        Install::Variables => "the CI job downloads imgbuild from the CI variable IMGBUILD_URL and checks it against IMGBUILD_SHA256: set both (or run init with --imgbuild-url and --imgbuild-sha256 to write them into the recipe)".to_string(),
+        Install::Pinned { url, .. } => format!("the CI job downloads imgbuild from {url} and checks its sha256"),
+    });
+    let script = install_script(install);
     match ci {
         Ci::Github => (
             PathBuf::from(".github/workflows/image.yml"),
-            github(&builder, &release, &default_branch(&p.dir)),
+            github(&recipe, &script, install, &default_branch(&p.dir)),
             notes,
         ),
         Ci::Gitlab => (
             PathBuf::from(".gitlab-ci.yml"),
-            gitlab(&builder, &release),
+            gitlab(&recipe, &script, install),
             notes,
         ),
     }
 }
 
-/// How the job gets imgbuild: a binary from `$IMGBUILD_URL`, else cargo.
-const INSTALL: &str = r#"if [ -n "$IMGBUILD_URL" ]; then curl -fsSL "$IMGBUILD_URL" -o /usr/local/bin/imgbuild && chmod 755 /usr/local/bin/imgbuild; else cargo install --locked --root /usr/local imgbuild; fi"#;
+/// The shell lines that install imgbuild: download (curl, else wget, else curl installed with
+/// apt-get), check the sha256, install into `$IMGBUILD_INSTALL_DIR` (default /usr/local/bin).
+/// One subshell, so that its `set -e` and variables stay inside.
+pub fn install_script(install: &Install) -> String {
+    let source = match install {
+        Install::Variables => concat!(
+            "url=\"${IMGBUILD_URL:-}\"\n",
+            "sum=\"${IMGBUILD_SHA256:-}\"\n",
+            "if [ -z \"$url\" ] || [ -z \"$sum\" ]; then\n",
+            "  echo \"imgbuild: the CI variables IMGBUILD_URL and IMGBUILD_SHA256 must be set: where the job downloads the imgbuild binary, and its sha256 (or write both into the recipe with imgbuild init --imgbuild-url URL --imgbuild-sha256 HEX)\" >&2\n",
+            "  exit 1\n",
+            "fi\n"
+        )
+        .to_string(),
+        Install::Pinned { url, sha256 } => format!("url='{url}'\nsum='{sha256}'\n"),
+    };
+    let body = format!(
+        "set -e\n\
+         {source}\
+         dir=\"${{IMGBUILD_INSTALL_DIR:-/usr/local/bin}}\"\n\
+         tmp=\"$(mktemp)\"\n\
+         trap 'rm -f \"$tmp\"' EXIT\n\
+         if command -v curl >/dev/null 2>&1; then\n\
+         \x20 curl -fsSL --retry 3 -o \"$tmp\" \"$url\"\n\
+         elif command -v wget >/dev/null 2>&1; then\n\
+         \x20 wget -q -O \"$tmp\" \"$url\"\n\
+         else\n\
+         \x20 apt-get update -y && apt-get install -y --no-install-recommends curl ca-certificates\n\
+         \x20 curl -fsSL --retry 3 -o \"$tmp\" \"$url\"\n\
+         fi\n\
+         if ! echo \"$sum  $tmp\" | sha256sum -c - >/dev/null; then\n\
+         \x20 echo \"imgbuild: $url does not have the sha256 $sum: the download is damaged or not the release pinned; fix the URL or the checksum\" >&2\n\
+         \x20 exit 1\n\
+         fi\n\
+         mkdir -p \"$dir\"\n\
+         install -m 755 \"$tmp\" \"$dir/imgbuild\"\n"
+    );
+    let indented: String = body.lines().map(|l| format!("  {l}\n")).collect();
+    format!("(\n{indented})\n")
+}
 
-fn github(builder: &str, release: &[String], branch: &str) -> String {
-    let steps: String = release.iter().map(|l| format!("          {l}\n")).collect();
+/// Where the mix steps come from, for the workflow's header comment.
+fn origin(recipe: &Recipe) -> &'static str {
+    if recipe.from_dockerfile {
+        "The mix steps are the Dockerfile builder stage's, in its order."
+    } else {
+        "The mix steps are Phoenix 1.8's builder stage's, with the asset aliases mix.exs defines."
+    }
+}
+
+/// The build tools, installed only when missing (a job image that has them is not touched).
+fn build_tools(packages: &[String]) -> String {
+    let list = packages.join(" ");
+    format!(
+        "dpkg -s {list} >/dev/null 2>&1 || {{ apt-get update -y && apt-get install -y {list}; }}"
+    )
+}
+
+/// `text` as the lines of a YAML block scalar indented by `indent` spaces.
+fn block(text: &str, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    text.lines()
+        .map(|l| {
+            if l.is_empty() {
+                "\n".to_string()
+            } else {
+                format!("{pad}{l}\n")
+            }
+        })
+        .collect()
+}
+
+fn github(recipe: &Recipe, install_script: &str, install: &Install, branch: &str) -> String {
+    let mix_steps: String = recipe
+        .mix
+        .iter()
+        .map(|m| {
+            format!(
+                "      - name: {}\n        run: {}\n",
+                yaml_single_quoted(m),
+                yaml_single_quoted(m)
+            )
+        })
+        .collect();
+    let install_env = match install {
+        Install::Variables => {
+            "        env:\n          IMGBUILD_URL: ${{ vars.IMGBUILD_URL }}\n          IMGBUILD_SHA256: ${{ vars.IMGBUILD_SHA256 }}\n"
+        }
+        Install::Pinned { .. } => "",
+    };
+    let variables_doc = match install {
+        Install::Variables => {
+            "\n# IMGBUILD_URL and IMGBUILD_SHA256 say where the job downloads imgbuild and its checksum."
+        }
+        Install::Pinned { .. } => "",
+    };
     format!(
         r#"# Builds the image on pull requests, and builds and pushes it on {branch}.
 # Written by `imgbuild init --ci github`. Credentials are the workflow's own GITHUB_TOKEN (for
 # ghcr.io); set the repository variable IMGBUILD_CACHE_REPO to share a registry cache between
-# runners, and IMGBUILD_URL to where your runners download imgbuild.
+# runners.{variables_doc}
+# {origin}
 name: image
 
 on:
@@ -77,19 +305,24 @@ jobs:
     # The release is built where the Dockerfile built it: the same Erlang, on the base's Debian.
     container: {builder}
     env:
-      MIX_ENV: prod
+      MIX_ENV: {mix_env}
       IMGBUILD_CACHE_REPO: ${{{{ vars.IMGBUILD_CACHE_REPO }}}}
     steps:
       - uses: actions/checkout@v4
       - name: Build tools
-        run: apt-get update -y && apt-get install -y build-essential git curl
-      - name: Release
-        run: |
-{steps}      - name: Install imgbuild
-        env:
-          IMGBUILD_URL: ${{{{ vars.IMGBUILD_URL }}}}
-        run: {install}
-      - name: Image name
+        run: {tools}
+      - name: Install imgbuild
+{install_env}        run: |
+{script}      - name: Cache deps and _build
+        uses: actions/cache@v4
+        with:
+          path: |
+            deps
+            _build
+          key: ${{{{ runner.os }}}}-mix-${{{{ hashFiles('mix.lock') }}}}
+          restore-keys: |
+            ${{{{ runner.os }}}}-mix-
+{mix_steps}      - name: Image name
         run: echo "IMAGE=ghcr.io/$(echo "$GITHUB_REPOSITORY" | tr '[:upper:]' '[:lower:]')" >> "$GITHUB_ENV"
       - name: Build the image
         if: github.event_name == 'pull_request'
@@ -101,12 +334,17 @@ jobs:
           IMGBUILD_PASSWORD: ${{{{ secrets.GITHUB_TOKEN }}}}
         run: imgbuild build --push -t "$IMAGE:${{{{ github.sha }}}}" -t "$IMAGE:latest"
 "#,
-        install = yaml_single_quoted(INSTALL),
+        builder = recipe.builder,
+        origin = origin(recipe),
+        mix_env = yaml_single_quoted(&recipe.mix_env),
+        tools = yaml_single_quoted(&build_tools(&recipe.packages)),
+        script = block(install_script, 10),
     )
 }
 
-fn gitlab(builder: &str, release: &[String]) -> String {
-    let steps: String = release
+fn gitlab(recipe: &Recipe, install_script: &str, install: &Install) -> String {
+    let mix_steps: String = recipe
+        .mix
         .iter()
         .map(|l| format!("    - {}\n", yaml_single_quoted(l)))
         .collect();
@@ -114,8 +352,8 @@ fn gitlab(builder: &str, release: &[String]) -> String {
         r#"# Builds the image on merge requests, and builds and pushes it on the default branch.
 # Written by `imgbuild init --ci gitlab`. Credentials are the job's own CI_REGISTRY_USER and
 # CI_REGISTRY_PASSWORD (the project's container registry); set the CI/CD variable
-# IMGBUILD_CACHE_REPO to share a registry cache between runners, and IMGBUILD_URL to where your
-# runners download imgbuild.
+# IMGBUILD_CACHE_REPO to share a registry cache between runners.
+# {origin}
 stages: [image]
 
 .image:
@@ -123,11 +361,17 @@ stages: [image]
   # The release is built where the Dockerfile built it: the same Erlang, on the base's Debian.
   image: {builder}
   variables:
-    MIX_ENV: prod
+    MIX_ENV: {mix_env}
+  # Dependencies and compiled code, kept between pipelines until mix.lock changes.
+  cache:
+    key:
+      files: [mix.lock]
+    paths: [deps/, _build/]
   before_script:
-    - apt-get update -y && apt-get install -y build-essential git curl
-{steps}    - {install}
-
+    - {tools}
+    # imgbuild, downloaded and checked against its sha256{variables}.
+    - |
+{script}{mix_steps}
 image:build:
   extends: .image
   rules:
@@ -145,7 +389,15 @@ image:push:
   script:
     - imgbuild build --push -t "$CI_REGISTRY_IMAGE:$CI_COMMIT_SHA" -t "$CI_REGISTRY_IMAGE:latest"
 "#,
-        install = yaml_single_quoted(INSTALL),
+        builder = recipe.builder,
+        origin = origin(recipe),
+        variables = match install {
+            Install::Variables => " (the CI/CD variables IMGBUILD_URL and IMGBUILD_SHA256)",
+            Install::Pinned { .. } => "",
+        },
+        mix_env = yaml_single_quoted(&recipe.mix_env),
+        tools = yaml_single_quoted(&build_tools(&recipe.packages)),
+        script = block(install_script, 6),
     )
 }
 
@@ -182,6 +434,285 @@ fn default_branch(dir: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::init::dockerfile::{self, shapes};
+    use yaml_rust2::{Yaml, YamlLoader};
+
+    const SUM: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn from_dockerfile(text: &str) -> Project {
+        Project {
+            runner: Some(dockerfile::runner_stage(text)),
+            builder: dockerfile::builder_stage(text),
+            ..Project::default()
+        }
+    }
+
+    fn parse(text: &str) -> Yaml {
+        let mut docs = YamlLoader::load_from_str(text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+        assert_eq!(docs.len(), 1);
+        docs.remove(0)
+    }
+
+    fn strs(y: &Yaml) -> Vec<String> {
+        y.as_vec()
+            .unwrap_or_else(|| panic!("not a list: {y:?}"))
+            .iter()
+            .map(|s| s.as_str().unwrap_or_else(|| panic!("{s:?}")).to_string())
+            .collect()
+    }
+
+    /// The GitHub job's steps, as (name, run) pairs, and the job.
+    fn github_steps(text: &str) -> (Yaml, Vec<Yaml>) {
+        let doc = parse(text);
+        let job = doc["jobs"]["image"].clone();
+        let steps = job["steps"].as_vec().cloned().unwrap_or_default();
+        (job, steps)
+    }
+
+    fn mix_of(runs: &[String]) -> Vec<String> {
+        runs.iter()
+            .filter(|r| r.starts_with("mix "))
+            .cloned()
+            .collect()
+    }
+
+    fn assert_install(script: &str) {
+        assert!(script.contains("sha256sum -c"), "{script}");
+        assert!(!script.contains("cargo"), "{script}");
+    }
+
+    #[test]
+    fn replays_each_phoenix_builder_in_its_order() {
+        let head = [
+            "mix local.hex --force",
+            "mix local.rebar --force",
+            "mix deps.get --only prod",
+            "mix deps.compile",
+        ];
+        let cases = [
+            (shapes::v1_6(), vec!["mix assets.deploy", "mix compile"]),
+            (shapes::v1_7(), vec!["mix assets.deploy", "mix compile"]),
+            (
+                shapes::v1_8(),
+                vec!["mix assets.setup", "mix compile", "mix assets.deploy"],
+            ),
+        ];
+        let install = Install::pinned("https://dl.example.com/imgbuild-0.1.0", SUM).unwrap();
+        for (text, middle) in cases {
+            let want: Vec<String> = head
+                .iter()
+                .copied()
+                .chain(middle)
+                .chain(["mix release --overwrite"])
+                .map(String::from)
+                .collect();
+            let p = from_dockerfile(&text);
+
+            let (path, gh, notes) = workflow(Ci::Github, &p, &install);
+            // Phoenix's builder stage has nothing the recipe leaves out.
+            assert!(
+                !notes.iter().any(|n| n.contains("not in the CI recipe")),
+                "{notes:?}"
+            );
+            assert_eq!(path, Path::new(".github/workflows/image.yml"));
+            assert!(!gh.contains("cargo"), "{gh}");
+            let (job, steps) = github_steps(&gh);
+            assert_eq!(
+                job["container"].as_str(),
+                Some("hexpm/elixir:1.17.3-erlang-27.1.2-debian-bookworm-20241016-slim")
+            );
+            assert_eq!(job["env"]["MIX_ENV"].as_str(), Some("prod"));
+            let runs: Vec<String> = steps
+                .iter()
+                .map(|s| s["run"].as_str().unwrap_or_default().to_string())
+                .collect();
+            assert_eq!(mix_of(&runs), want, "{gh}");
+            // Each mix step is its own step, named by its command.
+            for s in steps
+                .iter()
+                .filter(|s| s["run"].as_str().is_some_and(|r| r.starts_with("mix ")))
+            {
+                assert_eq!(s["name"], s["run"]);
+            }
+            // The cache, restored before the first mix step and keyed by mix.lock.
+            let cache_at = steps
+                .iter()
+                .position(|s| s["uses"].as_str() == Some("actions/cache@v4"))
+                .unwrap();
+            let first_mix = runs.iter().position(|r| r.starts_with("mix ")).unwrap();
+            assert!(cache_at < first_mix);
+            let with = &steps[cache_at]["with"];
+            assert_eq!(
+                with["path"].as_str().map(|p| p.lines().collect::<Vec<_>>()),
+                Some(vec!["deps", "_build"])
+            );
+            assert_eq!(
+                with["key"].as_str(),
+                Some("${{ runner.os }}-mix-${{ hashFiles('mix.lock') }}")
+            );
+            assert_eq!(
+                with["restore-keys"].as_str().map(str::trim),
+                Some("${{ runner.os }}-mix-")
+            );
+            // imgbuild is installed (pinned, checked) before the build steps.
+            let install_at = steps
+                .iter()
+                .position(|s| s["name"].as_str() == Some("Install imgbuild"))
+                .unwrap();
+            assert!(install_at < first_mix);
+            assert_install(&runs[install_at]);
+            assert!(runs[install_at].contains("url='https://dl.example.com/imgbuild-0.1.0'"));
+            assert!(runs[install_at].contains(&format!("sum='{SUM}'")));
+            assert!(steps[install_at]["env"].is_badvalue());
+            // The build tools the builder stage installs.
+            assert!(
+                runs.iter()
+                    .any(|r| r.starts_with("dpkg -s build-essential git ")),
+                "{runs:?}"
+            );
+
+            let (path, gl, _) = workflow(Ci::Gitlab, &p, &install);
+            assert_eq!(path, Path::new(".gitlab-ci.yml"));
+            assert!(!gl.contains("cargo"), "{gl}");
+            let doc = parse(&gl);
+            let template = &doc[".image"];
+            let before = strs(&template["before_script"]);
+            assert_eq!(mix_of(&before), want, "{gl}");
+            assert_eq!(template["variables"]["MIX_ENV"].as_str(), Some("prod"));
+            assert_eq!(strs(&template["cache"]["key"]["files"]), ["mix.lock"]);
+            assert_eq!(strs(&template["cache"]["paths"]), ["deps/", "_build/"]);
+            let install_at = before.iter().position(|l| l.contains("sha256sum")).unwrap();
+            assert!(install_at < before.iter().position(|l| l.starts_with("mix ")).unwrap());
+            assert_install(&before[install_at]);
+            for job in ["image:build", "image:push"] {
+                assert_eq!(doc[job]["extends"].as_str(), Some(".image"));
+            }
+        }
+    }
+
+    #[test]
+    fn without_a_dockerfile_the_aliases_decide() {
+        let mut p = Project {
+            assets_setup: true,
+            assets_deploy: true,
+            mix_lock: true,
+            ..Project::default()
+        };
+        let (r, notes) = recipe(&p);
+        assert_eq!(
+            r.mix,
+            [
+                "mix local.hex --force",
+                "mix local.rebar --force",
+                "mix deps.get --only prod",
+                "mix deps.compile",
+                "mix assets.setup",
+                "mix compile",
+                "mix assets.deploy",
+                "mix release --overwrite"
+            ]
+        );
+        assert_eq!(r.builder, DEFAULT_BUILDER);
+        assert_eq!(r.packages, ["build-essential", "git"]);
+        assert!(
+            notes.iter().any(|n| n.contains(DEFAULT_BUILDER)),
+            "{notes:?}"
+        );
+        // No mix.lock: no Hex to install; assets/ with no alias to build it is named.
+        p = Project {
+            assets: true,
+            ..Project::default()
+        };
+        let (r, notes) = recipe(&p);
+        assert_eq!(
+            r.mix,
+            [
+                "mix deps.get --only prod",
+                "mix deps.compile",
+                "mix compile",
+                "mix release --overwrite"
+            ]
+        );
+        assert!(
+            notes.iter().any(|n| n.contains("assets.deploy")),
+            "{notes:?}"
+        );
+        // A builder step that is not mix is named, not dropped silently.
+        let (_, notes) = recipe(&from_dockerfile(
+            "FROM elixir AS build\nRUN cd assets && npm ci\nRUN mix release\nFROM debian\n",
+        ));
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("`npm ci` is not in the CI recipe")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn variables_install_names_what_is_missing() {
+        let (_, gh, notes) = workflow(Ci::Github, &Project::default(), &Install::Variables);
+        assert!(
+            notes.iter().any(|n| n.contains("IMGBUILD_SHA256")),
+            "{notes:?}"
+        );
+        let (_, steps) = github_steps(&gh);
+        let step = steps
+            .iter()
+            .find(|s| s["name"].as_str() == Some("Install imgbuild"))
+            .unwrap();
+        assert_eq!(
+            step["env"]["IMGBUILD_URL"].as_str(),
+            Some("${{ vars.IMGBUILD_URL }}")
+        );
+        assert_eq!(
+            step["env"]["IMGBUILD_SHA256"].as_str(),
+            Some("${{ vars.IMGBUILD_SHA256 }}")
+        );
+        let script = step["run"].as_str().unwrap();
+        assert_install(script);
+        // Run with neither variable: it fails before any download, naming both.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env_remove("IMGBUILD_URL")
+            .env_remove("IMGBUILD_SHA256")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("IMGBUILD_URL")
+                && err.contains("IMGBUILD_SHA256")
+                && err.contains("--imgbuild-url"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn pinned_install_is_checked() {
+        assert!(
+            Install::pinned("https://x/imgbuild", &SUM.to_uppercase()).is_ok_and(|i| i
+                == Install::Pinned {
+                    url: "https://x/imgbuild".into(),
+                    sha256: SUM.into()
+                })
+        );
+        for (url, sum, says) in [
+            ("ftp://x/imgbuild", SUM, "not an http(s) URL"),
+            ("https://x/a b", SUM, "quote"),
+            ("https://x/${{ secrets.T }}", SUM, "quote"),
+            ("https://x/imgbuild", "abc", "64 hex digits"),
+            (
+                "https://x/imgbuild",
+                &SUM.replace('0', "g"),
+                "64 hex digits",
+            ),
+        ] {
+            let e = Install::pinned(url, sum).unwrap_err().to_string();
+            assert!(e.contains(says), "{url} {sum}: {e}");
+        }
+    }
 
     #[test]
     fn default_branch_from_git() {

@@ -90,6 +90,114 @@ pub fn runner_stage(text: &str) -> RunnerStage {
     stage
 }
 
+/// The builder stage, as far as a CI job can replay it: the image, its `apt-get install`
+/// packages, and its `mix` commands in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BuilderStage {
+    /// The stage's `FROM`, with `ARG` defaults substituted.
+    pub from: Option<String>,
+    /// The packages its `apt-get install` lines name (`build-essential git`), in order.
+    pub packages: Vec<String>,
+    /// The stage's `ENV MIX_ENV`, when it sets one.
+    pub mix_env: Option<String>,
+    /// Every `mix ...` command of its `RUN` lines (`&&`- or `;`-joined ones split), in the
+    /// Dockerfile's order, with `ARG` and `ENV` values (`--only $MIX_ENV`) substituted.
+    pub mix: Vec<String>,
+    /// The commands of its `RUN` lines that are neither `mix`, apt, nor making or removing
+    /// files and directories (`mkdir config`, which a checkout does not need): a CI job does
+    /// not replay them, so the user is told.
+    pub other: Vec<String>,
+}
+
+/// The builder stage of `text`: the stage that runs `mix release`, else the first stage that
+/// runs any `mix` command. `None` when no stage runs `mix`.
+pub fn builder_stage(text: &str) -> Option<BuilderStage> {
+    let mut args: BTreeMap<String, String> = BTreeMap::new();
+    let mut stages: Vec<BuilderStage> = Vec::new();
+    // ENV values of the current stage, substituted into its RUN lines as the shell would.
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for line in logical_lines(text) {
+        let (word, rest) = match line.split_once(char::is_whitespace) {
+            Some((w, r)) => (w.to_ascii_uppercase(), r.trim().to_string()),
+            None => (line.to_ascii_uppercase(), String::new()),
+        };
+        match word.as_str() {
+            "ARG" => {
+                if let Some((name, value)) = rest.split_once('=') {
+                    let v = substitute(&unquote(value.trim()), &args);
+                    args.insert(name.trim().to_string(), v);
+                }
+            }
+            "FROM" => {
+                let image = rest
+                    .split_whitespace()
+                    .find(|w| !w.starts_with("--"))
+                    .unwrap_or_default();
+                env.clear();
+                stages.push(BuilderStage {
+                    from: Some(substitute(image, &args)),
+                    ..BuilderStage::default()
+                });
+            }
+            "ENV" => {
+                let Some(stage) = stages.last_mut() else {
+                    continue;
+                };
+                for (k, v) in env_pairs(&rest) {
+                    let v = substitute(&substitute(&v, &args), &env);
+                    if k == "MIX_ENV" {
+                        stage.mix_env = Some(v.clone());
+                    }
+                    env.insert(k, v);
+                }
+            }
+            "RUN" => {
+                let Some(stage) = stages.last_mut() else {
+                    continue;
+                };
+                let command = run_command(&rest);
+                let mut known = args.clone();
+                known.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                let command = substitute(&command, &known);
+                stage.packages.extend(apt_installs(&command));
+                for part in command.split("&&").flat_map(|p| p.split(';')) {
+                    let part = part.split_whitespace().collect::<Vec<_>>().join(" ");
+                    let first = part.split(' ').next().unwrap_or_default();
+                    if first == "mix" {
+                        stage.mix.push(part);
+                    } else if !part.is_empty()
+                        && !matches!(first, "apt-get" | "apt" | "rm" | "mkdir")
+                    {
+                        stage.other.push(part);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let releases = |s: &BuilderStage| s.mix.iter().any(|m| m.starts_with("mix release"));
+    let at = stages
+        .iter()
+        .position(releases)
+        .or_else(|| stages.iter().position(|s| !s.mix.is_empty()))?;
+    Some(stages.swap_remove(at))
+}
+
+/// A `RUN` instruction's command: BuildKit's `--mount=...` options left out, the exec form
+/// (`["mix", "compile"]`) as the words it runs.
+fn run_command(rest: &str) -> String {
+    let mut rest = rest.trim();
+    while rest.starts_with("--") {
+        rest = rest
+            .split_once(char::is_whitespace)
+            .map_or("", |(_, r)| r.trim_start());
+    }
+    match serde_json::from_str::<Vec<String>>(rest) {
+        Ok(words) => words.join(" "),
+        Err(_) => rest.to_string(),
+    }
+}
+
 /// The instructions of `text`: continuations (`\` at the end of a line) joined, comment and
 /// blank lines dropped.
 fn logical_lines(text: &str) -> Vec<String> {
@@ -271,6 +379,77 @@ fn copied_release(rest: &str) -> Option<String> {
     })
 }
 
+/// Builder stages in the shapes `mix phx.gen.release --docker` writes for Phoenix 1.6, 1.7 and
+/// 1.8 (written here from their documented steps, for the tests of the CI recipes).
+#[cfg(test)]
+pub(crate) mod shapes {
+    const HEAD: &str = r#"ARG ELIXIR_VERSION=1.17.3
+ARG OTP_VERSION=27.1.2
+ARG DEBIAN_VERSION=bookworm-20241016-slim
+
+ARG BUILDER_IMAGE="hexpm/elixir:${ELIXIR_VERSION}-erlang-${OTP_VERSION}-debian-${DEBIAN_VERSION}"
+ARG RUNNER_IMAGE="debian:${DEBIAN_VERSION}"
+
+FROM ${BUILDER_IMAGE} as builder
+
+# build tools
+RUN apt-get update -y && apt-get install -y build-essential git \
+    && apt-get clean && rm -f /var/lib/apt/lists/*_*
+
+WORKDIR /app
+
+# Hex and rebar
+RUN mix local.hex --force && \
+    mix local.rebar --force
+
+ENV MIX_ENV="prod"
+
+COPY mix.exs mix.lock ./
+RUN mix deps.get --only $MIX_ENV
+RUN mkdir config
+
+COPY config/config.exs config/${MIX_ENV}.exs config/
+RUN mix deps.compile
+"#;
+
+    const TAIL: &str = r#"
+COPY config/runtime.exs config/
+COPY rel rel
+RUN mix release
+
+FROM ${RUNNER_IMAGE}
+RUN apt-get update -y && apt-get install -y libstdc++6 openssl libncurses5 locales \
+  && apt-get clean && rm -f /var/lib/apt/lists/*_*
+WORKDIR "/app"
+ENV MIX_ENV="prod"
+COPY --from=builder --chown=nobody:root /app/_build/${MIX_ENV}/rel/shop ./
+USER nobody
+CMD ["/app/bin/server"]
+"#;
+
+    /// 1.6: priv, assets and the asset build before lib and `mix compile`.
+    pub fn v1_6() -> String {
+        format!(
+            "{HEAD}\nCOPY priv priv\nCOPY assets assets\n\n# compile assets\nRUN mix assets.deploy\n\nCOPY lib lib\nRUN mix compile\n{TAIL}"
+        )
+    }
+
+    /// 1.7: lib copied before assets, the asset build still before `mix compile`.
+    pub fn v1_7() -> String {
+        format!(
+            "{HEAD}\nCOPY priv priv\nCOPY lib lib\nCOPY assets assets\n\nRUN mix assets.deploy\n\nRUN mix compile\n{TAIL}"
+        )
+    }
+
+    /// 1.8: the asset tools installed after the dependencies, the asset build after `mix
+    /// compile` (colocated hooks need the compiled code).
+    pub fn v1_8() -> String {
+        format!(
+            "{HEAD}\nRUN mix assets.setup\n\nCOPY priv priv\nCOPY lib lib\n\nRUN mix compile\n\nCOPY assets assets\nRUN mix assets.deploy\n{TAIL}"
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,5 +555,58 @@ CMD ["/app/bin/server"]
         );
         assert_eq!(substitute("${X:-d}/$Y", &BTreeMap::new()), "d/$Y");
         assert_eq!(runner_stage(""), RunnerStage::default());
+    }
+
+    #[test]
+    fn reads_the_builder_stage_of_each_phoenix_shape() {
+        let head = [
+            "mix local.hex --force",
+            "mix local.rebar --force",
+            "mix deps.get --only prod",
+            "mix deps.compile",
+        ];
+        let cases = [
+            (shapes::v1_6(), vec!["mix assets.deploy", "mix compile"]),
+            (shapes::v1_7(), vec!["mix assets.deploy", "mix compile"]),
+            (
+                shapes::v1_8(),
+                vec!["mix assets.setup", "mix compile", "mix assets.deploy"],
+            ),
+        ];
+        for (text, middle) in cases {
+            let b = builder_stage(&text).unwrap();
+            let want: Vec<&str> = head
+                .iter()
+                .copied()
+                .chain(middle)
+                .chain(["mix release"])
+                .collect();
+            assert_eq!(b.mix, want, "{text}");
+            assert_eq!(b.mix_env.as_deref(), Some("prod"));
+            assert_eq!(b.packages, ["build-essential", "git"]);
+            assert!(b.other.is_empty(), "{:?}", b.other);
+            assert_eq!(
+                b.from.as_deref(),
+                Some("hexpm/elixir:1.17.3-erlang-27.1.2-debian-bookworm-20241016-slim")
+            );
+        }
+    }
+
+    #[test]
+    fn builder_stage_forms() {
+        // BuildKit mounts, the exec form, `;`, ENV from ARG, and the stage that releases
+        // chosen over an earlier one that only runs mix.
+        let b = builder_stage(
+            "ARG E=staging\nFROM elixir AS deps\nRUN mix deps.get\nFROM elixir AS build\nENV MIX_ENV=$E\nRUN --mount=type=cache,target=/root/.hex mix deps.get --only ${MIX_ENV}; mix compile\nRUN cd assets && npm ci\nRUN [\"mix\", \"release\"]\nFROM debian\n",
+        )
+        .unwrap();
+        assert_eq!(
+            b.mix,
+            ["mix deps.get --only staging", "mix compile", "mix release"]
+        );
+        assert_eq!(b.mix_env.as_deref(), Some("staging"));
+        assert_eq!(b.other, ["cd assets", "npm ci"]);
+        assert_eq!(builder_stage("FROM debian\nRUN echo hi\n"), None);
+        assert_eq!(builder_stage(""), None);
     }
 }

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::release::Release;
 
-use self::dockerfile::RunnerStage;
+use self::ci::Install;
+use self::dockerfile::{BuilderStage, RunnerStage};
 
 /// The project file's name (as the CLI reads it).
 pub const PROJECT_FILE: &str = "imgbuild.toml";
@@ -29,6 +30,8 @@ pub struct InitOptions {
     /// Replace files that exist.
     pub force: bool,
     pub ci: Option<Ci>,
+    /// How the CI job gets imgbuild.
+    pub install: Install,
 }
 
 /// What `init` found in the project.
@@ -44,9 +47,17 @@ pub struct Project {
     pub release: Option<Release>,
     /// The Dockerfile's runner stage, when there is a Dockerfile.
     pub runner: Option<RunnerStage>,
-    /// An `assets/` directory (a Phoenix project with esbuild/tailwind): CI runs
-    /// `mix assets.deploy` before `mix release`.
+    /// The Dockerfile's builder stage (the one that runs `mix release`), when there is one.
+    pub builder: Option<BuilderStage>,
+    /// An `assets/` directory (a Phoenix project with esbuild/tailwind). Without a Dockerfile,
+    /// CI builds the assets with the aliases below; an `assets/` they do not build is named.
     pub assets: bool,
+    /// mix.exs defines an `"assets.setup"` alias (Phoenix 1.7+: installs esbuild/tailwind).
+    pub assets_setup: bool,
+    /// mix.exs defines an `"assets.deploy"` alias (builds, minifies and digests the assets).
+    pub assets_deploy: bool,
+    /// A `mix.lock`: the project has dependencies to fetch (with Hex and rebar).
+    pub mix_lock: bool,
 }
 
 /// What `init` wrote, and what the user should know about the translation.
@@ -69,11 +80,13 @@ pub fn scan(dir: &Path) -> Result<Project> {
         }
         Err(e) => return Err(Error::io("read", &mix, e)),
     };
-    let runner = match std::fs::read_to_string(dir.join("Dockerfile")) {
-        Ok(t) => Some(dockerfile::runner_stage(&t)),
+    let docker = match std::fs::read_to_string(dir.join("Dockerfile")) {
+        Ok(t) => Some(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(Error::io("read", dir.join("Dockerfile"), e)),
     };
+    let runner = docker.as_deref().map(dockerfile::runner_stage);
+    let builder = docker.as_deref().and_then(dockerfile::builder_stage);
     let name = runner
         .as_ref()
         .and_then(|r| r.release_name.clone())
@@ -93,7 +106,11 @@ pub fn scan(dir: &Path) -> Result<Project> {
         version,
         release,
         runner,
+        builder,
         assets: dir.join("assets").is_dir(),
+        assets_setup: mix_alias(&text, "assets.setup"),
+        assets_deploy: mix_alias(&text, "assets.deploy"),
+        mix_lock: dir.join("mix.lock").is_file(),
     })
 }
 
@@ -103,7 +120,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Written> {
     let (toml, mut notes) = project_file(&project);
     let mut files = vec![(dir.join(PROJECT_FILE), toml)];
     if let Some(ci) = opts.ci {
-        let (path, text, ci_notes) = ci::workflow(ci, &project);
+        let (path, text, ci_notes) = ci::workflow(ci, &project, &opts.install);
         files.push((dir.join(path), text));
         notes.extend(ci_notes);
     }
@@ -322,6 +339,20 @@ fn first_release(mix: &str) -> Option<String> {
     (!name.is_empty() && rest[name.len()..].starts_with(':')).then_some(name)
 }
 
+/// Whether mix.exs defines the alias `name` (`"assets.deploy": [...]` in the aliases keyword
+/// list, or the tuple form `{"assets.deploy", ...}`); a mention in another alias's list (a
+/// `setup:` alias that runs `"assets.setup"`) or in a comment is not a definition.
+fn mix_alias(mix: &str, name: &str) -> bool {
+    let key = format!("\"{name}\":");
+    let tuple = format!("{{\"{name}\",");
+    mix.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .any(|l| {
+            let l: String = l.split_whitespace().collect();
+            l.contains(&key) || l.contains(&tuple)
+        })
+}
+
 /// `key: :atom` in mix.exs.
 fn mix_atom(mix: &str, key: &str) -> Option<String> {
     let pat = format!("{key}: :");
@@ -378,6 +409,29 @@ end
     }
 
     #[test]
+    fn reads_asset_aliases() {
+        let phoenix = r#"
+  defp aliases do
+    [
+      setup: ["deps.get", "assets.setup", "assets.build"],
+      # "assets.deploy": ["phx.digest"],
+      "assets.setup": ["tailwind.install --if-missing", "esbuild.install --if-missing"],
+      "assets.build": ["tailwind my_app", "esbuild my_app"]
+    ]
+  end
+"#;
+        assert!(mix_alias(phoenix, "assets.setup"));
+        assert!(mix_alias(phoenix, "assets.build"));
+        // Named in `setup:` and in a comment only.
+        assert!(!mix_alias(phoenix, "assets.deploy"));
+        assert!(mix_alias(
+            "[{\"assets.deploy\", [\"phx.digest\"]}]",
+            "assets.deploy"
+        ));
+        assert!(!mix_alias(MIX, "assets.setup"));
+    }
+
+    #[test]
     fn project_file_parses_and_translates() {
         let runner = dockerfile::runner_stage(
             "FROM debian:bookworm-20231009-slim\nRUN apt-get install -y libstdc++6 openssl locales\nENV LANG=en_US.UTF-8 MIX_ENV=prod ECTO_IPV6=true \"ODD KEY\"=x\nUSER nobody\nCMD [\"/app/bin/server\"]\n",
@@ -426,6 +480,7 @@ end
             &InitOptions {
                 force: false,
                 ci: Some(Ci::Github),
+                ..InitOptions::default()
             },
         )
         .unwrap_err();
@@ -437,6 +492,7 @@ end
             &InitOptions {
                 force: true,
                 ci: Some(Ci::Github),
+                ..InitOptions::default()
             },
         )
         .unwrap();

@@ -13,6 +13,7 @@ mod phoenix;
 mod platforms;
 mod push;
 mod rebase;
+mod recipes;
 mod runners;
 mod servers;
 mod signing;
@@ -1354,6 +1355,10 @@ fn main() {
         lab::trial(
             "hostile::unknown_manifest_media_type",
             hostile::test_unknown_manifest_media_type,
+        ),
+        lab::trial(
+            "recipes::gitlab_recipe_builds_the_assets_the_image_serves",
+            recipes::test_gitlab_recipe_builds_the_assets_the_image_serves,
         ),
     ];
     let conclusion = libtest_mimic::run(&args, tests);

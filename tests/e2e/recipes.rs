@@ -1,0 +1,365 @@
+//! The CI recipe `imgbuild init --ci gitlab` writes, run for real: a Mix project whose
+//! `assets.setup` and `assets.deploy` aliases stand in for Phoenix's (a "tool" installed into
+//! `_build`, then digested copies and a cache manifest in `priv/static`), the recipe's own
+//! shell lines run in order on this machine's Debian Elixir (imgbuild downloaded from a
+//! loopback HTTP server and checked against its sha256, as a runner would), and the image
+//! the recipe's build line makes serves the digested files from Docker.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha2::{Digest, Sha256};
+use yaml_rust2::{Yaml, YamlLoader};
+
+use crate::lab::{self, TestResult, fail, run};
+
+type Failed = libtest_mimic::Failed;
+
+const TOOLS: &[&str] = &[
+    "mix",
+    "python3",
+    "curl",
+    "sha256sum",
+    "dpkg",
+    "umoci",
+    "debootstrap",
+    "dockerd",
+    "docker",
+];
+
+const MIX_EXS: &str = r##"defmodule Shop.MixProject do
+  use Mix.Project
+
+  def project do
+    [
+      app: :shop,
+      version: "0.2.0",
+      elixir: "~> 1.14",
+      start_permanent: Mix.env() == :prod,
+      deps: [],
+      aliases: aliases(),
+      releases: [shop: [include_executables_for: [:unix]]]
+    ]
+  end
+
+  def application do
+    [mod: {Shop.Application, []}, extra_applications: [:logger, :inets]]
+  end
+
+  defp aliases do
+    [
+      setup: ["deps.get", "assets.setup"],
+      "assets.setup": &install_minifier/1,
+      "assets.deploy": &deploy/1
+    ]
+  end
+
+  # Stands in for `tailwind.install`/`esbuild.install`: the tool assets.deploy runs.
+  defp install_minifier(_args) do
+    File.mkdir_p!("_build/tools")
+    File.write!("_build/tools/minify", "strip comments\n")
+  end
+
+  # Stands in for `tailwind --minify` and `phx.digest`: a minified, digested copy of the
+  # stylesheet and the manifest that maps the logical name to it.
+  defp deploy(_args) do
+    File.exists?("_build/tools/minify") ||
+      Mix.raise("assets.deploy before assets.setup: no _build/tools/minify")
+
+    css = "assets/css/app.css" |> File.read!() |> String.replace(~r{/\*.*?\*/\n?}s, "")
+    digest = css |> :erlang.md5() |> Base.encode16(case: :lower)
+    name = "assets/app-#{digest}.css"
+    File.mkdir_p!("priv/static/assets")
+    File.write!(Path.join("priv/static", name), css)
+
+    File.write!(
+      "priv/static/cache_manifest.json",
+      ~s({"version":1,"latest":{"assets/app.css":"#{name}"}}\n)
+    )
+  end
+end
+"##;
+
+const APPLICATION_EX: &str = r#"defmodule Shop.Application do
+  @moduledoc false
+  use Application
+
+  @impl true
+  def start(_type, _args) do
+    port = String.to_integer(System.get_env("PORT", "4000"))
+    static = :shop |> Application.app_dir("priv/static") |> String.to_charlist()
+
+    {:ok, _pid} =
+      :inets.start(:httpd,
+        port: port,
+        server_name: ~c"shop",
+        server_root: ~c"/tmp",
+        document_root: static,
+        bind_address: :any,
+        modules: [:mod_alias, :mod_get],
+        mime_types: [{~c"css", ~c"text/css"}, {~c"json", ~c"application/json"}]
+      )
+
+    Supervisor.start_link([], strategy: :one_for_one, name: Shop.Supervisor)
+  end
+end
+"#;
+
+const APP_CSS: &str =
+    "/* the source's comment, which the minifier drops */\nbody { color: #c0ffee; }\n";
+
+fn write(path: &Path, text: &str) -> TestResult {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
+    }
+    std::fs::write(path, text).map_err(|e| fail(format!("write {}: {e}", path.display())))
+}
+
+/// `mix new shop --sup` in `dir`, then the fixture's mix.exs, endpoint and stylesheet.
+fn fixture_project(dir: &Path) -> Result<PathBuf, Failed> {
+    run(Command::new("mix")
+        .args(["new", "shop", "--sup"])
+        .current_dir(dir))?;
+    let project = dir.join("shop");
+    write(&project.join("mix.exs"), MIX_EXS)?;
+    write(&project.join("lib/shop/application.ex"), APPLICATION_EX)?;
+    write(&project.join("assets/css/app.css"), APP_CSS)?;
+    Ok(project)
+}
+
+fn yaml(path: &Path) -> Result<Yaml, Failed> {
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let mut docs = YamlLoader::load_from_str(&text)
+        .map_err(|e| fail(format!("{}: not valid YAML: {e}", path.display())))?;
+    if docs.len() != 1 {
+        return Err(fail(format!(
+            "{}: {} documents",
+            path.display(),
+            docs.len()
+        )));
+    }
+    Ok(docs.remove(0))
+}
+
+fn lines(y: &Yaml, what: &str) -> Result<Vec<String>, Failed> {
+    y.as_vec()
+        .ok_or_else(|| fail(format!("{what} is not a list: {y:?}")))?
+        .iter()
+        .map(|l| {
+            l.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| fail(format!("{what} holds a non-string: {l:?}")))
+        })
+        .collect()
+}
+
+/// A job's variables, as (name, value).
+type Variables = Vec<(String, String)>;
+
+/// The recipe as GitLab runs it: `.image`'s variables, its before_script, then `job`'s script.
+fn gitlab_recipe(project: &Path, job: &str) -> Result<(Variables, Vec<String>), Failed> {
+    let doc = yaml(&project.join(".gitlab-ci.yml"))?;
+    let template = &doc[".image"];
+    let vars = template["variables"]
+        .as_hash()
+        .ok_or_else(|| fail(format!(".image has no variables: {template:?}")))?
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
+        .collect();
+    let mut steps = lines(&template["before_script"], ".image.before_script")?;
+    steps.extend(lines(&doc[job]["script"], job)?);
+    Ok((vars, steps))
+}
+
+/// Run one line of the recipe with `sh -e` in the project, with the job's variables, the
+/// lab's imgbuild environment (its cache, no credentials; the real HOME for mix), and `bin`
+/// first on PATH, where the install line puts imgbuild.
+fn run_line(
+    project: &Path,
+    line: &str,
+    vars: &[(String, String)],
+    bin: &Path,
+) -> Result<Output, Failed> {
+    let mut sh = Command::new("sh");
+    sh.arg("-ec").arg(line).current_dir(project);
+    let lab_env = lab::imgbuild();
+    for (k, v) in lab_env.get_envs() {
+        if k == "HOME" {
+            continue;
+        }
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![bin.to_path_buf()];
+    paths.extend(std::env::split_paths(&path));
+    sh.env(
+        "PATH",
+        std::env::join_paths(paths).map_err(|e| fail(e.to_string()))?,
+    )
+    .env("IMGBUILD_INSTALL_DIR", bin)
+    .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    .env("CI_REGISTRY_IMAGE", "imgbuild-e2e/shop")
+    .env("CI_MERGE_REQUEST_IID", "7");
+    sh.stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| fail(format!("run sh -ec {line:?}: {e}")))
+}
+
+fn init(project: &Path, url: &str, sha256: &str) -> TestResult {
+    run(lab::imgbuild()
+        .args(["init", "--ci", "gitlab", "--force", "--imgbuild-url", url])
+        .args(["--imgbuild-sha256", sha256])
+        .current_dir(project))?;
+    Ok(())
+}
+
+pub fn test_gitlab_recipe_builds_the_assets_the_image_serves() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let dir = lab::scratch_dir("recipe");
+    let project = fixture_project(&dir)?;
+
+    // imgbuild as a release download: served over loopback HTTP, checked by its sha256.
+    let downloads = dir.join("downloads");
+    std::fs::create_dir_all(&downloads).map_err(|e| fail(e.to_string()))?;
+    let binary = downloads.join("imgbuild-linux-amd64");
+    std::fs::copy(env!("CARGO_BIN_EXE_imgbuild"), &binary).map_err(|e| fail(e.to_string()))?;
+    let bytes = std::fs::read(&binary).map_err(|e| fail(e.to_string()))?;
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let port = lab::free_port();
+    lab::spawn(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(&downloads),
+        &dir.join("http.log"),
+    )?;
+    lab::wait_for_port(port, "python3 -m http.server")?;
+    let url = format!("http://127.0.0.1:{port}/imgbuild-linux-amd64");
+
+    let install_line = |steps: &[String]| -> Result<String, Failed> {
+        steps
+            .iter()
+            .find(|l| l.contains("sha256sum -c"))
+            .cloned()
+            .ok_or_else(|| fail(format!("no install step checks a sha256: {steps:?}")))
+    };
+
+    // A wrong checksum: the install line fails, says why, and installs nothing.
+    init(&project, &url, &"0".repeat(64))?;
+    let (vars, steps) = gitlab_recipe(&project, "image:build")?;
+    let bad_bin = dir.join("bad-bin");
+    let out = run_line(&project, &install_line(&steps)?, &vars, &bad_bin)?;
+    let err = lab::stderr(&out);
+    assert!(!out.status.success(), "a wrong sha256 installed: {err}");
+    assert!(err.contains("does not have the sha256"), "{err}");
+    assert!(!bad_bin.join("imgbuild").exists());
+
+    // The right one: the recipe, line by line.
+    init(&project, &url, &sha256)?;
+    let (vars, steps) = gitlab_recipe(&project, "image:build")?;
+    assert!(
+        steps.iter().all(|l| !l.contains("cargo")),
+        "the recipe uses cargo: {steps:?}"
+    );
+    let mix: Vec<&str> = steps
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.starts_with("mix "))
+        .collect();
+    // No Dockerfile: Phoenix 1.8's order with the project's aliases; no mix.lock, no Hex.
+    assert_eq!(
+        mix,
+        [
+            "mix deps.get --only prod",
+            "mix deps.compile",
+            "mix assets.setup",
+            "mix compile",
+            "mix assets.deploy",
+            "mix release --overwrite",
+        ]
+    );
+    assert!(
+        vars.contains(&("MIX_ENV".to_string(), "prod".to_string())),
+        "{vars:?}"
+    );
+    // The image is built onto the test's base: the one setting a user edits for that.
+    let toml_path = project.join("imgbuild.toml");
+    let toml = std::fs::read_to_string(&toml_path).map_err(|e| fail(e.to_string()))?;
+    let base = format!("oci:{}:bookworm", lab::base_layout()?.display());
+    let toml = toml.replace(
+        "from = \"debian:bookworm-slim\"",
+        &format!("from = \"{base}\""),
+    );
+    assert!(toml.contains(&base), "{toml}");
+    std::fs::write(&toml_path, toml).map_err(|e| fail(e.to_string()))?;
+
+    let bin = dir.join("bin");
+    for line in &steps {
+        let out = run_line(&project, line, &vars, &bin)?;
+        if !out.status.success() {
+            return Err(fail(format!(
+                "the recipe's line failed ({}):\n{line}\nstdout: {}\nstderr: {}",
+                out.status,
+                lab::stdout(&out),
+                lab::stderr(&out)
+            )));
+        }
+    }
+    let installed = std::fs::read(bin.join("imgbuild")).map_err(|e| fail(e.to_string()))?;
+    assert!(
+        installed == bytes,
+        "the installed imgbuild is not the one served"
+    );
+
+    // The release carries the digested files; the image serves them.
+    let static_dir = project.join("_build/prod/rel/shop/lib/shop-0.2.0/priv/static");
+    let manifest =
+        std::fs::read_to_string(static_dir.join("cache_manifest.json")).map_err(|e| {
+            fail(format!(
+                "the release has no cache manifest (assets.deploy did not run before mix release?): {e}"
+            ))
+        })?;
+    let manifest_json: serde_json::Value =
+        serde_json::from_str(&manifest).map_err(|e| fail(e.to_string()))?;
+    let digested = manifest_json["latest"]["assets/app.css"]
+        .as_str()
+        .ok_or_else(|| fail(format!("no assets/app.css in {manifest}")))?
+        .to_string();
+    let minified = "body { color: #c0ffee; }\n";
+    assert!(
+        digested.starts_with("assets/app-") && digested.ends_with(".css") && digested.len() == 47,
+        "{digested}"
+    );
+    let tar = project.join("_build/shop-image.tar");
+    let docker = lab::docker()?;
+    let out = run(docker.cmd().arg("load").arg("-i").arg(&tar))?;
+    assert!(
+        lab::stdout(&out).contains("imgbuild-e2e/shop:mr-7"),
+        "{}",
+        lab::stdout(&out)
+    );
+    let (status, body) =
+        lab::run_and_get_path(&docker, "imgbuild-e2e/shop:mr-7", &format!("/{digested}"))?;
+    assert!(status.contains("200"), "{status} {body}");
+    assert_eq!(body, minified);
+    let (status, body) =
+        lab::run_and_get_path(&docker, "imgbuild-e2e/shop:mr-7", "/cache_manifest.json")?;
+    assert!(status.contains("200"), "{status} {body}");
+    assert_eq!(body, manifest);
+    let _ = docker
+        .cmd()
+        .args(["rmi", "imgbuild-e2e/shop:mr-7"])
+        .output();
+    Ok(())
+}
