@@ -153,6 +153,19 @@ const DEVELOPMENT: &[&str] = &[
     "yielding_c_fun",
 ];
 
+/// Erlang/OTP's applications with native code under `priv/` (OTP 25), so that one missing from
+/// the OTP image is not taken for a dependency's NIF. Such an application's native code stays
+/// refused when missing, development tool (wx) or not: the project put it in the release.
+const OTP_NATIVE_APPS: &[&str] = &[
+    "asn1",
+    "crypto",
+    "megaco",
+    "odbc",
+    "os_mon",
+    "runtime_tools",
+    "wx",
+];
+
 /// The role of `rel` (release-relative) when it is a program of ERTS's `bin/`, else `None`.
 fn erts_role(rel: &str) -> Option<Role> {
     let parts: Vec<&str> = rel.split('/').collect();
@@ -277,6 +290,14 @@ fn choose(
         if let Some((app, vsn)) = app_of(&n.rel) {
             let have = scan.apps.get(&(root.clone(), app.clone()));
             match have {
+                None if OTP_NATIVE_APPS.contains(&app.as_str()) => {
+                    refused.push(format!(
+                        "{}: native code of Erlang/OTP's {app}, which {what} does not hold: add {app} to that image (Debian's package erlang-{}) or leave {app} out of the release",
+                        n.rel,
+                        app.replace('_', "-")
+                    ));
+                    continue;
+                }
                 None => {
                     refused.push(format!(
                         "{}: native code of {app}, which {what} does not hold: it is not part of Erlang/OTP (a dependency's NIF)",
@@ -793,7 +814,10 @@ mod tests {
             "{err}"
         );
         // An OTP application's native code the image lacks stays refused, even wx's.
-        assert!(err.contains("lib/wx-2.2.1/priv/wxe_driver.so"), "{err}");
+        assert!(
+            err.contains("lib/wx-2.2.1/priv/wxe_driver.so: native code of Erlang/OTP's wx, which oci:otp does not hold: add wx to that image (Debian's package erlang-wx)"),
+            "{err}"
+        );
         assert!(err.contains("--release linux/arm64=DIR"), "{err}");
         // A development tool is not among the refusals.
         assert!(!err.contains("ct_run"), "{err}");
