@@ -367,6 +367,7 @@ async fn build_platform(
                             t.report.from,
                             t.report.otp_root
                         ));
+                        warnings.extend(t.warning(p));
                         transplanted = Some(t);
                     }
                     None if req.platforms.len() > 1 => {

@@ -1166,6 +1166,10 @@ fn main() {
             platforms::test_transplant_refusals,
         ),
         lab::trial(
+            "platforms::transplant_leaves_out_dev_tools",
+            platforms::test_transplant_leaves_out_dev_tools,
+        ),
+        lab::trial(
             "signing::sign_on_push_and_verify_both_ways",
             signing::test_sign_on_push_and_verify_both_ways,
         ),

@@ -679,6 +679,147 @@ pub fn test_transplant_refusals() -> TestResult {
     Ok(())
 }
 
+/// A release built with a full Erlang/OTP (Phoenix's builder image, a Debian host with rebar3):
+/// its ERTS's `bin/` holds `ct_run`, `dialyzer` and `typer`. Built for amd64 and arm64 with the
+/// transplant from Debian's arm64 `erlang-base` and `erlang-crypto`, which have `typer` but no
+/// `ct_run` and no `dialyzer`: the build passes (its start-up check included); those two are
+/// left out of the arm64 image, named in a warning and in `--json`'s `transplant.left_out`;
+/// typer is transplanted; the amd64 image keeps all three. Nothing is run, so no emulator.
+pub fn test_transplant_leaves_out_dev_tools() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let rel = lab::release()?;
+    let base = format!("oci:{}:multi", multi_base()?.display());
+    let otp = format!("oci:{}:otp", otp_layout("good", None)?.display());
+    let dir = lab::scratch_dir("platforms-dev-tools");
+    let full = dir.join("full-otp");
+    run(Command::new("cp").arg("-a").arg(&rel).arg(&full))?;
+    let erts = std::fs::read_dir(&full)
+        .map_err(|e| fail(e.to_string()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("erts-"))
+        .ok_or_else(|| fail(format!("{}: no erts-* directory", full.display())))?;
+    // What the fixture's OTP holds decides what is left out: make sure it is what this test
+    // is about, whatever Erlang packages the host has.
+    let otp_bin = lab::workdir().join("otp-arm64-good/root/usr/lib/erlang");
+    let has = |tool: &str| {
+        otp_bin.join(&erts).join("bin").join(tool).exists()
+            || otp_bin.join("bin").join(tool).exists()
+    };
+    if !has("typer") || has("ct_run") || has("dialyzer") {
+        return Err(fail(format!(
+            "{}: expected typer and neither ct_run nor dialyzer (Debian's erlang-base and erlang-crypto)",
+            otp_bin.display()
+        )));
+    }
+    // The host's own builds of the tools when it has them (a host with rebar3 gave the
+    // release them already), else any small x86-64 program under their names: the transplant
+    // looks only at a file's place and ELF machine.
+    let bin = full.join(&erts).join("bin");
+    for tool in ["ct_run", "dialyzer", "typer"] {
+        let host = Path::new("/usr/lib/erlang")
+            .join(&erts)
+            .join("bin")
+            .join(tool);
+        if !bin.join(tool).exists() {
+            let from = if host.is_file() {
+                host
+            } else {
+                PathBuf::from("/bin/true")
+            };
+            std::fs::copy(&from, bin.join(tool)).map_err(|e| fail(e.to_string()))?;
+        }
+    }
+    let tar = dir.join("multi.tar");
+    let out = run(lab::imgbuild()
+        .args(["build", "--json"])
+        .arg(&full)
+        .args([
+            "--from",
+            &base,
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--otp-from",
+            &otp,
+            "-t",
+            "multi/full-otp:1",
+            "-o",
+        ])
+        .arg(&tar))?;
+    let report = json_of(&out)?;
+    let err = lab::stderr(&out);
+    let (amd, arm) = (&report["platforms"][0], &report["platforms"][1]);
+    assert_eq!(arm["platform"], "linux/arm64", "{report}");
+    let left_out = [format!("{erts}/bin/ct_run"), format!("{erts}/bin/dialyzer")];
+    assert_eq!(
+        arm["transplant"]["left_out"],
+        serde_json::json!(left_out),
+        "{}",
+        arm["transplant"]
+    );
+    let files: Vec<&str> = arm["transplant"]["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        files.contains(&format!("{erts}/bin/typer").as_str()),
+        "{files:?}"
+    );
+    assert!(amd.get("transplant").is_none(), "{amd}");
+    // The warning names the platform and the files, on stderr and in both reports.
+    let warning = format!(
+        "left out of the release for linux/arm64: {}",
+        left_out.join(", ")
+    );
+    assert!(err.contains(&warning), "{err}");
+    for warnings in [&arm["warnings"], &report["warnings"]] {
+        let named = warnings
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .any(|w| w.starts_with(&warning) && w.contains("development tools"));
+        assert!(named, "{warnings}");
+    }
+    assert!(
+        !amd["warnings"].to_string().contains("left out"),
+        "{}",
+        amd["warnings"]
+    );
+    // The arm64 image has no ct_run and no dialyzer, and an AArch64 typer; the amd64 image
+    // keeps the three, x86-64.
+    let tools = |image: &Value| -> Result<Vec<(String, u16)>, Failed> {
+        let d = layer(image, "erts")["digest"].as_str().unwrap_or("?");
+        Ok(elf_files(&tar, d)?
+            .into_iter()
+            .filter_map(|(p, m)| {
+                let name = p.rsplit('/').next().unwrap_or_default().to_string();
+                ["ct_run", "dialyzer", "typer"]
+                    .contains(&name.as_str())
+                    .then_some((name, m))
+            })
+            .collect())
+    };
+    let mut on_arm = tools(arm)?;
+    on_arm.sort();
+    assert_eq!(on_arm, [("typer".to_string(), EM_AARCH64)]);
+    let mut on_amd = tools(amd)?;
+    on_amd.sort();
+    assert_eq!(
+        on_amd,
+        [
+            ("ct_run".to_string(), EM_X86_64),
+            ("dialyzer".to_string(), EM_X86_64),
+            ("typer".to_string(), EM_X86_64)
+        ]
+    );
+    Ok(())
+}
+
 /// The transplanted arm64 image runs under QEMU user emulation (binfmt_misc with
 /// qemu-user-static): podman takes the arm64 image from the multi-platform tarball and the
 /// release answers HTTP, as uid 65534 with UTF-8. (OTP 25's JIT needs `+JPperf true` under
