@@ -506,6 +506,11 @@ async fn build_one(
     settings
         .annotations
         .insert(SBOM_ANNOTATION.to_string(), sbom_digest.to_string());
+    if !seen.requested.is_empty() {
+        settings
+            .labels
+            .insert(REQUESTED_LABEL.to_string(), seen.requested.join(","));
+    }
 
     let mut around = layers::release_layers(
         plans,
@@ -711,6 +716,19 @@ pub(crate) fn sbom_layer_plan(release: &Release, source: PathBuf, size: u64) -> 
     }
 }
 
+/// The config label that records the runtime packages a build asked for (`--package`, with
+/// `auto` replaced by what the check chose), comma-separated and sorted: what `rebase` asks
+/// for again. The packages installed (with their dependencies) are in the SBOM.
+pub(crate) const REQUESTED_LABEL: &str = "dev.imgbuild.packages.requested";
+
+/// The names of a request as the lock and the label keep them: sorted, each once.
+pub(crate) fn requested_names(packages: &[String]) -> Vec<String> {
+    let mut names = packages.to_vec();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// What reading the base told: the check's report, the Debian packages, os-release.
 struct Seen {
     check: Option<CheckReport>,
@@ -723,6 +741,8 @@ struct Seen {
     locked: Vec<crate::apt::Locked>,
     /// Pins resolved afresh, for the lock file once the build has succeeded.
     new_lock: Option<crate::apt::LockFile>,
+    /// The package names asked for (see [`REQUESTED_LABEL`]).
+    requested: Vec<String>,
     /// Where the base's summary came from (see [`BaseReport::summary`]).
     summary: &'static str,
 }
@@ -1160,6 +1180,7 @@ async fn inspect_image(
         packages,
         locked,
         new_lock,
+        requested: requested_names(&packages_req.packages),
         summary: summary_from,
     })
 }

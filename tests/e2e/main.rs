@@ -1233,6 +1233,10 @@ fn main() {
             rebase::test_rebase_finds_the_base_by_its_layers,
         ),
         lab::trial(
+            "rebase::in_the_project_directory",
+            rebase::test_rebase_in_the_project_directory,
+        ),
+        lab::trial(
             "apt::ca_certificates_bundle",
             apt::test_ca_certificates_bundle,
         ),
