@@ -473,6 +473,8 @@ async fn build_one(
     let packages_count = plans.len();
 
     // The SBOM goes into the image as its own small layer, and beside it as an attachment.
+    let mix_lock = crate::release::mix_lock::beside(&release.root);
+    let otp = crate::release::otp::otp_release(&release);
     let sbom_bytes = sbom::document(&SbomInput {
         release: &release,
         base_name: &base.origin.name,
@@ -481,6 +483,8 @@ async fn build_one(
         debs: &seen.debs,
         os: seen.os.clone(),
         epoch: req.settings.epoch,
+        mix_lock: mix_lock.as_deref(),
+        otp: otp.as_ref(),
     })?;
     let sbom_digest = cache.put_bytes(&sbom_bytes)?;
     let sbom_blob = Blob::new(
@@ -594,7 +598,7 @@ async fn build_one(
                 .iter()
                 .map(|a| (a.name.clone(), a.version.clone()))
                 .collect(),
-            mix_lock: crate::sign::provenance::mix_lock_beside(&release.root),
+            mix_lock: mix_lock.clone().unwrap_or_default(),
             parameters: parameters(req),
             epoch: req.settings.epoch,
         },

@@ -568,6 +568,9 @@ async fn rebase_image(
         debs: &debs,
         os,
         epoch,
+        // The project is not at hand: Hex packages by their applications' names.
+        mix_lock: None,
+        otp: crate::release::otp::otp_release(&own.release).as_ref(),
     })?;
     let sbom_digest = cache.put_bytes(&sbom_bytes)?;
     let sbom_at = FileRange {

@@ -13,6 +13,7 @@ mod phoenix;
 mod platforms;
 mod push;
 mod rebase;
+mod sbom;
 mod servers;
 mod signing;
 
@@ -1235,6 +1236,10 @@ fn main() {
         lab::trial(
             "rebase::in_the_project_directory",
             rebase::test_rebase_in_the_project_directory,
+        ),
+        lab::trial(
+            "sbom::identifiers_scanners_match",
+            sbom::test_sbom_identifiers_scanners_match,
         ),
         lab::trial(
             "apt::ca_certificates_bundle",
