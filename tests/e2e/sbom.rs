@@ -114,7 +114,7 @@ pub fn test_sbom_identifiers_scanners_match() -> TestResult {
     let rel = project_with_lock(&dir)?;
     let base = lab::base_layout()?;
     let tar = dir.join("img.tar");
-    let out = run(lab::imgbuild()
+    run(lab::imgbuild()
         .current_dir(&dir)
         .env("IMGBUILD_CACHE", dir.join("cache"))
         .arg("build")
@@ -125,7 +125,6 @@ pub fn test_sbom_identifiers_scanners_match() -> TestResult {
         .arg(dir.join("sbom.json"))
         .arg("-o")
         .arg(&tar))?;
-    let _ = out;
     let bytes = sbom_from_image(&tar, &dir)?;
     assert_eq!(
         bytes,
