@@ -227,13 +227,14 @@ pub fn named_base(image: &Image) -> (Option<String>, Option<String>) {
 /// `old`'s own layers (from `own_from` on) replaced by `own` (the kept release layers, and a
 /// new packages and SBOM layer) on `base`: the config is `old`'s, with the new base's layers
 /// and history below, its environment under `old`'s (a variable the new base adds is kept),
-/// and the labels and annotations naming the new base. `own_history` gives each own layer's
-/// history entry.
+/// and the labels and annotations naming the new base (`extra_labels` added to the labels).
+/// `own_history` gives each own layer's history entry.
 pub fn rebase(
     old: &Image,
     base: &Image,
     own: Vec<Layer>,
     own_history: &[String],
+    extra_labels: &BTreeMap<String, String>,
     mut annotations: BTreeMap<String, String>,
     attachments: Vec<Attachment>,
 ) -> Result<Image> {
@@ -250,6 +251,7 @@ pub fn rebase(
             None => map.remove(BASE_DIGEST),
         };
     }
+    labels.extend(extra_labels.clone());
     c.set_labels(Some(labels.into_iter().collect()));
     config.set_config(Some(c));
     let mut diff_ids = base.config.rootfs().diff_ids().clone();

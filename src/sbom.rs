@@ -1,7 +1,10 @@
 //! What is inside the image, as an SPDX 2.3 JSON document: the release, its ERTS and every
-//! OTP/Elixir application with its version (from the release's `.rel` file), and the Debian
-//! packages of the base and of any package layer (dpkg's `status` and distroless-style
-//! `status.d/`). Deterministic: the same inputs give the same bytes.
+//! application with its version (from the release's `.rel` file), and the Debian packages of
+//! the base and of any package layer (dpkg's `status` and distroless-style `status.d/`).
+//! Each carries the identifiers scanners match advisories by: Debian packages `pkg:deb`,
+//! Hex packages `pkg:hex` (by mix.lock's package names when the project is at hand), Erlang/OTP
+//! and Elixir a CPE and a purl, their applications and ERTS `pkg:otp` (as Erlang/OTP's own
+//! advisories name them). Deterministic: the same inputs give the same bytes.
 
 use serde_json::{Value, json};
 
@@ -9,7 +12,8 @@ use crate::apt::index;
 use crate::error::Result;
 use crate::fs::RootFs;
 use crate::oci::document::{canonical_json, rfc3339};
-use crate::release::Release;
+use crate::release::otp::{self, OtpRelease};
+use crate::release::{Release, mix_lock};
 
 /// Where the SBOM lives inside the image (the directory apko/Wolfi use, which scanners read).
 pub const SBOM_DIR: &str = "var/lib/db/sbom";
@@ -115,6 +119,36 @@ fn package(id: &str, name: &str, version: &str, purpose: &str) -> Value {
     })
 }
 
+/// A package URL, as SPDX 2.3 refers to one.
+fn purl(locator: &str) -> Value {
+    json!({
+        "referenceCategory": "PACKAGE-MANAGER",
+        "referenceType": "purl",
+        "referenceLocator": locator,
+    })
+}
+
+/// A CPE 2.3 name, the identifier NVD's advisories (and the scanners matching them) use.
+fn cpe(name: &str) -> Value {
+    json!({
+        "referenceCategory": "SECURITY",
+        "referenceType": "cpe23Type",
+        "referenceLocator": name,
+    })
+}
+
+/// A version as a CPE 2.3 component: what is not a letter, digit, `.`, `-` or `_` escaped.
+fn cpe_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if !(c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 pub struct SbomInput<'a> {
     pub release: &'a Release,
     pub base_name: &'a str,
@@ -123,6 +157,12 @@ pub struct SbomInput<'a> {
     pub debs: &'a [DebPackage],
     pub os: Option<(String, String)>,
     pub epoch: u64,
+    /// mix.lock's entries, when the project is at hand: which application is which Hex
+    /// package (or Git dependency). Without it, an application that is neither Erlang/OTP's
+    /// nor Elixir's nor the release's own is taken for a Hex package of its name.
+    pub mix_lock: Option<&'a [mix_lock::Dep]>,
+    /// The OTP release of the release's ERTS and OTP applications.
+    pub otp: Option<&'a OtpRelease>,
 }
 
 /// The SPDX 2.3 document, as canonical JSON bytes.
@@ -140,19 +180,96 @@ pub fn document(input: &SbomInput) -> Result<Vec<u8>> {
             "spdxElementId": from, "relationshipType": "CONTAINS", "relatedSpdxElement": to,
         }));
     };
+    // Erlang/OTP and Elixir, each with the identifiers their advisories use; the applications
+    // they ship are theirs, the others the project's (Hex packages, Git or path dependencies).
+    let otp_id = "SPDXRef-runtime-erlang-otp";
+    if let Some(otp) = input.otp {
+        let mut p = package(otp_id, "Erlang/OTP", &otp.version, "FRAMEWORK");
+        let mut refs = vec![cpe(&format!(
+            "cpe:2.3:a:erlang:erlang\\/otp:{}:*:*:*:*:*:*:*",
+            cpe_escape(&otp.version)
+        ))];
+        if otp.exact {
+            refs.push(purl(&format!("pkg:github/erlang/otp@OTP-{}", otp.version)));
+        } else {
+            p["comment"] = json!(format!(
+                "OTP {} by the ERTS version {}; the patch release is not known (each OTP application carries its own version)",
+                otp.version, r.erts_version
+            ));
+        }
+        p["externalRefs"] = json!(refs);
+        packages.push(p);
+        contains(&mut relationships, &release_id, otp_id);
+    }
+    let otp_parent = if input.otp.is_some() {
+        otp_id
+    } else {
+        release_id.as_str()
+    };
     if r.includes_erts {
         let id = spdx_id("erts", &r.erts_version);
-        packages.push(package(&id, "erts", &r.erts_version, "FRAMEWORK"));
-        contains(&mut relationships, &release_id, &id);
+        let mut p = package(&id, "erts", &r.erts_version, "FRAMEWORK");
+        p["externalRefs"] = json!([purl(&format!("pkg:otp/erts@{}", r.erts_version))]);
+        packages.push(p);
+        contains(&mut relationships, otp_parent, &id);
+    }
+    let elixir_id = "SPDXRef-runtime-elixir";
+    let elixir = r.applications.iter().find(|a| a.name == "elixir");
+    if let Some(ex) = elixir {
+        let mut p = package(elixir_id, "Elixir", &ex.version, "FRAMEWORK");
+        p["externalRefs"] = json!([
+            cpe(&format!(
+                "cpe:2.3:a:elixir-lang:elixir:{}:*:*:*:*:*:*:*",
+                cpe_escape(&ex.version)
+            )),
+            purl(&format!("pkg:github/elixir-lang/elixir@v{}", ex.version)),
+        ]);
+        packages.push(p);
+        contains(&mut relationships, &release_id, elixir_id);
     }
     for app in &r.applications {
         let id = spdx_id("otp-app", &app.name);
         let mut p = package(&id, &app.name, &app.version, "LIBRARY");
-        if app.name != r.name {
-            p["comment"] = json!("an OTP or Elixir application of the release");
+        let otp_purl = || purl(&format!("pkg:otp/{}@{}", app.name, app.version));
+        let (parent, comment, reference) = if app.name == r.name {
+            (release_id.as_str(), None, otp_purl())
+        } else if otp::is_otp_app(&app.name) {
+            (otp_parent, Some("an application of Erlang/OTP"), otp_purl())
+        } else if otp::is_elixir_app(&app.name) && elixir.is_some() {
+            (elixir_id, Some("an application of Elixir"), otp_purl())
+        } else {
+            match input.mix_lock {
+                Some(lock) => match lock.iter().find(|d| d.app == app.name) {
+                    Some(dep) => {
+                        let what = match dep.source {
+                            mix_lock::Source::Hex { .. } => "a Hex package (mix.lock)",
+                            mix_lock::Source::Git { .. } => "a Git dependency (mix.lock)",
+                        };
+                        (release_id.as_str(), Some(what), purl(&dep.purl()))
+                    }
+                    None => (
+                        release_id.as_str(),
+                        Some(
+                            "an application of the project (a path or umbrella dependency: not in mix.lock)",
+                        ),
+                        otp_purl(),
+                    ),
+                },
+                None => (
+                    release_id.as_str(),
+                    Some(
+                        "a Hex package by its application's name (no mix.lock beside the release)",
+                    ),
+                    purl(&format!("pkg:hex/{}@{}", app.name, app.version)),
+                ),
+            }
+        };
+        if let Some(c) = comment {
+            p["comment"] = json!(c);
         }
+        p["externalRefs"] = json!([reference]);
         packages.push(p);
-        contains(&mut relationships, &release_id, &id);
+        contains(&mut relationships, parent, &id);
     }
     let base_id = spdx_id("base", input.base_name);
     let mut base = package(
@@ -174,11 +291,12 @@ pub fn document(input: &SbomInput) -> Result<Vec<u8>> {
     for d in input.debs {
         let id = spdx_id("deb", &format!("{}-{}", d.name, d.architecture));
         let mut p = package(&id, &d.name, &d.version, "LIBRARY");
-        p["externalRefs"] = json!([{
-            "referenceCategory": "PACKAGE-MANAGER",
-            "referenceType": "purl",
-            "referenceLocator": format!("pkg:deb/debian/{}@{}?arch={}{distro}", d.name, purl_escape(&d.version), d.architecture),
-        }]);
+        p["externalRefs"] = json!([purl(&format!(
+            "pkg:deb/debian/{}@{}?arch={}{distro}",
+            d.name,
+            purl_escape(&d.version),
+            d.architecture
+        ))]);
         if let Some(src) = &d.source {
             p["sourceInfo"] = json!(format!("built from Debian source package {src}"));
         }
@@ -275,6 +393,106 @@ mod tests {
             .unwrap();
         let names: Vec<String> = debian_packages(&fs).into_iter().map(|p| p.name).collect();
         assert_eq!(names, ["libc6", "tzdata"]);
+    }
+
+    fn refs(doc: &Value, name: &str) -> Vec<String> {
+        doc["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            // The application, not the release of the same name.
+            .rfind(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing"))["externalRefs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["referenceLocator"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn release() -> Release {
+        let mut r = Release::for_tests("shop", "0.2.0");
+        r.erts_version = "13.1.5".into();
+        for (n, v) in [
+            ("kernel", "8.5.3"),
+            ("ssl", "10.8.7"),
+            ("elixir", "1.14.0"),
+            ("logger", "1.14.0"),
+            ("my_json", "1.4.1"),
+            ("shop", "0.2.0"),
+        ] {
+            r.applications.push(crate::release::AppVersion {
+                name: n.into(),
+                version: v.into(),
+            });
+        }
+        r
+    }
+
+    fn doc(mix_lock: Option<&[mix_lock::Dep]>, otp: &OtpRelease) -> Value {
+        let r = release();
+        let bytes = document(&SbomInput {
+            release: &r,
+            base_name: "debian:bookworm-slim",
+            base_digest: None,
+            architecture: "amd64",
+            debs: &[],
+            os: None,
+            epoch: 0,
+            mix_lock,
+            otp: Some(otp),
+        })
+        .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn identifiers_scanners_match() {
+        let lock = mix_lock::parse(&format!(
+            "%{{\"my_json\": {{:hex, :jason, \"1.4.1\", \"{s}\", [:mix], [], \"hexpm\", \"{s}\"}}}}",
+            s = "c".repeat(64)
+        ));
+        let exact = OtpRelease {
+            version: "25.2.3".into(),
+            exact: true,
+        };
+        let d = doc(Some(&lock), &exact);
+        assert_eq!(
+            refs(&d, "Erlang/OTP"),
+            [
+                "cpe:2.3:a:erlang:erlang\\/otp:25.2.3:*:*:*:*:*:*:*",
+                "pkg:github/erlang/otp@OTP-25.2.3"
+            ]
+        );
+        assert_eq!(refs(&d, "erts"), ["pkg:otp/erts@13.1.5"]);
+        assert_eq!(refs(&d, "ssl"), ["pkg:otp/ssl@10.8.7"]);
+        assert_eq!(
+            refs(&d, "Elixir"),
+            [
+                "cpe:2.3:a:elixir-lang:elixir:1.14.0:*:*:*:*:*:*:*",
+                "pkg:github/elixir-lang/elixir@v1.14.0"
+            ]
+        );
+        assert_eq!(refs(&d, "logger"), ["pkg:otp/logger@1.14.0"]);
+        // The Hex package's name from mix.lock, not the application's.
+        assert_eq!(refs(&d, "my_json"), ["pkg:hex/jason@1.4.1"]);
+        assert_eq!(refs(&d, "shop"), ["pkg:otp/shop@0.2.0"]);
+        // ssl is Erlang/OTP's; logger Elixir's.
+        let rels = d["relationships"].to_string();
+        assert!(rels.contains(r#""relatedSpdxElement":"SPDXRef-otp-app-ssl","relationshipType":"CONTAINS","spdxElementId":"SPDXRef-runtime-erlang-otp""#), "{rels}");
+        assert!(rels.contains(r#""relatedSpdxElement":"SPDXRef-otp-app-logger","relationshipType":"CONTAINS","spdxElementId":"SPDXRef-runtime-elixir""#), "{rels}");
+
+        // No mix.lock at hand, and only the OTP major release known.
+        let major = OtpRelease {
+            version: "25".into(),
+            exact: false,
+        };
+        let d = doc(None, &major);
+        assert_eq!(refs(&d, "my_json"), ["pkg:hex/my_json@1.4.1"]);
+        assert_eq!(
+            refs(&d, "Erlang/OTP"),
+            ["cpe:2.3:a:erlang:erlang\\/otp:25:*:*:*:*:*:*:*"]
+        );
     }
 
     #[test]

@@ -474,6 +474,8 @@ async fn build_one(
     let packages_count = plans.len();
 
     // The SBOM goes into the image as its own small layer, and beside it as an attachment.
+    let mix_lock = crate::release::mix_lock::beside(&release.root);
+    let otp = crate::release::otp::otp_release(&release);
     let sbom_bytes = sbom::document(&SbomInput {
         release: &release,
         base_name: &base.origin.name,
@@ -482,6 +484,8 @@ async fn build_one(
         debs: &seen.debs,
         os: seen.os.clone(),
         epoch: req.settings.epoch,
+        mix_lock: mix_lock.as_deref(),
+        otp: otp.as_ref(),
     })?;
     let sbom_digest = cache.put_bytes(&sbom_bytes)?;
     let sbom_blob = Blob::new(
@@ -507,6 +511,11 @@ async fn build_one(
     settings
         .annotations
         .insert(SBOM_ANNOTATION.to_string(), sbom_digest.to_string());
+    if !seen.requested.is_empty() {
+        settings
+            .labels
+            .insert(REQUESTED_LABEL.to_string(), seen.requested.join(","));
+    }
 
     let mut around = layers::release_layers(
         plans,
@@ -590,7 +599,7 @@ async fn build_one(
                 .iter()
                 .map(|a| (a.name.clone(), a.version.clone()))
                 .collect(),
-            mix_lock: crate::sign::provenance::mix_lock_beside(&release.root),
+            mix_lock: mix_lock.clone().unwrap_or_default(),
             parameters: parameters(req),
             epoch: req.settings.epoch,
         },
@@ -712,6 +721,19 @@ pub(crate) fn sbom_layer_plan(release: &Release, source: PathBuf, size: u64) -> 
     }
 }
 
+/// The config label that records the runtime packages a build asked for (`--package`, with
+/// `auto` replaced by what the check chose), comma-separated and sorted: what `rebase` asks
+/// for again. The packages installed (with their dependencies) are in the SBOM.
+pub(crate) const REQUESTED_LABEL: &str = "dev.imgbuild.packages.requested";
+
+/// The names of a request as the lock and the label keep them: sorted, each once.
+pub(crate) fn requested_names(packages: &[String]) -> Vec<String> {
+    let mut names = packages.to_vec();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// What reading the base told: the check's report, the Debian packages, os-release.
 struct Seen {
     check: Option<CheckReport>,
@@ -724,6 +746,8 @@ struct Seen {
     locked: Vec<crate::apt::Locked>,
     /// Pins resolved afresh, for the lock file once the build has succeeded.
     new_lock: Option<crate::apt::LockFile>,
+    /// The package names asked for (see [`REQUESTED_LABEL`]).
+    requested: Vec<String>,
     /// Where the base's summary came from (see [`BaseReport::summary`]).
     summary: &'static str,
 }
@@ -1176,6 +1200,7 @@ async fn inspect_image(
         packages,
         locked,
         new_lock,
+        requested: requested_names(&packages_req.packages),
         summary: summary_from,
     })
 }

@@ -9,10 +9,13 @@
 //! layer of …`); failing that, the layers above those of the base its labels name (found by
 //! their digests).
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use serde::Serialize;
 
 use super::{LayerRecord, layers};
-use crate::apt::PackageRequest;
+use crate::apt::{LockFile, PackageRequest};
 use crate::cache::Cache;
 use crate::check::{self, CheckReport, ImageEnv, LayerFacts};
 use crate::error::{Error, Result};
@@ -54,6 +57,11 @@ pub struct RebaseReport {
     pub found_by: &'static str,
     /// Every layer of the new image.
     pub layers: Vec<LayerRecord>,
+    /// The runtime packages asked for again (the image's recorded request).
+    pub requested: Vec<String>,
+    /// Where their versions came from: `lock` (imgbuild.lock's pins), `resolved` (the new
+    /// base's package sources now), or `none`.
+    pub packages_from: PackagesFrom,
     /// The runtime packages installed on the new base.
     pub packages: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -290,6 +298,141 @@ fn read_own(layers: &[Layer], local: &[FileRange], workdir: &str) -> Result<Own>
     })
 }
 
+/// Where a rebase's package versions come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackagesFrom {
+    /// imgbuild.lock's pins, as they are.
+    Lock,
+    /// The package sources (the new base's, or --apt-source) as they are now.
+    Resolved,
+    /// The image has no runtime packages.
+    None,
+}
+
+/// What decides a rebase's packages.
+struct PlanInput<'a> {
+    /// The request the image records ([`super::REQUESTED_LABEL`]), if it does.
+    recorded: Option<Vec<String>>,
+    /// The packages of its packages layer (the request with its dependencies).
+    closure: &'a [String],
+    /// The lock's section for this architecture, when there is a lock.
+    lock: Option<&'a LockFile>,
+    /// The new base's installed packages: name to version.
+    base_has: &'a BTreeMap<String, String>,
+    lock_path: &'a Path,
+    update_lock: bool,
+    image: &'a str,
+    base: &'a str,
+    arch: &'a str,
+}
+
+/// The packages to ask for again, where their versions come from, and a line saying so.
+#[derive(Debug)]
+struct PackagePlan {
+    requested: Vec<String>,
+    from: PackagesFrom,
+    note: String,
+}
+
+/// The request the image records in its config label, if any.
+fn recorded_request(image: &Image) -> Option<Vec<String>> {
+    let labels = image.config.config().as_ref()?.labels().clone()?;
+    let value = labels.get(super::REQUESTED_LABEL)?;
+    Some(super::requested_names(
+        &value
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(String::from)
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Decide a rebase's packages. The image's recorded request is asked for again (an image from
+/// before the label: the lock's request when its pins are exactly the image's packages, else
+/// those packages). The lock in the directory answers when its request is the image's and no
+/// pin clashes with a package the new base has; `--update-lock` resolves afresh against the
+/// new base and rewrites the pins; without a lock the packages are resolved afresh and nothing
+/// is written. A lock that does not fit is an error naming the file and the fix.
+fn plan_packages(p: &PlanInput) -> Result<PackagePlan> {
+    let lock_name = p.lock_path.display();
+    let requested = match (&p.recorded, p.lock) {
+        (Some(r), _) => r.clone(),
+        (None, Some(l))
+            if {
+                let mut pinned: Vec<&str> = l.packages.iter().map(|x| x.name.as_str()).collect();
+                pinned.sort_unstable();
+                pinned.dedup();
+                pinned
+                    .iter()
+                    .copied()
+                    .eq(p.closure.iter().map(String::as_str))
+            } =>
+        {
+            l.requested.clone()
+        }
+        (None, _) => p.closure.to_vec(),
+    };
+    let plan = |from, note: String| {
+        Ok(PackagePlan {
+            requested: requested.clone(),
+            from,
+            note,
+        })
+    };
+    if requested.is_empty() {
+        return plan(
+            PackagesFrom::None,
+            "no runtime packages to install again".into(),
+        );
+    }
+    if p.update_lock {
+        return plan(
+            PackagesFrom::Resolved,
+            format!(
+                "packages {requested:?}: resolved against the new base's sources (--update-lock: {lock_name} gets the new pins)"
+            ),
+        );
+    }
+    let Some(lock) = p.lock else {
+        return plan(
+            PackagesFrom::Resolved,
+            format!(
+                "packages {requested:?}: resolved against the new base's sources ({lock_name} has no {} pins and is not written; --update-lock writes them)",
+                p.arch
+            ),
+        );
+    };
+    if lock.requested != requested {
+        return Err(Error::Usage(format!(
+            "{lock_name} pins {:?} for {}, but {} was built asking for {requested:?}: that lock belongs to another build. Rebase with --update-lock to resolve {requested:?} against the new base and pin them in {lock_name}, or run rebase in a directory without that lock",
+            lock.requested, p.arch, p.image
+        )));
+    }
+    for pin in &lock.packages {
+        if let Some(have) = p.base_has.get(&pin.name)
+            && *have != pin.version
+        {
+            return Err(Error::Usage(format!(
+                "{lock_name} pins {} {} for {}, but the new base {} has {} {have}: the pins do not fit the new base. Rebase with --update-lock to resolve {requested:?} against the new base and rewrite the {} pins in {lock_name}",
+                pin.name, pin.version, p.arch, p.base, pin.name, p.arch
+            )));
+        }
+    }
+    plan(
+        PackagesFrom::Lock,
+        format!(
+            "packages {requested:?}: as {lock_name} pins them ({}); --update-lock takes the versions the sources have now",
+            lock.packages
+                .iter()
+                .map(|x| format!("{} {}", x.name, x.version))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )
+}
+
 async fn rebase_image(
     old: &Image,
     req: &RebaseRequest,
@@ -341,8 +484,27 @@ async fn rebase_image(
     let arch = base.config.architecture().to_string();
     let mut debs = sbom::debian_packages(&fs);
     let os = sbom::os_version(&fs);
+    let lock = LockFile::load(&req.packages.lock_path)?;
+    let base_has: BTreeMap<String, String> = debs
+        .iter()
+        .map(|d| (d.name.clone(), d.version.clone()))
+        .collect();
+    let chosen = plan_packages(&PlanInput {
+        recorded: recorded_request(old),
+        closure: &own.packages,
+        lock: lock.as_ref().and_then(|f| f.for_arch(&arch)),
+        base_has: &base_has,
+        lock_path: &req.packages.lock_path,
+        update_lock: req.packages.update_lock,
+        image: &req.image.describe(),
+        base: &base.origin.name,
+        arch: &arch,
+    })?;
+    reporter.step(&chosen.note);
     let packages_req = PackageRequest {
-        packages: own.packages.clone(),
+        packages: chosen.requested.clone(),
+        // Resolved afresh unless the lock answers (and fits the new base).
+        update_lock: chosen.from != PackagesFrom::Lock,
         ..req.packages.clone()
     };
     let mut plans: Vec<LayerPlan> = Vec::new();
@@ -357,7 +519,8 @@ async fn rebase_image(
         debs.extend(installed.debs);
         debs.sort();
         locked = installed.locked;
-        new_lock = installed.new_lock;
+        // The lock is rewritten only when asked to.
+        new_lock = installed.new_lock.filter(|_| req.packages.update_lock);
         plans.push(installed.layer.plan.clone());
         _staging = Some(installed.layer);
     }
@@ -405,6 +568,9 @@ async fn rebase_image(
         debs: &debs,
         os,
         epoch,
+        // The project is not at hand: Hex packages by their applications' names.
+        mix_lock: None,
+        otp: crate::release::otp::otp_release(&own.release).as_ref(),
     })?;
     let sbom_digest = cache.put_bytes(&sbom_bytes)?;
     let sbom_at = FileRange {
@@ -432,7 +598,7 @@ async fn rebase_image(
         .iter()
         .map(|l| mutate::own_history(l.kind, &own.release))
         .collect();
-    let mut annotations: std::collections::BTreeMap<String, String> =
+    let mut annotations: BTreeMap<String, String> =
         serde_json::from_slice::<serde_json::Value>(&old.manifest)
             .ok()
             .and_then(|m| serde_json::from_value(m["annotations"].clone()).ok())
@@ -447,7 +613,22 @@ async fn rebase_image(
             BlobSource::File(sbom_at),
         ),
     }];
-    let image = mutate::rebase(old, &base, own_layers, &history, annotations, attachments)?;
+    let mut labels = BTreeMap::new();
+    if !chosen.requested.is_empty() {
+        labels.insert(
+            super::REQUESTED_LABEL.to_string(),
+            chosen.requested.join(","),
+        );
+    }
+    let image = mutate::rebase(
+        old,
+        &base,
+        own_layers,
+        &history,
+        &labels,
+        annotations,
+        attachments,
+    )?;
     reporter.step(&format!(
         "image {} ({} layers, {} of them the new base's)",
         image.digest,
@@ -472,6 +653,8 @@ async fn rebase_image(
             .iter()
             .map(|l| LayerRecord::of(l, None))
             .collect(),
+        requested: chosen.requested.clone(),
+        packages_from: chosen.from,
         packages: locked
             .iter()
             .map(|p| format!("{} {}", p.name, p.version))
@@ -480,4 +663,129 @@ async fn rebase_image(
         sbom: sbom_digest.to_string(),
     };
     Ok((image, report, new_lock))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apt::Locked;
+
+    fn pin(name: &str, version: &str) -> Locked {
+        Locked {
+            name: name.into(),
+            version: version.into(),
+            architecture: "amd64".into(),
+            sha256: "0".repeat(64),
+            size: 1,
+            url: format!("http://deb.example/pool/{name}.deb"),
+            filename: format!("pool/{name}.deb"),
+        }
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The lock a `--package ca-certificates --package libssl3` build writes: openssl comes
+    /// with ca-certificates.
+    fn lock() -> LockFile {
+        LockFile {
+            requested: names(&["ca-certificates", "libssl3"]),
+            architecture: "amd64".into(),
+            packages: vec![
+                pin("ca-certificates", "20230311"),
+                pin("libssl3", "3.0.11-1~deb12u2"),
+                pin("openssl", "3.0.11-1~deb12u2"),
+            ],
+            others: vec![],
+        }
+    }
+
+    fn input<'a>(
+        recorded: Option<Vec<String>>,
+        closure: &'a [String],
+        lock: Option<&'a LockFile>,
+        base_has: &'a BTreeMap<String, String>,
+        update_lock: bool,
+    ) -> PlanInput<'a> {
+        PlanInput {
+            recorded,
+            closure,
+            lock,
+            base_has,
+            lock_path: Path::new("/p/imgbuild.lock"),
+            update_lock,
+            image: "app.tar",
+            base: "new-base",
+            arch: "amd64",
+        }
+    }
+
+    #[test]
+    fn the_recorded_request_meets_the_projects_lock() {
+        let (l, base) = (lock(), BTreeMap::new());
+        let closure = names(&["ca-certificates", "libssl3", "openssl"]);
+        let recorded = Some(names(&["ca-certificates", "libssl3"]));
+        let p = plan_packages(&input(recorded, &closure, Some(&l), &base, false)).unwrap();
+        assert_eq!(p.requested, names(&["ca-certificates", "libssl3"]));
+        assert_eq!(p.from, PackagesFrom::Lock);
+        assert!(p.note.contains("--update-lock"), "{}", p.note);
+        // An image from before the label: the lock's request, since its pins are the image's.
+        let p = plan_packages(&input(None, &closure, Some(&l), &base, false)).unwrap();
+        assert_eq!(p.requested, names(&["ca-certificates", "libssl3"]));
+        assert_eq!(p.from, PackagesFrom::Lock);
+    }
+
+    #[test]
+    fn update_lock_or_no_lock_resolves_afresh() {
+        let (l, base) = (lock(), BTreeMap::new());
+        let closure = names(&["libssl3"]);
+        let recorded = Some(names(&["libssl3"]));
+        // Even a lock of another request: --update-lock rewrites it.
+        let p = plan_packages(&input(recorded.clone(), &closure, Some(&l), &base, true)).unwrap();
+        assert_eq!(p.from, PackagesFrom::Resolved);
+        let p = plan_packages(&input(recorded, &closure, None, &base, false)).unwrap();
+        assert_eq!(p.from, PackagesFrom::Resolved);
+        assert!(p.note.contains("not written"), "{}", p.note);
+        let p = plan_packages(&input(None, &[], Some(&l), &base, false)).unwrap();
+        assert_eq!(p.from, PackagesFrom::None);
+    }
+
+    #[test]
+    fn a_lock_that_does_not_fit_names_the_file_and_the_fix() {
+        let l = lock();
+        let closure = names(&["libssl3"]);
+        let recorded = Some(names(&["libssl3"]));
+        let e = plan_packages(&input(
+            recorded,
+            &closure,
+            Some(&l),
+            &BTreeMap::new(),
+            false,
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("/p/imgbuild.lock") && e.contains("--update-lock") && e.contains("app.tar"),
+            "{e}"
+        );
+        assert!(!e.contains("this build asks"), "{e}");
+        // The new base has libssl3 already, at its own (patched) version.
+        let base: BTreeMap<String, String> =
+            [("libssl3".to_string(), "3.0.15-1~deb12u1".to_string())].into();
+        let closure = names(&["ca-certificates", "libssl3", "openssl"]);
+        let recorded = Some(names(&["ca-certificates", "libssl3"]));
+        let e = plan_packages(&input(recorded.clone(), &closure, Some(&l), &base, false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("libssl3 3.0.15-1~deb12u1") && e.contains("--update-lock"),
+            "{e}"
+        );
+        // The same version in the base is no clash.
+        let base: BTreeMap<String, String> =
+            [("libssl3".to_string(), "3.0.11-1~deb12u2".to_string())].into();
+        let p = plan_packages(&input(recorded, &closure, Some(&l), &base, false)).unwrap();
+        assert_eq!(p.from, PackagesFrom::Lock);
+    }
 }

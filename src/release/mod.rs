@@ -223,6 +223,8 @@ pub fn parse_rel_file(text: &str) -> std::result::Result<Vec<AppVersion>, String
 
 /// Just enough of Erlang's term syntax for `.rel` and `.app` files: atoms, strings, numbers,
 /// tuples and lists. Hand-written because no maintained Rust crate parses Erlang's text terms.
+pub mod mix_lock;
+pub mod otp;
 pub mod phoenix;
 
 pub mod erl_term {

@@ -4,14 +4,13 @@
 //! project's lock file is beside the release), imgbuild's version and the options that shaped
 //! the image. Deterministic: the same inputs give the same bytes; times are SOURCE_DATE_EPOCH.
 
-use std::path::Path;
-
 use oci_spec::image::Digest;
 use serde::Serialize;
 
 use crate::apt::Locked;
 use crate::error::Result;
 use crate::oci::document::{canonical_json, rfc3339};
+use crate::release::mix_lock::Source;
 
 pub const PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
@@ -28,8 +27,8 @@ pub struct Materials {
     pub erts_version: String,
     /// (application, version), as the release's .rel file lists them.
     pub applications: Vec<(String, String)>,
-    /// (package, version, checksum) from mix.lock, when one is beside the release.
-    pub mix_lock: Vec<(String, String, String)>,
+    /// mix.lock's entries, when the project's lock file is beside the release.
+    pub mix_lock: Vec<crate::release::mix_lock::Dep>,
     /// The options that shaped the image (platform, tags, env keys, labels, …).
     pub parameters: serde_json::Value,
     /// Seconds since the epoch the build is stamped with.
@@ -61,12 +60,18 @@ pub fn statement(name: &str, digest: &Digest, m: &Materials) -> Result<Vec<u8>> 
     for (app, vsn) in &m.applications {
         deps.push(serde_json::json!({"uri": format!("pkg:otp/{app}@{vsn}"), "name": app}));
     }
-    for (pkg, vsn, sum) in &m.mix_lock {
-        deps.push(serde_json::json!({
-            "uri": format!("pkg:hex/{pkg}@{vsn}"),
-            "digest": {"sha256": sum},
-            "name": pkg,
-        }));
+    // The same package URLs as the SBOM's; the digest of what was locked.
+    for dep in &m.mix_lock {
+        let mut d = serde_json::json!({"uri": dep.purl(), "name": dep.app});
+        match &dep.source {
+            Source::Hex {
+                checksum: Some(sum),
+                ..
+            } => d["digest"] = serde_json::json!({"sha256": sum}),
+            Source::Git { rev, .. } => d["digest"] = serde_json::json!({"gitCommit": rev}),
+            Source::Hex { checksum: None, .. } => {}
+        }
+        deps.push(d);
     }
     let at = rfc3339(m.epoch);
     canonical_json(&serde_json::json!({
@@ -92,44 +97,6 @@ pub fn statement(name: &str, digest: &Digest, m: &Materials) -> Result<Vec<u8>> 
             },
         },
     }))
-}
-
-/// mix.lock's hex packages with their checksums, from the project that holds `release_dir`
-/// (`<project>/_build/<env>/rel/<name>`), when its lock file is there.
-pub fn mix_lock_beside(release_dir: &Path) -> Vec<(String, String, String)> {
-    let Some(project) = release_dir.ancestors().nth(4) else {
-        return vec![];
-    };
-    let Ok(text) = std::fs::read_to_string(project.join("mix.lock")) else {
-        return vec![];
-    };
-    let quoted = |s: &str| -> Vec<String> {
-        s.split('"')
-            .enumerate()
-            .filter(|(i, _)| i % 2 == 1)
-            .map(|(_, q)| q.to_string())
-            .collect()
-    };
-    let mut out = Vec::new();
-    for line in text.lines() {
-        // "jason": {:hex, :jason, "1.4.1", "<inner sha256>", [:mix], [...], "hexpm", "<outer sha256>"},
-        if !line.contains("{:hex,") {
-            continue;
-        }
-        let q = quoted(line);
-        let (Some(name), Some(version)) = (q.first(), q.get(1)) else {
-            continue;
-        };
-        let sum = q
-            .iter()
-            .rev()
-            .find(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()));
-        if let Some(sum) = sum {
-            out.push((name.clone(), version.clone(), sum.to_lowercase()));
-        }
-    }
-    out.sort();
-    out
 }
 
 #[cfg(test)]
@@ -163,19 +130,26 @@ mod tests {
     }
 
     #[test]
-    fn mix_lock_checksums() {
-        let dir = tempfile::tempdir().unwrap();
-        let rel = dir.path().join("_build/prod/rel/app");
-        std::fs::create_dir_all(&rel).unwrap();
+    fn mix_lock_entries_by_their_package_urls() {
+        let d = crate::oci::digest::sha256_of(b"image");
         let sum = "a".repeat(64);
-        std::fs::write(
-            dir.path().join("mix.lock"),
-            format!("%{{\n  \"jason\": {{:hex, :jason, \"1.4.1\", \"{}\", [:mix], [], \"hexpm\", \"{sum}\"}},\n}}\n", "b".repeat(64)),
-        )
-        .unwrap();
-        assert_eq!(
-            mix_lock_beside(&rel),
-            vec![("jason".into(), "1.4.1".into(), sum)]
-        );
+        let m = Materials {
+            mix_lock: crate::release::mix_lock::parse(&format!(
+                "%{{\n  \"my_json\": {{:hex, :jason, \"1.4.1\", \"{}\", [:mix], [], \"hexpm\", \"{sum}\"}},\n  \"dep\": {{:git, \"https://github.com/o/dep.git\", \"abc123\", []}},\n}}\n",
+                "b".repeat(64)
+            )),
+            ..Materials::default()
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&statement("r.example/app", &d, &m).unwrap()).unwrap();
+        let deps = v["predicate"]["buildDefinition"]["resolvedDependencies"]
+            .as_array()
+            .unwrap();
+        let by = |uri: &str| deps.iter().find(|x| x["uri"] == uri).cloned();
+        let hex = by("pkg:hex/jason@1.4.1").unwrap();
+        assert_eq!(hex["digest"]["sha256"], sum.as_str());
+        assert_eq!(hex["name"], "my_json");
+        let git = by("pkg:github/o/dep@abc123").unwrap();
+        assert_eq!(git["digest"]["gitCommit"], "abc123");
     }
 }

@@ -15,6 +15,7 @@ mod push;
 mod rebase;
 mod recipes;
 mod runners;
+mod sbom;
 mod servers;
 mod signing;
 
@@ -1245,6 +1246,14 @@ fn main() {
         lab::trial(
             "rebase::finds_the_base_by_its_layers",
             rebase::test_rebase_finds_the_base_by_its_layers,
+        ),
+        lab::trial(
+            "rebase::in_the_project_directory",
+            rebase::test_rebase_in_the_project_directory,
+        ),
+        lab::trial(
+            "sbom::identifiers_scanners_match",
+            sbom::test_sbom_identifiers_scanners_match,
         ),
         lab::trial(
             "apt::ca_certificates_bundle",

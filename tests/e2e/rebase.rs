@@ -399,3 +399,195 @@ pub fn test_rebase_finds_the_base_by_its_layers() -> TestResult {
     assert_eq!(new_layers[2..6], release[..], "{report}");
     Ok(())
 }
+
+/// A copy of the test repository where libssl3 has a newer version (the same files, its
+/// version bumped with dpkg-deb) and the old one is gone: the suite after a security update.
+/// Returns the `--apt-source` line and the new version.
+fn patched_repo(repo: &crate::apt::Repo, dir: &Path) -> Result<(String, String), Failed> {
+    let root = dir.join("repo2");
+    let _ = std::fs::remove_dir_all(&root);
+    run(Command::new("cp").arg("-a").arg(&repo.root).arg(&root))?;
+    let out = run(Command::new("sh")
+        .arg("-ec")
+        .arg(
+            r#"
+old=$(ls pool/main/libssl3_*.deb)
+rm -rf x && dpkg-deb -R "$old" x
+v=$(sed -n 's/^Version: //p' x/DEBIAN/control)
+new="$v+imgbuild1"
+sed -i "s/^Version: .*/Version: $new/" x/DEBIAN/control
+dpkg-deb --root-owner-group -b x "pool/main/libssl3_${new}_amd64.deb" >/dev/null
+rm -rf x "$old" dists
+echo "$new"
+"#,
+        )
+        .current_dir(&root))?;
+    let version = lab::stdout(&out).trim().to_string();
+    crate::apt::index_and_sign(&root, &repo.gnupg)?;
+    let port = crate::servers::start_static(&root)?;
+    Ok((format!("http://127.0.0.1:{port} stable main"), version))
+}
+
+fn installed_version(docker: &lab::Docker, tar: &Path, tag: &str) -> Result<String, Failed> {
+    run(docker.cmd().arg("load").arg("-i").arg(tar))?;
+    let out = run(docker.cmd().args([
+        "run",
+        "--rm",
+        "--entrypoint",
+        "dpkg-query",
+        tag,
+        "-W",
+        "-f",
+        "${Version}",
+        "libssl3",
+    ]))?;
+    Ok(lab::stdout(&out).trim().to_string())
+}
+
+/// Issue 22: build with packages whose dependencies come along (ca-certificates brings
+/// openssl) in a project directory, which writes imgbuild.lock; `rebase` in that directory
+/// asks for what the build asked for, installs the lock's pins on the new base (the same
+/// bytes each time), and takes a patched package of the suite with --update-lock, which
+/// rewrites the lock.
+pub fn test_rebase_in_the_project_directory() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let repo = crate::apt::repo()?;
+    let rel = lab::crypto_release()?;
+    let dir = lab::scratch_dir("rebase-project");
+    let old_tar = dir.join("old.tar");
+    let old = old_tar.to_str().unwrap_or_default();
+    crate::apt::build(
+        &repo,
+        &dir,
+        &rel,
+        &["libssl3", "ca-certificates"],
+        &["-t", "imgbuild-e2e/rebase-project:old", "-o", old],
+    )?;
+    let lock_text = || std::fs::read_to_string(dir.join("imgbuild.lock")).unwrap_or_default();
+    let lock = lock_text();
+    let requested = |text: &str| {
+        toml::from_str::<toml::Value>(text)
+            .ok()
+            .and_then(|v| v.get("requested").cloned())
+            .map(|r| r.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        requested(&lock),
+        r#"["ca-certificates", "libssl3"]"#,
+        "{lock}"
+    );
+    assert!(lock.contains("name = \"openssl\""), "{lock}");
+    // The image records what was asked, apart from what was installed.
+    let config =
+        run(Command::new("skopeo").args(["inspect", "--config", &format!("oci-archive:{old}")]))?;
+    let config: Value = serde_json::from_slice(&config.stdout).map_err(|e| fail(e.to_string()))?;
+    assert_eq!(
+        config["config"]["Labels"]["dev.imgbuild.packages.requested"], "ca-certificates,libssl3",
+        "{config}"
+    );
+
+    let new_base = patched_base(&repo.base, "apt", &dir)?;
+    let from = format!("oci:{}:apt2", new_base.display());
+    let rebase_to = |tar: &str, extra: &[&str]| -> Result<Value, Failed> {
+        let mut args = vec![
+            old,
+            "--from",
+            &from,
+            "-t",
+            "imgbuild-e2e/rebase-project:new",
+        ];
+        args.extend_from_slice(&["-o", tar, "--json"]);
+        args.extend_from_slice(extra);
+        let out = rebase(&dir, &args)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "rebase {extra:?}: {err}");
+        let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
+        Ok(report)
+    };
+    // In the project directory, with its lock: the lock's pins, on the new base.
+    let a_tar = dir.join("a.tar");
+    let a = rebase_to(
+        a_tar.to_str().unwrap_or_default(),
+        &["--apt-source", &repo.source()],
+    )?;
+    let p = &a["platforms"][0];
+    assert_eq!(p["packages_from"], "lock", "{a}");
+    assert_eq!(
+        p["requested"],
+        serde_json::json!(["ca-certificates", "libssl3"]),
+        "{a}"
+    );
+    let installed = p["packages"].to_string();
+    assert!(
+        ["ca-certificates ", "libssl3 ", "openssl "]
+            .iter()
+            .all(|n| installed.contains(n)),
+        "{a}"
+    );
+    assert_eq!(
+        lock_text(),
+        lock,
+        "a rebase without --update-lock changed the lock"
+    );
+    let docker = lab::docker()?;
+    let pinned = installed_version(&docker, &a_tar, "imgbuild-e2e/rebase-project:new")?;
+    assert!(installed.contains(&format!("libssl3 {pinned}")), "{a}");
+    let (status, body) =
+        lab::run_and_get_path(&docker, "imgbuild-e2e/rebase-project:new", "/crypto")?;
+    assert!(status.contains("200"), "{status} {body}");
+
+    // The suite gets a patched libssl3. By default the lock still decides: the same image.
+    let (source2, patched) = patched_repo(&repo, &dir)?;
+    let b = rebase_to(
+        dir.join("b.tar").to_str().unwrap_or_default(),
+        &["--apt-source", &source2],
+    )?;
+    assert_eq!(b["digest"], a["digest"], "{b}");
+    let out = rebase(
+        &dir,
+        &[old, "--from", &from, "--apt-source", &source2, "-o"]
+            .into_iter()
+            .chain([dir.join("c.tar").to_str().unwrap_or_default()])
+            .collect::<Vec<_>>(),
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--update-lock takes the versions"), "{err}");
+
+    // --update-lock: resolved against the patched suite, the lock rewritten, the patched
+    // package in the image.
+    let u_tar = dir.join("u.tar");
+    let u = rebase_to(
+        u_tar.to_str().unwrap_or_default(),
+        &["--apt-source", &source2, "--update-lock"],
+    )?;
+    let p = &u["platforms"][0];
+    assert_eq!(p["packages_from"], "resolved", "{u}");
+    assert!(
+        p["packages"]
+            .to_string()
+            .contains(&format!("libssl3 {patched}")),
+        "{u}"
+    );
+    assert_ne!(u["digest"], a["digest"]);
+    let lock2 = lock_text();
+    assert!(
+        lock2.contains(&format!("version = \"{patched}\"")),
+        "{lock2}"
+    );
+    assert_eq!(requested(&lock2), requested(&lock), "{lock2}");
+    assert_eq!(
+        installed_version(&docker, &u_tar, "imgbuild-e2e/rebase-project:new")?,
+        patched
+    );
+    // And from now on the lock gives that image again.
+    let again = rebase_to(
+        dir.join("again.tar").to_str().unwrap_or_default(),
+        &["--apt-source", &source2],
+    )?;
+    assert_eq!(again["digest"], u["digest"]);
+    assert_eq!(again["platforms"][0]["packages_from"], "lock");
+    Ok(())
+}
