@@ -521,6 +521,14 @@ async fn rebase_image(
         locked = installed.locked;
         // The lock is rewritten only when asked to.
         new_lock = installed.new_lock.filter(|_| req.packages.update_lock);
+        let env = mutate::rebased_env(&base, old);
+        let (notes, warnings) = crate::apt::scripts_not_run(&installed.scripts_not_run, &env);
+        for n in &notes {
+            reporter.step(n);
+        }
+        for w in &warnings {
+            reporter.warn(w);
+        }
         plans.push(installed.layer.plan.clone());
         _staging = Some(installed.layer);
     }
