@@ -1,38 +1,30 @@
 //! `imgbuild build`: flags and `imgbuild.toml` merged into a build request, built, written.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
 use serde::Serialize;
 
-use imgbuild::apt::PackageRequest;
 use imgbuild::build::{self, BuildReport, BuildRequest};
 use imgbuild::cache::Cache;
 use imgbuild::error::{Error, Result};
 use imgbuild::layer::Codec;
-use imgbuild::mutate::ImageSettings;
 use imgbuild::oci::Artifact;
 use imgbuild::oci::platform::Platform;
 use imgbuild::oci::reference::Reference;
-use imgbuild::release;
-use imgbuild::secrets;
 use imgbuild::sink::{self, Naming, Written};
-use imgbuild::source::Source;
 
+use super::args::{CacheArgs, OutputArgs, RegistryArgs, UploadArgs};
 use super::common::*;
+use super::image::{CompressionArgs, Extras, ImageArgs, replace};
 use super::progress;
 use super::project::ProjectFile;
 
 #[derive(Args, Debug, Default)]
 pub struct BuildArgs {
-    /// The release directory (default: the one release under ./_build/prod/rel/).
-    pub release_dir: Option<PathBuf>,
-    /// Base image: a registry reference, oci:DIR, oci-archive:PATH, docker-archive:PATH or scratch
-    /// [default: debian:bookworm-slim].
-    #[arg(long)]
-    pub from: Option<String>,
+    #[command(flatten)]
+    pub image: ImageArgs,
     /// Image name and tag, e.g. my_app:1.0 or ghcr.io/org/my_app:1.0 (repeatable; default: RELEASE:VERSION).
     #[arg(short = 't', long = "tag")]
     pub tags: Vec<String>,
@@ -42,77 +34,16 @@ pub struct BuildArgs {
     /// Write the image as an OCI layout directory.
     #[arg(long)]
     pub oci_layout: Option<PathBuf>,
-    /// Print one JSON object describing the result on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Platform to build, os/arch[/variant]; several (comma-separated or repeated) build an
-    /// image index, e.g. linux/amd64,linux/arm64 [default: the host's].
-    #[arg(long, value_delimiter = ',')]
-    pub platform: Vec<String>,
-    /// An image holding Erlang/OTP for the other platforms (same OTP version as the release):
-    /// the release's ERTS and OTP native files are transplanted from it.
-    #[arg(long, value_name = "IMAGE")]
-    pub otp_from: Option<String>,
-    /// A registry repository shared by a fleet of runners as a cache: release layers (by
-    /// their inputs) and base summaries are looked up there before anything is compressed or
-    /// downloaded, and what this run makes is stored there.
-    #[arg(long, env = "IMGBUILD_CACHE_REPO", value_name = "REGISTRY/REPO")]
-    pub cache_repo: Option<String>,
-    /// Read the cache repository but never write to it (pull-request builds).
-    #[arg(long)]
-    pub cache_repo_readonly: bool,
-    /// A release built natively for a platform, PLATFORM=DIR (repeatable).
-    #[arg(long = "release", value_name = "PLATFORM=DIR")]
-    pub releases: Vec<String>,
-    /// Environment variable KEY=VALUE (repeatable).
-    #[arg(long = "env", short = 'e')]
-    pub env: Vec<String>,
-    /// Image label KEY=VALUE (repeatable).
-    #[arg(long = "label")]
-    pub labels: Vec<String>,
-    /// Manifest annotation KEY=VALUE (repeatable).
-    #[arg(long = "annotation")]
-    pub annotations: Vec<String>,
-    /// Exposed port PORT[/tcp|udp|sctp] (repeatable) [default: 4000/tcp].
-    #[arg(long = "expose")]
-    pub expose: Vec<String>,
-    /// User the container runs as [default: 65534].
-    #[arg(long)]
-    pub user: Option<String>,
-    /// Working directory the release is copied to [default: /app].
-    #[arg(long)]
-    pub workdir: Option<String>,
-    /// Command: a JSON array, or words split on spaces [default: /app/bin/server, else /app/bin/NAME start].
-    #[arg(long)]
-    pub cmd: Option<String>,
-    /// Entrypoint: a JSON array, or words split on spaces [default: none].
-    #[arg(long)]
-    pub entrypoint: Option<String>,
-    /// An application (besides the release's namesake) that belongs in the app layer (repeatable).
-    #[arg(long = "app")]
-    pub apps: Vec<String>,
-    /// Leave releases/COOKIE out of the image (then give RELEASE_COOKIE at run time).
-    #[arg(long)]
-    pub drop_cookie: bool,
-    /// A Debian package to install into the image, NAME or NAME=VERSION (repeatable).
-    #[arg(long = "package")]
-    pub packages: Vec<String>,
-    /// An apt source "[signed-by=KEYRING] URI SUITE COMPONENT..." (repeatable); replaces the
-    /// base image's own sources (for mirrors and air-gapped sites).
-    #[arg(long = "apt-source")]
-    pub apt_sources: Vec<String>,
-    /// Resolve the packages again and rewrite imgbuild.lock.
-    #[arg(long)]
-    pub update_lock: bool,
+    #[command(flatten)]
+    pub print: OutputArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// Also write the image's SBOM (SPDX 2.3 JSON) to this file.
     #[arg(long)]
     pub sbom: Option<PathBuf>,
     /// Skip the start-up check of the release against the base (not recommended).
     #[arg(long)]
     pub no_check: bool,
-    /// Allow an --env or --label KEY that looks like a secret but is not (repeatable).
-    #[arg(long = "allow-secret")]
-    pub allow_secrets: Vec<String>,
     /// Push the image to every -t destination after building it.
     #[arg(long)]
     pub push: bool,
@@ -128,232 +59,75 @@ pub struct BuildArgs {
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub upload: UploadArgs,
-    /// gzip level for the release layers, 1-9 (the same as --compression gzip:LEVEL).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=9), conflicts_with = "compression")]
-    pub gzip_level: Option<u32>,
-    /// Compression of the new layers: gzip[:1-9] (default gzip:6; every reader takes it) or
-    /// zstd[:1-19] (smaller and faster; Docker Engine before 23 cannot load it).
-    #[arg(long, value_parser = parse_compression)]
-    pub compression: Option<(Codec, u32)>,
-    /// Print nothing but errors (and --json).
-    #[arg(short, long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub compression: CompressionArgs,
 }
 
-/// `writes`: whether the command writes an image (build) or only looks (check).
-pub(crate) fn build_request_for(
-    args: &BuildArgs,
-    project: &ProjectFile,
-    cwd: &std::path::Path,
-    writes: bool,
-) -> Result<(BuildRequest, Outputs)> {
-    let given_release = args.release_dir.clone().or_else(|| project.release.clone());
-    let release_dir = release::locate(given_release.as_deref(), cwd)?;
-    let from = Source::parse(
-        args.from
-            .as_deref()
-            .or(project.from.as_deref())
-            .unwrap_or(DEFAULT_BASE),
-    )?;
-    let platform_words: Vec<String> = if !args.platform.is_empty() {
-        args.platform.clone()
-    } else if let Some(list) = &project.platforms {
-        list.clone()
-    } else {
-        project.platform.iter().cloned().collect()
-    };
-    let mut platforms: Vec<Platform> = Vec::new();
-    for w in platform_words
-        .iter()
-        .map(|w| w.trim())
-        .filter(|w| !w.is_empty())
-    {
-        let p = Platform::parse(w)?;
-        if !platforms.contains(&p) {
-            platforms.push(p);
+/// What a build writes, flags and `imgbuild.toml` merged (the flag wins, `-t` replaces the
+/// file's `tags`; `--no-check` or the file's `check = false` skips the check).
+#[derive(Debug, PartialEq)]
+pub struct Writes {
+    pub tags: Vec<String>,
+    pub output: Option<PathBuf>,
+    pub oci_layout: Option<PathBuf>,
+    pub sign_key: Option<PathBuf>,
+    pub check: bool,
+}
+
+impl BuildArgs {
+    pub fn merge_writes(&self, project: &ProjectFile) -> Writes {
+        Writes {
+            tags: replace(&self.tags, &project.tags).unwrap_or_default(),
+            output: self.output.clone().or_else(|| project.output.clone()),
+            oci_layout: self
+                .oci_layout
+                .clone()
+                .or_else(|| project.oci_layout.clone()),
+            sign_key: self.sign_key.clone().or_else(|| project.sign_key.clone()),
+            check: !self.no_check && project.check.unwrap_or(true),
         }
-    }
-    let platform = platforms.first().cloned();
-    let otp_from = args
-        .otp_from
-        .as_deref()
-        .or(project.otp_from.as_deref())
-        .map(Source::parse)
-        .transpose()?;
-    let mut releases = Vec::new();
-    for r in &args.releases {
-        let (p, dir) = r.split_once('=').ok_or_else(|| {
-            Error::Usage(format!(
-                "invalid --release {r:?}: expected PLATFORM=DIR, e.g. linux/arm64=_build/arm64/rel/my_app"
-            ))
-        })?;
-        let p = Platform::parse(p)?;
-        if !platforms.contains(&p) {
-            return Err(Error::Usage(format!(
-                "--release {r}: {p} is not among the platforms built (--platform)"
-            )));
-        }
-        releases.push((p, release::locate(Some(std::path::Path::new(dir)), cwd)?));
     }
 
-    let tags_src: Vec<String> = if args.tags.is_empty() {
-        project.tags.clone().unwrap_or_default()
-    } else {
-        args.tags.clone()
-    };
-    let mut tags = tags_src
-        .iter()
-        .map(|t| Reference::parse(t))
-        .collect::<Result<Vec<_>>>()?;
-    if tags.iter().any(|t| t.digest.is_some()) {
-        return Err(Error::Usage(
-            "a tag (-t) cannot carry a digest: give NAME[:TAG]".into(),
-        ));
-    }
-    if tags.is_empty() {
-        // Default name: the release's own name and version.
-        let rel = release::Release::inspect(&release_dir)?;
-        let name = rel.name.replace('_', "-").to_ascii_lowercase();
-        let tag = if imgbuild::oci::reference::valid_tag(&rel.version) {
-            rel.version.replace('+', "_")
-        } else {
-            "latest".into()
+    /// The request, where the image goes, and the signing key.
+    fn request(
+        &self,
+        project: &ProjectFile,
+        cwd: &std::path::Path,
+    ) -> Result<(BuildRequest, Outputs, Option<PathBuf>)> {
+        let def = self.image.merge(project)?;
+        let writes = self.merge_writes(project);
+        let extras = Extras {
+            tags: writes.tags,
+            compression: self.compression.merge(project)?,
+            cache_repo: self.cache.merge(project),
         };
-        tags.push(Reference::parse(&format!("{name}:{tag}"))?);
-    }
-
-    let mut env: BTreeMap<String, String> = project.env.clone();
-    let mut env_order: Vec<(String, String)> =
-        env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    for e in &args.env {
-        let (k, v) = key_value("--env", e)?;
-        env.insert(k.clone(), v.clone());
-        env_order.retain(|(have, _)| *have != k);
-        env_order.push((k, v));
-    }
-    let mut labels = project.labels.clone();
-    for l in &args.labels {
-        let (k, v) = key_value("--label", l)?;
-        labels.insert(k, v);
-    }
-    let mut annotations = project.annotations.clone();
-    for a in &args.annotations {
-        let (k, v) = key_value("--annotation", a)?;
-        annotations.insert(k, v);
-    }
-    let mut allowed = project.allow_secrets.clone().unwrap_or_default();
-    allowed.extend(args.allow_secrets.iter().cloned());
-    secrets::refuse_secrets("--env", env_order.iter().map(|(k, v)| (k, v)), &allowed)?;
-    secrets::refuse_secrets("--label", labels.iter(), &allowed)?;
-    let expose_src: Option<Vec<String>> = if args.expose.is_empty() {
-        project.expose.clone()
-    } else {
-        Some(args.expose.clone())
-    };
-    let exposed_ports = expose_src
-        .map(|ps| ps.iter().map(|p| port(p)).collect::<Result<Vec<_>>>())
-        .transpose()?;
-    let workdir = args
-        .workdir
-        .clone()
-        .or_else(|| project.workdir.clone())
-        .unwrap_or_else(|| "/app".into());
-    if !workdir.starts_with('/') {
-        return Err(Error::Usage(format!(
-            "invalid --workdir {workdir:?}: give an absolute path such as /app"
-        )));
-    }
-    let cmd = match &args.cmd {
-        Some(c) => Some(words("--cmd", c)?),
-        None => project.cmd.clone(),
-    };
-    let entrypoint = match &args.entrypoint {
-        Some(c) => Some(words("--entrypoint", c)?),
-        None => project.entrypoint.clone(),
-    };
-    let output = args.output.clone().or_else(|| project.output.clone());
-    let oci_layout = args
-        .oci_layout
-        .clone()
-        .or_else(|| project.oci_layout.clone());
-    if writes && output.is_none() && oci_layout.is_none() && !args.push && !args.load {
-        return Err(Error::Usage(
-            "nothing to write: pass -o IMAGE.tar, --oci-layout DIR, --push and/or --load".into(),
-        ));
-    }
-    let outputs = Outputs { output, oci_layout };
-    // Each new layer goes to the push's registries as soon as it is made.
-    let mut push_ahead: Vec<Reference> = Vec::new();
-    if writes && args.push {
-        for t in &tags {
-            if !push_ahead
-                .iter()
-                .any(|p| p.registry == t.registry && p.repository == t.repository)
-            {
-                push_ahead.push(t.clone());
+        if writes.output.is_none() && writes.oci_layout.is_none() && !self.push && !self.load {
+            return Err(Error::Usage(
+                "nothing to write: pass -o IMAGE.tar, --oci-layout DIR, --push and/or --load"
+                    .into(),
+            ));
+        }
+        let mut req = def.request(extras, cwd)?;
+        req.check = writes.check;
+        req.sbom_out = self.sbom.clone();
+        // Each new layer goes to the push's registries as soon as it is made.
+        if self.push {
+            for t in &req.tags {
+                if !req
+                    .push_ahead
+                    .iter()
+                    .any(|p| p.registry == t.registry && p.repository == t.repository)
+                {
+                    req.push_ahead.push(t.clone());
+                }
             }
         }
+        let outputs = Outputs {
+            output: writes.output,
+            oci_layout: writes.oci_layout,
+        };
+        Ok((req, outputs, writes.sign_key))
     }
-    let req = BuildRequest {
-        push_ahead,
-        release_dir,
-        from,
-        platform,
-        platforms,
-        otp_from,
-        releases,
-        tags,
-        settings: ImageSettings {
-            env: env_order,
-            labels,
-            annotations,
-            exposed_ports,
-            user: args.user.clone().or_else(|| project.user.clone()),
-            workdir,
-            cmd,
-            entrypoint,
-            epoch: source_date_epoch()?,
-        },
-        own_apps: if args.apps.is_empty() {
-            project.apps.clone().unwrap_or_default()
-        } else {
-            args.apps.clone()
-        },
-        drop_cookie: args.drop_cookie || project.drop_cookie.unwrap_or(false),
-        compression: match (args.compression, args.gzip_level, &project.compression) {
-            (Some(c), _, _) => c,
-            (None, Some(level), _) => (Codec::Gzip, level),
-            (None, None, Some(text)) => imgbuild::layer::parse_compression(text)
-                .map_err(|e| Error::Usage(format!("compression in imgbuild.toml: {e}")))?,
-            (None, None, None) => (Codec::Gzip, 6),
-        },
-        check: !args.no_check && project.check.unwrap_or(true),
-        sbom_out: args.sbom.clone(),
-        packages: PackageRequest {
-            packages: if args.packages.is_empty() {
-                project.packages.clone().unwrap_or_default()
-            } else {
-                args.packages.clone()
-            },
-            sources: if args.apt_sources.is_empty() {
-                project.apt_sources.clone().unwrap_or_default()
-            } else {
-                args.apt_sources.clone()
-            },
-            lock_path: cwd.join(imgbuild::apt::LOCK_FILE),
-            update_lock: args.update_lock,
-        },
-        cache_repo: match args.cache_repo.as_deref().or(project.cache_repo.as_deref()) {
-            Some(repo) => Some(std::sync::Arc::new(
-                imgbuild::build::cache_repo::CacheRepo::new(
-                    repo,
-                    args.cache_repo_readonly || project.cache_repo_readonly.unwrap_or(false),
-                )?,
-            )),
-            None => None,
-        },
-    };
-    Ok((req, outputs))
 }
 
 /// The signatures of a build: every manifest (each platform's, and the index) signed, each
@@ -422,13 +196,12 @@ impl build::Watch for EarlyTarball {
 pub(crate) async fn run_build(args: BuildArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
-    let (req, outputs) = build_request_for(&args, &project, &cwd, true)?;
+    let (req, outputs, sign_key) = args.request(&project, &cwd)?;
     let cache = Cache::from_env()?;
     let push_targets = if args.push { req.tags.clone() } else { vec![] };
-    let client = client_for(client_options(&args.registry, &project), &push_targets)?;
-    let reporter = progress::choose(args.quiet || args.json);
+    let client = client_for(args.registry.merge(&project), &push_targets)?;
+    let reporter = progress::choose(args.print.silent());
     // The signing key is opened first (a wrong password stops everything before any push).
-    let sign_key = args.sign_key.clone().or_else(|| project.sign_key.clone());
     let signer = match &sign_key {
         Some(_) if !args.push && outputs.output.is_none() && outputs.oci_layout.is_none() => {
             return Err(Error::Usage(
@@ -444,7 +217,7 @@ pub(crate) async fn run_build(args: BuildArgs) -> Result<()> {
     } else {
         None
     };
-    if req.compression.0 == Codec::Zstd && outputs.output.is_some() && !args.quiet {
+    if req.compression.0 == Codec::Zstd && outputs.output.is_some() && !args.print.quiet {
         eprintln!(
             "imgbuild: note: zstd layers load with podman, skopeo, containerd and Docker Engine 23 or later; older Docker Engines need gzip"
         );
@@ -482,7 +255,7 @@ pub(crate) async fn run_build(args: BuildArgs) -> Result<()> {
     };
     let push = args
         .push
-        .then(|| (push_options(&args.upload), signing.clone()));
+        .then(|| (args.upload.push_options(), signing.clone()));
     let sinks = sinks_for(
         &outputs,
         early,
@@ -512,9 +285,9 @@ pub(crate) async fn run_build(args: BuildArgs) -> Result<()> {
             _ => {}
         }
     }
-    if args.json {
+    if args.print.json {
         print_json(&json)?;
-    } else if !args.quiet {
+    } else if !args.print.quiet {
         println!("{}", json.report.digest());
     }
     Ok(())

@@ -3,65 +3,16 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::Args;
-
 use imgbuild::error::{Error, ImageError, Result};
 use imgbuild::layer::Codec;
 use imgbuild::oci::reference::Reference;
 use imgbuild::registry::credentials::DockerCredentials;
-use imgbuild::registry::upload::UploadOptions;
 use imgbuild::registry::{ClientOptions, RegistryClient};
 use imgbuild::report::Reporter;
 use imgbuild::sink::registry::PushOptions;
 use imgbuild::sink::{self, Naming, Sink};
 
-use super::project::ProjectFile;
-
 pub const DEFAULT_BASE: &str = "debian:bookworm-slim";
-
-/// How to reach registries (shared by every command that does).
-#[derive(Args, Debug, Default, Clone)]
-pub struct RegistryArgs {
-    /// A registry host[:port] that may be reached over plain HTTP (repeatable).
-    #[arg(long = "insecure-registry")]
-    pub insecure_registries: Vec<String>,
-    /// A PEM CA certificate to trust besides the system store (repeatable).
-    #[arg(long = "ca-cert")]
-    pub ca_certs: Vec<PathBuf>,
-    /// Retries of a failed request (connection error or reset, stall, 408, 429, 5xx), with
-    /// exponential backoff; applies to registries, token services and apt mirrors alike.
-    #[arg(long, default_value_t = imgbuild::net::DEFAULT_RETRIES)]
-    pub retries: u32,
-    /// The longest Retry-After (in seconds) a server may ask for before imgbuild gives up
-    /// instead of waiting.
-    #[arg(long, value_name = "SECONDS", default_value_t = imgbuild::net::DEFAULT_MAX_RETRY_AFTER.as_secs())]
-    pub max_retry_wait: u64,
-    /// Seconds a transfer may go without a byte moving before it counts as stalled (and is
-    /// retried). A transfer that keeps moving may take as long as it needs.
-    #[arg(long, value_name = "SECONDS", default_value_t = imgbuild::net::DEFAULT_IDLE.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
-    pub idle_timeout: u64,
-}
-
-/// How to upload.
-#[derive(Args, Debug, Clone)]
-pub struct UploadArgs {
-    /// Blobs uploaded at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=32))]
-    pub jobs: u32,
-    /// Upload in chunks of at most SIZE bytes (suffixes k, M; e.g. 4M for GHCR) instead of one
-    /// streamed request per blob.
-    #[arg(long, value_parser = parse_size)]
-    pub chunk_size: Option<u64>,
-}
-
-impl Default for UploadArgs {
-    fn default() -> Self {
-        UploadArgs {
-            jobs: 4,
-            chunk_size: None,
-        }
-    }
-}
 
 pub(crate) fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
@@ -146,32 +97,6 @@ pub(crate) fn source_date_epoch() -> Result<u64> {
 pub(crate) struct Outputs {
     pub output: Option<PathBuf>,
     pub oci_layout: Option<PathBuf>,
-}
-
-pub fn client_options(args: &RegistryArgs, project: &ProjectFile) -> ClientOptions {
-    let mut opts = ClientOptions {
-        insecure_registries: args.insecure_registries.clone(),
-        ca_certs: args.ca_certs.clone(),
-        policy: imgbuild::net::Policy {
-            retries: args.retries,
-            max_retry_after: std::time::Duration::from_secs(args.max_retry_wait),
-            idle: std::time::Duration::from_secs(args.idle_timeout),
-        },
-    };
-    opts.insecure_registries
-        .extend(project.insecure_registries.clone().unwrap_or_default());
-    opts.ca_certs
-        .extend(project.ca_certs.clone().unwrap_or_default());
-    opts
-}
-
-pub(crate) fn push_options(args: &UploadArgs) -> PushOptions {
-    PushOptions {
-        jobs: args.jobs as usize,
-        upload: UploadOptions {
-            chunk_size: args.chunk_size,
-        },
-    }
 }
 
 /// A client whose credentials come from the user's usual places; the CI variables apply to

@@ -8,6 +8,7 @@ use imgbuild::oci::Artifact;
 use imgbuild::sink::{self, Sink};
 use imgbuild::source::{self, Platforms, Source};
 
+use super::args::{OutputArgs, RegistryArgs, UploadArgs};
 use super::common::*;
 use super::progress;
 use super::project::ProjectFile;
@@ -27,11 +28,8 @@ pub struct IndexCreateArgs {
     /// [default: `manifests` in imgbuild.toml].
     #[arg(long = "image")]
     pub images: Vec<String>,
-    /// Print one JSON object describing the result on stdout.
-    #[arg(long)]
-    pub json: bool,
-    #[arg(short, long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub print: OutputArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
@@ -53,8 +51,8 @@ pub(crate) async fn run_index_create(args: IndexCreateArgs) -> Result<()> {
         ));
     }
     let cache = Cache::from_env()?;
-    let client = client_for(client_options(&args.registry, &project), &targets)?;
-    let reporter = progress::choose(args.quiet || args.json);
+    let client = client_for(args.registry.merge(&project), &targets)?;
+    let reporter = progress::choose(args.print.silent());
     let mut images: Vec<imgbuild::oci::Image> = Vec::new();
     for given in &given_images {
         let src = Source::parse_any(given)?;
@@ -79,16 +77,16 @@ pub(crate) async fn run_index_create(args: IndexCreateArgs) -> Result<()> {
     };
     let sinks: Vec<Box<dyn Sink>> = vec![Box::new(sink::RegistrySink {
         targets,
-        opts: push_options(&args.upload),
+        opts: args.upload.push_options(),
         signing: None,
     })];
     let written = sink::write_all(&sinks, &artifact, &cx).await?;
-    if args.json {
+    if args.print.json {
         let src = Source::Scratch;
         let mut j = copy_json(&src, &artifact, written);
         j.source = given_images.join(", ");
         print_json(&j)?;
-    } else if !args.quiet {
+    } else if !args.print.quiet {
         println!("{}", artifact.digest());
     }
     Ok(())

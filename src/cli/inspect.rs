@@ -5,6 +5,7 @@ use clap::Args;
 use imgbuild::cache::Cache;
 use imgbuild::error::{Error, Result};
 
+use super::args::RegistryArgs;
 use super::common::*;
 use super::project::ProjectFile;
 
@@ -26,7 +27,7 @@ pub struct InspectArgs {
 pub(crate) async fn run_inspect(args: InspectArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
-    let client = client_for(client_options(&args.registry, &project), &[])?;
+    let client = client_for(args.registry.merge(&project), &[])?;
     let cache = Cache::from_env()?;
     let found = imgbuild::inspect::inspect(&args.image, args.files, &client, &cache).await?;
     if args.json {

@@ -8,7 +8,7 @@ use imgbuild::error::{Error, Result};
 use imgbuild::registry::credentials::{self};
 use imgbuild::registry::{Credential, RegistryClient, Secret};
 
-use super::common::*;
+use super::args::RegistryArgs;
 use super::project::ProjectFile;
 
 #[derive(Args, Debug)]
@@ -76,7 +76,7 @@ pub(crate) async fn run_login(args: LoginArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
     let client = RegistryClient::new(
-        client_options(&args.registry_args, &project),
+        args.registry_args.merge(&project),
         Arc::new(credentials::Given(cred)),
     )?;
     if !client.check_login(&api_host).await? {

@@ -2,9 +2,11 @@
 //!
 //! One file per command (its flags and its `run_…`); `common` holds what several share.
 
+mod args;
 mod build;
 mod check;
 mod common;
+mod image;
 mod index;
 mod init;
 mod inspect;
@@ -21,7 +23,7 @@ use clap::{Parser, Subcommand};
 use imgbuild::error::Error;
 
 use build::{BuildArgs, run_build};
-use check::run_check;
+use check::{CheckArgs, run_check};
 use index::{IndexCommand, run_index_create};
 use init::{InitArgs, run_init};
 use inspect::{InspectArgs, run_inspect};
@@ -50,7 +52,7 @@ pub enum Command {
     /// Build an image from a `mix release` directory on a base image.
     Build(Box<BuildArgs>),
     /// Check that a release can start on a base image, without building.
-    Check(Box<BuildArgs>),
+    Check(Box<CheckArgs>),
     /// Push an image tarball (from `imgbuild build -o`) to one or more registries.
     Push(PushArgs),
     /// Put an image's release onto a new (patched) base without rebuilding it: the release's

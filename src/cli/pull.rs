@@ -13,6 +13,7 @@ use imgbuild::oci::reference::Reference;
 use imgbuild::sink::{self, Naming, Sink, Written};
 use imgbuild::source::{self, Platforms, Source};
 
+use super::args::{OutputArgs, RegistryArgs, UploadArgs};
 use super::common::*;
 use super::progress;
 use super::project::ProjectFile;
@@ -33,11 +34,8 @@ pub struct PullArgs {
     /// Keep the whole multi-platform index.
     #[arg(long)]
     pub all_platforms: bool,
-    /// Print one JSON object describing the result on stdout.
-    #[arg(long)]
-    pub json: bool,
-    #[arg(short, long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub print: OutputArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -52,11 +50,8 @@ pub struct CopyArgs {
     /// The platform to take from a multi-platform source [default: every platform].
     #[arg(long)]
     pub platform: Option<String>,
-    /// Print one JSON object describing the result on stdout.
-    #[arg(long)]
-    pub json: bool,
-    #[arg(short, long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub print: OutputArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
@@ -102,8 +97,8 @@ pub(crate) async fn run_pull(args: PullArgs) -> Result<()> {
         Platforms::One(args.platform.as_deref().map(Platform::parse).transpose()?)
     };
     let cache = Cache::from_env()?;
-    let client = client_for(client_options(&args.registry, &project), &[])?;
-    let reporter = progress::choose(args.quiet || args.json);
+    let client = client_for(args.registry.merge(&project), &[])?;
+    let reporter = progress::choose(args.print.silent());
     let src = Source::Registry(reference.clone());
     let artifact = source::read(&src, &platforms, &cache, &client).await?;
     let mut tag = reference.clone();
@@ -136,9 +131,9 @@ pub(crate) async fn run_pull(args: PullArgs) -> Result<()> {
         reporter: reporter.as_ref(),
     };
     let written = sink::write_all(&sinks, &artifact, &cx).await?;
-    if args.json {
+    if args.print.json {
         print_json(&copy_json(&src, &artifact, written))?;
-    } else if !args.quiet {
+    } else if !args.print.quiet {
         println!("{}", artifact.digest());
     }
     Ok(())
@@ -209,7 +204,7 @@ fn destination_sink(
     Ok((
         Box::new(sink::RegistrySink {
             targets: targets.clone(),
-            opts: push_options(upload),
+            opts: upload.push_options(),
             signing: None,
         }),
         targets,
@@ -231,8 +226,8 @@ pub(crate) async fn run_copy(args: CopyArgs) -> Result<()> {
         None => Platforms::All,
     };
     let cache = Cache::from_env()?;
-    let client = client_for(client_options(&args.registry, &project), &targets)?;
-    let reporter = progress::choose(args.quiet || args.json);
+    let client = client_for(args.registry.merge(&project), &targets)?;
+    let reporter = progress::choose(args.print.silent());
     let artifact = source::read(&src, &platforms, &cache, &client).await?;
     let cx = sink::Context {
         cache: &cache,
@@ -240,9 +235,9 @@ pub(crate) async fn run_copy(args: CopyArgs) -> Result<()> {
         reporter: reporter.as_ref(),
     };
     let written = sink::write_all(&[dst], &artifact, &cx).await?;
-    if args.json {
+    if args.print.json {
         print_json(&copy_json(&src, &artifact, written))?;
-    } else if !args.quiet {
+    } else if !args.print.quiet {
         println!("{}", artifact.digest());
     }
     Ok(())

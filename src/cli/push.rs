@@ -8,22 +8,20 @@ use imgbuild::cache::Cache;
 use imgbuild::error::{Error, ImageError, Result};
 use imgbuild::source::{self, Platforms, Source};
 
+use super::args::{OutputArgs, RegistryArgs, UploadArgs};
 use super::common::*;
 use super::progress;
 use super::project::ProjectFile;
 
 #[derive(Args, Debug)]
+#[command(mut_arg("json", |a| a.help("Print one JSON object describing the push on stdout")))]
 pub struct PushArgs {
     /// The image tarball.
     pub tarball: PathBuf,
     /// Destinations, e.g. registry.example.com/team/app:1.0 [default: the names in the tarball].
     pub destinations: Vec<String>,
-    /// Print one JSON object describing the push on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Print nothing but errors (and --json).
-    #[arg(short, long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub print: OutputArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
@@ -52,8 +50,8 @@ pub(crate) async fn run_push(args: PushArgs) -> Result<()> {
         destinations(&args.destinations)?
     };
     let cache = Cache::from_env()?;
-    let client = client_for(client_options(&args.registry, &project), &targets)?;
-    let reporter = progress::choose(args.quiet || args.json);
+    let client = client_for(args.registry.merge(&project), &targets)?;
+    let reporter = progress::choose(args.print.silent());
     let src = Source::File(args.tarball.clone());
     let artifact = source::read(&src, &Platforms::All, &cache, &client).await?;
     // Signatures the tarball carries are published beside the image, before its tags.
@@ -70,14 +68,14 @@ pub(crate) async fn run_push(args: PushArgs) -> Result<()> {
         &targets,
         &client,
         &cache,
-        push_options(&args.upload),
+        args.upload.push_options(),
         signing.as_ref(),
         reporter.as_ref(),
     )
     .await?;
-    if args.json {
+    if args.print.json {
         print_json(&report)?;
-    } else if !args.quiet {
+    } else if !args.print.quiet {
         println!("{}", report.digest);
     }
     Ok(())

@@ -13,6 +13,7 @@ use imgbuild::oci::reference::Reference;
 use imgbuild::sink::{self, Naming};
 use imgbuild::source::Source;
 
+use super::args::{OutputArgs, RegistryArgs, UploadArgs};
 use super::common::*;
 use super::progress;
 use super::project::ProjectFile;
@@ -49,11 +50,8 @@ pub struct RebaseArgs {
     /// Compression of the new layers: gzip[:LEVEL] or zstd[:LEVEL].
     #[arg(long, default_value = "gzip:6", value_parser = parse_compression)]
     pub compression: (Codec, u32),
-    /// Print one JSON object describing the result on stdout.
-    #[arg(long)]
-    pub json: bool,
-    #[arg(short, long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub print: OutputArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
@@ -97,8 +95,8 @@ pub(crate) async fn run_rebase(args: RebaseArgs) -> Result<()> {
     };
     let cache = Cache::from_env()?;
     let push_targets = if args.push { tags.clone() } else { vec![] };
-    let client = client_for(client_options(&args.registry, &project), &push_targets)?;
-    let reporter = progress::choose(args.quiet || args.json);
+    let client = client_for(args.registry.merge(&project), &push_targets)?;
+    let reporter = progress::choose(args.print.silent());
     let rebased = imgbuild::build::rebase::rebase(&req, &cache, &client, reporter.as_ref()).await?;
     if !rebased.new_lock.is_empty() {
         imgbuild::apt::save_sections(&req.packages.lock_path, rebased.new_lock.clone())?;
@@ -113,7 +111,7 @@ pub(crate) async fn run_rebase(args: RebaseArgs) -> Result<()> {
         output: args.output.clone(),
         oci_layout: args.oci_layout.clone(),
     };
-    let push = args.push.then(|| (push_options(&args.upload), None));
+    let push = args.push.then(|| (args.upload.push_options(), None));
     let sinks = sinks_for(&outputs, None, None, push, &naming, 0, reporter.as_ref());
     let cx = sink::Context {
         cache: &cache,
@@ -121,14 +119,14 @@ pub(crate) async fn run_rebase(args: RebaseArgs) -> Result<()> {
         reporter: reporter.as_ref(),
     };
     let written = sink::write_all(&sinks, &rebased.artifact, &cx).await?;
-    if args.json {
+    if args.print.json {
         print_json(&serde_json::json!({
             "digest": rebased.artifact.digest().to_string(),
             "tags": tags.iter().map(Reference::canonical).collect::<Vec<_>>(),
             "platforms": rebased.reports,
             "written": written,
         }))?;
-    } else if !args.quiet {
+    } else if !args.print.quiet {
         println!("{}", rebased.artifact.digest());
     }
     Ok(())

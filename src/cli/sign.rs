@@ -11,6 +11,7 @@ use imgbuild::oci::reference::Reference;
 use imgbuild::sink::registry::PushOptions;
 use imgbuild::source::{self, Platforms, Source};
 
+use super::args::RegistryArgs;
 use super::common::*;
 use super::progress;
 use super::project::ProjectFile;
@@ -48,10 +49,7 @@ pub(crate) async fn run_sign(args: SignArgs) -> Result<()> {
     let key = load_key(&args.key)?;
     let r = Reference::parse(&args.image)?;
     let cache = Cache::from_env()?;
-    let client = client_for(
-        client_options(&args.registry, &project),
-        std::slice::from_ref(&r),
-    )?;
+    let client = client_for(args.registry.merge(&project), std::slice::from_ref(&r))?;
     let reporter = progress::choose(args.quiet);
     let src = Source::Registry(r.clone());
     let artifact = source::read(&src, &Platforms::All, &cache, &client).await?;
@@ -102,7 +100,7 @@ pub(crate) async fn run_verify(args: VerifyArgs) -> Result<()> {
     let project = ProjectFile::load(&cwd)?;
     let key = imgbuild::sign::keys::PublicKey::load(&args.key)?;
     let cache = Cache::from_env()?;
-    let client = client_for(client_options(&args.registry, &project), &[])?;
+    let client = client_for(args.registry.merge(&project), &[])?;
     let file = std::path::Path::new(&args.image);
     let verified = if file.is_file() {
         // A tarball: its own signatures, entirely offline.
