@@ -1,0 +1,294 @@
+//! `imgbuild build`: flags and `imgbuild.toml` merged into a build request, built, written.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use serde::Serialize;
+
+use imgbuild::build::{self, BuildReport, BuildRequest};
+use imgbuild::cache::Cache;
+use imgbuild::error::{Error, Result};
+use imgbuild::layer::Codec;
+use imgbuild::oci::Artifact;
+use imgbuild::oci::platform::Platform;
+use imgbuild::oci::reference::Reference;
+use imgbuild::sink::{self, Naming, Written};
+
+use super::args::{CacheArgs, OutputArgs, RegistryArgs, UploadArgs};
+use super::common::*;
+use super::image::{CompressionArgs, Extras, ImageArgs, replace};
+use super::progress;
+use super::project::ProjectFile;
+
+#[derive(Args, Debug, Default)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Image name and tag, e.g. my_app:1.0 or ghcr.io/org/my_app:1.0 (repeatable; default: RELEASE:VERSION).
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// Write the image as one tarball for docker load, podman load, skopeo and ctr.
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
+    /// Write the image as an OCI layout directory.
+    #[arg(long)]
+    pub oci_layout: Option<PathBuf>,
+    #[command(flatten)]
+    pub print: OutputArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+    /// Also write the image's SBOM (SPDX 2.3 JSON) to this file.
+    #[arg(long)]
+    pub sbom: Option<PathBuf>,
+    /// Skip the start-up check of the release against the base (not recommended).
+    #[arg(long)]
+    pub no_check: bool,
+    /// Push the image to every -t destination after building it.
+    #[arg(long)]
+    pub push: bool,
+    /// Load the image into the local Docker Engine or podman (their API socket), no tarball.
+    #[arg(long)]
+    pub load: bool,
+    /// Sign every pushed manifest (and the index) and attest its SLSA provenance, the way
+    /// cosign does, with this key: cosign's encrypted key (password in COSIGN_PASSWORD) or a
+    /// PEM ECDSA P-256 key. Needs --push.
+    #[arg(long, env = "IMGBUILD_SIGN_KEY", value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub upload: UploadArgs,
+    #[command(flatten)]
+    pub compression: CompressionArgs,
+}
+
+/// What a build writes, flags and `imgbuild.toml` merged (the flag wins, `-t` replaces the
+/// file's `tags`; `--no-check` or the file's `check = false` skips the check).
+#[derive(Debug, PartialEq)]
+pub struct Writes {
+    pub tags: Vec<String>,
+    pub output: Option<PathBuf>,
+    pub oci_layout: Option<PathBuf>,
+    pub sign_key: Option<PathBuf>,
+    pub check: bool,
+}
+
+impl BuildArgs {
+    pub fn merge_writes(&self, project: &ProjectFile) -> Writes {
+        Writes {
+            tags: replace(&self.tags, &project.tags).unwrap_or_default(),
+            output: self.output.clone().or_else(|| project.output.clone()),
+            oci_layout: self
+                .oci_layout
+                .clone()
+                .or_else(|| project.oci_layout.clone()),
+            sign_key: self.sign_key.clone().or_else(|| project.sign_key.clone()),
+            check: !self.no_check && project.check.unwrap_or(true),
+        }
+    }
+
+    /// The request, where the image goes, and the signing key.
+    fn request(
+        &self,
+        project: &ProjectFile,
+        cwd: &std::path::Path,
+    ) -> Result<(BuildRequest, Outputs, Option<PathBuf>)> {
+        let def = self.image.merge(project)?;
+        let writes = self.merge_writes(project);
+        let extras = Extras {
+            tags: writes.tags,
+            compression: self.compression.merge(project)?,
+            cache_repo: self.cache.merge(project),
+        };
+        if writes.output.is_none() && writes.oci_layout.is_none() && !self.push && !self.load {
+            return Err(Error::Usage(
+                "nothing to write: pass -o IMAGE.tar, --oci-layout DIR, --push and/or --load"
+                    .into(),
+            ));
+        }
+        let mut req = def.request(extras, cwd)?;
+        req.check = writes.check;
+        req.sbom_out = self.sbom.clone();
+        // Each new layer goes to the push's registries as soon as it is made.
+        if self.push {
+            for t in &req.tags {
+                if !req
+                    .push_ahead
+                    .iter()
+                    .any(|p| p.registry == t.registry && p.repository == t.repository)
+                {
+                    req.push_ahead.push(t.clone());
+                }
+            }
+        }
+        let outputs = Outputs {
+            output: writes.output,
+            oci_layout: writes.oci_layout,
+        };
+        Ok((req, outputs, writes.sign_key))
+    }
+}
+
+/// The signatures of a build: every manifest (each platform's, and the index) signed, each
+/// image's provenance attested, as the first tag's repository names them.
+fn signing_for(
+    signer: Option<&imgbuild::sign::keys::Key>,
+    artifact: &Artifact,
+    report: &imgbuild::build::Report,
+    tags: &[Reference],
+) -> Result<Option<imgbuild::sink::registry::Signing>> {
+    let (Some(key), Some(repo)) = (signer, tags.first()) else {
+        return Ok(None);
+    };
+    let name = format!("{}/{}", repo.registry, repo.repository);
+    let reports: Vec<&BuildReport> = match report {
+        imgbuild::build::Report::Image(r) => vec![r],
+        imgbuild::build::Report::Index(i) => i.platforms.iter().collect(),
+    };
+    let sign = |d: &oci_spec::image::Digest, media: &str, size: usize| {
+        let statement = reports
+            .iter()
+            .find(|r| r.digest == d.to_string())
+            .map(|r| imgbuild::sign::provenance::statement(&name, d, &r.materials))
+            .transpose()?;
+        imgbuild::sign::cosign::signatures(repo, d, media, size as u64, statement.as_deref(), key)
+    };
+    let mut signatures = vec![sign(
+        artifact.digest(),
+        artifact.media_type(),
+        artifact.manifest().len(),
+    )?];
+    if let Artifact::Index(i) = artifact {
+        for im in &i.images {
+            signatures.push(sign(&im.digest, &im.media_type, im.manifest.len())?);
+        }
+    }
+    let epoch = reports.first().map_or(0, |r| r.materials.epoch);
+    Ok(Some(imgbuild::sink::registry::Signing {
+        signatures,
+        epoch,
+    }))
+}
+
+/// The JSON `imgbuild build --json` prints: the build's report and what each sink did.
+#[derive(Serialize)]
+struct BuildJson {
+    #[serde(flatten)]
+    report: imgbuild::build::Report,
+    output: Option<String>,
+    oci_layout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    push: Option<imgbuild::sink::registry::PushReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load: Option<imgbuild::sink::engine::LoadReport>,
+}
+
+/// A build tells the tarball each platform's base ([`sink::tarball::Early`]).
+struct EarlyTarball(Arc<sink::tarball::Early>);
+
+impl build::Watch for EarlyTarball {
+    fn base(&self, index: usize, base: &imgbuild::oci::Image) {
+        self.0.base(index, base);
+    }
+}
+
+pub(crate) async fn run_build(args: BuildArgs) -> Result<()> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
+    let project = ProjectFile::load(&cwd)?;
+    let (req, outputs, sign_key) = args.request(&project, &cwd)?;
+    let cache = Cache::from_env()?;
+    let push_targets = if args.push { req.tags.clone() } else { vec![] };
+    let client = client_for(args.registry.merge(&project), &push_targets)?;
+    let reporter = progress::choose(args.print.silent());
+    // The signing key is opened first (a wrong password stops everything before any push).
+    let signer = match &sign_key {
+        Some(_) if !args.push && outputs.output.is_none() && outputs.oci_layout.is_none() => {
+            return Err(Error::Usage(
+                "--sign-key signs what is pushed or saved: add --push and/or -o FILE.tar".into(),
+            ));
+        }
+        Some(path) => Some(Arc::new(load_key(path)?)),
+        None => None,
+    };
+    // An engine is looked for first: without one, nothing is built or written.
+    let engine = if args.load {
+        Some(sink::engine::Engine::find().await?)
+    } else {
+        None
+    };
+    if req.compression.0 == Codec::Zstd && outputs.output.is_some() && !args.print.quiet {
+        eprintln!(
+            "imgbuild: note: zstd layers load with podman, skopeo, containerd and Docker Engine 23 or later; older Docker Engines need gzip"
+        );
+    }
+    // The tarball starts with the bases' layers while the release's layers are made.
+    let early = outputs.output.as_ref().map(|path| {
+        sink::tarball::Early::new(path, req.settings.epoch, &cache, req.platforms.len())
+    });
+    let watch = early.clone().map(EarlyTarball);
+    let built = build::build(
+        &req,
+        &cache,
+        &client,
+        reporter.as_ref(),
+        watch.as_ref().map(|w| w as &dyn build::Watch),
+    )
+    .await?;
+    let artifact = built.artifact;
+    let signing = signing_for(signer.as_deref(), &artifact, &built.report, &req.tags)?;
+    // Single-platform readers of an index (Docker 20.10's manifest.json, an engine load) get
+    // the host's platform when it was built, else the first.
+    let host = Platform::host();
+    let naming = Naming {
+        tags: req.tags.clone(),
+        source: None,
+        platform: if req.platforms.contains(&host) {
+            Some(host)
+        } else {
+            req.platforms.first().cloned()
+        },
+        signatures: signing
+            .as_ref()
+            .map(|s| s.signatures.clone())
+            .unwrap_or_default(),
+    };
+    let push = args
+        .push
+        .then(|| (args.upload.push_options(), signing.clone()));
+    let sinks = sinks_for(
+        &outputs,
+        early,
+        engine,
+        push,
+        &naming,
+        req.settings.epoch,
+        reporter.as_ref(),
+    );
+    let cx = sink::Context {
+        cache: &cache,
+        client: &client,
+        reporter: reporter.as_ref(),
+    };
+    let written = sink::write_all(&sinks, &artifact, &cx).await?;
+    let mut json = BuildJson {
+        report: built.report,
+        output: outputs.output.as_ref().map(|p| p.display().to_string()),
+        oci_layout: outputs.oci_layout.as_ref().map(|p| p.display().to_string()),
+        push: None,
+        load: None,
+    };
+    for w in written {
+        match w {
+            Written::Registry(r) => json.push = Some(r),
+            Written::Engine(l) => json.load = Some(l),
+            _ => {}
+        }
+    }
+    if args.print.json {
+        print_json(&json)?;
+    } else if !args.print.quiet {
+        println!("{}", json.report.digest());
+    }
+    Ok(())
+}
