@@ -124,7 +124,7 @@ pub fn require(tools: &[&str]) -> Result<bool, libtest_mimic::Failed> {
             .collect();
         if !undeclared.is_empty() {
             return Err(fail(format!(
-                "{test} requires {} but its registration does not declare it: add it to its \
+                "{test} requires tools its registration does not declare ({}): add them to its \
                  .needs(...) in tests/e2e/main.rs",
                 undeclared.join(", ")
             )));
