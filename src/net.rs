@@ -257,6 +257,86 @@ pub enum Attempt {
     Fatal(Error),
 }
 
+/// What one attempt under [`retry`] came to. An error that ends the command at once is the
+/// attempt's `Err`, never tried again.
+pub(crate) enum Step<T, F = Failure> {
+    /// It worked: [`retry`] returns this.
+    Done(T),
+    /// It failed: tried again after the policy's wait when the policy allows another try (the
+    /// failure is one it retries and attempts remain), given up otherwise.
+    Failed(F),
+    /// It failed in a way the next attempt works around by sending differently (smaller
+    /// upload bodies, another method): tried again at once without asking the policy, while
+    /// the attempts stay within `retries + 2`.
+    Again(F),
+}
+
+/// A failure [`retry`] can weigh: the network failure in it that [`Policy::next_try`] judges,
+/// or `None` for one no retry mends.
+pub(crate) trait Retryable {
+    fn failure(&self) -> Option<&Failure>;
+}
+
+impl Retryable for Failure {
+    fn failure(&self) -> Option<&Failure> {
+        Some(self)
+    }
+}
+
+/// A failure with what the error that gives up on it needs to say (the request, the bytes
+/// that arrived).
+impl<C> Retryable for (Failure, C) {
+    fn failure(&self) -> Option<&Failure> {
+        Some(&self.0)
+    }
+}
+
+/// Make attempts under `policy` until one is done: `attempt(n)` makes the `n`th (from 1).
+/// After a [`Step::Failed`], the policy's wait (backoff or `Retry-After`) is slept through
+/// before the next attempt; when the policy allows no next, `give_up(failure, attempts)` is the
+/// error. A `Retry-After` over the policy's cap is an error at once, naming `who`. An attempt's
+/// `Err` is returned as it is. Dropping the future (an interrupt) cancels the attempt or the
+/// wait under way.
+///
+/// `attempt` returns a future that owns what it uses (references copied in, `async move`): an
+/// attempt that carries state to the next (a resumed download, a changed upload mode) keeps it
+/// behind a lock the closure holds a reference to. (An `AsyncFnMut` closure could borrow it,
+/// but its futures cannot yet be proven `Send`, which the sinks' futures must be.)
+pub(crate) async fn retry<T, F, A, Fut>(
+    policy: &Policy,
+    who: &str,
+    mut attempt: A,
+    give_up: impl FnOnce(F, u32) -> Error,
+) -> Result<T>
+where
+    F: Retryable,
+    A: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<Step<T, F>>>,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let (failure, wait) = match attempt(attempts).await? {
+            Step::Done(v) => return Ok(v),
+            Step::Failed(f) => {
+                let wait = match f.failure() {
+                    Some(net) => policy.next_try(attempts, net, who)?,
+                    None => None,
+                };
+                (f, wait)
+            }
+            Step::Again(f) => {
+                let wait = (attempts <= policy.retries + 2).then_some(Duration::ZERO);
+                (f, wait)
+            }
+        };
+        match wait {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => return Err(give_up(failure, attempts)),
+        }
+    }
+}
+
 /// Download a blob into `cache` as `digest`, hashing it as it arrives, and resuming where it
 /// broke off: `get(offset)` sends the request (with `Range: bytes=offset-` when offset > 0;
 /// it retries the request itself). A `206` continues the file; a `200` to a ranged request
@@ -267,7 +347,7 @@ pub async fn download<F, Fut>(
     what: &str,
     cache: &crate::cache::Cache,
     digest: &oci_spec::image::Digest,
-    mut get: F,
+    get: F,
 ) -> Result<Resumes>
 where
     F: FnMut(u64) -> Fut,
@@ -277,68 +357,88 @@ where
     use tokio::io::{AsyncSeekExt, AsyncWriteExt};
     let tmp = cache.temp_file()?;
     let file = tmp.reopen().map_err(|e| Error::io("open", tmp.path(), e))?;
-    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
-    let io = |e| Error::io("write", tmp.path(), e);
-    let mut hasher = sha2::Sha256::new();
-    let mut written = 0u64;
-    let mut attempts = 0u32;
-    let mut report = Resumes::default();
-    loop {
-        attempts += 1;
-        let resp = get(written).await?;
-        let status = resp.status();
-        if written > 0 {
-            if status == StatusCode::PARTIAL_CONTENT
-                && content_range_start(resp.headers()) == Some(written)
-            {
-                report.resumed += 1;
-            } else if status.is_success() {
-                // No ranges here: start over, cleanly.
-                out.flush().await.map_err(io)?;
-                out.get_mut().set_len(0).await.map_err(io)?;
-                out.seek(std::io::SeekFrom::Start(0)).await.map_err(io)?;
-                hasher = sha2::Sha256::new();
-                written = 0;
-                report.restarted += 1;
-            }
-        }
-        if !status.is_success() {
-            return Err(NetError::Refused {
-                who: who.to_string(),
-                request: format!("GET {what}"),
-                status,
-                text: String::new(),
-                hint: String::new(),
-            }
-            .into());
-        }
-        let mut body = resp.bytes_stream();
-        let failure = loop {
-            match next_chunk(&mut body, policy.idle).await {
-                Ok(Some(chunk)) => {
-                    hasher.update(&chunk);
-                    out.write_all(&chunk).await.map_err(io)?;
-                    written += chunk.len() as u64;
+    let out = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(file));
+    let io = &|e| Error::io("write", tmp.path(), e);
+    /// What one attempt leaves the next: the file so far, its hash, and how it went.
+    struct Partial<F> {
+        get: F,
+        out: tokio::io::BufWriter<tokio::fs::File>,
+        hasher: sha2::Sha256,
+        written: u64,
+        report: Resumes,
+    }
+    let partial = tokio::sync::Mutex::new(Partial {
+        get,
+        out,
+        hasher: sha2::Sha256::new(),
+        written: 0,
+        report: Resumes::default(),
+    });
+    let shared = &partial;
+    retry(
+        policy,
+        who,
+        move |_| async move {
+            let mut guard = shared.lock().await;
+            let p = &mut *guard;
+            let resp = (p.get)(p.written).await?;
+            let status = resp.status();
+            if p.written > 0 {
+                if status == StatusCode::PARTIAL_CONTENT
+                    && content_range_start(resp.headers()) == Some(p.written)
+                {
+                    p.report.resumed += 1;
+                } else if status.is_success() {
+                    // No ranges here: start over, cleanly.
+                    p.out.flush().await.map_err(io)?;
+                    p.out.get_mut().set_len(0).await.map_err(io)?;
+                    p.out.seek(std::io::SeekFrom::Start(0)).await.map_err(io)?;
+                    p.hasher = sha2::Sha256::new();
+                    p.written = 0;
+                    p.report.restarted += 1;
                 }
-                Ok(None) => break None,
-                Err(f) => break Some(f),
             }
-        };
-        let Some(failure) = failure else { break };
-        match policy.next_try(attempts, &failure, who)? {
-            Some(wait) => tokio::time::sleep(wait).await,
-            None => {
-                return Err(NetError::GaveUp {
+            if !status.is_success() {
+                return Err(NetError::Refused {
                     who: who.to_string(),
-                    request: format!("the download of {what} ({written} bytes arrived)"),
-                    hint: NetError::hint_for(&failure).into(),
-                    failure,
-                    attempts,
+                    request: format!("GET {what}"),
+                    status,
+                    text: String::new(),
+                    hint: String::new(),
                 }
                 .into());
             }
-        }
-    }
+            let mut body = resp.bytes_stream();
+            loop {
+                match next_chunk(&mut body, policy.idle).await {
+                    Ok(Some(chunk)) => {
+                        p.hasher.update(&chunk);
+                        p.out.write_all(&chunk).await.map_err(io)?;
+                        p.written += chunk.len() as u64;
+                    }
+                    Ok(None) => return Ok(Step::Done(())),
+                    Err(f) => return Ok(Step::Failed((f, p.written))),
+                }
+            }
+        },
+        |(failure, written), attempts| {
+            NetError::GaveUp {
+                who: who.to_string(),
+                request: format!("the download of {what} ({written} bytes arrived)"),
+                hint: NetError::hint_for(&failure).into(),
+                failure,
+                attempts,
+            }
+            .into()
+        },
+    )
+    .await?;
+    let Partial {
+        mut out,
+        hasher,
+        report,
+        ..
+    } = partial.into_inner();
     out.flush().await.map_err(io)?;
     crate::oci::digest::verify(what, digest, &crate::oci::digest::from_hasher(hasher))?;
     cache.commit(tmp, digest)?;
@@ -368,38 +468,42 @@ pub async fn get_url(
     url: &str,
     offset: u64,
 ) -> Result<reqwest::Response> {
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let mut rb = http.get(url);
-        if offset > 0 {
-            rb = rb.header("Range", format!("bytes={offset}-"));
-        }
-        let activity = Activity::default();
-        let failure = match watched(rb.send(), &activity, policy.idle).await {
-            Err(stalled) => stalled,
-            Ok(Err(e)) => Failure::Transport(error_chain(&e)),
-            Ok(Ok(resp)) if retryable_status(resp.status()) => Failure::Status {
-                status: resp.status(),
-                retry_after: retry_after(resp.headers()),
-                text: String::new(),
-            },
-            Ok(Ok(resp)) => return Ok(resp),
-        };
-        match policy.next_try(attempts, &failure, url)? {
-            Some(wait) => tokio::time::sleep(wait).await,
-            None => {
-                return Err(NetError::GaveUp {
-                    who: url.to_string(),
-                    request: "GET".into(),
-                    hint: NetError::hint_for(&failure).into(),
-                    failure,
-                    attempts,
-                }
-                .into());
+    retry(
+        policy,
+        url,
+        move |_| async move {
+            let mut rb = http.get(url);
+            if offset > 0 {
+                rb = rb.header("Range", format!("bytes={offset}-"));
             }
-        }
+            let activity = Activity::default();
+            let failure = match watched(rb.send(), &activity, policy.idle).await {
+                Err(stalled) => stalled,
+                Ok(Err(e)) => Failure::Transport(error_chain(&e)),
+                Ok(Ok(resp)) if retryable_status(resp.status()) => Failure::Status {
+                    status: resp.status(),
+                    retry_after: retry_after(resp.headers()),
+                    text: String::new(),
+                },
+                Ok(Ok(resp)) => return Ok(Step::Done(resp)),
+            };
+            Ok(Step::Failed(failure))
+        },
+        |failure, attempts| gave_up_get(url, failure, attempts),
+    )
+    .await
+}
+
+/// A GET of `url` that kept failing until the retries ran out.
+fn gave_up_get(url: &str, failure: Failure, attempts: u32) -> Error {
+    NetError::GaveUp {
+        who: url.to_string(),
+        request: "GET".into(),
+        hint: NetError::hint_for(&failure).into(),
+        failure,
+        attempts,
     }
+    .into()
 }
 
 /// A small document (an apt index) read whole within `cap` bytes, the request and its body
@@ -410,50 +514,41 @@ pub async fn get_small(
     url: &str,
     cap: u64,
 ) -> Result<Vec<u8>> {
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let resp = get_url(http, policy, url, 0).await?;
-        if !resp.status().is_success() {
-            return Err(NetError::Refused {
-                who: url.to_string(),
-                request: "GET".into(),
-                status: resp.status(),
-                text: String::new(),
-                hint: String::new(),
-            }
-            .into());
-        }
-        let mut body = resp.bytes_stream();
-        let mut out = Vec::new();
-        let failure = loop {
-            match next_chunk(&mut body, policy.idle).await {
-                Ok(Some(c)) => {
-                    if out.len() as u64 + c.len() as u64 > cap {
-                        return Err(Error::from(ImageError::Invalid(format!(
-                            "{url} is larger than {cap} bytes: refusing it"
-                        ))));
-                    }
-                    out.extend_from_slice(&c);
-                }
-                Ok(None) => return Ok(out),
-                Err(f) => break f,
-            }
-        };
-        match policy.next_try(attempts, &failure, url)? {
-            Some(wait) => tokio::time::sleep(wait).await,
-            None => {
-                return Err(NetError::GaveUp {
+    retry(
+        policy,
+        url,
+        move |_| async move {
+            let resp = get_url(http, policy, url, 0).await?;
+            if !resp.status().is_success() {
+                return Err(NetError::Refused {
                     who: url.to_string(),
                     request: "GET".into(),
-                    hint: NetError::hint_for(&failure).into(),
-                    failure,
-                    attempts,
+                    status: resp.status(),
+                    text: String::new(),
+                    hint: String::new(),
                 }
                 .into());
             }
-        }
-    }
+            let mut body = resp.bytes_stream();
+            let mut out = Vec::new();
+            loop {
+                match next_chunk(&mut body, policy.idle).await {
+                    Ok(Some(c)) => {
+                        if out.len() as u64 + c.len() as u64 > cap {
+                            return Err(Error::from(ImageError::Invalid(format!(
+                                "{url} is larger than {cap} bytes: refusing it"
+                            ))));
+                        }
+                        out.extend_from_slice(&c);
+                    }
+                    Ok(None) => return Ok(Step::Done(out)),
+                    Err(f) => return Ok(Step::Failed(f)),
+                }
+            }
+        },
+        |failure, attempts| gave_up_get(url, failure, attempts),
+    )
+    .await
 }
 
 /// An error and its causes on one line (reqwest hides the useful part in the chain).
@@ -554,6 +649,155 @@ mod tests {
                 "{d:?}"
             );
         }
+    }
+
+    /// A 503 that asks for no wait: retried at once, so the test does not sleep.
+    fn busy() -> Failure {
+        Failure::Status {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            retry_after: Some(Duration::ZERO),
+            text: String::new(),
+        }
+    }
+
+    /// `retry` with `attempt` answering attempt n with `step(n)`: the result (the give-up error
+    /// as `gave up after N: {failure:?}`) and the attempt numbers seen.
+    async fn run_retry<T, F: Retryable + std::fmt::Debug>(
+        policy: Policy,
+        step: impl Fn(u32) -> Result<Step<T, F>>,
+    ) -> (Result<T>, Vec<u32>) {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let (seen_ref, step) = (&seen, &step);
+        let out = retry(
+            &policy,
+            "registry r",
+            move |n| async move {
+                seen_ref.lock().unwrap().push(n);
+                step(n)
+            },
+            |f, attempts| Error::Usage(format!("gave up after {attempts}: {f:?}")),
+        )
+        .await;
+        (out, seen.into_inner().unwrap())
+    }
+
+    #[tokio::test]
+    async fn retry_counts_attempts_gives_up_and_never_retries_an_error() {
+        let p = Policy {
+            retries: 3,
+            ..Policy::default()
+        };
+        // Failures until the third attempt, which is done.
+        let (out, seen) = run_retry(p, |n| {
+            Ok(if n < 3 {
+                Step::Failed(busy())
+            } else {
+                Step::Done(n * 10)
+            })
+        })
+        .await;
+        assert_eq!((out.unwrap(), seen), (30, vec![1, 2, 3]));
+
+        // Always failing: the first attempt and `retries` more, then the give-up error made
+        // of the last failure and the count.
+        let (out, seen) = run_retry(p, |n| Ok::<Step<(), _>, _>(Step::Failed((busy(), n)))).await;
+        assert_eq!(seen, vec![1, 2, 3, 4]);
+        let err = out.unwrap_err().to_string();
+        assert!(
+            err.contains("gave up after 4: ") && err.contains("503"),
+            "{err}"
+        );
+
+        // An attempt's error ends it at once, not retried.
+        let (out, seen) = run_retry(p, |_| -> Result<Step<(), Failure>> {
+            Err(Error::Usage("fatal".into()))
+        })
+        .await;
+        assert_eq!(seen, vec![1]);
+        assert_eq!(out.unwrap_err().to_string(), "fatal");
+
+        // A failure the policy does not retry (404) is given up on after one attempt.
+        let (out, seen) = run_retry(p, |_| {
+            Ok::<Step<(), _>, _>(Step::Failed(Failure::Status {
+                status: StatusCode::NOT_FOUND,
+                retry_after: None,
+                text: String::new(),
+            }))
+        })
+        .await;
+        assert_eq!(seen, vec![1]);
+        assert!(
+            out.unwrap_err()
+                .to_string()
+                .starts_with("gave up after 1: ")
+        );
+
+        // A Retry-After over the cap fails at once, naming the server and the wait.
+        let (out, seen) = run_retry(p, |_| {
+            Ok::<Step<(), _>, _>(Step::Failed(Failure::Status {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                retry_after: Some(Duration::from_secs(3600)),
+                text: String::new(),
+            }))
+        })
+        .await;
+        assert_eq!(seen, vec![1]);
+        let err = out.unwrap_err().to_string();
+        assert!(
+            err.contains("registry r") && err.contains("--max-retry-wait"),
+            "{err}"
+        );
+
+        // No retries at all: one attempt.
+        let none = Policy { retries: 0, ..p };
+        let (out, seen) = run_retry(none, |_| Ok::<Step<(), _>, _>(Step::Failed(busy()))).await;
+        assert_eq!(seen, vec![1]);
+        assert!(
+            out.unwrap_err()
+                .to_string()
+                .starts_with("gave up after 1: ")
+        );
+    }
+
+    #[tokio::test]
+    async fn retry_again_is_at_once_and_allows_two_more_attempts() {
+        let p = Policy {
+            retries: 1,
+            // Any policy wait would be seconds: `Again` must not take it.
+            max_retry_after: Duration::from_secs(3600),
+            ..Policy::default()
+        };
+        let started = Instant::now();
+        let (out, seen) = run_retry(p, |_| {
+            Ok::<Step<(), _>, _>(Step::Again(Failure::Transport("reset".into())))
+        })
+        .await;
+        assert_eq!(
+            seen,
+            vec![1, 2, 3, 4],
+            "retries + 2 attempts may switch, then one more"
+        );
+        assert!(
+            out.unwrap_err()
+                .to_string()
+                .starts_with("gave up after 4: ")
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // A switch, then a failure the policy judges: still within its retries.
+        let (out, seen) = run_retry(p, |n| {
+            Ok(match n {
+                1 => Step::Again(busy()),
+                2 => Step::Failed(busy()),
+                _ => Step::Done(n),
+            })
+        })
+        .await;
+        assert_eq!(seen, vec![1, 2]);
+        assert!(
+            out.unwrap_err()
+                .to_string()
+                .starts_with("gave up after 2: ")
+        );
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
 use crate::cache::Cache;
 use crate::error::{Error, ImageError, IoContext, Result};
-use crate::net::{self, Activity, Attempt, Failure, NetError, Policy};
+use crate::net::{self, Activity, Attempt, Failure, NetError, Policy, Step};
 use crate::oci::digest;
 use crate::oci::reference::Reference;
 use challenge::Challenge;
@@ -237,44 +237,43 @@ impl RegistryClient {
         {
             return Ok(e);
         }
-        let policy = &self.opts.policy;
-        let mut attempts = 0;
-        let endpoint = loop {
-            attempts += 1;
-            let failure = match self.probe(host).await {
-                Ok(e) => break e,
-                Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Failed(f)) => f,
-            };
-            match policy.next_try(attempts, &failure, &format!("registry {host}"))? {
-                Some(wait) => tokio::time::sleep(wait).await,
-                None => {
-                    return Err(match failure {
-                        Failure::Status { .. } => NetError::GaveUp {
-                            who: format!("registry {host}"),
-                            request: "GET /v2/".into(),
-                            failure,
-                            attempts,
-                            hint: "the registry (or a proxy in front of it) is overloaded or failing: try again later, or raise --retries".into(),
-                        },
-                        _ => NetError::Unreachable {
-                            who: format!("registry {host}"),
-                            detail: failure.to_string(),
-                            attempts,
-                            hint: format!(
-                                "check the host and port and that the registry is running{}",
-                                if is_loopback(host) || self.allows_plain_http(host) {
-                                    ""
-                                } else {
-                                    " (for a registry without TLS, pass --insecure-registry HOST)"
-                                }
-                            ),
-                        },
-                    }
-                    .into());
+        let endpoint = net::retry(
+            &self.opts.policy,
+            &format!("registry {host}"),
+            move |_| async move {
+                match self.probe(host).await {
+                    Ok(e) => Ok(Step::Done(e)),
+                    Err(Attempt::Fatal(e)) => Err(e),
+                    Err(Attempt::Failed(f)) => Ok(Step::Failed(f)),
                 }
-            }
-        };
+            },
+            |failure, attempts| {
+                match failure {
+                    Failure::Status { .. } => NetError::GaveUp {
+                        who: format!("registry {host}"),
+                        request: "GET /v2/".into(),
+                        failure,
+                        attempts,
+                        hint: "the registry (or a proxy in front of it) is overloaded or failing: try again later, or raise --retries".into(),
+                    },
+                    _ => NetError::Unreachable {
+                        who: format!("registry {host}"),
+                        detail: failure.to_string(),
+                        attempts,
+                        hint: format!(
+                            "check the host and port and that the registry is running{}",
+                            if is_loopback(host) || self.allows_plain_http(host) {
+                                ""
+                            } else {
+                                " (for a registry without TLS, pass --insecure-registry HOST)"
+                            }
+                        ),
+                    },
+                }
+                .into()
+            },
+        )
+        .await?;
         if let Ok(mut m) = self.endpoints.lock() {
             m.insert(host.to_string(), endpoint.clone());
         }
@@ -504,37 +503,39 @@ impl RegistryClient {
         };
         // The token service is guarded like the registry: retried, watched for stalls.
         let policy = &self.opts.policy;
-        let mut attempts = 0;
-        let resp = loop {
-            attempts += 1;
-            let Some(rb) = request.try_clone() else {
-                return Err(NetError::protocol(
-                    realm,
-                    format!("internal: token request to {realm} cannot be repeated"),
-                )
-                .into());
-            };
-            let activity = Activity::default();
-            let failure = match net::watched(rb.send(), &activity, policy.idle).await {
-                Err(stalled) => stalled,
-                Ok(Err(e)) => Failure::Transport(error_chain(&e)),
-                Ok(Ok(resp)) if retryable_status(resp.status()) => status_failure(resp).await,
-                Ok(Ok(resp)) => break resp,
-            };
-            match policy.next_try(attempts, &failure, &format!("token service {realm}"))? {
-                Some(wait) => tokio::time::sleep(wait).await,
-                None => {
-                    return Err(NetError::GaveUp {
-                        who: format!("token service {realm}"),
-                        request: format!("a token for registry {host}"),
-                        hint: NetError::hint_for(&failure).into(),
-                        failure,
-                        attempts,
-                    }
+        let request = &request;
+        let resp = net::retry(
+            policy,
+            &format!("token service {realm}"),
+            move |_| async move {
+                let Some(rb) = request.try_clone() else {
+                    return Err(NetError::protocol(
+                        realm,
+                        format!("internal: token request to {realm} cannot be repeated"),
+                    )
                     .into());
+                };
+                let activity = Activity::default();
+                let failure = match net::watched(rb.send(), &activity, policy.idle).await {
+                    Err(stalled) => stalled,
+                    Ok(Err(e)) => Failure::Transport(error_chain(&e)),
+                    Ok(Ok(resp)) if retryable_status(resp.status()) => status_failure(resp).await,
+                    Ok(Ok(resp)) => return Ok(Step::Done(resp)),
+                };
+                Ok(Step::Failed(failure))
+            },
+            |failure, attempts| {
+                NetError::GaveUp {
+                    who: format!("token service {realm}"),
+                    request: format!("a token for registry {host}"),
+                    hint: NetError::hint_for(&failure).into(),
+                    failure,
+                    attempts,
                 }
-            }
-        };
+                .into()
+            },
+        )
+        .await?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| {
             NetError::protocol(realm, format!("token service {realm}: {}", error_chain(&e)))
@@ -604,38 +605,40 @@ impl RegistryClient {
         make: impl Fn(&reqwest::Client, &str) -> RequestBuilder,
     ) -> Result<Response> {
         let policy = &self.opts.policy;
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let activity = Activity::default();
-            let (failure, request) =
-                match net::watched(self.send_once(host, scopes, &make), &activity, policy.idle)
-                    .await
-                {
-                    Err(stalled) => (stalled, None),
-                    Ok(Err(Attempt::Fatal(e))) => return Err(e),
-                    Ok(Err(Attempt::Failed(f))) => (f, None),
-                    Ok(Ok(resp)) if retryable_status(resp.status()) => {
-                        let request =
-                            format!("{} {}", method_of(&make, &self.http), resp.url().path());
-                        (status_failure(resp).await, Some(request))
-                    }
-                    Ok(Ok(resp)) => return Ok(resp),
-                };
-            match policy.next_try(attempts, &failure, &format!("registry {host}"))? {
-                Some(wait) => tokio::time::sleep(wait).await,
-                None => {
-                    return Err(NetError::GaveUp {
-                        who: format!("registry {host}"),
-                        request: request.unwrap_or_else(|| "a request".into()),
-                        hint: NetError::hint_for(&failure).into(),
-                        failure,
-                        attempts,
-                    }
-                    .into());
+        let make = &make;
+        net::retry(
+            policy,
+            &format!("registry {host}"),
+            move |_| async move {
+                let activity = Activity::default();
+                let failure =
+                    match net::watched(self.send_once(host, scopes, make), &activity, policy.idle)
+                        .await
+                    {
+                        Err(stalled) => (stalled, None),
+                        Ok(Err(Attempt::Fatal(e))) => return Err(e),
+                        Ok(Err(Attempt::Failed(f))) => (f, None),
+                        Ok(Ok(resp)) if retryable_status(resp.status()) => {
+                            let request =
+                                format!("{} {}", method_of(make, &self.http), resp.url().path());
+                            (status_failure(resp).await, Some(request))
+                        }
+                        Ok(Ok(resp)) => return Ok(Step::Done(resp)),
+                    };
+                Ok(Step::Failed(failure))
+            },
+            |(failure, request), attempts| {
+                NetError::GaveUp {
+                    who: format!("registry {host}"),
+                    request: request.unwrap_or_else(|| "a request".into()),
+                    hint: NetError::hint_for(&failure).into(),
+                    failure,
+                    attempts,
                 }
-            }
-        }
+                .into()
+            },
+        )
+        .await
     }
 
     /// One attempt (plus the 401 refresh), without retries: for requests whose body cannot be
@@ -728,52 +731,54 @@ impl RegistryClient {
         let host = r.api_host();
         let path = format!("/v2/{}/manifests/{reference}", r.repository);
         let policy = &self.opts.policy;
-        let mut attempts = 0;
-        let (bytes, content_type) = loop {
-            attempts += 1;
-            let resp = self
-                .send(host, &[scope(&r.repository, "pull")], |c, base| {
-                    c.get(format!("{base}{path}"))
-                        .header("Accept", MANIFEST_ACCEPT)
-                })
-                .await?;
-            let status = resp.status();
-            if status == StatusCode::NOT_FOUND {
-                return Err(NetError::NotFound {
-                    image: r.canonical(),
-                    registry: r.registry.clone(),
-                }
-                .into());
-            }
-            if !status.is_success() {
-                let body = resp.bytes().await.unwrap_or_default();
-                return Err(self.status_error(host, "GET", &path, status, &body));
-            }
-            let content_type = resp
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
-                .unwrap_or_default();
-            let failure =
-                match read_capped(resp, MAX_JSON_BYTES as usize, &path, policy.idle).await? {
-                    Ok(bytes) => break (bytes, content_type),
-                    Err(f) => f,
-                };
-            match policy.next_try(attempts, &failure, &format!("registry {host}"))? {
-                Some(wait) => tokio::time::sleep(wait).await,
-                None => {
-                    return Err(NetError::GaveUp {
-                        who: format!("registry {host}"),
-                        request: format!("GET {path}"),
-                        hint: NetError::hint_for(&failure).into(),
-                        failure,
-                        attempts,
+        let path = &path;
+        let (bytes, content_type) = net::retry(
+            policy,
+            &format!("registry {host}"),
+            move |_| async move {
+                let resp = self
+                    .send(host, &[scope(&r.repository, "pull")], |c, base| {
+                        c.get(format!("{base}{path}"))
+                            .header("Accept", MANIFEST_ACCEPT)
+                    })
+                    .await?;
+                let status = resp.status();
+                if status == StatusCode::NOT_FOUND {
+                    return Err(NetError::NotFound {
+                        image: r.canonical(),
+                        registry: r.registry.clone(),
                     }
                     .into());
                 }
-            }
-        };
+                if !status.is_success() {
+                    let body = resp.bytes().await.unwrap_or_default();
+                    return Err(self.status_error(host, "GET", path, status, &body));
+                }
+                let content_type = resp
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
+                    .unwrap_or_default();
+                Ok(
+                    match read_capped(resp, MAX_JSON_BYTES as usize, path, policy.idle).await? {
+                        Ok(bytes) => Step::Done((bytes, content_type)),
+                        Err(f) => Step::Failed(f),
+                    },
+                )
+            },
+            |failure, attempts| {
+                NetError::GaveUp {
+                    who: format!("registry {host}"),
+                    request: format!("GET {path}"),
+                    hint: NetError::hint_for(&failure).into(),
+                    failure,
+                    attempts,
+                }
+                .into()
+            },
+        )
+        .await?;
         let actual = digest::sha256_of(&bytes);
         if let Ok(expected) = digest::parse(reference) {
             digest::verify(

@@ -2,7 +2,6 @@
 //! and chunked uploads (hashed while they are sent), and manifest PUTs.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use oci_spec::image::Digest;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
@@ -12,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{RegistryClient, append_query, scope};
 use crate::error::{Error, Result};
-use crate::net::{self, Activity, Attempt, Failure, NetError};
+use crate::net::{self, Activity, Attempt, Failure, NetError, Step};
 use crate::oci::FileRange as BlobLocation;
 use crate::oci::digest;
 use crate::oci::reference::Reference;
@@ -177,57 +176,56 @@ impl RegistryClient {
         target: &Reference,
         digest: &Digest,
         at: &BlobLocation,
-        mut session: Option<UploadSession>,
+        session: Option<UploadSession>,
         opts: UploadOptions,
         transfer: &Transfer,
     ) -> Result<()> {
-        let mut mode = match opts.chunk_size {
+        let mode = match opts.chunk_size {
             Some(max) => Mode::Chunked(max),
             None => Mode::Monolithic,
         };
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let s = match session.take() {
-                Some(s) => s,
-                None => self.start_upload(target).await?,
-            };
-            transfer.restart();
-            let outcome = match mode {
-                Mode::Monolithic => self.put_monolithic(target, digest, at, &s, transfer).await,
-                Mode::Patch => self.put_patched(target, digest, at, &s, transfer).await,
-                Mode::Chunked(max) => {
-                    let size = max.max(s.chunk_min.unwrap_or(0)).max(1);
-                    self.put_chunked(target, digest, at, &s, size, transfer)
-                        .await
-                }
-            };
-            let failure = match outcome {
-                Ok(()) => return Ok(()),
-                Err(f) => f,
-            };
-            // The registry holds a broken partial upload: leave it, start a new session.
-            let wait = match (&failure, mode) {
-                (UploadFailure::TooLarge, Mode::Monolithic | Mode::Patch) => {
-                    mode = Mode::Chunked(FALLBACK_CHUNK);
-                    Some(Duration::ZERO)
-                }
-                (UploadFailure::Refused { .. }, Mode::Monolithic) => {
-                    mode = Mode::Patch;
-                    Some(Duration::ZERO)
-                }
-                (UploadFailure::Net(f), _) => self.opts.policy.next_try(
-                    attempts,
-                    f,
-                    &format!("registry {}", target.registry),
-                )?,
-                _ => None,
-            };
-            match wait {
-                Some(d) if attempts <= self.opts.policy.retries + 2 => tokio::time::sleep(d).await,
-                _ => return Err(failure.into_error(target, digest, attempts)),
-            }
-        }
+        // What one attempt leaves the next: a session not yet used, and how to send.
+        let state = &tokio::sync::Mutex::new((session, mode));
+        net::retry(
+            &self.opts.policy,
+            &format!("registry {}", target.registry),
+            move |_| async move {
+                let mut state = state.lock().await;
+                let (session, mode) = &mut *state;
+                let s = match session.take() {
+                    Some(s) => s,
+                    None => self.start_upload(target).await?,
+                };
+                transfer.restart();
+                let outcome = match *mode {
+                    Mode::Monolithic => self.put_monolithic(target, digest, at, &s, transfer).await,
+                    Mode::Patch => self.put_patched(target, digest, at, &s, transfer).await,
+                    Mode::Chunked(max) => {
+                        let size = max.max(s.chunk_min.unwrap_or(0)).max(1);
+                        self.put_chunked(target, digest, at, &s, size, transfer)
+                            .await
+                    }
+                };
+                let failure = match outcome {
+                    Ok(()) => return Ok(Step::Done(())),
+                    Err(f) => f,
+                };
+                // The registry holds a broken partial upload: leave it, start a new session.
+                Ok(match (&failure, *mode) {
+                    (UploadFailure::TooLarge, Mode::Monolithic | Mode::Patch) => {
+                        *mode = Mode::Chunked(FALLBACK_CHUNK);
+                        Step::Again(failure)
+                    }
+                    (UploadFailure::Refused { .. }, Mode::Monolithic) => {
+                        *mode = Mode::Patch;
+                        Step::Again(failure)
+                    }
+                    _ => Step::Failed(failure),
+                })
+            },
+            |failure, attempts| failure.into_error(target, digest, attempts),
+        )
+        .await
     }
 
     /// Copy a blob from `src` (on another registry) into `target`, streaming the download
@@ -241,26 +239,20 @@ impl RegistryClient {
         size: u64,
         transfer: &Transfer,
     ) -> Result<()> {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let failure = match self.copy_once(src, target, digest, size, transfer).await {
-                Ok(()) => return Ok(()),
-                Err(f) => f,
-            };
-            let wait = match &failure {
-                UploadFailure::Net(f) => self.opts.policy.next_try(
-                    attempts,
-                    f,
-                    &format!("registry {}", target.registry),
-                )?,
-                _ => None,
-            };
-            match wait {
-                Some(d) => tokio::time::sleep(d).await,
-                None => return Err(failure.into_error(target, digest, attempts)),
-            }
-        }
+        net::retry(
+            &self.opts.policy,
+            &format!("registry {}", target.registry),
+            move |_| async move {
+                Ok(
+                    match self.copy_once(src, target, digest, size, transfer).await {
+                        Ok(()) => Step::Done(()),
+                        Err(f) => Step::Failed(f),
+                    },
+                )
+            },
+            |failure, attempts| failure.into_error(target, digest, attempts),
+        )
+        .await
     }
 
     async fn copy_once(
@@ -604,6 +596,17 @@ enum UploadFailure {
     /// The bytes read do not hash to the blob's digest.
     Corrupt(Digest),
     Local(String),
+}
+
+/// Only a network failure is for the policy to judge: the others no retry of the same
+/// request mends.
+impl net::Retryable for UploadFailure {
+    fn failure(&self) -> Option<&Failure> {
+        match self {
+            UploadFailure::Net(f) => Some(f),
+            _ => None,
+        }
+    }
 }
 
 impl UploadFailure {

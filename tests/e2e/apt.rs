@@ -14,7 +14,7 @@ use crate::servers;
 
 type Failed = libtest_mimic::Failed;
 
-const TOOLS: &[&str] = &[
+pub const TOOLS: &[&str] = &[
     "umoci",
     "debootstrap",
     "mix",

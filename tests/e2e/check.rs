@@ -11,7 +11,7 @@ use crate::lab::{self, TestResult, fail, run, stdout};
 
 type Failed = libtest_mimic::Failed;
 
-const TOOLS: &[&str] = &["umoci", "debootstrap", "mix"];
+pub const TOOLS: &[&str] = &["umoci", "debootstrap", "mix"];
 
 /// Run `imgbuild check`, expecting exit 1; returns stderr.
 fn check_fails(rel: &Path, from: &str) -> Result<String, Failed> {

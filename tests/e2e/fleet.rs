@@ -12,7 +12,7 @@ use crate::servers::{self, Seen};
 
 type Failed = libtest_mimic::Failed;
 
-const TOOLS: &[&str] = &[
+pub const TOOLS: &[&str] = &[
     "docker-registry",
     "skopeo",
     "umoci",

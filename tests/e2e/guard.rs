@@ -14,7 +14,7 @@ use crate::servers::{self, Fault, Proxy, Rule, Seen};
 
 type Failed = libtest_mimic::Failed;
 
-const TOOLS: &[&str] = &["docker-registry", "skopeo", "umoci", "debootstrap", "mix"];
+pub const TOOLS: &[&str] = &["docker-registry", "skopeo", "umoci", "debootstrap", "mix"];
 
 fn rule(method: &'static str, target_contains: &'static str, fault: Fault, times: u32) -> Rule {
     Rule {

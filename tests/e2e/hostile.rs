@@ -14,7 +14,7 @@ use crate::servers::{self, Fault, Rule};
 
 type Failed = libtest_mimic::Failed;
 
-const TOOLS: &[&str] = &["umoci", "debootstrap", "mix"];
+pub const TOOLS: &[&str] = &["umoci", "debootstrap", "mix"];
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))

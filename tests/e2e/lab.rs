@@ -1,7 +1,8 @@
 //! The lab: real peers started on demand for the end-to-end tests, and torn down at the end.
 //! Registry (docker-registry), Docker Engine, a Debian minbase base image, and the sample
-//! Elixir release built with Debian's Elixir. Tool missing: under CI=true that is a failure,
-//! elsewhere the test says it skipped.
+//! Elixir release built with Debian's Elixir. A test declares the tools it needs ([`Test::needs`]);
+//! one whose tools are missing is reported ignored, or fails under CI (any non-empty `CI`),
+//! naming each tool and the Debian package `scripts/test` installs for it.
 
 use std::cell::RefCell;
 use std::net::TcpListener;
@@ -100,20 +101,81 @@ pub fn start_registry_process(
     )))
 }
 
-/// Whether `tool` is on PATH. Missing under CI=true fails; otherwise the caller skips.
+/// Whether the tests run under CI: `CI` set to anything but empty (`true`, `1`, ...). There a
+/// missing tool is a failure and no test may be ignored.
+pub fn under_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// Whether `tools` are on PATH: the second guard inside a test, after the one its registration
+/// declares ([`Test::needs`]). Missing under CI fails, naming each tool and its package. A tool
+/// the running test did not declare fails too, present or not, so the declarations cannot fall
+/// behind the tests. Elsewhere a missing tool of a test that declares none skips it (reported
+/// passed, so the skip is counted and named at the end of the run, see [`conclude`]).
 pub fn require(tools: &[&str]) -> Result<bool, libtest_mimic::Failed> {
+    let (test, declared) = RUNNING
+        .with_borrow(|r| r.clone())
+        .unwrap_or(("(no test)", None));
+    if let Some(declared) = &declared {
+        let undeclared: Vec<&str> = tools
+            .iter()
+            .copied()
+            .filter(|t| !declared.contains(t))
+            .collect();
+        if !undeclared.is_empty() {
+            return Err(fail(format!(
+                "{test} requires tools its registration does not declare ({}): add them to its \
+                 .needs(...) in tests/e2e/main.rs",
+                undeclared.join(", ")
+            )));
+        }
+    }
     let missing: Vec<&str> = tools.iter().copied().filter(|t| !on_path(t)).collect();
     if missing.is_empty() {
         return Ok(true);
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        return Err(fail(format!(
-            "required tools missing under CI=true: {} (scripts/test installs them)",
-            missing.join(", ")
-        )));
+    if under_ci() || declared.is_some() {
+        return Err(fail(missing_tools(&missing)));
     }
-    eprintln!("SKIPPED: tools missing: {}", missing.join(", "));
+    eprintln!("SKIPPED {test}: {}", missing_tools(&missing));
+    if let Ok(mut skipped) = SKIPPED.lock() {
+        skipped.push(format!("{test} ({})", missing.join(", ")));
+    }
     Ok(false)
+}
+
+/// The tests that skipped themselves at run time (see [`require`]).
+static SKIPPED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// `tools missing: mix (Debian package elixir), ...`, each tool with where `scripts/test` gets
+/// it (its `PROVIDES` table is read, so the two cannot disagree).
+pub fn missing_tools(missing: &[&str]) -> String {
+    let named: Vec<String> = missing
+        .iter()
+        .map(|t| match package_of(t) {
+            Some(p) => format!("{t} (Debian package {p})"),
+            None if *t == "crane" => format!("{t} (scripts/newer-peers crane)"),
+            None => format!("{t} (no package for it in scripts/test's PROVIDES)"),
+        })
+        .collect();
+    format!(
+        "tools missing: {}; scripts/test installs them",
+        named.join(", ")
+    )
+}
+
+/// The Debian package `scripts/test` installs for `tool`.
+pub fn package_of(tool: &str) -> Option<String> {
+    const SCRIPT: &str = include_str!("../../scripts/test");
+    let table = SCRIPT
+        .split("declare -A PROVIDES=(")
+        .nth(1)?
+        .split(')')
+        .next()?;
+    table.split_whitespace().find_map(|pair| {
+        let (t, p) = pair.strip_prefix('[')?.split_once("]=")?;
+        (t == tool).then(|| p.to_string())
+    })
 }
 
 pub fn on_path(tool: &str) -> bool {
@@ -280,36 +342,157 @@ pub fn fixture_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// One test of the suite.
+/// A test's name and the tools it declared (`None`: it declares none).
+type Running = (&'static str, Option<Vec<&'static str>>);
+
+thread_local! {
+    /// The test running on this thread.
+    static RUNNING: RefCell<Option<Running>> = const { RefCell::new(None) };
+}
+
+/// One test of the suite, made by [`trial`]; [`trials`] turns the list into libtest-mimic's.
+pub struct Test {
+    name: &'static str,
+    tools: Option<Vec<&'static str>>,
+    test: fn() -> TestResult,
+}
+
+/// One test of the suite. Declare the tools it needs with [`Test::needs`]: without them on
+/// PATH it is reported ignored (a failure under CI). A test that declares none still runs,
+/// guarded by its own [`require`].
+pub fn trial(name: &'static str, test: fn() -> TestResult) -> Test {
+    Test {
+        name,
+        tools: None,
+        test,
+    }
+}
+
+impl Test {
+    /// The tools (commands on PATH) the test needs.
+    pub fn needs(mut self, tools: &[&'static str]) -> Test {
+        self.tools.get_or_insert_default().extend_from_slice(tools);
+        self
+    }
+
+    /// Its declared tools missing here.
+    fn missing(&self) -> Vec<&'static str> {
+        let tools = self.tools.iter().flatten().copied();
+        tools.filter(|t| !on_path(t)).collect()
+    }
+}
+
+/// The tests as libtest-mimic trials. Outside CI a test whose declared tools are missing is
+/// ignored (libtest-mimic says so, and [`conclude`] counts it); under CI it is not, and fails
+/// naming the tools.
 ///
 /// What the test made with [`scratch_dir`] is removed when it ends: always under `CI` (the
 /// machine is thrown away after the run), else when it passed, so that a failure can be looked
 /// at. The tests' directories of one run add up to over 7 GB, more than a CI machine may have
 /// free. A failure is printed the moment it happens, so a log that is cut short still says
 /// which test failed and why.
-pub fn trial(name: &'static str, test: fn() -> TestResult) -> Trial {
-    Trial::test(name, move || {
-        MADE.with_borrow_mut(Vec::clear);
-        let result = std::panic::catch_unwind(test);
-        let made = MADE.with_borrow_mut(std::mem::take);
-        let passed = matches!(result, Ok(Ok(())));
-        if passed || std::env::var_os("CI").is_some() {
-            for dir in made {
-                let _ = std::fs::remove_dir_all(dir);
+pub fn trials(tests: Vec<Test>) -> Vec<Trial> {
+    let ci = under_ci();
+    let mut ignored = Vec::new();
+    let trials = tests
+        .into_iter()
+        .map(|t| {
+            let missing = t.missing();
+            let ignore = !missing.is_empty() && !ci;
+            if ignore {
+                ignored.push((t.name, missing.clone()));
             }
+            let Test { name, tools, test } = t;
+            Trial::test(name, move || {
+                if !missing.is_empty() {
+                    // Under CI, or run although ignored (--include-ignored).
+                    return Err(fail(format!("{name}: {}", missing_tools(&missing))));
+                }
+                run_one(name, tools, test)
+            })
+            .with_ignored_flag(ignore)
+        })
+        .collect();
+    let _ = IGNORED.set(ignored);
+    trials
+}
+
+/// The tests [`trials`] marked ignored, with their missing tools.
+static IGNORED: OnceLock<Vec<(&'static str, Vec<&'static str>)>> = OnceLock::new();
+
+fn run_one(
+    name: &'static str,
+    tools: Option<Vec<&'static str>>,
+    test: fn() -> TestResult,
+) -> TestResult {
+    MADE.with_borrow_mut(Vec::clear);
+    RUNNING.set(Some((name, tools)));
+    let result = std::panic::catch_unwind(test);
+    RUNNING.set(None);
+    let made = MADE.with_borrow_mut(std::mem::take);
+    let passed = matches!(result, Ok(Ok(())));
+    if passed || under_ci() {
+        for dir in made {
+            let _ = std::fs::remove_dir_all(dir);
         }
-        match result {
-            Ok(Err(e)) => {
-                eprintln!("FAILED {name}: {}", e.message().unwrap_or("(no message)"));
-                Err(e)
-            }
-            Ok(Ok(())) => Ok(()),
-            Err(panic) => {
-                eprintln!("FAILED {name}: panicked (its message is above)");
-                std::panic::resume_unwind(panic)
-            }
+    }
+    match result {
+        Ok(Err(e)) => {
+            eprintln!("FAILED {name}: {}", e.message().unwrap_or("(no message)"));
+            Err(e)
         }
-    })
+        Ok(Ok(())) => Ok(()),
+        Err(panic) => {
+            eprintln!("FAILED {name}: panicked (its message is above)");
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
+/// After the run: how many tests were ignored (and which tools they lack) and which skipped
+/// themselves at run time. Under CI nothing may be ignored: a run that ignored any fails.
+pub fn conclude(args: &libtest_mimic::Arguments, conclusion: &libtest_mimic::Conclusion) {
+    if args.list {
+        return;
+    }
+    let ignored = conclusion.num_ignored;
+    eprintln!("e2e: {ignored} test(s) ignored");
+    // The tools of the ignored tests this run selected (libtest-mimic's filter and --skip).
+    let selected = |name: &str| {
+        let matches = |pattern: &str| {
+            if args.exact {
+                name == pattern
+            } else {
+                name.contains(pattern)
+            }
+        };
+        args.filter.as_deref().is_none_or(matches) && !args.skip.iter().any(|s| matches(s))
+    };
+    let mut tools: Vec<&str> = IGNORED
+        .get()
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| ignored > 0 && selected(name))
+        .flat_map(|(_, missing)| missing.iter().copied())
+        .collect();
+    tools.sort_unstable();
+    tools.dedup();
+    if !tools.is_empty() {
+        eprintln!("e2e: the ignored tests need {}", missing_tools(&tools));
+    }
+    let skipped = SKIPPED.lock().map(|s| s.clone()).unwrap_or_default();
+    if !skipped.is_empty() {
+        eprintln!(
+            "e2e: {} test(s) skipped themselves, reported passed (declare their tools with \
+             .needs(...) to have them reported ignored): {}",
+            skipped.len(),
+            skipped.join("; ")
+        );
+    }
+    if under_ci() && ignored > 0 {
+        eprintln!("e2e: under CI no test may be ignored: failing the run");
+        std::process::exit(101);
+    }
 }
 
 pub fn imgbuild() -> Command {

@@ -1097,75 +1097,94 @@ fn main() {
     let args = Arguments::from_args();
     lab::sweep_stale();
     let tests = vec![
-        lab::trial("build::json_report_and_tarball_layout", test_json_report),
-        lab::trial("build::docker_load_and_run", test_docker_load_and_run),
-        lab::trial("build::podman_load_and_run", test_podman_load_and_run),
-        lab::trial("build::zstd_layers_podman_run", test_zstd_layers_podman_run),
+        lab::trial("build::json_report_and_tarball_layout", test_json_report).needs(TOOLS),
+        lab::trial("build::docker_load_and_run", test_docker_load_and_run)
+            .needs(&[TOOLS, &["dockerd", "docker"]].concat()),
+        lab::trial("build::podman_load_and_run", test_podman_load_and_run)
+            .needs(&[TOOLS, &["podman", "runc"]].concat()),
+        lab::trial("build::zstd_layers_podman_run", test_zstd_layers_podman_run)
+            .needs(&[TOOLS, &["podman", "runc"]].concat()),
         lab::trial(
             "build::skopeo_reads_both_transports",
             test_skopeo_reads_both_transports,
-        ),
-        lab::trial("build::umoci_unpacks_layout", test_umoci_unpacks_layout),
-        lab::trial("build::ctr_imports", test_ctr_imports),
+        )
+        .needs(TOOLS),
+        lab::trial("build::umoci_unpacks_layout", test_umoci_unpacks_layout).needs(TOOLS),
+        lab::trial("build::ctr_imports", test_ctr_imports)
+            .needs(&[TOOLS, &["dockerd", "ctr"]].concat()),
         lab::trial(
             "build::reproducible_to_the_byte",
             test_reproducible_to_the_byte,
-        ),
+        )
+        .needs(TOOLS),
         lab::trial(
             "build::one_module_change_touches_only_app_and_release_layers",
             test_one_module_change_touches_only_app_and_release_layers,
-        ),
-        lab::trial("build::local_bases", test_local_bases),
+        )
+        .needs(TOOLS),
+        lab::trial("build::local_bases", test_local_bases).needs(TOOLS),
         lab::trial(
             "build::platform_selection_from_index",
             test_platform_selection_from_index,
-        ),
+        )
+        .needs(TOOLS),
         lab::trial(
             "build::pinned_cached_base_needs_no_network",
             test_pinned_cached_base_needs_no_network,
-        ),
-        lab::trial("build::bad_input_errors", test_bad_input_errors),
+        )
+        .needs(TOOLS),
+        lab::trial("build::bad_input_errors", test_bad_input_errors).needs(&["mix"]),
         lab::trial(
             "guard::probe_503_is_retried",
             guard::test_probe_503_is_retried,
-        ),
+        )
+        .needs(guard::TOOLS),
         lab::trial(
             "guard::downloads_resume_restart_and_unstall",
             guard::test_downloads_resume_restart_and_unstall,
-        ),
+        )
+        .needs(guard::TOOLS),
         lab::trial(
             "guard::upload_stall_is_retried",
             guard::test_upload_stall_is_retried,
-        ),
+        )
+        .needs(guard::TOOLS),
         lab::trial(
             "guard::long_retry_after_fails_fast",
             guard::test_long_retry_after_fails_fast,
-        ),
-        lab::trial("guard::registry_quirks", guard::test_registry_quirks),
+        )
+        .needs(guard::TOOLS),
+        lab::trial("guard::registry_quirks", guard::test_registry_quirks).needs(guard::TOOLS),
         lab::trial(
             "guard::short_tokens_are_refreshed",
             guard::test_short_tokens_are_refreshed,
-        ),
+        )
+        .needs(&[guard::TOOLS, &["openssl"]].concat()),
         lab::trial(
             "guard::kill9_cold_builds_share_a_cache",
             guard::test_kill9_cold_builds_share_a_cache,
-        ),
+        )
+        .needs(guard::TOOLS),
         lab::trial(
             "platforms::transplanted_index",
             platforms::test_transplanted_index,
-        ),
+        )
+        .needs(platforms::TOOLS),
         lab::trial(
             "platforms::arm64_runs_under_qemu",
             platforms::test_arm64_runs_under_qemu,
-        ),
+        )
+        .needs(&[platforms::TOOLS, &["qemu-aarch64-static"]].concat()),
         lab::trial(
             "platforms::arm64_packages_and_crypto_under_qemu",
             platforms::test_arm64_packages_and_crypto_under_qemu,
-        ),
+        )
+        .needs(&[platforms::TOOLS, &["qemu-aarch64-static"]].concat()),
         lab::trial(
             "platforms::transplant_refusals",
             platforms::test_transplant_refusals,
-        ),
+        )
+        .needs(platforms::TOOLS),
         lab::trial(
             "platforms::transplant_leaves_out_dev_tools",
             platforms::test_transplant_leaves_out_dev_tools,
@@ -1173,80 +1192,118 @@ fn main() {
         lab::trial(
             "signing::sign_on_push_and_verify_both_ways",
             signing::test_sign_on_push_and_verify_both_ways,
-        ),
+        )
+        .needs(signing::TOOLS),
         lab::trial(
             "model::pull_then_build_offline",
             model::test_pull_then_build_offline,
-        ),
+        )
+        .needs(model::TOOLS),
         lab::trial(
             "model::copy_between_sources_and_sinks",
             model::test_copy_between_sources_and_sinks,
-        ),
-        lab::trial("model::load_into_engines", model::test_load_into_engines),
+        )
+        .needs(&[model::TOOLS, &["crane"]].concat()),
+        lab::trial("model::load_into_engines", model::test_load_into_engines)
+            .needs(&[model::TOOLS, &["dockerd", "docker", "podman", "runc"]].concat()),
         lab::trial(
             "model::index_travels_whole",
             model::test_index_travels_whole,
-        ),
+        )
+        .needs(model::TOOLS),
         lab::trial(
             "model::three_tags_every_loader",
             model::test_three_tags_every_loader,
+        )
+        .needs(
+            &[
+                model::TOOLS,
+                &["dockerd", "docker", "podman", "runc", "ctr"],
+            ]
+            .concat(),
         ),
         lab::trial(
             "build::default_release_and_project_file",
             test_default_release_and_project_file,
-        ),
+        )
+        .needs(&["mix"]),
         lab::trial(
             "check::passes_on_a_good_base",
             check::test_passes_on_a_good_base,
-        ),
+        )
+        .needs(check::TOOLS),
         lab::trial(
             "check::missing_libcrypto_names_the_package",
             check::test_missing_libcrypto_names_the_package,
-        ),
+        )
+        .needs(check::TOOLS),
         lab::trial(
             "check::old_glibc_base_names_the_version",
             check::test_old_glibc_base_names_the_version,
-        ),
+        )
+        .needs(check::TOOLS),
         lab::trial(
             "check::foreign_machine_fails",
             check::test_foreign_machine_fails,
-        ),
+        )
+        .needs(check::TOOLS),
         lab::trial(
             "check::base_without_shell_fails",
             check::test_base_without_shell_fails,
-        ),
+        )
+        .needs(check::TOOLS),
         lab::trial(
             "check::release_without_erts_needs_the_bases_erlang",
             check::test_release_without_erts_needs_the_bases_erlang,
-        ),
+        )
+        .needs(&[check::TOOLS, &["dockerd", "docker"]].concat()),
         lab::trial(
             "apt::libssl3_makes_crypto_start",
             apt::test_libssl3_makes_crypto_start,
-        ),
+        )
+        .needs(&[apt::TOOLS, &["dockerd", "docker"]].concat()),
         lab::trial(
             "apt::auto_packages_from_the_check",
             apt::test_auto_packages_from_the_check,
-        ),
+        )
+        .needs(&[apt::TOOLS, &["dockerd", "docker"]].concat()),
         lab::trial(
             "phoenix::without_bin_server_serves",
             phoenix::test_phoenix_without_bin_server_serves,
-        ),
+        )
+        .needs(&[phoenix::TOOLS, &["dockerd", "docker"]].concat()),
         lab::trial(
             "phoenix::init_then_build_runs",
             phoenix::test_init_then_build_runs,
+        )
+        .needs(
+            &[
+                phoenix::TOOLS,
+                &[
+                    "dockerd",
+                    "docker",
+                    "apt-ftparchive",
+                    "dpkg-scanpackages",
+                    "gpg",
+                ],
+            ]
+            .concat(),
         ),
         lab::trial(
             "rebase::onto_patched_base",
             rebase::test_rebase_onto_patched_base,
-        ),
+        )
+        .needs(rebase::TOOLS),
         lab::trial(
             "rebase::refuses_a_base_it_cannot_start_on",
             rebase::test_rebase_refuses_a_base_it_cannot_start_on,
-        ),
+        )
+        .needs(rebase::TOOLS),
         lab::trial(
             "rebase::finds_the_base_by_its_layers",
             rebase::test_rebase_finds_the_base_by_its_layers,
-        ),
+        )
+        .needs(rebase::TOOLS),
         lab::trial(
             "rebase::in_the_project_directory",
             rebase::test_rebase_in_the_project_directory,
@@ -1258,123 +1315,158 @@ fn main() {
         lab::trial(
             "apt::ca_certificates_bundle",
             apt::test_ca_certificates_bundle,
-        ),
+        )
+        .needs(&[apt::TOOLS, &["dockerd", "docker", "htpasswd"]].concat()),
         lab::trial(
             "apt::lock_reproducible_and_offline",
             apt::test_lock_reproducible_and_offline,
-        ),
-        lab::trial("apt::tampering_is_refused", apt::test_tampering_is_refused),
+        )
+        .needs(apt::TOOLS),
+        lab::trial("apt::tampering_is_refused", apt::test_tampering_is_refused).needs(apt::TOOLS),
         lab::trial(
             "runners::phoenix_packages_on_bookworm_merged_usr",
             runners::test_bookworm_merged_usr,
-        ),
+        )
+        .needs(runners::TOOLS),
         lab::trial(
             "runners::phoenix_packages_on_trixie_merged_usr",
             runners::test_trixie_merged_usr,
-        ),
+        )
+        .needs(runners::TOOLS),
         lab::trial(
             "runners::phoenix_packages_on_bookworm_split_usr",
             runners::test_bookworm_split_usr,
-        ),
+        )
+        .needs(runners::TOOLS),
         lab::trial(
             "runners::phoenix_packages_on_bullseye_split_usr",
             runners::test_bullseye_split_usr,
-        ),
+        )
+        .needs(runners::TOOLS),
         lab::trial(
             "runners::package_under_bin",
             runners::test_package_under_bin,
-        ),
+        )
+        .needs(runners::TOOLS),
         lab::trial(
             "apt::detached_release_signature",
             apt::test_detached_release_signature,
-        ),
+        )
+        .needs(apt::TOOLS),
         lab::trial(
             "faults::sigterm_and_kill9_leave_nothing",
             faults::test_sigterm_and_kill9_leave_nothing,
-        ),
-        lab::trial("faults::disk_full", faults::test_disk_full),
+        )
+        .needs(&["umoci", "debootstrap", "mix"]),
+        lab::trial("faults::disk_full", faults::test_disk_full).needs(&[
+            "umoci",
+            "debootstrap",
+            "mix",
+            "mount",
+        ]),
         lab::trial(
             "faults::two_builds_share_a_cache",
             faults::test_two_builds_share_a_cache,
-        ),
+        )
+        .needs(&["umoci", "debootstrap", "mix"]),
         lab::trial(
             "faults::twenty_concurrent_pushes",
             faults::test_twenty_concurrent_pushes,
-        ),
-        lab::trial("push::build_push_pull_run", push::test_build_push_pull_run),
+        )
+        .needs(&["docker-registry", "skopeo", "mix"]),
+        lab::trial("push::build_push_pull_run", push::test_build_push_pull_run)
+            .needs(&[push::TOOLS, &["dockerd", "docker"]].concat()),
         lab::trial(
             "push::mount_from_base_repository_and_no_base_download",
             push::test_mount_from_base_repository_and_no_base_download,
-        ),
+        )
+        .needs(push::TOOLS),
         lab::trial(
             "push::summary_alone_means_no_base_download",
             push::test_summary_alone_means_no_base_download,
-        ),
+        )
+        .needs(push::TOOLS),
         lab::trial(
             "push::incremental_push_uploads_only_changed_layers",
             push::test_incremental_push_uploads_only_changed_layers,
-        ),
+        )
+        .needs(push::TOOLS),
         lab::trial(
             "push::tarball_same_digest_elsewhere",
             push::test_push_tarball_same_digest_elsewhere,
-        ),
-        lab::trial("push::chunked_upload", push::test_chunked_upload),
+        )
+        .needs(&[push::TOOLS, &["script"]].concat()),
+        lab::trial("push::chunked_upload", push::test_chunked_upload).needs(push::TOOLS),
         lab::trial(
             "push::inspect_tarball_and_registry",
             push::test_inspect_tarball_and_registry,
-        ),
-        lab::trial("push::faults_are_retried", push::test_faults_are_retried),
+        )
+        .needs(push::TOOLS),
+        lab::trial("push::faults_are_retried", push::test_faults_are_retried).needs(push::TOOLS),
         lab::trial(
             "push::referrers_api_registry_gets_no_fallback_tag",
             push::test_referrers_api_registry_gets_no_fallback_tag,
-        ),
-        lab::trial("push::killed_push_resumes", push::test_killed_push_resumes),
+        )
+        .needs(push::TOOLS),
+        lab::trial("push::killed_push_resumes", push::test_killed_push_resumes).needs(push::TOOLS),
         lab::trial(
             "fleet::two_runners_share_a_cache_repo",
             fleet::test_two_runners_share_a_cache_repo,
-        ),
+        )
+        .needs(fleet::TOOLS),
         lab::trial(
             "push::failing_registry_writes_no_tag",
             push::test_failing_registry_writes_no_tag,
-        ),
+        )
+        .needs(push::TOOLS),
         lab::trial(
             "push::tls_basic_auth_and_credential_sources",
             push::test_tls_basic_auth_and_credential_sources,
-        ),
+        )
+        .needs(&[push::TOOLS, &["htpasswd", "openssl", "dockerd", "docker"]].concat()),
         lab::trial(
             "push::token_auth_anonymous_pull_and_authenticated_push",
             push::test_token_auth_anonymous_pull_and_authenticated_push,
-        ),
+        )
+        .needs(&[push::TOOLS, &["openssl"]].concat()),
         lab::trial(
             "hostile::escaping_base_layer_stays_inside",
             hostile::test_escaping_base_layer_stays_inside,
-        ),
+        )
+        .needs(hostile::TOOLS),
         lab::trial(
             "hostile::malformed_base_layers_fail_cleanly",
             hostile::test_malformed_base_layers_fail_cleanly,
-        ),
+        )
+        .needs(hostile::TOOLS),
         lab::trial(
             "hostile::wrong_bytes_from_registry",
             hostile::test_wrong_bytes_from_registry,
-        ),
+        )
+        .needs(&["docker-registry", "skopeo", "umoci", "debootstrap", "mix"]),
         lab::trial(
             "hostile::damaged_cache_is_fetched_again",
             hostile::test_damaged_cache_is_fetched_again,
-        ),
+        )
+        .needs(&["docker-registry", "skopeo", "umoci", "debootstrap", "mix"]),
         lab::trial(
             "hostile::bad_release_directories",
             hostile::test_bad_release_directories,
-        ),
+        )
+        .needs(&["mix", "setpriv", "mknod"]),
         lab::trial(
             "hostile::unknown_manifest_media_type",
             hostile::test_unknown_manifest_media_type,
-        ),
+        )
+        .needs(hostile::TOOLS),
         lab::trial(
             "recipes::gitlab_recipe_builds_the_assets_the_image_serves",
             recipes::test_gitlab_recipe_builds_the_assets_the_image_serves,
-        ),
+        )
+        .needs(recipes::TOOLS),
     ];
-    let conclusion = libtest_mimic::run(&args, tests);
+    let conclusion = libtest_mimic::run(&args, lab::trials(tests));
     lab::shutdown();
+    lab::conclude(&args, &conclusion);
     conclusion.exit();
 }

@@ -12,7 +12,7 @@ use crate::lab::{self, TestResult, fail, json_of, run, stderr, stdout};
 
 type Failed = libtest_mimic::Failed;
 
-const TOOLS: &[&str] = &["docker-registry", "skopeo", "umoci", "debootstrap", "mix"];
+pub const TOOLS: &[&str] = &["docker-registry", "skopeo", "umoci", "debootstrap", "mix"];
 
 /// Run, expecting exit `code`; returns stderr.
 fn expect_exit(cmd: &mut Command, code: i32) -> Result<String, Failed> {

@@ -12,7 +12,7 @@ use crate::lab::{self, TestResult, fail, run};
 
 type Failed = libtest_mimic::Failed;
 
-const TOOLS: &[&str] = &["docker-registry", "skopeo", "umoci", "debootstrap", "mix"];
+pub const TOOLS: &[&str] = &["docker-registry", "skopeo", "umoci", "debootstrap", "mix"];
 
 const RUNTIME_EXS: &str = r#"import Config
 

@@ -13,7 +13,7 @@ use crate::lab::{self, TestResult, fail, json_of, run, stdout};
 
 type Failed = libtest_mimic::Failed;
 
-const TOOLS: &[&str] = &[
+pub const TOOLS: &[&str] = &[
     "docker-registry",
     "skopeo",
     "umoci",

@@ -13,7 +13,7 @@ use crate::servers::{self, Fault, Proxy, Rule, Seen};
 
 type Failed = libtest_mimic::Failed;
 
-const TOOLS: &[&str] = &["docker-registry", "skopeo", "umoci", "debootstrap", "mix"];
+pub const TOOLS: &[&str] = &["docker-registry", "skopeo", "umoci", "debootstrap", "mix"];
 
 /// Run imgbuild expecting failure; returns stderr.
 fn expect_failure(cmd: &mut Command) -> Result<String, Failed> {

@@ -13,7 +13,7 @@ use crate::lab::{self, TestResult, fail, run};
 
 type Failed = libtest_mimic::Failed;
 
-const TOOLS: &[&str] = &[
+pub const TOOLS: &[&str] = &[
     "umoci",
     "skopeo",
     "debootstrap",

@@ -15,7 +15,7 @@ use crate::lab::{self, TestResult, fail, run};
 
 type Failed = libtest_mimic::Failed;
 
-const TOOLS: &[&str] = &[
+pub const TOOLS: &[&str] = &[
     "mix",
     "python3",
     "curl",

@@ -16,7 +16,7 @@ use crate::lab::{self, TestResult, fail, run, stdout};
 
 type Failed = libtest_mimic::Failed;
 
-const TOOLS: &[&str] = &[
+pub const TOOLS: &[&str] = &[
     "umoci",
     "debootstrap",
     "mix",
