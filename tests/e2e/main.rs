@@ -1188,7 +1188,8 @@ fn main() {
         lab::trial(
             "platforms::transplant_leaves_out_dev_tools",
             platforms::test_transplant_leaves_out_dev_tools,
-        ),
+        )
+        .needs(platforms::TOOLS),
         lab::trial(
             "signing::sign_on_push_and_verify_both_ways",
             signing::test_sign_on_push_and_verify_both_ways,
@@ -1307,11 +1308,13 @@ fn main() {
         lab::trial(
             "rebase::in_the_project_directory",
             rebase::test_rebase_in_the_project_directory,
-        ),
+        )
+        .needs(rebase::TOOLS),
         lab::trial(
             "sbom::identifiers_scanners_match",
             sbom::test_sbom_identifiers_scanners_match,
-        ),
+        )
+        .needs(sbom::TOOLS),
         lab::trial(
             "apt::ca_certificates_bundle",
             apt::test_ca_certificates_bundle,

@@ -12,7 +12,7 @@ use crate::lab::{self, TestResult, fail, run, stdout};
 
 type Failed = libtest_mimic::Failed;
 
-const TOOLS: &[&str] = &["umoci", "debootstrap", "mix", "erl", "tar", "pyspdxtools"];
+pub const TOOLS: &[&str] = &["umoci", "debootstrap", "mix", "erl", "tar", "pyspdxtools"];
 
 /// The sample project with a path dependency `tiny_json` 0.3.1, released; then a mix.lock
 /// beside it that says `tiny_json` is Hex's `tiny_json_ex` (as a fetched project's would),
