@@ -6,27 +6,27 @@
 pub mod cache_repo;
 pub mod layers;
 pub mod rebase;
+mod stages;
 pub mod transplant;
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::apt::{self, PackageRequest};
+use crate::apt::PackageRequest;
 use crate::blocking;
 use crate::cache::Cache;
 use crate::check::{self, CheckReport, ImageEnv};
-use crate::error::IoContext;
 use crate::error::{Error, ImageError, Result};
 use crate::layer::{Codec, TarOptions};
 use crate::mutate::{self, ImageSettings};
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
 use crate::oci::{
-    Artifact, Attachment, Blob, BlobSource, FileRange, Image, Layer, SBOM_ANNOTATION, media,
+    Artifact, Attachment, BlobSource, FileRange, Image, Layer, SBOM_ANNOTATION, media,
 };
 use crate::registry::RegistryClient;
-use crate::release::{self, Entry, EntryKind, LayerKind, LayerPlan, PlanOptions, Release};
+use crate::release::{self, LayerKind, LayerPlan, PlanOptions, Release};
 use crate::report::{Prefixed, Reporter};
 use crate::sbom::{self, DebPackage, SbomInput};
 use crate::source::{self, Source};
@@ -476,41 +476,29 @@ async fn build_one(
     // The SBOM goes into the image as its own small layer, and beside it as an attachment.
     let mix_lock = crate::release::mix_lock::beside(&release.root);
     let otp = crate::release::otp::otp_release(&release);
-    let sbom_bytes = sbom::document(&SbomInput {
-        release: &release,
-        base_name: &base.origin.name,
-        base_digest: base.origin.digest.as_ref().map(|d| d.as_ref()),
-        architecture: base.config.architecture().to_string().as_str(),
-        debs: &seen.debs,
-        os: seen.os.clone(),
-        epoch: req.settings.epoch,
-        mix_lock: mix_lock.as_deref(),
-        otp: otp.as_ref(),
-    })?;
-    let sbom_digest = cache.put_bytes(&sbom_bytes)?;
-    let sbom_blob = Blob::new(
-        sbom_digest.clone(),
-        sbom_bytes.len() as u64,
-        media::SPDX_JSON,
-        BlobSource::File(FileRange {
-            path: cache.blob_path(&sbom_digest),
-            offset: 0,
-            size: sbom_bytes.len() as u64,
-        }),
-    );
-    plans.push(sbom_layer_plan(
-        &release,
-        cache.blob_path(&sbom_digest),
-        sbom_bytes.len() as u64,
-    ));
+    let made_sbom = stages::sbom(
+        &SbomInput {
+            release: &release,
+            base_name: &base.origin.name,
+            base_digest: base.origin.digest.as_ref().map(|d| d.as_ref()),
+            architecture: base.config.architecture().to_string().as_str(),
+            debs: &seen.debs,
+            os: seen.os.clone(),
+            epoch: req.settings.epoch,
+            mix_lock: mix_lock.as_deref(),
+            otp: otp.as_ref(),
+        },
+        cache,
+    )?;
+    plans.push(made_sbom.plan);
     if let Some(path) = &req.sbom_out {
-        crate::atomic::write_file(path, &sbom_bytes)?;
+        crate::atomic::write_file(path, &made_sbom.bytes)?;
         reporter.step(&format!("wrote SBOM {}", path.display()));
     }
     let mut settings = req.settings.clone();
     settings
         .annotations
-        .insert(SBOM_ANNOTATION.to_string(), sbom_digest.to_string());
+        .insert(SBOM_ANNOTATION.to_string(), made_sbom.digest.to_string());
     if !seen.requested.is_empty() {
         settings
             .labels
@@ -545,7 +533,7 @@ async fn build_one(
 
     let attachments = vec![Attachment {
         artifact_type: media::SPDX_JSON.into(),
-        blob: sbom_blob,
+        blob: made_sbom.blob,
     }];
     let image = mutate::append(&base, &release, new_layers, &settings, attachments)?;
     reporter.step(&format!(
@@ -579,7 +567,7 @@ async fn build_one(
         warnings,
         reused_layers,
         sbom: SbomReport {
-            digest: sbom_digest.to_string(),
+            digest: made_sbom.digest.to_string(),
             path: format!("/{}", sbom::path_in_image(&release)),
             applications: release.applications.len(),
             debian_packages: seen.debs.len(),
@@ -693,34 +681,6 @@ fn parameters(req: &BuildRequest) -> serde_json::Value {
     })
 }
 
-/// The SBOM's layer: the document under /var/lib/db/sbom, owned by root, read-only to others.
-pub(crate) fn sbom_layer_plan(release: &Release, source: PathBuf, size: u64) -> LayerPlan {
-    let dir = |path: &str| Entry {
-        path: path.to_string(),
-        source: None,
-        kind: EntryKind::Dir,
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-    };
-    let mut entries: Vec<Entry> = ["var", "var/lib", "var/lib/db", sbom::SBOM_DIR]
-        .into_iter()
-        .map(dir)
-        .collect();
-    entries.push(Entry {
-        path: sbom::path_in_image(release),
-        source: Some(source),
-        kind: EntryKind::File { size },
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-    });
-    LayerPlan {
-        kind: LayerKind::Sbom,
-        entries,
-    }
-}
-
 /// The config label that records the runtime packages a build asked for (`--package`, with
 /// `auto` replaced by what the check chose), comma-separated and sorted: what `rebase` asks
 /// for again. The packages installed (with their dependencies) are in the SBOM.
@@ -741,7 +701,7 @@ struct Seen {
     os: Option<(String, String)>,
     warnings: Vec<String>,
     /// The runtime packages' layer, when `--package` asked for some.
-    packages: Option<PackageLayer>,
+    packages: Option<stages::PackageLayer>,
     /// The packages as pinned (SHA256, URL), for the provenance.
     locked: Vec<crate::apt::Locked>,
     /// Pins resolved afresh, for the lock file once the build has succeeded.
@@ -750,93 +710,6 @@ struct Seen {
     requested: Vec<String>,
     /// Where the base's summary came from (see [`BaseReport::summary`]).
     summary: &'static str,
-}
-
-/// What installing runtime packages gave.
-pub(crate) struct Installed {
-    /// The tree with the packages' files in it.
-    pub(crate) fs: crate::fs::RootFs,
-    pub(crate) layer: PackageLayer,
-    pub(crate) debs: Vec<DebPackage>,
-    pub(crate) locked: Vec<crate::apt::Locked>,
-    pub(crate) new_lock: Option<crate::apt::LockFile>,
-    /// Packages whose install-time maintainer scripts were not run ([`apt::scripts_not_run`]).
-    pub(crate) scripts_not_run: Vec<String>,
-}
-
-/// Resolve the packages asked for against the tree's package lists (or the lock), fetch them
-/// (verified), and plan their layer.
-pub(crate) async fn install_packages(
-    packages_req: &PackageRequest,
-    fs: crate::fs::RootFs,
-    arch: &str,
-    cache: &Cache,
-    client: &RegistryClient,
-    reporter: &dyn Reporter,
-) -> Result<Installed> {
-    let resolution = apt::resolve_packages(
-        packages_req,
-        &fs,
-        arch,
-        client.http(),
-        client.policy(),
-        cache,
-    )
-    .await?;
-    for n in &resolution.notes {
-        reporter.step(n);
-    }
-    apt::fetch_debs(&resolution, cache, client.http(), client.policy()).await?;
-    let locked = resolution.lock.packages.clone();
-    let new_lock = resolution.fresh.then(|| resolution.lock.clone());
-    let (c, lock) = (cache.clone(), resolution.lock.clone());
-    let staging = crate::interrupt::guarded(|| {
-        tempfile::Builder::new()
-            .prefix(&format!("{}packages-", crate::interrupt::marker()))
-            .tempdir_in(cache.root().join("tmp"))
-    })
-    .ctx("create staging directory in", cache.root())?;
-    let dir = staging.path().to_path_buf();
-    let (fs, out) = blocking(move || {
-        let out = apt::package_layer(&lock, &fs, &c, &dir)?;
-        let mut fs = fs;
-        check::add_entries(&mut fs, std::slice::from_ref(&out.plan))?;
-        Ok((fs, out))
-    })
-    .await?;
-    let apt::PackageLayer {
-        plan,
-        debs,
-        notes,
-        scripts_not_run,
-    } = out;
-    for n in notes {
-        reporter.step(&n);
-    }
-    reporter.step(&format!(
-        "packages: {}",
-        debs.iter()
-            .map(|d| format!("{} {}", d.name, d.version))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    Ok(Installed {
-        fs,
-        layer: PackageLayer {
-            plan,
-            _staging: staging,
-        },
-        debs,
-        locked,
-        new_lock,
-        scripts_not_run,
-    })
-}
-
-/// The package layer's plan and the staging directory its files live in until written.
-pub(crate) struct PackageLayer {
-    pub(crate) plan: LayerPlan,
-    _staging: tempfile::TempDir,
 }
 
 /// How the request's layers are tarred and compressed.
@@ -1136,20 +1009,19 @@ async fn inspect_image(
         &req.packages
     };
     if !packages_req.packages.is_empty() {
-        let installed = install_packages(packages_req, fs, &arch, cache, client, reporter).await?;
+        let env = mutate::final_env(base, &req.settings);
+        let cx = stages::Env {
+            cache,
+            client,
+            reporter,
+        };
+        let installed =
+            stages::install_packages(packages_req, fs, &arch, &env, &mut debs, cx).await?;
         fs = installed.fs;
-        debs.retain(|d| !installed.debs.iter().any(|n| n.name == d.name));
-        debs.extend(installed.debs);
-        debs.sort();
         locked = installed.locked;
         new_lock = installed.new_lock;
         packages = Some(installed.layer);
-        let env = mutate::final_env(base, &req.settings);
-        let (notes, warned) = apt::scripts_not_run(&installed.scripts_not_run, &env);
-        for n in &notes {
-            reporter.step(n);
-        }
-        warnings.extend(warned);
+        warnings.extend(installed.warnings);
     }
     let check = if req.check {
         let (plans, workdir) = (plans.to_vec(), req.settings.workdir.clone());

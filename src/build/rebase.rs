@@ -21,7 +21,7 @@ use crate::check::{self, CheckReport, ImageEnv, LayerFacts};
 use crate::error::{Error, Result};
 use crate::layer::{Codec, TarOptions};
 use crate::oci::reference::Reference;
-use crate::oci::{Artifact, Attachment, Blob, BlobSource, FileRange, Image, Layer, LayerKind};
+use crate::oci::{Artifact, Attachment, FileRange, Image, Layer, LayerKind};
 use crate::oci::{SBOM_ANNOTATION, media};
 use crate::registry::RegistryClient;
 use crate::release::{LayerPlan, Release};
@@ -512,21 +512,19 @@ async fn rebase_image(
     let mut new_lock = None;
     let mut _staging = None;
     if !packages_req.packages.is_empty() {
+        let env = mutate::rebased_env(&base, old);
+        let cx = super::stages::Env {
+            cache,
+            client,
+            reporter,
+        };
         let installed =
-            super::install_packages(&packages_req, fs, &arch, cache, client, reporter).await?;
+            super::stages::install_packages(&packages_req, fs, &arch, &env, &mut debs, cx).await?;
         fs = installed.fs;
-        debs.retain(|d| !installed.debs.iter().any(|n| n.name == d.name));
-        debs.extend(installed.debs);
-        debs.sort();
         locked = installed.locked;
         // The lock is rewritten only when asked to.
         new_lock = installed.new_lock.filter(|_| req.packages.update_lock);
-        let env = mutate::rebased_env(&base, old);
-        let (notes, warnings) = crate::apt::scripts_not_run(&installed.scripts_not_run, &env);
-        for n in &notes {
-            reporter.step(n);
-        }
-        for w in &warnings {
+        for w in &installed.warnings {
             reporter.warn(w);
         }
         plans.push(installed.layer.plan.clone());
@@ -568,29 +566,22 @@ async fn rebase_image(
         .as_deref()
         .and_then(crate::oci::document::parse_rfc3339)
         .unwrap_or(0);
-    let sbom_bytes = sbom::document(&SbomInput {
-        release: &own.release,
-        base_name: &base.origin.name,
-        base_digest: base.origin.digest.as_ref().map(|d| d.as_ref()),
-        architecture: &arch,
-        debs: &debs,
-        os,
-        epoch,
-        // The project is not at hand: Hex packages by their applications' names.
-        mix_lock: None,
-        otp: crate::release::otp::otp_release(&own.release).as_ref(),
-    })?;
-    let sbom_digest = cache.put_bytes(&sbom_bytes)?;
-    let sbom_at = FileRange {
-        path: cache.blob_path(&sbom_digest),
-        offset: 0,
-        size: sbom_bytes.len() as u64,
-    };
-    plans.push(super::sbom_layer_plan(
-        &own.release,
-        sbom_at.path.clone(),
-        sbom_at.size,
-    ));
+    let made_sbom = super::stages::sbom(
+        &SbomInput {
+            release: &own.release,
+            base_name: &base.origin.name,
+            base_digest: base.origin.digest.as_ref().map(|d| d.as_ref()),
+            architecture: &arch,
+            debs: &debs,
+            os,
+            epoch,
+            // The project is not at hand: Hex packages by their applications' names.
+            mix_lock: None,
+            otp: crate::release::otp::otp_release(&own.release).as_ref(),
+        },
+        cache,
+    )?;
+    plans.push(made_sbom.plan);
     let opts = TarOptions {
         mtime: epoch,
         level: req.compression.1,
@@ -611,15 +602,10 @@ async fn rebase_image(
             .ok()
             .and_then(|m| serde_json::from_value(m["annotations"].clone()).ok())
             .unwrap_or_default();
-    annotations.insert(SBOM_ANNOTATION.to_string(), sbom_digest.to_string());
+    annotations.insert(SBOM_ANNOTATION.to_string(), made_sbom.digest.to_string());
     let attachments = vec![Attachment {
         artifact_type: media::SPDX_JSON.into(),
-        blob: Blob::new(
-            sbom_digest.clone(),
-            sbom_at.size,
-            media::SPDX_JSON,
-            BlobSource::File(sbom_at),
-        ),
+        blob: made_sbom.blob,
     }];
     let mut labels = BTreeMap::new();
     if !chosen.requested.is_empty() {
@@ -668,7 +654,7 @@ async fn rebase_image(
             .map(|p| format!("{} {}", p.name, p.version))
             .collect(),
         check,
-        sbom: sbom_digest.to_string(),
+        sbom: made_sbom.digest.to_string(),
     };
     Ok((image, report, new_lock))
 }
