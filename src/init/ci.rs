@@ -483,26 +483,10 @@ mod tests {
 
     #[test]
     fn replays_each_phoenix_builder_in_its_order() {
-        let head = [
-            "mix local.hex --force",
-            "mix local.rebar --force",
-            "mix deps.get --only prod",
-            "mix deps.compile",
-        ];
-        let cases = [
-            (shapes::v1_6(), vec!["mix assets.deploy", "mix compile"]),
-            (shapes::v1_7(), vec!["mix assets.deploy", "mix compile"]),
-            (
-                shapes::v1_8(),
-                vec!["mix assets.setup", "mix compile", "mix assets.deploy"],
-            ),
-        ];
         let install = Install::pinned("https://dl.example.com/imgbuild-0.1.0", SUM).unwrap();
-        for (text, middle) in cases {
-            let want: Vec<String> = head
-                .iter()
-                .copied()
-                .chain(middle)
+        for (text, steps) in shapes::with_mix_steps() {
+            let want: Vec<String> = steps
+                .into_iter()
                 .chain(["mix release --overwrite"])
                 .map(String::from)
                 .collect();

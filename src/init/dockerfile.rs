@@ -448,6 +448,25 @@ CMD ["/app/bin/server"]
             "{HEAD}\nRUN mix assets.setup\n\nCOPY priv priv\nCOPY lib lib\n\nRUN mix compile\n\nCOPY assets assets\nRUN mix assets.deploy\n{TAIL}"
         )
     }
+
+    /// Each shape with the `mix` steps its builder stage runs, in order, before `mix release`.
+    pub fn with_mix_steps() -> [(String, Vec<&'static str>); 3] {
+        let head = [
+            "mix local.hex --force",
+            "mix local.rebar --force",
+            "mix deps.get --only prod",
+            "mix deps.compile",
+        ];
+        let steps = |middle: &[&'static str]| head.iter().chain(middle).copied().collect();
+        [
+            (v1_6(), steps(&["mix assets.deploy", "mix compile"])),
+            (v1_7(), steps(&["mix assets.deploy", "mix compile"])),
+            (
+                v1_8(),
+                steps(&["mix assets.setup", "mix compile", "mix assets.deploy"]),
+            ),
+        ]
+    }
 }
 
 #[cfg(test)]
@@ -559,28 +578,9 @@ CMD ["/app/bin/server"]
 
     #[test]
     fn reads_the_builder_stage_of_each_phoenix_shape() {
-        let head = [
-            "mix local.hex --force",
-            "mix local.rebar --force",
-            "mix deps.get --only prod",
-            "mix deps.compile",
-        ];
-        let cases = [
-            (shapes::v1_6(), vec!["mix assets.deploy", "mix compile"]),
-            (shapes::v1_7(), vec!["mix assets.deploy", "mix compile"]),
-            (
-                shapes::v1_8(),
-                vec!["mix assets.setup", "mix compile", "mix assets.deploy"],
-            ),
-        ];
-        for (text, middle) in cases {
+        for (text, steps) in shapes::with_mix_steps() {
             let b = builder_stage(&text).unwrap();
-            let want: Vec<&str> = head
-                .iter()
-                .copied()
-                .chain(middle)
-                .chain(["mix release"])
-                .collect();
+            let want: Vec<&str> = steps.into_iter().chain(["mix release"]).collect();
             assert_eq!(b.mix, want, "{text}");
             assert_eq!(b.mix_env.as_deref(), Some("prod"));
             assert_eq!(b.packages, ["build-essential", "git"]);
