@@ -433,11 +433,6 @@ impl RootFs {
         Some(current)
     }
 
-    /// The node at exactly `path`, links not followed.
-    pub fn node(&self, path: &str) -> Option<&Node> {
-        self.nodes.get(&normalize(path))
-    }
-
     /// Where `path` really is, the way the kernel would place a file created there: every
     /// directory on the way (and `path` itself when `is_dir`) that is a link to a directory in
     /// the tree is followed, so `/lib/x86_64-linux-gnu/libtinfo.so.5` on a merged-/usr tree
