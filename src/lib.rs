@@ -3,7 +3,7 @@
 //! The image is the centre ([`oci`]): [`source`]s read an image or index from a registry, a
 //! layout, an archive or scratch; [`mutate`] makes new images from old (a base made fit to
 //! build on, the release's layers appended); [`sink`]s write them to a tarball, a layout, a
-//! registry or the local engine. [`build`] is the pipeline that makes an image from a release:
+//! registry or the local engine. [`pipeline`] is the build that makes an image from a release:
 //! [`release`] plans its layers, [`layer`] writes them, [`fs`] and [`check`] prove it can
 //! start, [`apt`] installs runtime packages, [`sbom`] lists what is inside. [`registry`] is
 //! the transport, [`cache`] the content-addressed store. The library never prints: it reports
@@ -11,7 +11,7 @@
 
 pub mod apt;
 pub mod atomic;
-pub mod build;
+pub mod pipeline;
 pub mod cache;
 pub mod check;
 pub mod error;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Args;
 use serde::Serialize;
 
-use imgbuild::build::{self, BuildReport, BuildRequest};
+use imgbuild::pipeline::{self, BuildReport, BuildRequest};
 use imgbuild::cache::Cache;
 use imgbuild::error::{Error, Result};
 use imgbuild::layer::Codec;
@@ -135,7 +135,7 @@ impl BuildArgs {
 fn signing_for(
     signer: Option<&imgbuild::sign::keys::Key>,
     artifact: &Artifact,
-    report: &imgbuild::build::Report,
+    report: &imgbuild::pipeline::Report,
     tags: &[Reference],
 ) -> Result<Option<imgbuild::sink::registry::Signing>> {
     let (Some(key), Some(repo)) = (signer, tags.first()) else {
@@ -143,8 +143,8 @@ fn signing_for(
     };
     let name = format!("{}/{}", repo.registry, repo.repository);
     let reports: Vec<&BuildReport> = match report {
-        imgbuild::build::Report::Image(r) => vec![r],
-        imgbuild::build::Report::Index(i) => i.platforms.iter().collect(),
+        imgbuild::pipeline::Report::Image(r) => vec![r],
+        imgbuild::pipeline::Report::Index(i) => i.platforms.iter().collect(),
     };
     let sign = |d: &oci_spec::image::Digest, media: &str, size: usize| {
         let statement = reports
@@ -175,7 +175,7 @@ fn signing_for(
 #[derive(Serialize)]
 struct BuildJson {
     #[serde(flatten)]
-    report: imgbuild::build::Report,
+    report: imgbuild::pipeline::Report,
     output: Option<String>,
     oci_layout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -187,7 +187,7 @@ struct BuildJson {
 /// A build tells the tarball each platform's base ([`sink::tarball::Early`]).
 struct EarlyTarball(Arc<sink::tarball::Early>);
 
-impl build::Watch for EarlyTarball {
+impl pipeline::Watch for EarlyTarball {
     fn base(&self, index: usize, base: &imgbuild::oci::Image) {
         self.0.base(index, base);
     }
@@ -227,12 +227,12 @@ pub(crate) async fn run_build(args: BuildArgs) -> Result<()> {
         sink::tarball::Early::new(path, req.settings.epoch, &cache, req.platforms.len())
     });
     let watch = early.clone().map(EarlyTarball);
-    let built = build::build(
+    let built = pipeline::build(
         &req,
         &cache,
         &client,
         reporter.as_ref(),
-        watch.as_ref().map(|w| w as &dyn build::Watch),
+        watch.as_ref().map(|w| w as &dyn pipeline::Watch),
     )
     .await?;
     let artifact = built.artifact;

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use imgbuild::build;
+use imgbuild::pipeline;
 use imgbuild::cache::Cache;
 use imgbuild::error::{Error, Result};
 
@@ -39,7 +39,7 @@ pub(crate) async fn run_check(args: CheckArgs) -> Result<()> {
     let cache = Cache::from_env()?;
     let client = client_for(args.registry.merge(&project), &[])?;
     let reporter = progress::choose(args.print.silent());
-    let report = build::check_only(&req, &cache, &client, reporter.as_ref()).await?;
+    let report = pipeline::check_only(&req, &cache, &client, reporter.as_ref()).await?;
     if args.print.json {
         print_json(&report)?;
     } else if !args.print.quiet {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use imgbuild::apt::PackageRequest;
-use imgbuild::build::BuildRequest;
+use imgbuild::pipeline::BuildRequest;
 use imgbuild::error::{Error, Result};
 use imgbuild::layer::Codec;
 use imgbuild::mutate::ImageSettings;
@@ -270,7 +270,7 @@ impl ImageDef {
             epoch: source_date_epoch()?,
         };
         let cache_repo = match extras.cache_repo {
-            Some((repo, readonly)) => Some(Arc::new(imgbuild::build::cache_repo::CacheRepo::new(
+            Some((repo, readonly)) => Some(Arc::new(imgbuild::pipeline::cache_repo::CacheRepo::new(
                 &repo, readonly,
             )?)),
             None => None,

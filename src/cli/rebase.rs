@@ -76,7 +76,7 @@ pub(crate) async fn run_rebase(args: RebaseArgs) -> Result<()> {
             "--push needs at least one -t NAME to push to".into(),
         ));
     }
-    let req = imgbuild::build::rebase::RebaseRequest {
+    let req = imgbuild::pipeline::rebase::RebaseRequest {
         image: Source::parse_any(&args.image)?,
         from: Source::parse(&args.from)?,
         tags: tags.clone(),
@@ -97,7 +97,7 @@ pub(crate) async fn run_rebase(args: RebaseArgs) -> Result<()> {
     let push_targets = if args.push { tags.clone() } else { vec![] };
     let client = client_for(args.registry.merge(&project), &push_targets)?;
     let reporter = progress::choose(args.print.silent());
-    let rebased = imgbuild::build::rebase::rebase(&req, &cache, &client, reporter.as_ref()).await?;
+    let rebased = imgbuild::pipeline::rebase::rebase(&req, &cache, &client, reporter.as_ref()).await?;
     if !rebased.new_lock.is_empty() {
         imgbuild::apt::save_sections(&req.packages.lock_path, rebased.new_lock.clone())?;
     }

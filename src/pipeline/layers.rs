@@ -1,7 +1,7 @@
 //! The release's layers: each found in the local layer cache, else in the cache repository
 //! (`--cache-repo`, checked against the release), else written — and then shared there.
 
-use crate::build::cache_repo::{CacheRepo, RemoteLayer};
+use crate::pipeline::cache_repo::{CacheRepo, RemoteLayer};
 use crate::cache::Cache;
 use crate::error::{Error, ImageError, Result};
 use crate::layer::{self, LayerBlob, TarOptions};
