@@ -11,9 +11,9 @@
 
 pub mod apt;
 pub mod atomic;
-pub mod pipeline;
 pub mod cache;
 pub mod check;
+pub mod context;
 pub mod error;
 pub mod fs;
 pub mod init;
@@ -23,6 +23,7 @@ pub mod layer;
 pub mod mutate;
 pub mod net;
 pub mod oci;
+pub mod pipeline;
 pub mod registry;
 pub mod release;
 pub mod report;

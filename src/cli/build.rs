@@ -6,13 +6,13 @@ use std::sync::Arc;
 use clap::Args;
 use serde::Serialize;
 
-use imgbuild::pipeline::{self, BuildReport, BuildRequest};
 use imgbuild::cache::Cache;
 use imgbuild::error::{Error, Result};
 use imgbuild::layer::Codec;
 use imgbuild::oci::Artifact;
 use imgbuild::oci::platform::Platform;
 use imgbuild::oci::reference::Reference;
+use imgbuild::pipeline::{self, BuildReport, BuildRequest};
 use imgbuild::sink::{self, Naming, Written};
 
 use super::args::{CacheArgs, OutputArgs, RegistryArgs, UploadArgs};
@@ -227,14 +227,13 @@ pub(crate) async fn run_build(args: BuildArgs) -> Result<()> {
         sink::tarball::Early::new(path, req.settings.epoch, &cache, req.platforms.len())
     });
     let watch = early.clone().map(EarlyTarball);
-    let built = pipeline::build(
-        &req,
-        &cache,
-        &client,
-        reporter.as_ref(),
-        watch.as_ref().map(|w| w as &dyn pipeline::Watch),
-    )
-    .await?;
+    let cx = sink::Context {
+        cache: &cache,
+        client: &client,
+        reporter: reporter.as_ref(),
+    };
+    let built =
+        pipeline::build(&req, cx, watch.as_ref().map(|w| w as &dyn pipeline::Watch)).await?;
     let artifact = built.artifact;
     let signing = signing_for(signer.as_deref(), &artifact, &built.report, &req.tags)?;
     // Single-platform readers of an index (Docker 20.10's manifest.json, an engine load) get
@@ -265,11 +264,6 @@ pub(crate) async fn run_build(args: BuildArgs) -> Result<()> {
         req.settings.epoch,
         reporter.as_ref(),
     );
-    let cx = sink::Context {
-        cache: &cache,
-        client: &client,
-        reporter: reporter.as_ref(),
-    };
     let written = sink::write_all(&sinks, &artifact, &cx).await?;
     let mut json = BuildJson {
         report: built.report,

@@ -2,9 +2,9 @@
 
 use clap::Args;
 
-use imgbuild::pipeline;
 use imgbuild::cache::Cache;
 use imgbuild::error::{Error, Result};
+use imgbuild::pipeline;
 
 use super::args::{CacheArgs, OutputArgs, RegistryArgs};
 use super::common::*;
@@ -39,7 +39,12 @@ pub(crate) async fn run_check(args: CheckArgs) -> Result<()> {
     let cache = Cache::from_env()?;
     let client = client_for(args.registry.merge(&project), &[])?;
     let reporter = progress::choose(args.print.silent());
-    let report = pipeline::check_only(&req, &cache, &client, reporter.as_ref()).await?;
+    let cx = imgbuild::context::Context {
+        cache: &cache,
+        client: &client,
+        reporter: reporter.as_ref(),
+    };
+    let report = pipeline::check_only(&req, cx).await?;
     if args.print.json {
         print_json(&report)?;
     } else if !args.print.quiet {

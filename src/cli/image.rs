@@ -8,12 +8,12 @@ use std::sync::Arc;
 use clap::Args;
 
 use imgbuild::apt::PackageRequest;
-use imgbuild::pipeline::BuildRequest;
 use imgbuild::error::{Error, Result};
 use imgbuild::layer::Codec;
 use imgbuild::mutate::ImageSettings;
 use imgbuild::oci::platform::Platform;
 use imgbuild::oci::reference::Reference;
+use imgbuild::pipeline::BuildRequest;
 use imgbuild::release;
 use imgbuild::secrets;
 use imgbuild::source::Source;
@@ -270,9 +270,9 @@ impl ImageDef {
             epoch: source_date_epoch()?,
         };
         let cache_repo = match extras.cache_repo {
-            Some((repo, readonly)) => Some(Arc::new(imgbuild::pipeline::cache_repo::CacheRepo::new(
-                &repo, readonly,
-            )?)),
+            Some((repo, readonly)) => Some(Arc::new(
+                imgbuild::pipeline::cache_repo::CacheRepo::new(&repo, readonly)?,
+            )),
             None => None,
         };
         Ok(BuildRequest {

@@ -97,7 +97,12 @@ pub(crate) async fn run_rebase(args: RebaseArgs) -> Result<()> {
     let push_targets = if args.push { tags.clone() } else { vec![] };
     let client = client_for(args.registry.merge(&project), &push_targets)?;
     let reporter = progress::choose(args.print.silent());
-    let rebased = imgbuild::pipeline::rebase::rebase(&req, &cache, &client, reporter.as_ref()).await?;
+    let cx = sink::Context {
+        cache: &cache,
+        client: &client,
+        reporter: reporter.as_ref(),
+    };
+    let rebased = imgbuild::pipeline::rebase::rebase(&req, cx).await?;
     if !rebased.new_lock.is_empty() {
         imgbuild::apt::save_sections(&req.packages.lock_path, rebased.new_lock.clone())?;
     }
@@ -113,11 +118,6 @@ pub(crate) async fn run_rebase(args: RebaseArgs) -> Result<()> {
     };
     let push = args.push.then(|| (args.upload.push_options(), None));
     let sinks = sinks_for(&outputs, None, None, push, &naming, 0, reporter.as_ref());
-    let cx = sink::Context {
-        cache: &cache,
-        client: &client,
-        reporter: reporter.as_ref(),
-    };
     let written = sink::write_all(&sinks, &rebased.artifact, &cx).await?;
     if args.print.json {
         print_json(&serde_json::json!({

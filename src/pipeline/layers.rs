@@ -1,15 +1,16 @@
 //! The release's layers: each found in the local layer cache, else in the cache repository
 //! (`--cache-repo`, checked against the release), else written — and then shared there.
 
-use crate::pipeline::cache_repo::{CacheRepo, RemoteLayer};
 use crate::cache::Cache;
+use crate::context::Context;
 use crate::error::{Error, ImageError, Result};
 use crate::layer::{self, LayerBlob, TarOptions};
 use crate::oci::reference::Reference;
 use crate::oci::{Blob, BlobSource, FileRange, Layer};
+use crate::pipeline::cache_repo::{CacheRepo, RemoteLayer};
 use crate::registry::RegistryClient;
 use crate::release::LayerPlan;
-use crate::report::{Reporter, human_size};
+use crate::report::human_size;
 use oci_spec::image::Digest;
 
 /// Where a layer came from.
@@ -39,12 +40,15 @@ impl Origin {
 pub async fn release_layers(
     plans: Vec<LayerPlan>,
     opts: TarOptions,
-    cache: &Cache,
-    client: &RegistryClient,
     cache_repo: Option<&CacheRepo>,
     push_ahead: &[Reference],
-    reporter: &dyn Reporter,
+    cx: Context<'_>,
 ) -> Result<Vec<(Layer, Origin)>> {
+    let Context {
+        cache,
+        client,
+        reporter,
+    } = cx;
     let plans = std::sync::Arc::new(plans);
     // The keys, and the layers the local cache has.
     let (p, c) = (plans.clone(), cache.clone());

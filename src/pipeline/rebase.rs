@@ -18,6 +18,7 @@ use super::{LayerRecord, layers};
 use crate::apt::{LockFile, PackageRequest};
 use crate::cache::Cache;
 use crate::check::{self, CheckReport, ImageEnv, LayerFacts};
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::layer::{Codec, TarOptions};
 use crate::oci::reference::Reference;
@@ -83,12 +84,12 @@ pub struct Rebased {
     pub new_lock: Vec<crate::apt::LockFile>,
 }
 
-pub async fn rebase(
-    req: &RebaseRequest,
-    cache: &Cache,
-    client: &RegistryClient,
-    reporter: &dyn Reporter,
-) -> Result<Rebased> {
+pub async fn rebase(req: &RebaseRequest, cx: Context<'_>) -> Result<Rebased> {
+    let Context {
+        cache,
+        client,
+        reporter,
+    } = cx;
     reporter.step(&format!("reading {}", req.image.describe()));
     let old = source::read(&req.image, &Platforms::All, cache, client).await?;
     let images: Vec<&Image> = old
@@ -113,7 +114,7 @@ pub async fn rebase(
     let mut locks = Vec::new();
     for (image, r) in images.iter().zip(&reporters) {
         let (new, report, lock) =
-            rebase_image(image, req, cache, client, r)
+            rebase_image(image, req, cx.reporting_to(r))
                 .await
                 .map_err(|e| match e {
                     Error::Check(text) if several => {
@@ -433,14 +434,97 @@ fn plan_packages(p: &PlanInput) -> Result<PackagePlan> {
     )
 }
 
+/// One image rebased: its own layers read, the new base read, the packages installed again
+/// over it, the check, a new SBOM, and the image put together.
 async fn rebase_image(
     old: &Image,
     req: &RebaseRequest,
-    cache: &Cache,
-    client: &RegistryClient,
-    reporter: &dyn Reporter,
+    cx: Context<'_>,
 ) -> Result<(Image, RebaseReport, Option<crate::apt::LockFile>)> {
-    let platform = old.platform();
+    let own = read_own_release(old, cx).await?;
+    let base = new_base(req, old, own.start, cx).await?;
+    let packages = rebase_packages(req, old, &base, &own, cx).await?;
+    let check = check_on_new_base(req, old, &base, &own, &packages, cx)?;
+    let epoch = old
+        .config
+        .created()
+        .as_deref()
+        .and_then(crate::oci::document::parse_rfc3339)
+        .unwrap_or(0);
+    // A new SBOM: the new base's packages, the release as it was.
+    let made_sbom = super::stages::sbom(
+        &SbomInput {
+            release: &own.release,
+            base_name: &base.origin.name,
+            base_digest: base.origin.digest.as_ref().map(|d| d.as_ref()),
+            architecture: &packages.arch,
+            debs: &packages.debs,
+            os: packages.os.clone(),
+            epoch,
+            // The project is not at hand: Hex packages by their applications' names.
+            mix_lock: None,
+            otp: crate::release::otp::otp_release(&own.release).as_ref(),
+        },
+        cx.cache,
+    )?;
+    let opts = TarOptions {
+        mtime: epoch,
+        level: req.compression.1,
+        codec: req.compression.0,
+    };
+    let mut plans: Vec<LayerPlan> = packages.layer.iter().map(|l| l.plan.clone()).collect();
+    plans.push(made_sbom.plan.clone());
+    let made = layers::release_layers(plans, opts, None, &[], cx).await?;
+    let mut made: Vec<Layer> = made.into_iter().map(|(l, _)| l).collect();
+    let sbom_layer = made.pop();
+    let mut own_layers: Vec<Layer> = made; // the packages layer, if any
+    own_layers.extend(own.kept.iter().cloned());
+    own_layers.extend(sbom_layer);
+    let image = put_together(old, &base, own_layers, &own, &made_sbom, &packages.chosen)?;
+    cx.reporter.step(&format!(
+        "image {} ({} layers, {} of them the new base's)",
+        image.digest,
+        image.layers.len(),
+        base.layers.len()
+    ));
+    let (old_name, old_digest) = mutate::named_base(old);
+    let report = RebaseReport {
+        digest: image.digest.to_string(),
+        platform: old.platform().to_string(),
+        old_base: NamedBase {
+            name: old_name,
+            digest: old_digest,
+        },
+        new_base: NamedBase {
+            name: Some(base.origin.name.clone()),
+            digest: base.origin.digest.as_ref().map(ToString::to_string),
+        },
+        found_by: own.found_by,
+        layers: image
+            .layers
+            .iter()
+            .map(|l| LayerRecord::of(l, None))
+            .collect(),
+        requested: packages.chosen.requested.clone(),
+        packages_from: packages.chosen.from,
+        packages: packages
+            .locked
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.version))
+            .collect(),
+        check,
+        sbom: made_sbom.digest.to_string(),
+    };
+    Ok((image, report, packages.new_lock))
+}
+
+/// The image's own layers found (by its history, else by its old base's layers) and read.
+async fn read_own_release(old: &Image, cx: Context<'_>) -> Result<OwnRelease> {
+    let Context {
+        cache,
+        client,
+        reporter,
+    } = cx;
     let (start, found_by) = own_layers_start(old, cache, client, reporter).await?;
     let workdir = old
         .config
@@ -463,23 +547,84 @@ async fn rebase_image(
         own.release.version,
         own.kept.len()
     ));
+    Ok(OwnRelease {
+        own,
+        start,
+        found_by,
+        workdir,
+    })
+}
 
-    reporter.step(&format!("resolving base {}", req.from.describe()));
-    let (base, warnings) = super::base_image_of(&req.from, Some(&platform), cache, client).await?;
+/// The image's own release, read, and how its layers were told from its base's.
+struct OwnRelease {
+    own: Own,
+    /// Where the image's own layers begin.
+    start: usize,
+    found_by: &'static str,
+    workdir: String,
+}
+
+impl std::ops::Deref for OwnRelease {
+    type Target = Own;
+    fn deref(&self) -> &Own {
+        &self.own
+    }
+}
+
+/// The new base, made fit to build on, for the old image's platform.
+async fn new_base(
+    req: &RebaseRequest,
+    old: &Image,
+    own_start: usize,
+    cx: Context<'_>,
+) -> Result<Image> {
+    cx.reporter
+        .step(&format!("resolving base {}", req.from.describe()));
+    let platform = old.platform();
+    let (base, warnings) =
+        super::base_image_of(&req.from, Some(&platform), cx.cache, cx.client).await?;
     for w in &warnings {
-        reporter.warn(w);
+        cx.reporter.warn(w);
     }
     if base
         .layers
         .iter()
         .map(|l| &l.diff_id)
-        .eq(old.layers[..start].iter().map(|l| &l.diff_id))
+        .eq(old.layers[..own_start].iter().map(|l| &l.diff_id))
     {
-        reporter.step("the new base has the same layers as the old one");
+        cx.reporter
+            .step("the new base has the same layers as the old one");
     }
-    let (mut fs, _) = match check::cached_summary(&base, cache) {
+    Ok(base)
+}
+
+/// The runtime packages of a rebase over the new base's tree.
+struct RebasePackages {
+    /// The new base's tree with the packages in it.
+    fs: crate::fs::RootFs,
+    arch: String,
+    /// The tree's Debian packages and os-release, for the SBOM.
+    debs: Vec<sbom::DebPackage>,
+    os: Option<(String, String)>,
+    chosen: PackagePlan,
+    locked: Vec<crate::apt::Locked>,
+    new_lock: Option<LockFile>,
+    /// The packages' layer (and the staging directory of its files, until it is written).
+    layer: Option<super::stages::PackageLayer>,
+}
+
+/// The packages the image asked for, asked for again of the new base (from the lock where it
+/// answers), and installed over it.
+async fn rebase_packages(
+    req: &RebaseRequest,
+    old: &Image,
+    base: &Image,
+    own: &OwnRelease,
+    cx: Context<'_>,
+) -> Result<RebasePackages> {
+    let (mut fs, _) = match check::cached_summary(base, cx.cache) {
         Some(s) => s,
-        None => super::read_base(&base, cache, client, reporter).await?,
+        None => super::read_base(base, cx).await?,
     };
     let arch = base.config.architecture().to_string();
     let mut debs = sbom::debian_packages(&fs);
@@ -500,24 +645,16 @@ async fn rebase_image(
         base: &base.origin.name,
         arch: &arch,
     })?;
-    reporter.step(&chosen.note);
+    cx.reporter.step(&chosen.note);
     let packages_req = PackageRequest {
         packages: chosen.requested.clone(),
         // Resolved afresh unless the lock answers (and fits the new base).
         update_lock: chosen.from != PackagesFrom::Lock,
         ..req.packages.clone()
     };
-    let mut plans: Vec<LayerPlan> = Vec::new();
-    let mut locked = Vec::new();
-    let mut new_lock = None;
-    let mut _staging = None;
+    let (mut locked, mut new_lock, mut layer) = (Vec::new(), None, None);
     if !packages_req.packages.is_empty() {
-        let env = mutate::rebased_env(&base, old);
-        let cx = super::stages::Env {
-            cache,
-            client,
-            reporter,
-        };
+        let env = mutate::rebased_env(base, old);
         let installed =
             super::stages::install_packages(&packages_req, fs, &arch, &env, &mut debs, cx).await?;
         fs = installed.fs;
@@ -525,74 +662,78 @@ async fn rebase_image(
         // The lock is rewritten only when asked to.
         new_lock = installed.new_lock.filter(|_| req.packages.update_lock);
         for w in &installed.warnings {
-            reporter.warn(w);
+            cx.reporter.warn(w);
         }
-        plans.push(installed.layer.plan.clone());
-        _staging = Some(installed.layer);
+        layer = Some(installed.layer);
     }
-    // The release's files on the new base, and the check.
-    let check = if req.check {
-        let elves: Vec<_> = own.facts.iter().flat_map(|f| f.elves.clone()).collect();
-        let scripts: Vec<_> = own.facts.iter().flat_map(|f| f.scripts.clone()).collect();
-        let env = ImageEnv::from_env(&mutate::rebased_env(&base, old));
-        let mut fs = fs.clone();
-        fs.overlay(&own.fs_release);
-        let report =
-            check::check_release(&fs, &elves, &scripts, &arch, &env, &own.release, &workdir);
-        if !report.problems.is_empty() {
-            return Err(Error::Check(report.render()));
-        }
-        reporter.step(&format!(
-            "check: {} can start on {} ({} ELF files resolved{})",
-            own.release.name,
-            base.origin.name,
-            report.elf_files,
-            report
-                .glibc
-                .as_ref()
-                .map(|g| format!(", glibc {g}"))
-                .unwrap_or_default()
-        ));
-        Some(report)
-    } else {
-        reporter.warn("--no-check: the image was not checked against the new base");
-        None
-    };
+    Ok(RebasePackages {
+        fs,
+        arch,
+        debs,
+        os,
+        chosen,
+        locked,
+        new_lock,
+        layer,
+    })
+}
 
-    // A new SBOM: the new base's packages, the release as it was.
-    let epoch = old
-        .config
-        .created()
-        .as_deref()
-        .and_then(crate::oci::document::parse_rfc3339)
-        .unwrap_or(0);
-    let made_sbom = super::stages::sbom(
-        &SbomInput {
-            release: &own.release,
-            base_name: &base.origin.name,
-            base_digest: base.origin.digest.as_ref().map(|d| d.as_ref()),
-            architecture: &arch,
-            debs: &debs,
-            os,
-            epoch,
-            // The project is not at hand: Hex packages by their applications' names.
-            mix_lock: None,
-            otp: crate::release::otp::otp_release(&own.release).as_ref(),
-        },
-        cache,
-    )?;
-    plans.push(made_sbom.plan);
-    let opts = TarOptions {
-        mtime: epoch,
-        level: req.compression.1,
-        codec: req.compression.0,
-    };
-    let made = layers::release_layers(plans, opts, cache, client, None, &[], reporter).await?;
-    let mut made: Vec<Layer> = made.into_iter().map(|(l, _)| l).collect();
-    let sbom_layer = made.pop();
-    let mut own_layers: Vec<Layer> = made; // the packages layer, if any
-    own_layers.extend(own.kept.iter().cloned());
-    own_layers.extend(sbom_layer);
+/// The release's files on the new base and its packages, checked (unless `--no-check`).
+fn check_on_new_base(
+    req: &RebaseRequest,
+    old: &Image,
+    base: &Image,
+    own: &OwnRelease,
+    packages: &RebasePackages,
+    cx: Context<'_>,
+) -> Result<Option<CheckReport>> {
+    if !req.check {
+        cx.reporter
+            .warn("--no-check: the image was not checked against the new base");
+        return Ok(None);
+    }
+    let elves: Vec<_> = own.facts.iter().flat_map(|f| f.elves.clone()).collect();
+    let scripts: Vec<_> = own.facts.iter().flat_map(|f| f.scripts.clone()).collect();
+    let env = ImageEnv::from_env(&mutate::rebased_env(base, old));
+    let mut fs = packages.fs.clone();
+    fs.overlay(&own.fs_release);
+    let arch = &packages.arch;
+    let report = check::check_release(
+        &fs,
+        &elves,
+        &scripts,
+        arch,
+        &env,
+        &own.release,
+        &own.workdir,
+    );
+    if !report.problems.is_empty() {
+        return Err(Error::Check(report.render()));
+    }
+    cx.reporter.step(&format!(
+        "check: {} can start on {} ({} ELF files resolved{})",
+        own.release.name,
+        base.origin.name,
+        report.elf_files,
+        report
+            .glibc
+            .as_ref()
+            .map(|g| format!(", glibc {g}"))
+            .unwrap_or_default()
+    ));
+    Ok(Some(report))
+}
+
+/// The rebased image: the new base, the image's own layers, its annotations kept with the new
+/// SBOM's, and the label of the packages asked for.
+fn put_together(
+    old: &Image,
+    base: &Image,
+    own_layers: Vec<Layer>,
+    own: &Own,
+    made_sbom: &super::stages::Sbom,
+    chosen: &PackagePlan,
+) -> Result<Image> {
     let history: Vec<String> = own_layers
         .iter()
         .map(|l| mutate::own_history(l.kind, &own.release))
@@ -605,7 +746,7 @@ async fn rebase_image(
     annotations.insert(SBOM_ANNOTATION.to_string(), made_sbom.digest.to_string());
     let attachments = vec![Attachment {
         artifact_type: media::SPDX_JSON.into(),
-        blob: made_sbom.blob,
+        blob: made_sbom.blob.clone(),
     }];
     let mut labels = BTreeMap::new();
     if !chosen.requested.is_empty() {
@@ -614,49 +755,15 @@ async fn rebase_image(
             chosen.requested.join(","),
         );
     }
-    let image = mutate::rebase(
+    mutate::rebase(
         old,
-        &base,
+        base,
         own_layers,
         &history,
         &labels,
         annotations,
         attachments,
-    )?;
-    reporter.step(&format!(
-        "image {} ({} layers, {} of them the new base's)",
-        image.digest,
-        image.layers.len(),
-        base.layers.len()
-    ));
-    let (old_name, old_digest) = mutate::named_base(old);
-    let report = RebaseReport {
-        digest: image.digest.to_string(),
-        platform: platform.to_string(),
-        old_base: NamedBase {
-            name: old_name,
-            digest: old_digest,
-        },
-        new_base: NamedBase {
-            name: Some(base.origin.name.clone()),
-            digest: base.origin.digest.as_ref().map(ToString::to_string),
-        },
-        found_by,
-        layers: image
-            .layers
-            .iter()
-            .map(|l| LayerRecord::of(l, None))
-            .collect(),
-        requested: chosen.requested.clone(),
-        packages_from: chosen.from,
-        packages: locked
-            .iter()
-            .map(|p| format!("{} {}", p.name, p.version))
-            .collect(),
-        check,
-        sbom: made_sbom.digest.to_string(),
-    };
-    Ok((image, report, new_lock))
+    )
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Stages that build and rebase share: the packages layer over a base's tree, and the SBOM
-//! with its layer and attachment. Each takes what it reads and one [`Env`] for the cache, the
+//! with its layer and attachment. Each takes what it reads and one [`Context`] for the cache, the
 //! registry client and the reporter.
 
 use std::path::PathBuf;
@@ -10,21 +10,12 @@ use crate::apt::{self, PackageRequest};
 use crate::blocking;
 use crate::cache::Cache;
 use crate::check;
+use crate::context::Context;
 use crate::error::{IoContext, Result};
 use crate::fs::RootFs;
 use crate::oci::{Blob, BlobSource, FileRange, media};
-use crate::registry::RegistryClient;
 use crate::release::{Entry, EntryKind, LayerKind, LayerPlan, Release};
-use crate::report::Reporter;
 use crate::sbom::{self, DebPackage, SbomInput};
-
-/// What every stage may use: the cache, the registry client, and where progress goes.
-#[derive(Clone, Copy)]
-pub(crate) struct Env<'a> {
-    pub(crate) cache: &'a Cache,
-    pub(crate) client: &'a RegistryClient,
-    pub(crate) reporter: &'a dyn Reporter,
-}
 
 /// What installing runtime packages gave.
 pub(crate) struct Installed {
@@ -48,9 +39,9 @@ pub(crate) async fn install_packages(
     arch: &str,
     env: &[String],
     debs: &mut Vec<DebPackage>,
-    cx: Env<'_>,
+    cx: Context<'_>,
 ) -> Result<Installed> {
-    let Env {
+    let Context {
         cache,
         client,
         reporter,

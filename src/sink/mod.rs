@@ -17,17 +17,11 @@ use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::oci::reference::Reference;
 use crate::oci::{Artifact, BlobSource, FileRange};
-use crate::registry::RegistryClient;
-use crate::report::Reporter;
 
 pub use self::tarball::Naming;
 
 /// What every sink may use: the blob cache, the registry client, the reporter.
-pub struct Context<'a> {
-    pub cache: &'a Cache,
-    pub client: &'a RegistryClient,
-    pub reporter: &'a dyn Reporter,
-}
+pub use crate::context::Context;
 
 /// What a sink did.
 #[derive(Clone, Debug, Serialize)]

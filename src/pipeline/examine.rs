@@ -1,0 +1,224 @@
+//! The release on its base: the runtime packages installed over the base's tree (`auto`
+//! chooses them from what the check finds missing), then the start-up check of the whole.
+
+use super::base::Summary;
+use super::{BuildRequest, requested_names, stages, tar_options};
+use crate::apt::PackageRequest;
+use crate::blocking;
+use crate::check::{self, CheckReport, ImageEnv};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::mutate;
+use crate::oci::Image;
+use crate::release::{LayerPlan, Release};
+use crate::report::Reporter;
+use crate::sbom::{self, DebPackage};
+
+/// What reading the base told: the check's report, the Debian packages, os-release.
+pub(super) struct Seen {
+    pub(super) check: Option<CheckReport>,
+    pub(super) debs: Vec<DebPackage>,
+    pub(super) os: Option<(String, String)>,
+    pub(super) warnings: Vec<String>,
+    /// The runtime packages' layer, when `--package` asked for some.
+    pub(super) packages: Option<stages::PackageLayer>,
+    /// The packages as pinned (SHA256, URL), for the provenance.
+    pub(super) locked: Vec<crate::apt::Locked>,
+    /// Pins resolved afresh, for the lock file once the build has succeeded.
+    pub(super) new_lock: Option<crate::apt::LockFile>,
+    /// The package names asked for (see [`REQUESTED_LABEL`]).
+    pub(super) requested: Vec<String>,
+    /// Where the base's summary came from (see [`BaseReport::summary`]).
+    pub(super) summary: &'static str,
+}
+
+/// `--package auto`: exactly the Debian packages the start-up check finds missing (by the
+/// libraries the release needs and the base lacks), plus `ca-certificates` when the release
+/// uses `:ssl` or `:public_key` and the base has no CA bundle. Says which and why; the lock
+/// then pins them like any others.
+pub(super) async fn auto_packages(
+    fs: &crate::fs::RootFs,
+    release: &Release,
+    plans: &[LayerPlan],
+    req: &BuildRequest,
+    arch: &str,
+    base: &Image,
+    reporter: &dyn Reporter,
+) -> Result<PackageRequest> {
+    let explicit: Vec<String> = req
+        .packages
+        .packages
+        .iter()
+        .filter(|p| *p != "auto")
+        .cloned()
+        .collect();
+    let (fs, plans, workdir, arch2) = (
+        fs.clone(),
+        plans.to_vec(),
+        req.settings.workdir.clone(),
+        arch.to_string(),
+    );
+    let env = ImageEnv::from_env(&mutate::final_env(base, &req.settings));
+    let report = blocking(move || {
+        let mut fs = fs;
+        let elves = check::add_entries(&mut fs, &plans)?;
+        let scripts = check::release_scripts(&plans, &workdir)?;
+        Ok((check::check(&fs, &elves, &scripts, &arch2, &env), fs))
+    })
+    .await?;
+    let (report, fs) = report;
+    // What no package fixes (a library of unknown origin, too old a glibc) is left to the
+    // check, which runs next and says what to do.
+    let mut chosen: Vec<(String, String)> = Vec::new();
+    for p in &report.problems {
+        if let Some(pkg) = check::debian_package_for(&p.needs)
+            && !chosen.iter().any(|(c, _)| c == pkg)
+        {
+            let file = p.file.rsplit('/').next().unwrap_or(&p.file);
+            chosen.push((pkg.to_string(), format!("{file} needs {}", p.needs)));
+        }
+    }
+    let tls = release
+        .applications
+        .iter()
+        .find(|a| a.name == "ssl" || a.name == "public_key");
+    if let Some(app) = tls
+        && !fs.exists("/etc/ssl/certs/ca-certificates.crt")
+    {
+        chosen.push((
+            "ca-certificates".into(),
+            format!(
+                "the release uses :{} and the base has no CA bundle",
+                app.name
+            ),
+        ));
+    }
+    if chosen.is_empty() {
+        reporter.step("--package auto: the base has everything the release needs");
+    } else {
+        reporter.step(&format!(
+            "--package auto: {}",
+            chosen
+                .iter()
+                .map(|(p, why)| format!("{p} ({why})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let mut packages = explicit;
+    for (p, _) in chosen {
+        if !packages.contains(&p) {
+            packages.push(p);
+        }
+    }
+    Ok(PackageRequest {
+        packages,
+        ..req.packages.clone()
+    })
+}
+
+/// Read the base's files into a virtual tree (for the SBOM's packages), install the runtime
+/// packages into a layer of their own, add the release, and unless turned off check that the
+/// image can start.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn inspect_image(
+    base: &Image,
+    summary: Summary,
+    release: &Release,
+    plans: &[LayerPlan],
+    req: &BuildRequest,
+    cx: Context<'_>,
+) -> Result<Seen> {
+    let Context {
+        cache, reporter, ..
+    } = cx;
+    let Summary {
+        from: summary_from,
+        mut fs,
+        mut warnings,
+    } = summary;
+    let mut debs = sbom::debian_packages(&fs);
+    let os = sbom::os_version(&fs);
+    let arch = base.config.architecture().to_string();
+    let mut packages = None;
+    let mut locked = Vec::new();
+    let mut new_lock = None;
+    let auto;
+    let packages_req = if req.packages.packages.iter().any(|p| p == "auto") {
+        auto = auto_packages(
+            &fs,
+            release,
+            plans,
+            req,
+            &base.config.architecture().to_string(),
+            base,
+            reporter,
+        )
+        .await?;
+        &auto
+    } else {
+        &req.packages
+    };
+    if !packages_req.packages.is_empty() {
+        let env = mutate::final_env(base, &req.settings);
+        let installed =
+            stages::install_packages(packages_req, fs, &arch, &env, &mut debs, cx).await?;
+        fs = installed.fs;
+        locked = installed.locked;
+        new_lock = installed.new_lock;
+        packages = Some(installed.layer);
+        warnings.extend(installed.warnings);
+    }
+    let check = if req.check {
+        let (plans, workdir) = (plans.to_vec(), req.settings.workdir.clone());
+        let env = ImageEnv::from_env(&mutate::final_env(base, &req.settings));
+        let (c, opts) = (cache.clone(), tar_options(req));
+        let release = release.clone();
+        Some(
+            blocking(move || {
+                let mut fs = fs;
+                let keys: Vec<_> = plans
+                    .iter()
+                    .map(|p| crate::layer::stat_key(&p.entries, opts))
+                    .collect();
+                let elves = check::add_entries_cached(&mut fs, &plans, &keys, &c)?;
+                let scripts = check::release_scripts(&plans, &workdir)?;
+                Ok(check::check_release(
+                    &fs, &elves, &scripts, &arch, &env, &release, &workdir,
+                ))
+            })
+            .await?,
+        )
+    } else {
+        None
+    };
+    match &check {
+        None => warnings.push(
+            "--no-check: the image was not checked against the base; it may fail at start".into(),
+        ),
+        Some(report) if !report.problems.is_empty() => {
+            return Err(Error::Check(report.render()));
+        }
+        Some(report) => reporter.step(&format!(
+            "check: {} can start here ({} ELF files resolved{})",
+            release.name,
+            report.elf_files,
+            report
+                .glibc
+                .as_ref()
+                .map(|g| format!(", glibc {g}"))
+                .unwrap_or_default()
+        )),
+    }
+    Ok(Seen {
+        check,
+        debs,
+        os,
+        warnings,
+        packages,
+        locked,
+        new_lock,
+        requested: requested_names(&packages_req.packages),
+        summary: summary_from,
+    })
+}
