@@ -22,6 +22,7 @@ pub mod interrupt;
 pub mod layer;
 pub mod mutate;
 pub mod net;
+pub mod observe;
 pub mod oci;
 pub mod pipeline;
 pub mod registry;

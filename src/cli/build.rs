@@ -9,10 +9,12 @@ use serde::Serialize;
 use imgbuild::cache::Cache;
 use imgbuild::error::{Error, Result};
 use imgbuild::layer::Codec;
+use imgbuild::observe::{Observer, Observers};
 use imgbuild::oci::Artifact;
 use imgbuild::oci::platform::Platform;
 use imgbuild::oci::reference::Reference;
 use imgbuild::pipeline::{self, BuildReport, BuildRequest};
+use imgbuild::sink::registry::SendAhead;
 use imgbuild::sink::{self, Naming, Written};
 
 use super::args::{CacheArgs, OutputArgs, RegistryArgs, UploadArgs};
@@ -110,18 +112,6 @@ impl BuildArgs {
         let mut req = def.request(extras, cwd)?;
         req.check = writes.check;
         req.sbom_out = self.sbom.clone();
-        // Each new layer goes to the push's registries as soon as it is made.
-        if self.push {
-            for t in &req.tags {
-                if !req
-                    .push_ahead
-                    .iter()
-                    .any(|p| p.registry == t.registry && p.repository == t.repository)
-                {
-                    req.push_ahead.push(t.clone());
-                }
-            }
-        }
         let outputs = Outputs {
             output: writes.output,
             oci_layout: writes.oci_layout,
@@ -184,15 +174,6 @@ struct BuildJson {
     load: Option<imgbuild::sink::engine::LoadReport>,
 }
 
-/// A build tells the tarball each platform's base ([`sink::tarball::Early`]).
-struct EarlyTarball(Arc<sink::tarball::Early>);
-
-impl pipeline::Watch for EarlyTarball {
-    fn base(&self, index: usize, base: &imgbuild::oci::Image) {
-        self.0.base(index, base);
-    }
-}
-
 pub(crate) async fn run_build(args: BuildArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
@@ -226,14 +207,22 @@ pub(crate) async fn run_build(args: BuildArgs) -> Result<()> {
     let early = outputs.output.as_ref().map(|path| {
         sink::tarball::Early::new(path, req.settings.epoch, &cache, req.platforms.len())
     });
-    let watch = early.clone().map(EarlyTarball);
+    // Each new layer goes to the push's registries as soon as it is made.
+    let sent_ahead = args.push.then(|| Arc::new(SendAhead::new(&req.tags)));
+    let mut observers: Vec<&dyn Observer> = Vec::new();
+    if let Some(e) = &early {
+        observers.push(e.as_ref());
+    }
+    if let Some(s) = &sent_ahead {
+        observers.push(s.as_ref());
+    }
+    let observers = Observers(observers);
     let cx = sink::Context {
         cache: &cache,
         client: &client,
         reporter: reporter.as_ref(),
     };
-    let built =
-        pipeline::build(&req, cx, watch.as_ref().map(|w| w as &dyn pipeline::Watch)).await?;
+    let built = pipeline::build(&req, cx, Some(&observers)).await?;
     let artifact = built.artifact;
     let signing = signing_for(signer.as_deref(), &artifact, &built.report, &req.tags)?;
     // Single-platform readers of an index (Docker 20.10's manifest.json, an engine load) get
@@ -252,9 +241,11 @@ pub(crate) async fn run_build(args: BuildArgs) -> Result<()> {
             .map(|s| s.signatures.clone())
             .unwrap_or_default(),
     };
-    let push = args
-        .push
-        .then(|| (args.upload.push_options(), signing.clone()));
+    let push = args.push.then(|| Push {
+        opts: args.upload.push_options(),
+        signing: signing.clone(),
+        sent_ahead: sent_ahead.clone(),
+    });
     let sinks = sinks_for(
         &outputs,
         early,

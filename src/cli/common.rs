@@ -119,13 +119,20 @@ pub(crate) fn load_key(path: &std::path::Path) -> Result<imgbuild::sign::keys::K
     imgbuild::sign::keys::Key::load(path, password.as_deref())
 }
 
+/// A push to the tags a command names: how, signed or not, and what the build sent ahead.
+pub(crate) struct Push {
+    pub(crate) opts: PushOptions,
+    pub(crate) signing: Option<imgbuild::sink::registry::Signing>,
+    pub(crate) sent_ahead: Option<Arc<imgbuild::sink::registry::SendAhead>>,
+}
+
 /// The sinks a command writes to, in order: tarball, layout, engine, registries (the tags of
 /// `naming`, signed with `push`'s signing when given).
 pub(crate) fn sinks_for(
     outputs: &Outputs,
     early: Option<Arc<sink::tarball::Early>>,
     engine: Option<sink::engine::Engine>,
-    push: Option<(PushOptions, Option<imgbuild::sink::registry::Signing>)>,
+    push: Option<Push>,
     naming: &Naming,
     mtime: u64,
     reporter: &dyn Reporter,
@@ -152,11 +159,17 @@ pub(crate) fn sinks_for(
             naming: naming.clone(),
         }));
     }
-    if let Some((opts, signing)) = push {
+    if let Some(Push {
+        opts,
+        signing,
+        sent_ahead,
+    }) = push
+    {
         sinks.push(Box::new(sink::RegistrySink {
             targets: naming.tags.clone(),
             opts,
             signing,
+            sent_ahead,
         }));
     }
     sinks

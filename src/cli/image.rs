@@ -276,7 +276,6 @@ impl ImageDef {
             None => None,
         };
         Ok(BuildRequest {
-            push_ahead: vec![],
             release_dir,
             from,
             platform: platforms.first().cloned(),

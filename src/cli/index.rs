@@ -79,6 +79,7 @@ pub(crate) async fn run_index_create(args: IndexCreateArgs) -> Result<()> {
         targets,
         opts: args.upload.push_options(),
         signing: None,
+        sent_ahead: None,
     })];
     let written = sink::write_all(&sinks, &artifact, &cx).await?;
     if args.print.json {

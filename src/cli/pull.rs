@@ -206,6 +206,7 @@ fn destination_sink(
             targets: targets.clone(),
             opts: upload.push_options(),
             signing: None,
+            sent_ahead: None,
         }),
         targets,
     ))

@@ -63,14 +63,18 @@ pub(crate) async fn run_push(args: PushArgs) -> Result<()> {
         signatures: carried,
         epoch: 0,
     });
-    let report = imgbuild::sink::registry::push_signed(
+    let cx = imgbuild::context::Context {
+        cache: &cache,
+        client: &client,
+        reporter: reporter.as_ref(),
+    };
+    let report = imgbuild::sink::registry::push(
         &artifact,
         &targets,
-        &client,
-        &cache,
         args.upload.push_options(),
         signing.as_ref(),
-        reporter.as_ref(),
+        None,
+        &cx,
     )
     .await?;
     if args.print.json {

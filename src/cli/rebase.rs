@@ -116,7 +116,11 @@ pub(crate) async fn run_rebase(args: RebaseArgs) -> Result<()> {
         output: args.output.clone(),
         oci_layout: args.oci_layout.clone(),
     };
-    let push = args.push.then(|| (args.upload.push_options(), None));
+    let push = args.push.then(|| Push {
+        opts: args.upload.push_options(),
+        signing: None,
+        sent_ahead: None,
+    });
     let sinks = sinks_for(&outputs, None, None, push, &naming, 0, reporter.as_ref());
     let written = sink::write_all(&sinks, &rebased.artifact, &cx).await?;
     if args.print.json {

@@ -74,11 +74,14 @@ pub(crate) async fn run_sign(args: SignArgs) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     // The image is there already: pushing it again only adds the signatures beside it.
-    imgbuild::sink::registry::push_signed(
+    let cx = imgbuild::context::Context {
+        cache: &cache,
+        client: &client,
+        reporter: reporter.as_ref(),
+    };
+    imgbuild::sink::registry::push(
         &artifact,
         &[target],
-        &client,
-        &cache,
         PushOptions::default(),
         Some(&imgbuild::sink::registry::Signing {
             signatures,
@@ -86,7 +89,8 @@ pub(crate) async fn run_sign(args: SignArgs) -> Result<()> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         }),
-        reporter.as_ref(),
+        None,
+        &cx,
     )
     .await?;
     if !args.quiet {

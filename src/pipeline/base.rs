@@ -2,13 +2,14 @@
 //! (its files as a tree, for the check and the SBOM) from the local cache, the cache
 //! repository, or its layers.
 
-use super::{BuildRequest, Watch};
+use super::BuildRequest;
 use crate::blocking;
 use crate::cache::Cache;
 use crate::check;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::mutate;
+use crate::observe::Observer;
 use crate::oci::platform::Platform;
 use crate::oci::{BlobSource, FileRange, Image, media};
 use crate::registry::RegistryClient;
@@ -218,17 +219,25 @@ pub(super) struct BaseRead {
 }
 
 /// A platform's base as its build gets it: read already (while its native files were
-/// transplanted), or to be read, telling the watch once it is resolved.
-pub(super) enum PlatformBase<'a> {
+/// transplanted), or still to be read.
+pub(super) enum PlatformBase {
     Read(Box<BaseRead>),
-    ToRead(Option<(usize, &'a dyn Watch)>),
+    ToRead,
 }
 
-/// Resolve the base and summarise it; `watch` is told the base as soon as it is resolved.
+/// Where a platform's build tells what it learns: its place among the platforms, and the
+/// observer (if any).
+#[derive(Clone, Copy)]
+pub(super) struct Tell<'a> {
+    pub(super) platform: usize,
+    pub(super) observer: Option<&'a dyn Observer>,
+}
+
+/// Resolve the base and summarise it; the observer is told the base as soon as it is resolved.
 pub(super) async fn read_base_and_summary(
     req: &BuildRequest,
     cx: Context<'_>,
-    watch: Option<(usize, &dyn Watch)>,
+    tell: Tell<'_>,
 ) -> Result<BaseRead> {
     let Context {
         cache,
@@ -237,8 +246,8 @@ pub(super) async fn read_base_and_summary(
     } = cx;
     reporter.step(&format!("resolving base {}", req.from.describe()));
     let (image, warnings) = base_image(req, cache, client).await?;
-    if let Some((index, w)) = watch {
-        w.base(index, &image);
+    if let Some(o) = tell.observer {
+        o.base(tell.platform, &image);
     }
     let summary = summarise(&image, req, cx).await?;
     Ok(BaseRead {

@@ -5,10 +5,9 @@ use crate::cache::Cache;
 use crate::context::Context;
 use crate::error::{Error, ImageError, Result};
 use crate::layer::{self, LayerBlob, TarOptions};
-use crate::oci::reference::Reference;
+use crate::observe::Observer;
 use crate::oci::{Blob, BlobSource, FileRange, Layer};
 use crate::pipeline::cache_repo::{CacheRepo, RemoteLayer};
-use crate::registry::RegistryClient;
 use crate::release::LayerPlan;
 use crate::report::human_size;
 use oci_spec::image::Digest;
@@ -34,14 +33,14 @@ impl Origin {
     }
 }
 
-/// The layers of `plans`, in order, each with where it came from. Each layer written here is
-/// uploaded to the repositories of `push_ahead` as soon as it is made, while the rest of the
-/// build goes on (the push then finds it there).
+/// The layers of `plans`, in order, each with where it came from. The observer is told of
+/// each layer written here as soon as it is made, while the rest of the build goes on (a push
+/// sends it ahead: [`crate::sink::registry::SendAhead`]).
 pub async fn release_layers(
     plans: Vec<LayerPlan>,
     opts: TarOptions,
     cache_repo: Option<&CacheRepo>,
-    push_ahead: &[Reference],
+    observer: Option<&dyn Observer>,
     cx: Context<'_>,
 ) -> Result<Vec<(Layer, Origin)>> {
     let Context {
@@ -109,15 +108,14 @@ pub async fn release_layers(
             let Some(key) = key else {
                 return Ok(None);
             };
-            let (c, k) = (cache.clone(), key.clone());
+            let (c, k, p) = (cache.clone(), key.clone(), plans.clone());
             let (blob, reused) =
-                crate::blocking(move || layer::write_keyed(&plans[i].entries, opts, &c, &k))
-                    .await?;
+                crate::blocking(move || layer::write_keyed(&p[i].entries, opts, &c, &k)).await?;
             if !reused {
-                let sends = push_ahead
-                    .iter()
-                    .map(|t| send_ahead(client, t, &blob, cache));
-                futures_util::future::join_all(sends).await;
+                if let Some(o) = observer {
+                    o.layer_written(&local_layer(&blob, &plans[i], cache), cx)
+                        .await;
+                }
                 if let Some(repo) = cache_repo.filter(|r| r.writable()) {
                     repo.put_layer(client, cache, key, &blob, reporter).await;
                 }
@@ -169,19 +167,6 @@ pub async fn release_layers(
         out.push((layer, origin));
     }
     Ok(out)
-}
-
-/// Upload a layer just made to `target` ahead of the push. A failure here is not the build's:
-/// the push tries again, under its own retries, and reports.
-async fn send_ahead(client: &RegistryClient, target: &Reference, blob: &LayerBlob, cache: &Cache) {
-    let at = FileRange {
-        path: cache.blob_path(&blob.digest),
-        offset: 0,
-        size: blob.size,
-    };
-    if let Ok(true) = client.upload_if_missing(target, &blob.digest, &at).await {
-        client.note_sent_ahead(target, &blob.digest);
-    }
 }
 
 fn cache_repo_blob(repo: Option<&CacheRepo>, hit: &RemoteLayer) -> Result<Blob> {

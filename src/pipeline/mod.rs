@@ -20,6 +20,7 @@ use crate::context::Context;
 use crate::error::{Error, ImageError, Result};
 use crate::layer::{Codec, TarOptions};
 use crate::mutate::{self, ImageSettings};
+use crate::observe::Observer;
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
 use crate::oci::{Artifact, Attachment, Image, Layer, SBOM_ANNOTATION, media};
@@ -29,7 +30,7 @@ use crate::sbom::SbomInput;
 use crate::source::Source;
 
 use self::base::{
-    PlatformBase, base_image, read_base_and_summary, require_base_platforms, summarise,
+    PlatformBase, Tell, base_image, read_base_and_summary, require_base_platforms, summarise,
 };
 pub(crate) use self::base::{base_image_of, read_base};
 use self::examine::{Seen, inspect_image};
@@ -63,29 +64,18 @@ pub struct BuildRequest {
     pub packages: PackageRequest,
     /// The registry cache shared by a fleet of runners (`--cache-repo`).
     pub cache_repo: Option<std::sync::Arc<cache_repo::CacheRepo>>,
-    /// Where the image will be pushed (`--push`): each new layer is uploaded there as soon as
-    /// it is made.
-    pub push_ahead: Vec<Reference>,
-}
-
-/// Told of each platform's base as soon as it is resolved and made fit to build on. Its layers
-/// are the first of that platform's image, so a sink may start on them while the release's
-/// layers are made (a tarball does: [`crate::sink::tarball::Early`]).
-pub trait Watch: Sync {
-    /// `index` is the platform's place in [`BuildRequest::platforms`] (0 for one platform).
-    fn base(&self, index: usize, base: &Image);
 }
 
 /// Build the image, or for several platforms each platform's image and their index.
 pub async fn build(
     req: &BuildRequest,
     cx: Context<'_>,
-    watch: Option<&dyn Watch>,
+    observer: Option<&dyn Observer>,
 ) -> Result<Built> {
     let reporter = cx.reporter;
     if req.platforms.len() <= 1 {
         let platform = req.platforms.first().or(req.platform.as_ref());
-        let one = build_platform(req, (0, platform), cx, watch).await?;
+        let one = build_platform(req, (0, platform), cx, observer).await?;
         save_lock(req, one.new_lock.into_iter().collect(), reporter)?;
         return Ok(Built {
             artifact: Artifact::Image(Box::new(one.image)),
@@ -109,7 +99,7 @@ pub async fn build(
         .iter()
         .enumerate()
         .zip(&reporters)
-        .map(|((i, p), r)| build_platform(req, (i, Some(p)), cx.reporting_to(r), watch));
+        .map(|((i, p), r)| build_platform(req, (i, Some(p)), cx.reporting_to(r), observer));
     let results = futures_util::future::join_all(builds).await;
     // Every platform's check failure is told, each naming its platform first; any other
     // error is the first in the order asked for.
@@ -166,7 +156,7 @@ async fn build_platform(
     req: &BuildRequest,
     (index, platform): (usize, Option<&Platform>),
     cx: Context<'_>,
-    watch: Option<&dyn Watch>,
+    observer: Option<&dyn Observer>,
 ) -> Result<PlatformBuild> {
     let Context {
         cache,
@@ -188,9 +178,12 @@ async fn build_platform(
         reporter.step(n);
     }
     warnings.extend(advice.warnings);
-    let watch = watch.map(|w| (index, w));
+    let tell = Tell {
+        platform: index,
+        observer,
+    };
     let mut transplanted = None;
-    let mut base = PlatformBase::ToRead(watch);
+    let mut base = PlatformBase::ToRead;
     if let Some(p) = platform
         && let Some(want) = crate::fs::elf::machine_for(&p.architecture)
     {
@@ -213,7 +206,7 @@ async fn build_platform(
                         // The base needs nothing from the transplant until the check: it is
                         // read meanwhile.
                         let (b, t) = futures_util::future::try_join(
-                            read_base_and_summary(&one, cx, watch),
+                            read_base_and_summary(&one, cx, tell),
                             transplant::prepare(&natives, &release, otp, p, cache, client),
                         )
                         .await?;
@@ -245,7 +238,7 @@ async fn build_platform(
         plans,
         warnings,
     };
-    let mut built = build_one(&one, planned, cx, base).await?;
+    let mut built = build_one(&one, planned, cx, base, tell).await?;
     // The staged native files were needed until the layers were written.
     built.report.transplant = transplanted.map(|t| t.report.clone());
     built.report.notes = advice.notes;
@@ -287,7 +280,8 @@ async fn build_one(
     req: &BuildRequest,
     planned: Planned,
     cx: Context<'_>,
-    base: PlatformBase<'_>,
+    base: PlatformBase,
+    tell: Tell<'_>,
 ) -> Result<PlatformBuild> {
     let Planned {
         release,
@@ -305,7 +299,7 @@ async fn build_one(
     let base_and_check = async {
         let based = match base {
             PlatformBase::Read(b) => *b,
-            PlatformBase::ToRead(watch) => read_base_and_summary(req, cx, watch).await?,
+            PlatformBase::ToRead => read_base_and_summary(req, cx, tell).await?,
         };
         let seen = inspect_image(&based.image, based.summary, &release, &plans, req, cx).await?;
         Ok::<_, Error>((based.image, based.warnings, seen))
@@ -314,7 +308,7 @@ async fn build_one(
         plans.clone(),
         tar_options(req),
         req.cache_repo.as_deref(),
-        &req.push_ahead,
+        tell.observer,
         cx,
     );
     let ((base, base_warnings, mut seen), release_made) =
@@ -324,7 +318,15 @@ async fn build_one(
 
     let mix_lock = crate::release::mix_lock::beside(&release.root);
     let made_sbom = sbom_stage(req, &release, &base, &seen, mix_lock.as_deref(), cx)?;
-    let made = layers_in_order(req, seen.packages.take(), &made_sbom, release_made, cx).await?;
+    let made = layers_in_order(
+        req,
+        seen.packages.take(),
+        &made_sbom,
+        release_made,
+        cx,
+        tell,
+    )
+    .await?;
     let attachments = vec![Attachment {
         artifact_type: media::SPDX_JSON.into(),
         blob: made_sbom.blob.clone(),
@@ -399,6 +401,7 @@ async fn layers_in_order(
     sbom: &stages::Sbom,
     release_made: Vec<(Layer, layers::Origin)>,
     cx: Context<'_>,
+    tell: Tell<'_>,
 ) -> Result<Vec<(Layer, layers::Origin)>> {
     // `packages` holds the staging directory of its files: it lives until they are written.
     let mut plans: Vec<LayerPlan> = packages.iter().map(|p| p.plan.clone()).collect();
@@ -408,7 +411,7 @@ async fn layers_in_order(
         plans,
         tar_options(req),
         req.cache_repo.as_deref(),
-        &req.push_ahead,
+        tell.observer,
         cx,
     )
     .await?;

@@ -474,7 +474,7 @@ async fn rebase_image(
     };
     let mut plans: Vec<LayerPlan> = packages.layer.iter().map(|l| l.plan.clone()).collect();
     plans.push(made_sbom.plan.clone());
-    let made = layers::release_layers(plans, opts, None, &[], cx).await?;
+    let made = layers::release_layers(plans, opts, None, None, cx).await?;
     let mut made: Vec<Layer> = made.into_iter().map(|(l, _)| l).collect();
     let sbom_layer = made.pop();
     let mut own_layers: Vec<Layer> = made; // the packages layer, if any

@@ -134,9 +134,6 @@ pub struct RegistryClient {
     endpoints: Mutex<HashMap<String, Endpoint>>,
     tokens: Mutex<HashMap<TokenKey, CachedToken>>,
     token_gates: Mutex<HashMap<TokenKey, Gate>>,
-    /// Blobs this process uploaded ahead of their push (as soon as a build made them), by
-    /// (registry, repository, digest): the push finds them there and counts them as its own.
-    sent_ahead: Mutex<std::collections::HashSet<(String, String, String)>>,
 }
 
 /// (host, space-separated scopes)
@@ -185,29 +182,6 @@ impl RegistryClient {
             endpoints: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             token_gates: Mutex::new(HashMap::new()),
-            sent_ahead: Mutex::new(std::collections::HashSet::new()),
-        })
-    }
-
-    /// Note that `digest` was uploaded to `target`'s repository ahead of the push.
-    pub fn note_sent_ahead(&self, target: &Reference, digest: &Digest) {
-        if let Ok(mut s) = self.sent_ahead.lock() {
-            s.insert((
-                target.registry.clone(),
-                target.repository.clone(),
-                digest.to_string(),
-            ));
-        }
-    }
-
-    /// Whether `digest` was uploaded to `target`'s repository ahead of the push.
-    pub fn was_sent_ahead(&self, target: &Reference, digest: &Digest) -> bool {
-        self.sent_ahead.lock().is_ok_and(|s| {
-            s.contains(&(
-                target.registry.clone(),
-                target.repository.clone(),
-                digest.to_string(),
-            ))
         })
     }
 

@@ -244,6 +244,8 @@ pub struct RegistrySink {
     pub opts: registry::PushOptions,
     /// Sign what is pushed (cosign's form), before any tag names it.
     pub signing: Option<registry::Signing>,
+    /// The layers the build sent ahead to these registries while it went on.
+    pub sent_ahead: Option<std::sync::Arc<registry::SendAhead>>,
 }
 
 impl Sink for RegistrySink {
@@ -260,14 +262,13 @@ impl Sink for RegistrySink {
         cx: &'a Context<'a>,
     ) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
-            registry::push_signed(
+            registry::push(
                 artifact,
                 &self.targets,
-                cx.client,
-                cx.cache,
                 self.opts,
                 self.signing.as_ref(),
-                cx.reporter,
+                self.sent_ahead.as_deref(),
+                cx,
             )
             .await
             .map(Written::Registry)

@@ -8,9 +8,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use futures_util::future::BoxFuture;
+use oci_spec::image::Digest;
+
 use crate::cache::Cache;
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::net::NetError;
+use crate::observe::Observer;
 use crate::oci::document::canonical_json;
 use crate::oci::reference::Reference;
 use crate::oci::{Artifact, Attachment, Blob, BlobSource, FileRange, Image, digest, media};
@@ -84,24 +92,16 @@ pub struct SbomReferrer {
 pub async fn push(
     artifact: &Artifact,
     targets: &[Reference],
-    client: &RegistryClient,
-    cache: &Cache,
-    opts: PushOptions,
-    reporter: &dyn Reporter,
-) -> Result<PushReport> {
-    push_signed(artifact, targets, client, cache, opts, None, reporter).await
-}
-
-/// [`push`], signing as it goes when `signing` is given.
-pub async fn push_signed(
-    artifact: &Artifact,
-    targets: &[Reference],
-    client: &RegistryClient,
-    cache: &Cache,
     opts: PushOptions,
     signing: Option<&Signing>,
-    reporter: &dyn Reporter,
+    sent_ahead: Option<&SendAhead>,
+    cx: &Context<'_>,
 ) -> Result<PushReport> {
+    let Context {
+        cache,
+        client,
+        reporter,
+    } = *cx;
     if targets.is_empty() {
         return Err(Error::Usage(
             "nothing to push to: name a destination such as registry.example.com/team/app:1.0"
@@ -126,6 +126,7 @@ pub async fn push_signed(
         cache,
         opts,
         reporter,
+        sent_ahead,
     };
     let mut done: Vec<Reference> = Vec::new();
     let mut reports = Vec::new();
@@ -217,12 +218,80 @@ pub async fn push_signed(
     })
 }
 
+/// Each layer a build writes, uploaded at once to the repositories the build will be pushed
+/// to, while the build goes on; the push then finds those blobs there and counts them as its
+/// own uploads. A failure here is not the build's: the push tries again, under its own
+/// retries, and reports.
+pub struct SendAhead {
+    /// One reference per repository.
+    targets: Vec<Reference>,
+    /// What was sent: (registry, repository, digest).
+    sent: Mutex<HashSet<(String, String, String)>>,
+}
+
+impl SendAhead {
+    /// Sending to the repositories of `tags` (each once).
+    pub fn new(tags: &[Reference]) -> SendAhead {
+        let mut targets: Vec<Reference> = Vec::new();
+        for t in tags {
+            if !targets
+                .iter()
+                .any(|p| p.registry == t.registry && p.repository == t.repository)
+            {
+                targets.push(t.clone());
+            }
+        }
+        SendAhead {
+            targets,
+            sent: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn key(repo: &Reference, digest: &Digest) -> (String, String, String) {
+        (
+            repo.registry.clone(),
+            repo.repository.clone(),
+            digest.to_string(),
+        )
+    }
+
+    /// Whether `digest` was uploaded to `repo`'s repository ahead of the push.
+    fn was_sent(&self, repo: &Reference, digest: &Digest) -> bool {
+        self.sent
+            .lock()
+            .is_ok_and(|s| s.contains(&Self::key(repo, digest)))
+    }
+}
+
+impl Observer for SendAhead {
+    fn layer_written<'a>(
+        &'a self,
+        layer: &'a crate::oci::Layer,
+        cx: Context<'a>,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let BlobSource::File(at) = &layer.blob.source else {
+                return;
+            };
+            let sends = self.targets.iter().map(|t| async move {
+                if let Ok(true) = cx.client.upload_if_missing(t, &layer.blob.digest, at).await
+                    && let Ok(mut s) = self.sent.lock()
+                {
+                    s.insert(Self::key(t, &layer.blob.digest));
+                }
+            });
+            futures_util::future::join_all(sends).await;
+        })
+    }
+}
+
 /// What every blob push of one run shares.
 struct Ctx<'a> {
     client: &'a RegistryClient,
     cache: &'a Cache,
     opts: PushOptions,
     reporter: &'a dyn Reporter,
+    sent_ahead: Option<&'a SendAhead>,
 }
 
 /// The empty JSON object: the config of an artifact manifest.
@@ -562,7 +631,10 @@ impl Ctx<'_> {
         let label = format!("{short} {label}");
         if client.blob_exists(repo, &blob.digest).await? {
             // Sent while the build was still at work: this push's upload, done early.
-            if client.was_sent_ahead(repo, &blob.digest) {
+            if self
+                .sent_ahead
+                .is_some_and(|s| s.was_sent(repo, &blob.digest))
+            {
                 reporter.transfer(&label, blob.size).done(&format!(
                     "pushed {} (as soon as it was made)",
                     human_size(blob.size)

@@ -429,6 +429,13 @@ enum EarlyState {
     Taken,
 }
 
+/// A build tells the tarball each platform's base as soon as it is known.
+impl crate::observe::Observer for Early {
+    fn base(&self, platform: usize, base: &Image) {
+        self.start_on_base(platform, base);
+    }
+}
+
 impl Early {
     /// A tarball at `dest` for an image of `platforms` platforms (1 for a plain image).
     pub fn new(
@@ -450,7 +457,7 @@ impl Early {
     /// up to the first that is not; a registry layer's cached copy only when the cache vouches
     /// that it was verified and is unchanged, so that nothing here removes a damaged entry
     /// while the build reads it.
-    pub fn base(&self, index: usize, base: &Image) {
+    fn start_on_base(&self, index: usize, base: &Image) {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
@@ -653,6 +660,7 @@ mod tests {
     //! Every file sink written from a small image, and read back by every file source.
     use super::*;
     use crate::cache::Cache;
+    use crate::observe::Observer;
     use crate::oci::platform::{Platform, Platforms};
     use crate::oci::{Blob, Layer, LayerKind};
     use crate::source::archive::Archive;
