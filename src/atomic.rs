@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 
 /// Write a small file (the SBOM) under a temporary name beside `dest`, then rename it.
-pub fn write_file(dest: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_file(dest: &Path, bytes: &[u8]) -> Result<()> {
     if dest.is_dir() {
         return Err(Error::Usage(format!(
             "{}: is a directory; give a file name",
@@ -24,7 +24,7 @@ pub fn write_file(dest: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-pub fn temp_beside(dest: &Path) -> Result<tempfile::NamedTempFile> {
+pub(crate) fn temp_beside(dest: &Path) -> Result<tempfile::NamedTempFile> {
     let dir = parent_dir(dest);
     let name = dest
         .file_name()
@@ -40,14 +40,14 @@ pub fn temp_beside(dest: &Path) -> Result<tempfile::NamedTempFile> {
     .ctx("create temporary file in", &dir)
 }
 
-pub fn parent_dir(dest: &Path) -> PathBuf {
+pub(crate) fn parent_dir(dest: &Path) -> PathBuf {
     match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     }
 }
 
-pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
     let mut p = fs::metadata(path).ctx("stat", path)?.permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut p, mode);
     fs::set_permissions(path, p).ctx("set permissions of", path)

@@ -48,20 +48,20 @@ impl Cache {
         Ok(Cache { root })
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
-    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+    pub(crate) fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root.join("blobs").join("sha256").join(digest.digest())
     }
 
-    pub fn has_blob(&self, digest: &Digest) -> bool {
+    pub(crate) fn has_blob(&self, digest: &Digest) -> bool {
         self.blob_path(digest).is_file()
     }
 
     /// A temporary file inside the cache, to be filled and then [`Cache::commit`]ted.
-    pub fn temp_file(&self) -> Result<NamedTempFile> {
+    pub(crate) fn temp_file(&self) -> Result<NamedTempFile> {
         let dir = self.root.join("tmp");
         crate::interrupt::guarded(|| {
             tempfile::Builder::new()
@@ -72,7 +72,7 @@ impl Cache {
     }
 
     /// Move a fully written temporary file into place as the blob `digest`.
-    pub fn commit(&self, tmp: NamedTempFile, digest: &Digest) -> Result<PathBuf> {
+    pub(crate) fn commit(&self, tmp: NamedTempFile, digest: &Digest) -> Result<PathBuf> {
         let dest = self.blob_path(digest);
         tmp.persist(&dest)
             .map_err(|e| Error::io("store blob", &dest, e.error))?;
@@ -80,7 +80,7 @@ impl Cache {
     }
 
     /// Store a small blob held in memory (manifests, configs) and return its digest.
-    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
+    pub(crate) fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
         let digest = digest::sha256_of(bytes);
         if !self.has_blob(&digest) {
             let mut tmp = self.temp_file()?;
@@ -90,17 +90,9 @@ impl Cache {
         Ok(digest)
     }
 
-    /// Stream `reader` into the cache, checking it against `expected` before it becomes visible.
-    pub fn ingest(&self, reader: impl Read, expected: &Digest, what: &str) -> Result<u64> {
-        let (tmp, actual, len) = self.spool(reader, what)?;
-        digest::verify(what, expected, &actual)?;
-        self.commit(tmp, expected)?;
-        Ok(len)
-    }
-
     /// Stream `reader` into the cache as a blob named by its digest (content made here, not
     /// fetched: there is nothing to check it against). Returns its digest and size.
-    pub fn put_stream(&self, reader: impl Read, what: &str) -> Result<(Digest, u64)> {
+    pub(crate) fn put_stream(&self, reader: impl Read, what: &str) -> Result<(Digest, u64)> {
         let (tmp, digest, len) = self.spool(reader, what)?;
         self.commit(tmp, &digest)?;
         Ok((digest, len))
@@ -122,7 +114,7 @@ impl Cache {
 
     /// Read a small blob whole, verifying it. A corrupted cache entry is removed so the next
     /// run fetches it again.
-    pub fn read_verified(&self, digest: &Digest) -> Result<Vec<u8>> {
+    pub(crate) fn read_verified(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.blob_path(digest);
         let bytes = fs::read(&path).ctx("read cached blob", &path)?;
         let actual = digest::sha256_of(&bytes);
@@ -135,7 +127,7 @@ impl Cache {
     /// Make sure the cached blob `digest` still hashes to its name: at once when a stamp
     /// ([`Cache::verified_earlier`]) vouches that the file is unchanged since it was hashed,
     /// else by hashing it (and stamping it). A damaged entry is removed.
-    pub fn verify_blob(&self, digest: &Digest) -> Result<()> {
+    pub(crate) fn verify_blob(&self, digest: &Digest) -> Result<()> {
         let path = self.blob_path(digest);
         let size = fs::metadata(&path).ctx("stat cached blob", &path)?.len();
         let at = FileRange {
@@ -155,7 +147,7 @@ impl Cache {
     /// is: into a file, std's `io::copy` lets the kernel copy it (`copy_file_range`), so
     /// writing a cached base into a tarball or layout costs no pass over its bytes here.
     /// A full disk is named as the output's (`write` to `output`: the caller names it).
-    pub fn copy_range_verified<W: Write>(
+    pub(crate) fn copy_range_verified<W: Write>(
         &self,
         at: &FileRange,
         digest: &Digest,
@@ -203,7 +195,7 @@ impl Cache {
 
     /// A cache entry found not to hash to its name: remove it (the next run fetches it anew)
     /// and describe the damage.
-    pub fn corrupted(&self, digest: &Digest, actual: &Digest) -> Error {
+    pub(crate) fn corrupted(&self, digest: &Digest, actual: &Digest) -> Error {
         let path = self.blob_path(digest);
         let _ = fs::remove_file(&path);
         Error::DigestMismatch {
@@ -217,12 +209,12 @@ impl Cache {
     }
 
     /// A derived record (e.g. a base image's file tree) stored under `kind/<key>`, when present.
-    pub fn record(&self, kind: &str, key: &Digest) -> Option<Vec<u8>> {
+    pub(crate) fn record(&self, kind: &str, key: &Digest) -> Option<Vec<u8>> {
         fs::read(self.root.join(kind).join(key.digest())).ok()
     }
 
     /// Store a derived record (written to a temporary name, then renamed).
-    pub fn put_record(&self, kind: &str, key: &Digest, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn put_record(&self, kind: &str, key: &Digest, bytes: &[u8]) -> Result<()> {
         let dir = self.root.join(kind);
         fs::create_dir_all(&dir).ctx("create", &dir)?;
         let mut tmp = self.temp_file()?;
@@ -243,7 +235,7 @@ impl Cache {
     /// [`Cache::note_verified`]), so a write in the same clock tick cannot go unseen. What a
     /// stamp cannot see is the disk itself flipping bits under an unchanged inode: the
     /// registry, a loader or `imgbuild inspect` still checks every digest it reads.
-    pub fn verified_earlier(&self, at: &FileRange, digest: &Digest) -> bool {
+    pub(crate) fn verified_earlier(&self, at: &FileRange, digest: &Digest) -> bool {
         match (
             self.record(VERIFIED, &stamp_key(at, digest)),
             file_stamp(&at.path),
@@ -256,7 +248,7 @@ impl Cache {
     /// Remember that `at` was just hashed to `digest` (best effort: a stamp that cannot be
     /// written only means hashing again next time). A file changed less than two seconds
     /// before is not stamped: a later write within the same timestamp tick would look the same.
-    pub fn note_verified(&self, at: &FileRange, digest: &Digest) {
+    pub(crate) fn note_verified(&self, at: &FileRange, digest: &Digest) {
         if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
             self.note_verified_at(at, digest, now.as_secs_f64());
         }
@@ -271,7 +263,7 @@ impl Cache {
         }
     }
 
-    pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
+    pub(crate) fn blob_size(&self, digest: &Digest) -> Result<u64> {
         let path = self.blob_path(digest);
         Ok(fs::metadata(&path).ctx("stat cached blob", &path)?.len())
     }
@@ -311,7 +303,7 @@ fn file_stamp(path: &Path) -> Option<(String, f64)> {
 /// What stands for a file's content when its bytes are not read: size, mtime, ctime, inode
 /// and device. Any write to the file, or another file under its name, changes it. Used by the
 /// verified-file stamps here and by the layers' stat keys.
-pub fn stat_text(m: &fs::Metadata) -> String {
+pub(crate) fn stat_text(m: &fs::Metadata) -> String {
     use std::os::unix::fs::MetadataExt;
     format!(
         "{}\0{}.{}\0{}.{}\0{}\0{}\0",
@@ -380,17 +372,6 @@ mod tests {
         let d = cache.put_bytes(b"abc").unwrap();
         assert!(cache.has_blob(&d));
         assert_eq!(cache.read_verified(&d).unwrap(), b"abc");
-    }
-
-    #[test]
-    fn ingest_refuses_wrong_bytes_and_leaves_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(dir.path()).unwrap();
-        let expected = digest::sha256_of(b"right");
-        let err = cache.ingest(&b"wrong"[..], &expected, "layer").unwrap_err();
-        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
-        assert!(!cache.has_blob(&expected));
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
 
     #[test]

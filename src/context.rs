@@ -15,7 +15,7 @@ pub struct Context<'a> {
 
 impl<'a> Context<'a> {
     /// The same context, reporting to `reporter` (a platform's prefixed reporter, say).
-    pub fn reporting_to(self, reporter: &'a dyn Reporter) -> Context<'a> {
+    pub(crate) fn reporting_to(self, reporter: &'a dyn Reporter) -> Context<'a> {
         Context { reporter, ..self }
     }
 }

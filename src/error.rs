@@ -218,7 +218,7 @@ fn tries(n: u32) -> String {
 }
 
 impl NetError {
-    pub fn protocol(who: impl Into<String>, detail: impl Into<String>) -> NetError {
+    pub(crate) fn protocol(who: impl Into<String>, detail: impl Into<String>) -> NetError {
         NetError::Protocol {
             who: who.into(),
             detail: detail.into(),
@@ -226,7 +226,7 @@ impl NetError {
     }
 
     /// The next step for a failure that outlasted its retries.
-    pub fn hint_for(failure: &Failure) -> &'static str {
+    pub(crate) fn hint_for(failure: &Failure) -> &'static str {
         match failure {
             Failure::Status { .. } => {
                 "the server is overloaded or failing: try again later, or raise --retries"

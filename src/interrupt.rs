@@ -15,7 +15,7 @@ static GATE: RwLock<bool> = RwLock::new(false);
 /// Run `make`, which creates a temporary or renames one into place, outside any cleanup: once
 /// an interrupt is being handled this blocks until the process exits (cleanup keeps the
 /// write side), so nothing new appears after the sweep and no output lands after "interrupted".
-pub fn guarded<T>(make: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+pub(crate) fn guarded<T>(make: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
     let closed = GATE.read().map_err(|_| closed_error())?;
     if *closed {
         return Err(closed_error());
@@ -31,12 +31,12 @@ fn closed_error() -> std::io::Error {
 }
 
 /// The marker in every temporary name this process makes.
-pub fn marker() -> String {
+pub(crate) fn marker() -> String {
     format!("imgbuild-{}-", std::process::id())
 }
 
 /// Remember a directory where this process makes temporaries.
-pub fn watch(dir: &Path) {
+pub(crate) fn watch(dir: &Path) {
     if let Ok(mut p) = PLACES.lock()
         && !p.iter().any(|d| d == dir)
     {
@@ -60,7 +60,7 @@ fn remove(path: &Path) {
 
 /// Remove this process's temporaries everywhere it made some, and close the gate so that no
 /// new temporary appears afterwards. Meant to be followed by the process's exit.
-pub fn cleanup() {
+pub(crate) fn cleanup() {
     match GATE.write() {
         Ok(mut closed) => {
             *closed = true;
@@ -84,7 +84,7 @@ pub fn cleanup() {
 }
 
 /// Remove temporaries in `dir` whose process is gone (it was killed before it could clean up).
-pub fn remove_stale(dir: &Path) {
+pub(crate) fn remove_stale(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

@@ -43,7 +43,7 @@ const DEFAULT_ENV: [(&str, &str); 3] = [
 
 /// The container's environment: the base's, then the defaults, then the user's settings, each
 /// overriding a variable in place.
-pub fn final_env(base: &Image, settings: &ImageSettings) -> Vec<String> {
+pub(crate) fn final_env(base: &Image, settings: &ImageSettings) -> Vec<String> {
     let mut env: Vec<(String, String)> = split_env(
         &base
             .config
@@ -66,7 +66,7 @@ pub fn final_env(base: &Image, settings: &ImageSettings) -> Vec<String> {
 
 /// The release's layers on `base`, with imgbuild's config, labels and annotations; the
 /// attachments (the SBOM) belong to the new image.
-pub fn append(
+pub(crate) fn append(
     base: &Image,
     release: &Release,
     new_layers: Vec<Layer>,
@@ -202,7 +202,7 @@ const BASE_NAME: &str = "org.opencontainers.image.base.name";
 const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 
 /// The base an image names in its labels (or manifest annotations): (name, digest).
-pub fn named_base(image: &Image) -> (Option<String>, Option<String>) {
+pub(crate) fn named_base(image: &Image) -> (Option<String>, Option<String>) {
     let labels = image
         .config
         .config()
@@ -229,7 +229,7 @@ pub fn named_base(image: &Image) -> (Option<String>, Option<String>) {
 /// and history below, its environment under `old`'s (a variable the new base adds is kept),
 /// and the labels and annotations naming the new base (`extra_labels` added to the labels).
 /// `own_history` gives each own layer's history entry.
-pub fn rebase(
+pub(crate) fn rebase(
     old: &Image,
     base: &Image,
     own: Vec<Layer>,
@@ -268,7 +268,7 @@ pub fn rebase(
 
 /// The environment of `old` rebased onto `base`: the new base's, then `old`'s over it (so a
 /// variable the new base adds is kept).
-pub fn rebased_env(base: &Image, old: &Image) -> Vec<String> {
+pub(crate) fn rebased_env(base: &Image, old: &Image) -> Vec<String> {
     let env_of = |i: &Image| {
         split_env(
             &i.config
@@ -320,7 +320,7 @@ fn base_history(base: &Image, created: &str) -> Vec<History> {
 }
 
 /// The history entry of one of imgbuild's layers (what [`LayerKind::from_history`] reads).
-pub fn own_history(kind: crate::oci::LayerKind, release: &Release) -> String {
+pub(crate) fn own_history(kind: crate::oci::LayerKind, release: &Release) -> String {
     format!(
         "imgbuild: {} layer of release {} {}",
         kind.as_str(),
@@ -340,7 +340,7 @@ fn history_entry(created: &str, created_by: &str) -> History {
 /// into the cache (`local` gives where each layer's bytes lie), so every layer of the output
 /// uses one compression and one manifest family. Non-distributable and non-layer blobs are
 /// refused. Returns warnings worth showing.
-pub fn normalize_base(
+pub(crate) fn normalize_base(
     mut base: Image,
     local: &[Option<FileRange>],
     cache: &Cache,

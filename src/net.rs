@@ -48,7 +48,7 @@ pub fn retryable_status(s: StatusCode) -> bool {
 }
 
 impl Failure {
-    pub fn retryable(&self) -> bool {
+    pub(crate) fn retryable(&self) -> bool {
         match self {
             Failure::Transport(_) | Failure::Stalled(_) => true,
             Failure::Status { status, .. } => retryable_status(*status),
@@ -59,7 +59,7 @@ impl Failure {
 impl Policy {
     /// Exponential backoff with jitter: about 250 ms, 500 ms, 1 s, 2 s, ... capped at 8 s, each
     /// scaled by a random factor in [0.5, 1) so parallel clients do not retry in step.
-    pub fn backoff(attempt: u32) -> Duration {
+    pub(crate) fn backoff(attempt: u32) -> Duration {
         use std::hash::{BuildHasher, Hasher};
         let base = 250u64.saturating_mul(1 << attempt.min(5)).min(8_000);
         // RandomState is seeded randomly per instance: enough jitter without a rand crate.
@@ -73,7 +73,7 @@ impl Policy {
     /// After `attempts` tries ended in `failure`: how long to wait before the next, `None`
     /// when there is to be no next. A `Retry-After` over the cap is an error at once, naming
     /// `who` (the server) and the wait it asked for.
-    pub fn next_try(
+    pub(crate) fn next_try(
         &self,
         attempts: u32,
         failure: &Failure,
@@ -104,7 +104,7 @@ impl Policy {
 }
 
 /// `Retry-After` as seconds or as an HTTP date (RFC 9110), relative to now.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get("retry-after")?.to_str().ok()?.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
@@ -142,7 +142,7 @@ fn http_date(s: &str) -> Option<u64> {
 
 /// Seconds since the epoch of an RFC 3339 time (`2026-12-01T10:00:00Z`, offsets and fractions
 /// allowed), as token services send in `issued_at`.
-pub fn rfc3339_seconds(s: &str) -> Option<u64> {
+pub(crate) fn rfc3339_seconds(s: &str) -> Option<u64> {
     let (date, rest) = s.split_once(['T', 't', ' '])?;
     let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
     let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
@@ -197,7 +197,7 @@ impl Default for Activity {
 }
 
 impl Activity {
-    pub fn touch(&self) {
+    pub(crate) fn touch(&self) {
         self.last_ms
             .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
@@ -210,7 +210,7 @@ impl Activity {
 
 /// Run `fut`, failing with [`Failure::Stalled`] once `activity` has been quiet for `idle`. A
 /// transfer that keeps moving may take as long as it needs.
-pub async fn watched<T>(
+pub(crate) async fn watched<T>(
     fut: impl Future<Output = T>,
     activity: &Activity,
     idle: Duration,
@@ -231,7 +231,7 @@ pub async fn watched<T>(
 }
 
 /// The next chunk of a body, or a failure when it broke off or stalled for `idle`.
-pub async fn next_chunk<S, B, E>(
+pub(crate) async fn next_chunk<S, B, E>(
     body: &mut S,
     idle: Duration,
 ) -> std::result::Result<Option<B>, Failure>
@@ -341,7 +341,7 @@ where
 /// broke off: `get(offset)` sends the request (with `Range: bytes=offset-` when offset > 0;
 /// it retries the request itself). A `206` continues the file; a `200` to a ranged request
 /// (a server without ranges) starts it over. The blob becomes visible only when it matches.
-pub async fn download<F, Fut>(
+pub(crate) async fn download<F, Fut>(
     policy: &Policy,
     who: &str,
     what: &str,
@@ -462,7 +462,7 @@ fn content_range_start(headers: &HeaderMap) -> Option<u64> {
 /// A GET of a plain URL (apt mirrors), retried and watched by `policy`; `offset` > 0 asks for
 /// the rest of a file. Returns the response of the first attempt that is not a retryable
 /// failure.
-pub async fn get_url(
+pub(crate) async fn get_url(
     http: &reqwest::Client,
     policy: &Policy,
     url: &str,
@@ -508,7 +508,7 @@ fn gave_up_get(url: &str, failure: Failure, attempts: u32) -> Error {
 
 /// A small document (an apt index) read whole within `cap` bytes, the request and its body
 /// retried together.
-pub async fn get_small(
+pub(crate) async fn get_small(
     http: &reqwest::Client,
     policy: &Policy,
     url: &str,

@@ -29,17 +29,17 @@ impl Transfer {
     pub fn new(view: Arc<dyn TransferView>) -> Transfer {
         Transfer(Some(view))
     }
-    pub fn advance(&self, n: u64) {
+    pub(crate) fn advance(&self, n: u64) {
         if let Some(v) = &self.0 {
             v.advance(n);
         }
     }
-    pub fn restart(&self) {
+    pub(crate) fn restart(&self) {
         if let Some(v) = &self.0 {
             v.restart();
         }
     }
-    pub fn done(&self, outcome: &str) {
+    pub(crate) fn done(&self, outcome: &str) {
         if let Some(v) = &self.0 {
             v.done(outcome);
         }
@@ -77,7 +77,7 @@ impl Reporter for Prefixed<'_> {
 }
 
 /// A byte count for people: `1.5 MB`, `12.0 kB`, `17 B`.
-pub fn human_size(n: u64) -> String {
+pub(crate) fn human_size(n: u64) -> String {
     match n {
         n if n >= 1 << 20 => format!("{:.1} MB", n as f64 / 1_048_576.0),
         n if n >= 1 << 10 => format!("{:.1} kB", n as f64 / 1024.0),

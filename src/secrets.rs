@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 
 /// Why `key=value` looks like a secret, or `None`.
-pub fn looks_secret(key: &str, value: &str) -> Option<&'static str> {
+pub(crate) fn looks_secret(key: &str, value: &str) -> Option<&'static str> {
     let k = key.to_ascii_uppercase();
     const EXACT: &[&str] = &[
         "SECRET_KEY_BASE",

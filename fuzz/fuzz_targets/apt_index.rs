@@ -6,7 +6,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };
-    use imgbuild::apt::{index, version};
+    use imgbuild::fuzzing::{index, version};
     for st in index::stanzas(s) {
         let _ = index::release_hashes(&st);
         for v in st.values() {
@@ -15,14 +15,14 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = index::verify_inrelease(s, &[]);
-    let _ = imgbuild::apt::parse_deb822(s);
+    let _ = imgbuild::fuzzing::parse_deb822(s);
     for line in s.lines() {
-        let _ = imgbuild::apt::parse_source_line(line);
+        let _ = imgbuild::fuzzing::parse_source_line(line);
     }
     if s.is_char_boundary(s.len() / 2) {
         let (a, b) = s.split_at(s.len() / 2);
         let _ = version::compare(a, b);
         let _ = version::satisfies(a, ">=", b);
     }
-    let _ = imgbuild::sbom::parse_dpkg_status(s);
+    let _ = imgbuild::fuzzing::parse_dpkg_status(s);
 });

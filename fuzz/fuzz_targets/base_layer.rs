@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let mut fs = imgbuild::fs::RootFs::new();
+    let mut fs = imgbuild::fuzzing::RootFs::new();
     if fs.apply_layer(data, "fuzz").is_ok() {
         for p in [
             "/bin/sh",
@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = fs.resolve(p);
             let _ = fs.list(p);
         }
-        let _ = imgbuild::sbom::debian_packages(&fs);
-        let _ = imgbuild::apt::sources_of(&fs);
+        let _ = imgbuild::fuzzing::debian_packages(&fs);
+        let _ = imgbuild::fuzzing::sources_of(&fs);
     }
 });

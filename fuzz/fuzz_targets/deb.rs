@@ -8,8 +8,8 @@ fuzz_target!(|data: &[u8]| {
     if std::fs::write(&deb, data).is_err() {
         return;
     }
-    let _ = imgbuild::apt::deb::read_control(&deb, "fuzz");
+    let _ = imgbuild::fuzzing::read_control(&deb, "fuzz");
     let staging = dir.path().join("staging");
     let _ = std::fs::create_dir_all(&staging);
-    let _ = imgbuild::apt::deb::unpack_data(&deb, &staging, "fuzz");
+    let _ = imgbuild::fuzzing::unpack_data(&deb, &staging, "fuzz");
 });

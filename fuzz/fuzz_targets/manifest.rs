@@ -9,11 +9,11 @@ fuzz_target!(|data: &[u8]| {
         "application/vnd.oci.image.index.v1+json",
         "application/vnd.docker.distribution.manifest.list.v2+json",
     ] {
-        if let Ok(imgbuild::oci::document::Document::Index(index)) =
-            imgbuild::oci::document::parse_document(data, media, "fuzz")
+        if let Ok(imgbuild::fuzzing::Document::Index(index)) =
+            imgbuild::fuzzing::parse_document(data, media, "fuzz")
         {
-            let _ = imgbuild::oci::document::select_from_index(&index, None, "fuzz");
+            let _ = imgbuild::fuzzing::select_from_index(&index, None, "fuzz");
         }
     }
-    let _ = imgbuild::sbom::summary(data);
+    let _ = imgbuild::fuzzing::sbom_summary(data);
 });

@@ -4,7 +4,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(s) = std::str::from_utf8(data) {
-        if let Ok(r) = imgbuild::oci::reference::Reference::parse(s) {
+        if let Ok(r) = imgbuild::fuzzing::Reference::parse(s) {
             let _ = (
                 r.canonical(),
                 r.familiar_tagged(),
@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
                 r.manifest_reference(),
             );
         }
-        let _ = imgbuild::oci::platform::Platform::parse(s);
-        let _ = imgbuild::source::Source::parse(s);
+        let _ = imgbuild::fuzzing::Platform::parse(s);
+        let _ = imgbuild::fuzzing::Source::parse(s);
     }
 });

@@ -4,6 +4,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(s) = std::str::from_utf8(data) {
-        let _ = imgbuild::release::parse_rel_file(s);
+        let _ = imgbuild::fuzzing::parse_rel_file(s);
     }
 });

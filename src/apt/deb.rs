@@ -81,7 +81,7 @@ fn tar_reader(path: &Path, m: &Member, what: &str) -> Result<Box<dyn Read>> {
 /// A decompressing reader chosen by `name`'s extension (`.gz`, `.xz`, `.zst`, else plain),
 /// shared by .deb members and apt's indexes. xz is spooled to an unnamed temporary file, since
 /// lzma-rs decodes whole streams, so memory stays flat.
-pub fn decoder(name: &str, raw: impl Read + 'static, what: &str) -> Result<Box<dyn Read>> {
+pub(crate) fn decoder(name: &str, raw: impl Read + 'static, what: &str) -> Result<Box<dyn Read>> {
     Ok(if name.ends_with(".gz") {
         Box::new(flate2::read::GzDecoder::new(raw))
     } else if name.ends_with(".xz") {
@@ -267,7 +267,7 @@ pub fn unpack_data(path: &Path, staging: &Path, what: &str) -> Result<Vec<Entry>
 }
 
 /// Where staged files of one package go.
-pub fn staging_dir(root: &Path, name: &str) -> Result<PathBuf> {
+pub(crate) fn staging_dir(root: &Path, name: &str) -> Result<PathBuf> {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).ctx("create", &dir)?;
     Ok(dir)

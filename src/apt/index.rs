@@ -9,7 +9,7 @@ use pgp::composed::{CleartextSignedMessage, PublicOrSecret, SignedPublicKey};
 pub type Stanza = BTreeMap<String, String>;
 
 /// Parse RFC 822-style stanzas separated by blank lines.
-pub fn stanzas(text: &str) -> Vec<Stanza> {
+pub(crate) fn stanzas(text: &str) -> Vec<Stanza> {
     let mut out = Vec::new();
     let mut cur = Stanza::new();
     let mut last: Option<String> = None;
@@ -43,7 +43,7 @@ pub fn stanzas(text: &str) -> Vec<Stanza> {
 
 /// Public keys from a keyring file (binary `.gpg` or armored `.asc`), skipping what cannot be
 /// parsed.
-pub fn keys_from(bytes: &[u8]) -> Vec<SignedPublicKey> {
+pub(crate) fn keys_from(bytes: &[u8]) -> Vec<SignedPublicKey> {
     let Ok((iter, _)) = PublicOrSecret::from_reader_many(bytes) else {
         return vec![];
     };
@@ -56,7 +56,7 @@ pub fn keys_from(bytes: &[u8]) -> Vec<SignedPublicKey> {
 }
 
 /// Verify a clearsigned `InRelease` against `keys`; returns the signed text.
-pub fn verify_inrelease(text: &str, keys: &[SignedPublicKey]) -> Result<String, String> {
+pub(crate) fn verify_inrelease(text: &str, keys: &[SignedPublicKey]) -> Result<String, String> {
     let (msg, _) = CleartextSignedMessage::from_string(text)
         .map_err(|e| format!("not a clearsigned OpenPGP message: {e}"))?;
     for key in keys {
@@ -77,7 +77,11 @@ pub fn verify_inrelease(text: &str, keys: &[SignedPublicKey]) -> Result<String, 
 }
 
 /// Verify a `Release` file against its detached `Release.gpg` (one or more signatures).
-pub fn verify_detached(release: &[u8], sig: &[u8], keys: &[SignedPublicKey]) -> Result<(), String> {
+pub(crate) fn verify_detached(
+    release: &[u8],
+    sig: &[u8],
+    keys: &[SignedPublicKey],
+) -> Result<(), String> {
     use pgp::composed::{Deserializable, DetachedSignature};
     let (sigs, _) = DetachedSignature::from_reader_many(sig)
         .map_err(|e| format!("Release.gpg is not an OpenPGP signature: {e}"))?;
@@ -104,7 +108,7 @@ pub fn verify_detached(release: &[u8], sig: &[u8], keys: &[SignedPublicKey]) -> 
 }
 
 /// The `SHA256` section of a Release file: path → (sha256 hex, size).
-pub fn release_hashes(release: &Stanza) -> BTreeMap<String, (String, u64)> {
+pub(crate) fn release_hashes(release: &Stanza) -> BTreeMap<String, (String, u64)> {
     release
         .get("SHA256")
         .map(|v| {
@@ -127,7 +131,7 @@ pub struct Dep {
 }
 
 /// `a (>= 1) | b, c` → [[a>=1, b], [c]].
-pub fn parse_depends(field: &str) -> Vec<Vec<Dep>> {
+pub(crate) fn parse_depends(field: &str) -> Vec<Vec<Dep>> {
     field
         .split(',')
         .map(str::trim)
@@ -171,7 +175,7 @@ pub fn parse_depends(field: &str) -> Vec<Vec<Dep>> {
 }
 
 /// `Provides: a (= 1), b` → [(a, Some(1)), (b, None)].
-pub fn parse_provides(field: &str) -> Vec<(String, Option<String>)> {
+pub(crate) fn parse_provides(field: &str) -> Vec<(String, Option<String>)> {
     parse_depends(field)
         .into_iter()
         .flatten()

@@ -209,7 +209,7 @@ pub struct LockFile {
 
 impl LockFile {
     /// The pins for `arch`, when the file has them.
-    pub fn for_arch(&self, arch: &str) -> Option<&LockFile> {
+    pub(crate) fn for_arch(&self, arch: &str) -> Option<&LockFile> {
         if self.architecture == arch {
             Some(self)
         } else {
@@ -218,7 +218,7 @@ impl LockFile {
     }
 
     /// This file with `section` (one architecture's pins) put in place of that architecture's.
-    pub fn with_section(self, mut section: LockFile) -> LockFile {
+    pub(crate) fn with_section(self, mut section: LockFile) -> LockFile {
         section.others.clear();
         if self.architecture == section.architecture {
             return LockFile {
@@ -235,7 +235,7 @@ impl LockFile {
         out
     }
 
-    pub fn load(path: &Path) -> Result<Option<LockFile>> {
+    pub(crate) fn load(path: &Path) -> Result<Option<LockFile>> {
         match std::fs::read_to_string(path) {
             Ok(t) => toml::from_str(&t).map(Some).map_err(|e| {
                 Error::Input(format!(
@@ -248,7 +248,7 @@ impl LockFile {
         }
     }
 
-    pub fn save(&self, path: &Path) -> Result<()> {
+    pub(crate) fn save(&self, path: &Path) -> Result<()> {
         let body = toml::to_string_pretty(self)
             .map_err(|e| Error::from(ImageError::Package(format!("internal: lock file: {e}"))))?;
         let text = format!(
@@ -402,7 +402,7 @@ async fn candidates(
 
 /// Decide what to install: from the lock file when it answers the request, else by resolving
 /// against the sources' indexes (and then writing the lock).
-pub async fn resolve_packages(
+pub(crate) async fn resolve_packages(
     req: &PackageRequest,
     fs: &RootFs,
     arch: &str,
@@ -489,7 +489,7 @@ pub async fn resolve_packages(
 }
 
 /// Download (or find in the cache) each locked `.deb`, verified by its SHA256.
-pub async fn fetch_debs(
+pub(crate) async fn fetch_debs(
     res: &Resolution,
     cache: &Cache,
     http: &reqwest::Client,
@@ -550,7 +550,7 @@ pub struct PackageLayer {
 
 /// The package layer: every package's files, dpkg's database with the new entries, and what
 /// maintainer scripts would have made that a runtime image needs.
-pub fn package_layer(
+pub(crate) fn package_layer(
     lock: &LockFile,
     fs: &RootFs,
     cache: &Cache,
@@ -700,7 +700,7 @@ pub fn package_layer(
 /// environment is `env` (`KEY=VALUE`): (notes, warnings). A warning says what was not done and
 /// what to do instead; a script whose work does not matter in a runtime image, or that imgbuild
 /// does itself, is passed over.
-pub fn scripts_not_run(packages: &[String], env: &[String]) -> (Vec<String>, Vec<String>) {
+pub(crate) fn scripts_not_run(packages: &[String], env: &[String]) -> (Vec<String>, Vec<String>) {
     let var = |key: &str| {
         env.iter()
             .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))

@@ -18,7 +18,7 @@ pub struct Installed {
     pub provided: BTreeMap<String, Vec<Option<String>>>,
 }
 
-pub fn installed_from(fs: &RootFs) -> Installed {
+pub(crate) fn installed_from(fs: &RootFs) -> Installed {
     let mut out = Installed::default();
     for s in crate::sbom::dpkg_stanzas(fs) {
         out.real.insert(s["Package"].clone(), s["Version"].clone());
@@ -120,7 +120,7 @@ const SUCCESSORS: &[(&str, &str)] = &[
 ];
 
 /// Resolve `requested` (`name` or `name=version`) into the packages to install, sorted by name.
-pub fn resolve(
+pub(crate) fn resolve(
     requested: &[String],
     cands: &[Candidate],
     installed: &Installed,

@@ -106,7 +106,7 @@ pub fn subject_hash(cert_der: &[u8]) -> Option<String> {
 }
 
 /// The DER certificates in a PEM file.
-pub fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
+pub(crate) fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut body = String::new();
     let mut inside = false;

@@ -40,7 +40,7 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = format!(
             "the image would fail at start: {} problem{} in {} ELF file{} checked{}",
             self.problems.len(),
@@ -66,7 +66,7 @@ impl CheckReport {
 /// The key of a base's summary: the layers it is made of, by media type and digest. A
 /// summary is a fact derived from exactly those bytes, so it holds for as long as the digests
 /// do, wherever the layers are (another registry, a layout, a tarball).
-pub fn summary_key(base: &Image) -> Digest {
+pub(crate) fn summary_key(base: &Image) -> Digest {
     let mut text = String::from("base-summary-v2\n");
     for l in &base.layers {
         text.push_str(&format!("{} {}\n", l.blob.media_type, l.blob.digest));
@@ -78,24 +78,24 @@ pub fn summary_key(base: &Image) -> Digest {
 /// read (kinds, modes, links, ELF facts, the dpkg database, apt sources and keyrings) — when
 /// one was made before from the same layers. With it no base layer needs to be read, or
 /// downloaded, at all.
-pub fn cached_summary(base: &Image, cache: &Cache) -> Option<(RootFs, Vec<String>)> {
+pub(crate) fn cached_summary(base: &Image, cache: &Cache) -> Option<(RootFs, Vec<String>)> {
     summary_of(base, &summary_bytes(base, cache)?)
 }
 
 /// The stored form of the base's summary in the local cache, to share (`--cache-repo`).
-pub fn summary_bytes(base: &Image, cache: &Cache) -> Option<Vec<u8>> {
+pub(crate) fn summary_bytes(base: &Image, cache: &Cache) -> Option<Vec<u8>> {
     cache.record("trees", &summary_key(base))
 }
 
 /// `bytes` read as the summary of `base`: `None` when they are not a summary, or one made
 /// from other layers (a damaged, stale or planted entry is not this base's summary).
-pub fn summary_of(base: &Image, bytes: &[u8]) -> Option<(RootFs, Vec<String>)> {
+pub(crate) fn summary_of(base: &Image, bytes: &[u8]) -> Option<(RootFs, Vec<String>)> {
     let record = serde_json::from_slice::<SummaryRecord>(bytes).ok()?;
     (record.layers == layer_digests(base)).then_some((record.fs, record.warnings))
 }
 
 /// Keep a summary found elsewhere (already checked with [`summary_of`]) in the local cache.
-pub fn keep_summary(base: &Image, bytes: &[u8], cache: &Cache) {
+pub(crate) fn keep_summary(base: &Image, bytes: &[u8], cache: &Cache) {
     let _ = cache.put_record("trees", &summary_key(base), bytes);
 }
 
@@ -108,7 +108,7 @@ fn layer_digests(base: &Image) -> Vec<String> {
 
 /// The base's file system, read from its layers' bytes (`local`, one range per layer)
 /// without extracting them, and kept in the cache as the base's summary.
-pub fn base_rootfs(
+pub(crate) fn base_rootfs(
     base: &Image,
     local: &[FileRange],
     cache: &Cache,
@@ -183,7 +183,7 @@ fn read_base_rootfs(
 
 /// Put planned entries (release or package files) into the tree, reading ELF headers so that
 /// libraries resolve; returns the ELF files among them.
-pub fn add_entries(fs: &mut RootFs, plans: &[LayerPlan]) -> Result<Vec<(String, ElfInfo)>> {
+pub(crate) fn add_entries(fs: &mut RootFs, plans: &[LayerPlan]) -> Result<Vec<(String, ElfInfo)>> {
     let mut elves = Vec::new();
     for plan in plans {
         elves.extend(insert_plan(fs, plan, |e, _| read_elf(e))?);
@@ -248,7 +248,7 @@ fn insert_plan(
 /// layer's stat key: every file's size, mtime, ctime and inode), so that an unchanged release
 /// is not opened file by file again. A plan without a key, or whose record is missing or
 /// unreadable, is read as [`add_entries`] reads it, and its facts are stored.
-pub fn add_entries_cached(
+pub(crate) fn add_entries_cached(
     fs: &mut RootFs,
     plans: &[LayerPlan],
     keys: &[Option<Digest>],
@@ -289,7 +289,7 @@ pub struct LayerFacts {
 
 /// Put a layer of an image (the release's layers of an image being rebased) into the tree,
 /// reading its bytes from `at` (verified against the layer's digest as they are read).
-pub fn add_layer(
+pub(crate) fn add_layer(
     fs: &mut RootFs,
     layer: &crate::oci::Layer,
     at: &FileRange,
@@ -384,7 +384,7 @@ pub fn add_layer(
 }
 
 /// The release's start scripts (`bin/*` files that begin with `#!`): (image path, text).
-pub fn release_scripts(plans: &[LayerPlan], workdir: &str) -> Result<Vec<(String, String)>> {
+pub(crate) fn release_scripts(plans: &[LayerPlan], workdir: &str) -> Result<Vec<(String, String)>> {
     let bin = format!("{}/bin/", workdir.trim_matches('/'));
     let mut out = Vec::new();
     for e in plans.iter().flat_map(|p| &p.entries) {
@@ -407,7 +407,7 @@ pub fn release_scripts(plans: &[LayerPlan], workdir: &str) -> Result<Vec<(String
 
 /// The Debian package that provides `lib` (a soname), when it is one Elixir releases commonly
 /// need.
-pub fn debian_package_for(lib: &str) -> Option<&'static str> {
+pub(crate) fn debian_package_for(lib: &str) -> Option<&'static str> {
     DEBIAN_PACKAGES
         .iter()
         .find(|(l, _)| *l == lib)
@@ -449,7 +449,7 @@ pub struct ImageEnv {
 }
 
 impl ImageEnv {
-    pub fn from_env(env: &[String]) -> ImageEnv {
+    pub(crate) fn from_env(env: &[String]) -> ImageEnv {
         let get = |k: &str| {
             env.iter()
                 .find_map(|e| e.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
@@ -471,7 +471,7 @@ const SCRIPT_COMMANDS: &[&str] = &[
 /// The start-up check of a release: [`check`], and for a release built with
 /// `include_erts: false` the image's own Erlang ([`base_erts`]), whose ELF files are checked
 /// like the release's.
-pub fn check_release(
+pub(crate) fn check_release(
     fs: &RootFs,
     elves: &[(String, ElfInfo)],
     scripts: &[(String, String)],
@@ -502,7 +502,7 @@ pub fn check_release(
 /// every OTP application the release boots but does not carry (Mix leaves them out with ERTS)
 /// at the version its `.rel` names. Gives that ERTS's ELF files, or the problem (no Erlang,
 /// another version, naming both, or the applications missing).
-pub fn base_erts(
+pub(crate) fn base_erts(
     fs: &RootFs,
     env: &ImageEnv,
     release: &crate::release::Release,
@@ -627,7 +627,7 @@ fn replaced_problems(fs: &RootFs) -> Vec<Problem> {
 }
 
 /// Run the start-up check of `elves` (the release's ELF files) and the release's scripts.
-pub fn check(
+pub(crate) fn check(
     fs: &RootFs,
     elves: &[(String, ElfInfo)],
     scripts: &[(String, String)],

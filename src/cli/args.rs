@@ -25,7 +25,7 @@ pub struct OutputArgs {
 
 impl OutputArgs {
     /// No progress on stderr: `--quiet`, or `--json` (whose reader wants stdout alone).
-    pub fn silent(&self) -> bool {
+    pub(crate) fn silent(&self) -> bool {
         self.quiet || self.json
     }
 }
@@ -78,7 +78,7 @@ impl RegistryArgs {
     /// The client options: the flags, and the file's registries and CA certificates besides
     /// them. These two lists are added to the flags' rather than replaced by them (as they
     /// always were): a site's CA or mirror in the file still applies when a flag adds one.
-    pub fn merge(&self, project: &ProjectFile) -> ClientOptions {
+    pub(crate) fn merge(&self, project: &ProjectFile) -> ClientOptions {
         let mut opts = ClientOptions {
             insecure_registries: self.insecure_registries.clone(),
             ca_certs: self.ca_certs.clone(),
@@ -97,7 +97,7 @@ impl RegistryArgs {
 }
 
 impl UploadArgs {
-    pub fn push_options(&self) -> PushOptions {
+    pub(crate) fn push_options(&self) -> PushOptions {
         PushOptions {
             jobs: self.jobs as usize,
             upload: UploadOptions {
@@ -123,7 +123,7 @@ pub struct CacheArgs {
 impl CacheArgs {
     /// The cache repository (the flag's, else the file's) and whether it is read-only (the
     /// flag or the file saying so).
-    pub fn merge(&self, project: &ProjectFile) -> Option<(String, bool)> {
+    pub(crate) fn merge(&self, project: &ProjectFile) -> Option<(String, bool)> {
         let repo = self
             .cache_repo
             .clone()

@@ -77,7 +77,7 @@ pub struct Writes {
 }
 
 impl BuildArgs {
-    pub fn merge_writes(&self, project: &ProjectFile) -> Writes {
+    pub(crate) fn merge_writes(&self, project: &ProjectFile) -> Writes {
         Writes {
             tags: replace(&self.tags, &project.tags).unwrap_or_default(),
             output: self.output.clone().or_else(|| project.output.clone()),

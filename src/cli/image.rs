@@ -92,7 +92,7 @@ impl ImageArgs {
     /// list given by flags replaces the file's. Two exceptions, as they always were:
     /// `--allow-secret` adds to the file's `allow-secrets`, and `--drop-cookie` can only turn
     /// dropping on. Values are checked for syntax; nothing is read.
-    pub fn merge(&self, project: &ProjectFile) -> Result<ImageDef> {
+    pub(crate) fn merge(&self, project: &ProjectFile) -> Result<ImageDef> {
         // The file's env in key order, then each flag in turn (a flag's key moves to the end).
         let mut env: Vec<(String, String)> = project
             .env
@@ -185,7 +185,7 @@ pub struct CompressionArgs {
 
 impl CompressionArgs {
     /// `--compression`, else `--gzip-level`, else the file's `compression`, else gzip:6.
-    pub fn merge(&self, project: &ProjectFile) -> Result<(Codec, u32)> {
+    pub(crate) fn merge(&self, project: &ProjectFile) -> Result<(Codec, u32)> {
         Ok(
             match (self.compression, self.gzip_level, &project.compression) {
                 (Some(c), _, _) => c,
@@ -245,7 +245,7 @@ pub struct Extras {
 impl ImageDef {
     /// The build request: the release found, sources, platforms and tags parsed, secrets
     /// refused. The check runs; nothing is pushed ahead and no SBOM written (build sets those).
-    pub fn request(&self, extras: Extras, cwd: &Path) -> Result<BuildRequest> {
+    pub(crate) fn request(&self, extras: Extras, cwd: &Path) -> Result<BuildRequest> {
         let release_dir = release::locate(self.release.as_deref(), cwd)?;
         let from = Source::parse(&self.from)?;
         let platforms = self.platforms()?;

@@ -78,7 +78,7 @@ pub enum Command {
 }
 
 /// Run the CLI; returns the process exit code.
-pub fn main() -> i32 {
+pub(crate) fn main() -> i32 {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -123,7 +123,7 @@ pub fn main() -> i32 {
 }
 
 /// Print an error and its causes, one per line.
-pub fn report(e: &Error) {
+pub(crate) fn report(e: &Error) {
     eprintln!("error: {e}");
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {

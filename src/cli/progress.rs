@@ -53,7 +53,7 @@ pub struct Bars {
 }
 
 impl Bars {
-    pub fn new() -> Bars {
+    pub(crate) fn new() -> Bars {
         let style = ProgressStyle::with_template(
             "{msg:>10} {prefix:40} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}",
         )
@@ -102,7 +102,7 @@ impl Reporter for Bars {
 }
 
 /// The reporter for this run: warnings only when quiet, bars on a terminal, else lines.
-pub fn choose(quiet: bool) -> Box<dyn Reporter> {
+pub(crate) fn choose(quiet: bool) -> Box<dyn Reporter> {
     if quiet {
         Box::new(Quiet)
     } else if std::io::stderr().is_terminal() {

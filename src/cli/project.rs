@@ -77,7 +77,7 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Stri
 
 impl ProjectFile {
     /// Load `imgbuild.toml` from `dir` if it exists.
-    pub fn load(dir: &Path) -> Result<ProjectFile> {
+    pub(crate) fn load(dir: &Path) -> Result<ProjectFile> {
         let path = dir.join(FILE_NAME);
         match std::fs::read_to_string(&path) {
             Ok(text) => {

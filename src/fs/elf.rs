@@ -22,12 +22,12 @@ pub struct ElfInfo {
     pub libc_release: Option<String>,
 }
 
-pub fn is_elf(head: &[u8]) -> bool {
+pub(crate) fn is_elf(head: &[u8]) -> bool {
     head.starts_with(b"\x7fELF")
 }
 
 impl ElfInfo {
-    pub fn parse(bytes: &[u8]) -> Result<ElfInfo, String> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<ElfInfo, String> {
         if !is_elf(bytes) {
             return Err("not an ELF file".into());
         }
@@ -85,13 +85,13 @@ impl ElfInfo {
     }
 
     /// A GLIBC_x.y version as numbers, for comparisons.
-    pub fn glibc_version(name: &str) -> Option<Vec<u32>> {
+    pub(crate) fn glibc_version(name: &str) -> Option<Vec<u32>> {
         let v = name.strip_prefix("GLIBC_")?;
         v.split('.').map(|p| p.parse().ok()).collect()
     }
 
     /// The glibc release of a `libc.so.6`: its banner, else the highest `GLIBC_x.y` it defines.
-    pub fn glibc_release(&self) -> Option<String> {
+    pub(crate) fn glibc_release(&self) -> Option<String> {
         if let Some(r) = &self.libc_release {
             return Some(r.clone());
         }
@@ -118,7 +118,7 @@ fn banner_release(bytes: &[u8]) -> Option<String> {
 }
 
 /// The ELF machine for an OCI architecture name.
-pub fn machine_for(arch: &str) -> Option<u16> {
+pub(crate) fn machine_for(arch: &str) -> Option<u16> {
     Some(match arch {
         "amd64" => header::EM_X86_64,
         "arm64" => header::EM_AARCH64,
@@ -133,7 +133,7 @@ pub fn machine_for(arch: &str) -> Option<u16> {
 }
 
 /// A readable name for an ELF machine.
-pub fn machine_name(m: u16) -> String {
+pub(crate) fn machine_name(m: u16) -> String {
     match m {
         header::EM_X86_64 => "x86-64 (amd64)".into(),
         header::EM_AARCH64 => "AArch64 (arm64)".into(),

@@ -66,7 +66,7 @@ mod base64_map {
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer>(
+    pub(crate) fn serialize<S: Serializer>(
         m: &BTreeMap<String, Vec<u8>>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
@@ -76,7 +76,7 @@ mod base64_map {
             .serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<BTreeMap<String, Vec<u8>>, D::Error> {
         BTreeMap::<String, String>::deserialize(d)?
@@ -92,7 +92,7 @@ mod base64_map {
 }
 
 /// `a/./b/../c` → `/a/c`; `..` stops at the root, as it does inside a container.
-pub fn normalize(path: &str) -> String {
+pub(crate) fn normalize(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for c in path.split('/') {
         match c {
@@ -150,14 +150,14 @@ fn maybe_library(path: &str) -> bool {
 }
 
 impl RootFs {
-    pub fn new() -> RootFs {
+    pub(crate) fn new() -> RootFs {
         let mut fs = RootFs::default();
         fs.nodes.insert("/".into(), Node::Dir);
         fs
     }
 
     /// Apply one layer, given as an uncompressed tar stream, on top of what is there.
-    pub fn apply_layer(&mut self, tar: impl Read, what: &str) -> Result<()> {
+    pub(crate) fn apply_layer(&mut self, tar: impl Read, what: &str) -> Result<()> {
         let bad = |e: std::io::Error| {
             Error::from(ImageError::Invalid(format!(
                 "{what}: unreadable layer: {e}"
@@ -280,7 +280,7 @@ impl RootFs {
     }
 
     /// Put every entry of `upper` (a layer read on its own, without whiteouts) over this tree.
-    pub fn overlay(&mut self, upper: &RootFs) {
+    pub(crate) fn overlay(&mut self, upper: &RootFs) {
         for (path, node) in &upper.nodes {
             if !matches!(node, Node::Dir) {
                 self.remove_below(path);
@@ -294,7 +294,7 @@ impl RootFs {
     }
 
     /// Add one entry at an absolute path, as it is (a tree made by hand, a view).
-    pub fn insert(&mut self, path: &str, node: Node) {
+    pub(crate) fn insert(&mut self, path: &str, node: Node) {
         let path = normalize(path);
         self.add_parents(&path);
         self.nodes.insert(path, node);
@@ -303,7 +303,7 @@ impl RootFs {
     /// Add an entry of `layer` (release files, package files) as an engine would unpack it,
     /// noting when it replaces a link or a directory of the tree, or lies under a link (see
     /// [`RootFs::replaced`]).
-    pub fn insert_by(&mut self, path: &str, node: Node, layer: &str) {
+    pub(crate) fn insert_by(&mut self, path: &str, node: Node, layer: &str) {
         let path = normalize(path);
         let mut prefix = parent(&path);
         while prefix != "/" {
@@ -355,7 +355,7 @@ impl RootFs {
     }
 
     /// What added layers' entries replaced or went through, in the order they came.
-    pub fn replaced(&self) -> &[Replaced] {
+    pub(crate) fn replaced(&self) -> &[Replaced] {
         &self.replaced
     }
 
@@ -392,7 +392,7 @@ impl RootFs {
 
     /// Follow symlinks in every component of `path`, inside the tree. Returns the final path
     /// when it exists, or `None` (missing, dangling, or a loop).
-    pub fn resolve(&self, path: &str) -> Option<String> {
+    pub(crate) fn resolve(&self, path: &str) -> Option<String> {
         let mut pending: Vec<String> = normalize(path)
             .split('/')
             .filter(|c| !c.is_empty())
@@ -438,7 +438,7 @@ impl RootFs {
     /// the tree is followed, so `/lib/x86_64-linux-gnu/libtinfo.so.5` on a merged-/usr tree
     /// (`/lib -> usr/lib`) is `/usr/lib/x86_64-linux-gnu/libtinfo.so.5`. From the first part
     /// that does not exist (or is not a directory) on, the path is kept as given.
-    pub fn physical(&self, path: &str, is_dir: bool) -> String {
+    pub(crate) fn physical(&self, path: &str, is_dir: bool) -> String {
         let normal = normalize(path);
         let parts: Vec<&str> = normal.split('/').filter(|c| !c.is_empty()).collect();
         let walk = if is_dir {
@@ -474,24 +474,24 @@ impl RootFs {
     }
 
     /// The node at `path` after following links.
-    pub fn lookup(&self, path: &str) -> Option<(String, &Node)> {
+    pub(crate) fn lookup(&self, path: &str) -> Option<(String, &Node)> {
         let real = self.resolve(path)?;
         let node = self.nodes.get(&real)?;
         Some((real, node))
     }
 
-    pub fn exists(&self, path: &str) -> bool {
+    pub(crate) fn exists(&self, path: &str) -> bool {
         self.lookup(path).is_some()
     }
 
     /// Contents kept for `path` (after following links).
-    pub fn contents(&self, path: &str) -> Option<&[u8]> {
+    pub(crate) fn contents(&self, path: &str) -> Option<&[u8]> {
         let real = self.resolve(path)?;
         self.contents.get(&real).map(Vec::as_slice)
     }
 
     /// Paths directly inside `dir` (after following links), sorted.
-    pub fn list(&self, dir: &str) -> Vec<String> {
+    pub(crate) fn list(&self, dir: &str) -> Vec<String> {
         let Some(real) = self.resolve(dir) else {
             return vec![];
         };
@@ -508,7 +508,7 @@ impl RootFs {
             .collect()
     }
 
-    pub fn is_executable_file(&self, path: &str) -> bool {
+    pub(crate) fn is_executable_file(&self, path: &str) -> bool {
         matches!(self.lookup(path), Some((_, Node::File { mode, .. })) if mode & 0o111 != 0)
     }
 }

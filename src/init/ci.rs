@@ -81,7 +81,7 @@ pub struct Recipe {
 /// Dockerfile, the steps of Phoenix 1.8's builder stage that the project has (Hex and rebar
 /// with a mix.lock; the asset aliases mix.exs defines). 1.8's order also builds a 1.6 or 1.7
 /// project's assets: digesting after `mix compile` is as good as before it.
-pub fn recipe(p: &Project) -> (Recipe, Vec<String>) {
+pub(crate) fn recipe(p: &Project) -> (Recipe, Vec<String>) {
     let mut notes = Vec::new();
     let builder = match p.runner.as_ref().and_then(|r| r.builder.clone()) {
         Some(b) if !b.contains('$') => b,
@@ -165,7 +165,7 @@ fn overwriting(command: &str) -> String {
 }
 
 /// The workflow's path (relative to the project), its text, and notes for the user.
-pub fn workflow(ci: Ci, p: &Project, install: &Install) -> (PathBuf, String, Vec<String>) {
+pub(crate) fn workflow(ci: Ci, p: &Project, install: &Install) -> (PathBuf, String, Vec<String>) {
     let (recipe, mut notes) = recipe(p);
     notes.push(match install {
         Install::Variables => "the CI job downloads imgbuild from the CI variable IMGBUILD_URL and checks it against IMGBUILD_SHA256: set both (or run init with --imgbuild-url and --imgbuild-sha256 to write them into the recipe)".to_string(),
@@ -189,7 +189,7 @@ pub fn workflow(ci: Ci, p: &Project, install: &Install) -> (PathBuf, String, Vec
 /// The shell lines that install imgbuild: download (curl, else wget, else curl installed with
 /// apt-get), check the sha256, install into `$IMGBUILD_INSTALL_DIR` (default /usr/local/bin).
 /// One subshell, so that its `set -e` and variables stay inside.
-pub fn install_script(install: &Install) -> String {
+pub(crate) fn install_script(install: &Install) -> String {
     let source = match install {
         Install::Variables => concat!(
             "url=\"${IMGBUILD_URL:-}\"\n",

@@ -27,7 +27,7 @@ pub struct RunnerStage {
 }
 
 /// Read the last stage of `text`.
-pub fn runner_stage(text: &str) -> RunnerStage {
+pub(crate) fn runner_stage(text: &str) -> RunnerStage {
     let mut args: BTreeMap<String, String> = BTreeMap::new();
     let mut stage = RunnerStage::default();
     for line in logical_lines(text) {
@@ -111,7 +111,7 @@ pub struct BuilderStage {
 
 /// The builder stage of `text`: the stage that runs `mix release`, else the first stage that
 /// runs any `mix` command. `None` when no stage runs `mix`.
-pub fn builder_stage(text: &str) -> Option<BuilderStage> {
+pub(crate) fn builder_stage(text: &str) -> Option<BuilderStage> {
     let mut args: BTreeMap<String, String> = BTreeMap::new();
     let mut stages: Vec<BuilderStage> = Vec::new();
     // ENV values of the current stage, substituted into its RUN lines as the shell would.
@@ -428,14 +428,14 @@ CMD ["/app/bin/server"]
 "#;
 
     /// 1.6: priv, assets and the asset build before lib and `mix compile`.
-    pub fn v1_6() -> String {
+    pub(crate) fn v1_6() -> String {
         format!(
             "{HEAD}\nCOPY priv priv\nCOPY assets assets\n\n# compile assets\nRUN mix assets.deploy\n\nCOPY lib lib\nRUN mix compile\n{TAIL}"
         )
     }
 
     /// 1.7: lib copied before assets, the asset build still before `mix compile`.
-    pub fn v1_7() -> String {
+    pub(crate) fn v1_7() -> String {
         format!(
             "{HEAD}\nCOPY priv priv\nCOPY lib lib\nCOPY assets assets\n\nRUN mix assets.deploy\n\nRUN mix compile\n{TAIL}"
         )
@@ -443,14 +443,14 @@ CMD ["/app/bin/server"]
 
     /// 1.8: the asset tools installed after the dependencies, the asset build after `mix
     /// compile` (colocated hooks need the compiled code).
-    pub fn v1_8() -> String {
+    pub(crate) fn v1_8() -> String {
         format!(
             "{HEAD}\nRUN mix assets.setup\n\nCOPY priv priv\nCOPY lib lib\n\nRUN mix compile\n\nCOPY assets assets\nRUN mix assets.deploy\n{TAIL}"
         )
     }
 
     /// Each shape with the `mix` steps its builder stage runs, in order, before `mix release`.
-    pub fn with_mix_steps() -> [(String, Vec<&'static str>); 3] {
+    pub(crate) fn with_mix_steps() -> [(String, Vec<&'static str>); 3] {
         let head = [
             "mix local.hex --force",
             "mix local.rebar --force",

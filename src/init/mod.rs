@@ -68,7 +68,7 @@ pub struct Written {
 }
 
 /// Read the Mix project in `dir`.
-pub fn scan(dir: &Path) -> Result<Project> {
+pub(crate) fn scan(dir: &Path) -> Result<Project> {
     let mix = dir.join("mix.exs");
     let text = match std::fs::read_to_string(&mix) {
         Ok(t) => t,
@@ -184,7 +184,7 @@ fn needs_locales(key: &str, value: &str) -> bool {
 }
 
 /// The project file's text, and notes on what was translated and why.
-pub fn project_file(p: &Project) -> (String, Vec<String>) {
+pub(crate) fn project_file(p: &Project) -> (String, Vec<String>) {
     let mut notes = Vec::new();
     let runner = p.runner.clone().unwrap_or_default();
     let from_dockerfile = p.runner.is_some();

@@ -70,7 +70,7 @@ const FORMAT: &str = "imgbuild-layer-v4-pgzip256k";
 
 /// The layer cache's key: everything that decides a layer's bytes, with files by content (their
 /// sha256), so an unchanged layer is found without tarring or compressing anything.
-pub fn input_key(entries: &[Entry], opts: TarOptions) -> Result<Digest> {
+pub(crate) fn input_key(entries: &[Entry], opts: TarOptions) -> Result<Digest> {
     use sha2::Digest as _;
     entries_key(entries, opts, "content", |src, h| {
         let mut f = File::open(src).ctx("read", src)?;
@@ -84,7 +84,7 @@ pub fn input_key(entries: &[Entry], opts: TarOptions) -> Result<Digest> {
 /// The layer's inputs by metadata alone: every entry as in [`input_key`], but files by their
 /// size, mtime, ctime, inode and device instead of their content. `None` when a file cannot
 /// be examined (the content key then decides).
-pub fn stat_key(entries: &[Entry], opts: TarOptions) -> Option<Digest> {
+pub(crate) fn stat_key(entries: &[Entry], opts: TarOptions) -> Option<Digest> {
     use sha2::Digest as _;
     entries_key(entries, opts, "stat", |src, h| {
         let m = std::fs::metadata(src).ctx("stat", src)?;
@@ -126,21 +126,10 @@ fn entries_key(
     Ok(crate::oci::digest::from_hasher(h))
 }
 
-/// Write the layer, or find it in the cache when the same inputs made it before: then nothing
-/// is tarred or compressed. Returns the blob and whether it was reused.
-pub fn write_layer_cached(
-    entries: &[Entry],
-    opts: TarOptions,
-    cache: &Cache,
-) -> Result<(LayerBlob, bool)> {
-    let key = layer_key(entries, opts, cache)?;
-    write_keyed(entries, opts, cache, &key)
-}
-
 /// The layer cache's key of `entries` (see [`input_key`]). Files whose size, mtime, ctime and
 /// inode are as they were when last hashed are not read again (git's index does the same); any
 /// change there means a full content hash.
-pub fn layer_key(entries: &[Entry], opts: TarOptions, cache: &Cache) -> Result<Digest> {
+pub(crate) fn layer_key(entries: &[Entry], opts: TarOptions, cache: &Cache) -> Result<Digest> {
     let meta = stat_key(entries, opts);
     // Platforms built at once share most layers: the first to reach these inputs hashes
     // them, the others wait and read its record instead of hashing the same files again.
@@ -166,13 +155,13 @@ pub fn layer_key(entries: &[Entry], opts: TarOptions, cache: &Cache) -> Result<D
 }
 
 /// The layer made before under `key`, when the local cache has it.
-pub fn cached(cache: &Cache, key: &Digest) -> Result<Option<LayerBlob>> {
+pub(crate) fn cached(cache: &Cache, key: &Digest) -> Result<Option<LayerBlob>> {
     record(cache, key)
 }
 
 /// Write the layer of `key` unless the cache has it by now; returns it and whether it was
 /// reused.
-pub fn write_keyed(
+pub(crate) fn write_keyed(
     entries: &[Entry],
     opts: TarOptions,
     cache: &Cache,
@@ -198,7 +187,7 @@ pub fn write_keyed(
 
 /// The diff_id `entries` would have as a layer: the tar is made and hashed, not compressed or
 /// stored (a fraction of the cost of writing the layer). Checks a layer found elsewhere.
-pub fn diff_id(entries: &[Entry], opts: TarOptions) -> Result<Digest> {
+pub(crate) fn diff_id(entries: &[Entry], opts: TarOptions) -> Result<Digest> {
     let (_, d) = write_tar(entries, opts, io::sink(), std::path::Path::new("layer"))?;
     Ok(d)
 }
@@ -320,7 +309,7 @@ fn zstd_writer<W: Write>(
 
 /// Append one entry with a fully controlled header: numeric ids, no user or group names,
 /// one mtime, and PAX records for names ustar cannot hold.
-pub fn append_entry<W: Write>(
+pub(crate) fn append_entry<W: Write>(
     builder: &mut tar::Builder<W>,
     entry: &Entry,
     mtime: u64,
@@ -455,6 +444,16 @@ mod tests {
     use crate::oci::digest::sha256_of;
     use flate2::read::GzDecoder;
     use std::fs;
+
+    /// The layer, written or found in the cache as a build does it (key, then write).
+    fn write_layer_cached(
+        entries: &[Entry],
+        opts: TarOptions,
+        cache: &Cache,
+    ) -> Result<(LayerBlob, bool)> {
+        let key = layer_key(entries, opts, cache)?;
+        write_keyed(entries, opts, cache, &key)
+    }
 
     #[test]
     fn layer_cache_reuses_only_identical_inputs() {

@@ -24,7 +24,7 @@ const DICT: usize = 32 * 1024;
 
 /// Compression workers per layer: one per core, at most 8 (beyond that the writer, not the
 /// compressors, is the limit, and memory per layer stays small).
-pub fn default_threads() -> usize {
+pub(crate) fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
 
@@ -63,7 +63,7 @@ pub struct ParallelGzWriter<W: Write> {
 
 impl<W: Write> ParallelGzWriter<W> {
     /// `threads` of 0 means one per available core.
-    pub fn new(out: W, level: u32, threads: usize) -> Self {
+    pub(crate) fn new(out: W, level: u32, threads: usize) -> Self {
         let threads = if threads == 0 {
             default_threads()
         } else {
@@ -166,7 +166,7 @@ impl<W: Write> ParallelGzWriter<W> {
     }
 
     /// Compress what is left, write the trailer and return the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub(crate) fn finish(mut self) -> io::Result<W> {
         self.submit(true)?;
         while self.in_flight > 0 {
             self.collect_one()?;

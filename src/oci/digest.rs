@@ -8,31 +8,31 @@ use sha2::{Digest as _, Sha256};
 use crate::error::{Error, ImageError, Result};
 
 /// The `sha256:<hex>` digest of `bytes`.
-pub fn sha256_of(bytes: &[u8]) -> Digest {
+pub(crate) fn sha256_of(bytes: &[u8]) -> Digest {
     from_hasher(Sha256::new_with_prefix(bytes))
 }
 
-pub fn from_hasher(hasher: Sha256) -> Digest {
+pub(crate) fn from_hasher(hasher: Sha256) -> Digest {
     let hex = hex::encode(hasher.finalize());
     // A hex-encoded sha256 is always a valid digest.
     Digest::try_from(format!("sha256:{hex}")).unwrap_or_else(|_| unreachable!())
 }
 
 /// The first 12 hex digits, for people (`sha256:` dropped).
-pub fn short(d: &Digest) -> &str {
+pub(crate) fn short(d: &Digest) -> &str {
     let hex = d.digest();
     &hex[..hex.len().min(12)]
 }
 
 /// The digest of everything `reader` gives.
-pub fn sha256_of_reader(reader: &mut impl Read) -> io::Result<Digest> {
+pub(crate) fn sha256_of_reader(reader: &mut impl Read) -> io::Result<Digest> {
     let mut h = HashReader::new(reader);
     io::copy(&mut h, &mut io::sink())?;
     Ok(h.finish().0)
 }
 
 /// Parse a digest, accepting only sha256 (the only algorithm registries and runtimes agree on).
-pub fn parse(s: &str) -> Result<Digest> {
+pub(crate) fn parse(s: &str) -> Result<Digest> {
     let d = Digest::try_from(s)
         .map_err(|e| Error::from(ImageError::Invalid(format!("invalid digest {s:?}: {e}"))))?;
     if d.algorithm().as_ref() != "sha256" {
@@ -44,7 +44,7 @@ pub fn parse(s: &str) -> Result<Digest> {
 }
 
 /// Check that `actual` is `expected`, naming `what` otherwise.
-pub fn verify(what: impl Into<String>, expected: &Digest, actual: &Digest) -> Result<()> {
+pub(crate) fn verify(what: impl Into<String>, expected: &Digest, actual: &Digest) -> Result<()> {
     if expected == actual {
         Ok(())
     } else {
@@ -64,7 +64,7 @@ pub struct HashWriter<W> {
 }
 
 impl<W: Write> HashWriter<W> {
-    pub fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         HashWriter {
             inner,
             hasher: Sha256::new(),
@@ -72,12 +72,8 @@ impl<W: Write> HashWriter<W> {
         }
     }
 
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.inner
-    }
-
     /// The inner writer, the digest and the byte count of what was written.
-    pub fn finish(self) -> (W, Digest, u64) {
+    pub(crate) fn finish(self) -> (W, Digest, u64) {
         (self.inner, from_hasher(self.hasher), self.len)
     }
 }
@@ -103,7 +99,7 @@ pub struct HashReader<R> {
 }
 
 impl<R: Read> HashReader<R> {
-    pub fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         HashReader {
             inner,
             hasher: Sha256::new(),
@@ -111,7 +107,7 @@ impl<R: Read> HashReader<R> {
         }
     }
 
-    pub fn finish(self) -> (Digest, u64) {
+    pub(crate) fn finish(self) -> (Digest, u64) {
         (from_hasher(self.hasher), self.len)
     }
 }

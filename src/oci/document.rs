@@ -79,7 +79,7 @@ pub fn parse_document(bytes: &[u8], fallback_media_type: &str, what: &str) -> Re
 
 /// Whether an index entry is an attestation or other non-runnable entry (BuildKit's
 /// `unknown/unknown` provenance manifests), which platform selection skips.
-pub fn is_attestation(d: &Descriptor) -> bool {
+pub(crate) fn is_attestation(d: &Descriptor) -> bool {
     let tagged = d.annotations().as_ref().is_some_and(|a| {
         a.get("vnd.docker.reference.type")
             .is_some_and(|t| t == "attestation-manifest")
@@ -91,7 +91,7 @@ pub fn is_attestation(d: &Descriptor) -> bool {
 }
 
 /// The platform an index entry declares, as `os/arch[/variant]`.
-pub fn entry_platform(d: &Descriptor) -> Option<Platform> {
+pub(crate) fn entry_platform(d: &Descriptor) -> Option<Platform> {
     d.platform().as_ref().map(|p| Platform {
         os: p.os().to_string(),
         architecture: p.architecture().to_string(),
@@ -128,7 +128,7 @@ pub fn select_from_index(
 }
 
 /// JSON with object keys sorted at every level, whatever map types the value uses.
-pub fn canonical_json(value: &impl Serialize) -> Result<Vec<u8>> {
+pub(crate) fn canonical_json(value: &impl Serialize) -> Result<Vec<u8>> {
     fn sort(v: serde_json::Value) -> serde_json::Value {
         match v {
             serde_json::Value::Object(map) => {
@@ -150,7 +150,7 @@ pub fn canonical_json(value: &impl Serialize) -> Result<Vec<u8>> {
 
 /// `SOURCE_DATE_EPOCH` seconds as RFC 3339 UTC (civil-from-days, Howard Hinnant's algorithm;
 /// no date crate needed for this one conversion).
-pub fn rfc3339(epoch: u64) -> String {
+pub(crate) fn rfc3339(epoch: u64) -> String {
     let days = (epoch / 86_400) as i64;
     let secs = epoch % 86_400;
     let z = days + 719_468;
@@ -172,7 +172,7 @@ pub fn rfc3339(epoch: u64) -> String {
 
 /// The inverse of [`rfc3339`] for UTC times (`YYYY-MM-DDTHH:MM:SS[.frac]Z`): seconds since the
 /// epoch, `None` for anything else or before 1970.
-pub fn parse_rfc3339(s: &str) -> Option<u64> {
+pub(crate) fn parse_rfc3339(s: &str) -> Option<u64> {
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || !s.ends_with('Z') {
         return None;

@@ -50,7 +50,7 @@ pub enum LayerType {
     Other,
 }
 
-pub fn layer_type(media_type: &str) -> LayerType {
+pub(crate) fn layer_type(media_type: &str) -> LayerType {
     let tar = |codec, oci| LayerType::Tar { codec, oci };
     match media_type {
         LAYER_GZIP | DOCKER_LAYER_GZIP => tar(Codec::Gzip, LAYER_GZIP),
@@ -61,17 +61,17 @@ pub fn layer_type(media_type: &str) -> LayerType {
     }
 }
 
-pub fn is_index(media_type: &str) -> bool {
+pub(crate) fn is_index(media_type: &str) -> bool {
     matches!(media_type, OCI_INDEX | DOCKER_LIST)
 }
 
-pub fn is_manifest(media_type: &str) -> bool {
+pub(crate) fn is_manifest(media_type: &str) -> bool {
     matches!(media_type, OCI_MANIFEST | DOCKER_MANIFEST)
 }
 
 impl Codec {
     /// The OCI layer media type of this codec.
-    pub fn media_type(self) -> &'static str {
+    pub(crate) fn media_type(self) -> &'static str {
         match self {
             Codec::Gzip => LAYER_GZIP,
             Codec::Zstd => LAYER_ZSTD,
@@ -79,7 +79,7 @@ impl Codec {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Codec::Gzip => "gzip",
             Codec::Zstd => "zstd",
@@ -88,7 +88,7 @@ impl Codec {
     }
 
     /// A reader that decompresses `raw` (the one zstd implementation: libzstd through `zstd`).
-    pub fn decoder<'a>(self, raw: impl Read + 'a) -> std::io::Result<Box<dyn Read + 'a>> {
+    pub(crate) fn decoder<'a>(self, raw: impl Read + 'a) -> std::io::Result<Box<dyn Read + 'a>> {
         Ok(match self {
             Codec::Gzip => Box::new(flate2::read::GzDecoder::new(raw)),
             Codec::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(BufReader::new(
@@ -100,7 +100,7 @@ impl Codec {
 
     /// The codec of a stream, from its first bytes (gzip and zstd magic), for archives whose
     /// members carry no media type.
-    pub fn sniff(head: &[u8]) -> Codec {
+    pub(crate) fn sniff(head: &[u8]) -> Codec {
         if head.starts_with(&[0x1f, 0x8b]) {
             Codec::Gzip
         } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {

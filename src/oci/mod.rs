@@ -29,7 +29,7 @@ pub struct FileRange {
 
 impl FileRange {
     /// A reader over the range.
-    pub fn open(&self) -> crate::error::Result<impl std::io::Read + use<>> {
+    pub(crate) fn open(&self) -> crate::error::Result<impl std::io::Read + use<>> {
         use crate::error::IoContext;
         use std::io::{Read, Seek, SeekFrom};
         let mut f = std::fs::File::open(&self.path).ctx("open", &self.path)?;
@@ -42,7 +42,7 @@ impl FileRange {
     }
 
     /// The range read whole (small blobs only: callers check the size first).
-    pub fn read_all(&self) -> crate::error::Result<Vec<u8>> {
+    pub(crate) fn read_all(&self) -> crate::error::Result<Vec<u8>> {
         use crate::error::IoContext;
         use std::io::Read;
         let mut buf = Vec::with_capacity(self.size.min(media::MAX_JSON_BYTES) as usize);
@@ -73,7 +73,7 @@ pub struct Blob {
 }
 
 impl Blob {
-    pub fn new(
+    pub(crate) fn new(
         digest: Digest,
         size: u64,
         media_type: impl Into<String>,
@@ -89,7 +89,7 @@ impl Blob {
     }
 
     /// The registry repositories this blob can be mounted from: where it is read, then others.
-    pub fn mount_sources(&self) -> impl Iterator<Item = &Reference> {
+    pub(crate) fn mount_sources(&self) -> impl Iterator<Item = &Reference> {
         let own = match &self.source {
             BlobSource::Registry(r) => Some(r),
             BlobSource::File(_) => None,
@@ -122,7 +122,7 @@ pub enum LayerKind {
 }
 
 impl LayerKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LayerKind::Erts => "erts",
             LayerKind::Deps => "deps",
@@ -137,7 +137,7 @@ impl LayerKind {
 
     /// The kind imgbuild recorded in a history entry (`imgbuild: app layer of …`); `Base` for
     /// anything else.
-    pub fn from_history(created_by: &str) -> LayerKind {
+    pub(crate) fn from_history(created_by: &str) -> LayerKind {
         let word = created_by
             .strip_prefix("imgbuild: ")
             .and_then(|r| r.split(' ').next())
@@ -272,13 +272,6 @@ impl Artifact {
         }
     }
 
-    pub fn origin(&self) -> &Origin {
-        match self {
-            Artifact::Image(i) => &i.origin,
-            Artifact::Index(i) => &i.origin,
-        }
-    }
-
     /// Every image: the one, or each of the index's.
     pub fn images(&self) -> Vec<&Image> {
         match self {
@@ -290,7 +283,7 @@ impl Artifact {
     /// The image a single-platform reader (Docker 20.10's `manifest.json`, an engine load)
     /// gets: the one image, or the index's image for `platform` (default: the host's), else
     /// its first runnable one.
-    pub fn image_for(&self, platform: Option<&Platform>) -> Option<&Image> {
+    pub(crate) fn image_for(&self, platform: Option<&Platform>) -> Option<&Image> {
         match self {
             Artifact::Image(i) => Some(i),
             Artifact::Index(index) => {

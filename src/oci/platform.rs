@@ -63,7 +63,7 @@ impl Platform {
         }
     }
 
-    pub fn normalized(mut self) -> Platform {
+    pub(crate) fn normalized(mut self) -> Platform {
         let arch = match self.architecture.as_str() {
             "x86_64" | "x86-64" => "amd64",
             "aarch64" => "arm64",
@@ -91,7 +91,7 @@ impl Platform {
     }
 
     /// Whether an index entry's platform is this one, after normalisation of both.
-    pub fn matches(&self, os: &str, architecture: &str, variant: Option<&str>) -> bool {
+    pub(crate) fn matches(&self, os: &str, architecture: &str, variant: Option<&str>) -> bool {
         let other = Platform {
             os: os.to_string(),
             architecture: architecture.to_string(),

@@ -122,7 +122,7 @@ impl Reference {
     }
 
     /// What to ask the registry for: the digest when pinned, else the tag.
-    pub fn manifest_reference(&self) -> String {
+    pub(crate) fn manifest_reference(&self) -> String {
         match &self.digest {
             Some(d) => d.to_string(),
             None => self.tag_or_latest().to_string(),
@@ -135,7 +135,7 @@ impl Reference {
     }
 
     /// `foo:1.0`, as Docker shows names (RepoTags).
-    pub fn familiar(&self) -> String {
+    pub(crate) fn familiar(&self) -> String {
         let name = if self.registry == DOCKER_HUB {
             self.repository
                 .strip_prefix("library/")
@@ -150,7 +150,7 @@ impl Reference {
 
     /// `familiar()` reduced to name:tag (no digest), as docker load's RepoTags require.
     /// `registry/repository:tag` without a digest (`docker.io/library/debian:latest`).
-    pub fn tagged(&self) -> String {
+    pub(crate) fn tagged(&self) -> String {
         format!(
             "{}/{}:{}",
             self.registry,
@@ -159,7 +159,7 @@ impl Reference {
         )
     }
 
-    pub fn familiar_tagged(&self) -> String {
+    pub(crate) fn familiar_tagged(&self) -> String {
         let name = self.familiar();
         let name = name.split('@').next().unwrap_or(&name).to_string();
         if self.tag.is_none() && self.digest.is_some() {
@@ -183,7 +183,7 @@ impl Reference {
     }
 
     /// Repository with registry, no tag: `docker.io/library/foo`.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
     }
 }

@@ -73,11 +73,11 @@ impl CacheRepo {
         })
     }
 
-    pub fn reference(&self) -> &Reference {
+    pub(crate) fn reference(&self) -> &Reference {
         &self.repo
     }
 
-    pub fn writable(&self) -> bool {
+    pub(crate) fn writable(&self) -> bool {
         self.writable.load(Ordering::Relaxed)
     }
 
@@ -137,7 +137,7 @@ impl CacheRepo {
 
     /// The layer cached under `key`, when the cache repository has one and still holds its
     /// blob. Its diff_id is the entry's claim: the caller checks it against the release.
-    pub async fn layer(
+    pub(crate) async fn layer(
         &self,
         client: &RegistryClient,
         key: &Digest,
@@ -173,7 +173,7 @@ impl CacheRepo {
 
     /// A layer blob of the cache repository, as an image layer's blob: a push to the same
     /// registry mounts it, other sinks fetch it (verified) when they need its bytes.
-    pub fn blob_of(&self, layer: &RemoteLayer) -> Blob {
+    pub(crate) fn blob_of(&self, layer: &RemoteLayer) -> Blob {
         Blob::new(
             layer.digest.clone(),
             layer.size,
@@ -183,7 +183,7 @@ impl CacheRepo {
     }
 
     /// Store the layer made here under `key`: its blob (from the local cache), then the entry.
-    pub async fn put_layer(
+    pub(crate) async fn put_layer(
         &self,
         client: &RegistryClient,
         cache: &Cache,
@@ -219,7 +219,7 @@ impl CacheRepo {
 
     /// The summary of a base stored under `key`, fetched into the local cache (verified by
     /// digest on arrival). The caller checks that it names the base's layers.
-    pub async fn summary(
+    pub(crate) async fn summary(
         &self,
         client: &RegistryClient,
         cache: &Cache,
@@ -237,7 +237,7 @@ impl CacheRepo {
     }
 
     /// Store a base's summary under `key`.
-    pub async fn put_summary(
+    pub(crate) async fn put_summary(
         &self,
         client: &RegistryClient,
         cache: &Cache,

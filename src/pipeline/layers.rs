@@ -24,7 +24,7 @@ pub enum Origin {
 }
 
 impl Origin {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Origin::Written => "written",
             Origin::Local => "cache",
@@ -36,7 +36,7 @@ impl Origin {
 /// The layers of `plans`, in order, each with where it came from. The observer is told of
 /// each layer written here as soon as it is made, while the rest of the build goes on (a push
 /// sends it ahead: [`crate::sink::registry::SendAhead`]).
-pub async fn release_layers(
+pub(crate) async fn release_layers(
     plans: Vec<LayerPlan>,
     opts: TarOptions,
     cache_repo: Option<&CacheRepo>,

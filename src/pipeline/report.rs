@@ -51,7 +51,7 @@ pub struct LayerRecord {
 }
 
 impl LayerRecord {
-    pub fn of(l: &Layer, origin: Option<&'static str>) -> LayerRecord {
+    pub(crate) fn of(l: &Layer, origin: Option<&'static str>) -> LayerRecord {
         LayerRecord {
             digest: l.blob.digest.to_string(),
             diff_id: l.diff_id.to_string(),

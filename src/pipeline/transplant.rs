@@ -30,7 +30,7 @@ pub struct Native {
 }
 
 /// The ELF machine in a file's header, when it is an ELF file.
-pub fn elf_machine(path: &Path) -> Option<u16> {
+pub(crate) fn elf_machine(path: &Path) -> Option<u16> {
     let mut head = [0u8; 20];
     let mut f = std::fs::File::open(path).ok()?;
     f.read_exact(&mut head).ok()?;
@@ -45,7 +45,7 @@ pub fn elf_machine(path: &Path) -> Option<u16> {
 }
 
 /// Every ELF file among the planned release layers' files.
-pub fn natives(plans: &[LayerPlan], workdir: &str) -> Vec<Native> {
+pub(crate) fn natives(plans: &[LayerPlan], workdir: &str) -> Vec<Native> {
     let prefix = format!("{}/", workdir.trim_matches('/'));
     plans
         .iter()
@@ -64,7 +64,7 @@ pub fn natives(plans: &[LayerPlan], workdir: &str) -> Vec<Native> {
 
 /// The machine a release is built for: its ERTS's, else its first native file's; `None` for
 /// a release without native code (which runs anywhere its base's Erlang does).
-pub fn release_machine(natives: &[Native]) -> Option<u16> {
+pub(crate) fn release_machine(natives: &[Native]) -> Option<u16> {
     natives
         .iter()
         .find(|n| n.rel.starts_with("erts-") && n.rel.ends_with("/bin/beam.smp"))
@@ -188,7 +188,7 @@ fn erts_role(rel: &str) -> Option<Role> {
 /// Read `otp_from` for `platform` and stage, for each of the release's native files, the file
 /// at the same place in the image's Erlang/OTP. Refuses (naming every file) native code that
 /// does not come from OTP, another ERTS version, or another version of an OTP application.
-pub async fn prepare(
+pub(crate) async fn prepare(
     natives: &[Native],
     release: &Release,
     otp_from: &Source,
@@ -380,7 +380,7 @@ fn choose(
 impl Transplant {
     /// Point the release layers' native files at the staged ones, and take out the files left
     /// out (with any symbolic link of the release to one of them).
-    pub fn apply(&self, plans: &mut [LayerPlan], workdir: &str) {
+    pub(crate) fn apply(&self, plans: &mut [LayerPlan], workdir: &str) {
         let prefix = format!("{}/", workdir.trim_matches('/'));
         let gone = |e: &crate::release::Entry| -> bool {
             let Some(rel) = e.path.strip_prefix(&prefix) else {
@@ -411,7 +411,7 @@ impl Transplant {
     }
 
     /// The warning for the files left out of `platform`'s release, if any.
-    pub fn warning(&self, platform: &Platform) -> Option<String> {
+    pub(crate) fn warning(&self, platform: &Platform) -> Option<String> {
         if self.report.left_out.is_empty() {
             return None;
         }

@@ -12,7 +12,7 @@ pub struct Challenge {
 }
 
 impl Challenge {
-    pub fn param(&self, key: &str) -> Option<&str> {
+    pub(crate) fn param(&self, key: &str) -> Option<&str> {
         self.params.get(key).map(String::as_str)
     }
 }

@@ -35,7 +35,7 @@ pub fn normalize_host(key: &str) -> String {
 }
 
 /// The server URL credential helpers and `config.json` use for a host.
-pub fn server_key(host: &str) -> String {
+pub(crate) fn server_key(host: &str) -> String {
     if normalize_host(host) == "docker.io" {
         DOCKER_HUB_KEY.into()
     } else {
@@ -233,7 +233,7 @@ pub struct DockerCredentials {
 }
 
 /// Where Docker keeps its config: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
-pub fn docker_config_path() -> Option<PathBuf> {
+pub(crate) fn docker_config_path() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(dir).join("config.json"));
     }

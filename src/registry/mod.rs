@@ -142,7 +142,7 @@ type TokenKey = (String, String);
 type Gate = Arc<tokio::sync::Mutex<()>>;
 
 /// The repository scopes a request needs, e.g. `repository:team/app:pull,push`.
-pub fn scope(repository: &str, actions: &str) -> String {
+pub(crate) fn scope(repository: &str, actions: &str) -> String {
     format!("repository:{repository}:{actions}")
 }
 
@@ -185,17 +185,17 @@ impl RegistryClient {
         })
     }
 
-    pub fn http(&self) -> &reqwest::Client {
+    pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
     }
 
     /// The retry and idle policy every request of this client follows.
-    pub fn policy(&self) -> &Policy {
+    pub(crate) fn policy(&self) -> &Policy {
         &self.opts.policy
     }
 
     /// Plain HTTP is allowed only for loopback hosts and those the user named.
-    pub fn allows_plain_http(&self, host: &str) -> bool {
+    pub(crate) fn allows_plain_http(&self, host: &str) -> bool {
         is_loopback(host) || self.opts.insecure_registries.iter().any(|h| h == host)
     }
 
@@ -572,7 +572,7 @@ impl RegistryClient {
     /// cap). `make` builds the request against the base URL once per attempt. A 401 drops the
     /// cached token and tries once more with a fresh one. A response that is still retryable
     /// after the last attempt is an error naming the request, the answer and the attempts.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         host: &str,
         scopes: &[String],
@@ -697,7 +697,7 @@ impl RegistryClient {
 
     /// Fetch a manifest (or index) by tag or digest. Returns its bytes, media type and digest;
     /// a manifest asked for by digest is verified against it.
-    pub async fn get_manifest(
+    pub(crate) async fn get_manifest(
         &self,
         r: &Reference,
         reference: &str,
@@ -767,7 +767,12 @@ impl RegistryClient {
     /// Download a blob into the cache, verifying it as it arrives; a download that breaks off
     /// resumes with a `Range` request (or starts over where the registry has no ranges).
     /// Cached blobs are not fetched.
-    pub async fn pull_blob(&self, r: &Reference, digest: &Digest, cache: &Cache) -> Result<()> {
+    pub(crate) async fn pull_blob(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        cache: &Cache,
+    ) -> Result<()> {
         if cache.has_blob(digest) {
             return Ok(());
         }
@@ -807,7 +812,7 @@ impl RegistryClient {
         .map(|_| ())
     }
 
-    pub fn status_error(
+    pub(crate) fn status_error(
         &self,
         host: &str,
         method: &str,
@@ -837,7 +842,7 @@ impl RegistryClient {
     }
 
     /// Convenience for other modules: an authorised request of `method` to `path` on `r`'s registry.
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         r: &Reference,
         method: Method,
@@ -873,7 +878,7 @@ fn basic_header(username: &str, password: &str) -> String {
     )
 }
 
-pub fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     let h = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {
@@ -886,7 +891,7 @@ pub fn is_loopback(host: &str) -> bool {
 }
 
 /// The text of a registry error body: the OCI `errors` array when present, else the body start.
-pub fn registry_error_text(body: &[u8]) -> String {
+pub(crate) fn registry_error_text(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Errors {
         errors: Vec<ErrorItem>,
@@ -948,7 +953,7 @@ async fn read_capped(
     }
 }
 
-pub fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -960,7 +965,7 @@ pub fn urlencode(s: &str) -> String {
     out
 }
 
-pub fn append_query(url: &str, pairs: &[(&str, &str)]) -> String {
+pub(crate) fn append_query(url: &str, pairs: &[(&str, &str)]) -> String {
     let mut out = url.to_string();
     for (k, v) in pairs {
         out.push(if out.contains('?') { '&' } else { '?' });

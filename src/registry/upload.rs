@@ -47,7 +47,7 @@ const READ_CHUNK: usize = 256 << 10;
 
 impl RegistryClient {
     /// Whether `target`'s repository already holds `digest` (HEAD; retried).
-    pub async fn blob_exists(&self, target: &Reference, digest: &Digest) -> Result<bool> {
+    pub(crate) async fn blob_exists(&self, target: &Reference, digest: &Digest) -> Result<bool> {
         let path = format!("/v2/{}/blobs/{digest}", target.repository);
         let resp = self
             .send(
@@ -66,7 +66,7 @@ impl RegistryClient {
     /// Upload the blob at `at` unless `target`'s repository holds `digest` already, quietly and
     /// with the default options (for blobs sent outside a push: layers sent ahead, cache
     /// repository entries). Whether it was uploaded.
-    pub async fn upload_if_missing(
+    pub(crate) async fn upload_if_missing(
         &self,
         target: &Reference,
         digest: &Digest,
@@ -88,7 +88,7 @@ impl RegistryClient {
     }
 
     /// Ask the registry to link `digest` from `from` (same registry) into `target`.
-    pub async fn mount_blob(
+    pub(crate) async fn mount_blob(
         &self,
         target: &Reference,
         digest: &Digest,
@@ -121,7 +121,7 @@ impl RegistryClient {
     }
 
     /// Open an upload session (POST; retried).
-    pub async fn start_upload(&self, target: &Reference) -> Result<UploadSession> {
+    pub(crate) async fn start_upload(&self, target: &Reference) -> Result<UploadSession> {
         let path = format!("/v2/{}/blobs/uploads/", target.repository);
         let resp = self
             .send(
@@ -171,7 +171,7 @@ impl RegistryClient {
     /// retry policy. `session` is one the registry already opened (a mount answered 202).
     /// A registry that answers 413 gets chunks; one that refuses a monolithic PUT with a body
     /// (Artifactory) gets the bytes by PATCH.
-    pub async fn upload_blob(
+    pub(crate) async fn upload_blob(
         &self,
         target: &Reference,
         digest: &Digest,
@@ -231,7 +231,7 @@ impl RegistryClient {
     /// Copy a blob from `src` (on another registry) into `target`, streaming the download
     /// into the upload without a copy on disk. The bytes are hashed on the way and the upload
     /// fails before it is committed if they are not `digest`'s. Retried from the start.
-    pub async fn copy_blob(
+    pub(crate) async fn copy_blob(
         &self,
         src: &Reference,
         target: &Reference,
@@ -492,7 +492,7 @@ impl RegistryClient {
     /// Store a manifest under `reference` (a tag or its digest); its Content-Type is its own
     /// media type. Retried. Returns whether the registry processed a `subject` field (the
     /// `OCI-Subject` header of registries with the referrers API).
-    pub async fn put_manifest(
+    pub(crate) async fn put_manifest(
         &self,
         target: &Reference,
         reference: &str,
@@ -534,7 +534,7 @@ impl RegistryClient {
     }
 
     /// A manifest or index by tag, or `None` when the registry has none under that name.
-    pub async fn find_manifest(
+    pub(crate) async fn find_manifest(
         &self,
         target: &Reference,
         reference: &str,

@@ -43,7 +43,7 @@ impl Dep {
     /// The package URL scanners match advisories by: `pkg:hex/NAME@VERSION` (an organization's
     /// package with its namespace), `pkg:github/OWNER/REPO@COMMIT` for GitHub, else
     /// `pkg:generic/APP@COMMIT?vcs_url=...`.
-    pub fn purl(&self) -> String {
+    pub(crate) fn purl(&self) -> String {
         match &self.source {
             Source::Hex {
                 package,
@@ -106,14 +106,14 @@ fn encode(s: &str) -> String {
 
 /// The mix.lock of the project that holds `release_dir` (`<project>/_build/<env>/rel/<name>`),
 /// when there is one.
-pub fn beside(release_dir: &Path) -> Option<Vec<Dep>> {
+pub(crate) fn beside(release_dir: &Path) -> Option<Vec<Dep>> {
     let project = release_dir.ancestors().nth(4)?;
     let text = std::fs::read_to_string(project.join("mix.lock")).ok()?;
     Some(parse(&text))
 }
 
 /// Every readable entry, sorted by application.
-pub fn parse(text: &str) -> Vec<Dep> {
+pub(crate) fn parse(text: &str) -> Vec<Dep> {
     let mut p = Parser {
         s: text.as_bytes(),
         at: 0,

@@ -37,7 +37,7 @@ pub struct Release {
 impl Release {
     /// A release with a name and version and nothing else, for tests of what is built on it.
     #[cfg(test)]
-    pub fn for_tests(name: &str, version: &str) -> Release {
+    pub(crate) fn for_tests(name: &str, version: &str) -> Release {
         Release {
             root: PathBuf::from("/nonexistent"),
             name: name.into(),
@@ -54,7 +54,7 @@ impl Release {
     /// A release as an image holds it (for `rebase`): `texts` has the files under `root` in
     /// the image (`releases/start_erl.data`, `releases/VSN/NAME.rel`); `exists` says whether
     /// a path is in the image.
-    pub fn from_image(
+    pub(crate) fn from_image(
         root: &str,
         texts: &std::collections::BTreeMap<String, String>,
         exists: &dyn Fn(&str) -> bool,
@@ -238,14 +238,14 @@ pub mod erl_term {
     }
 
     impl Term {
-        pub fn atom(&self) -> Option<&str> {
+        pub(crate) fn atom(&self) -> Option<&str> {
             if let Term::Atom(a) = self {
                 Some(a)
             } else {
                 None
             }
         }
-        pub fn string(&self) -> Option<&str> {
+        pub(crate) fn string(&self) -> Option<&str> {
             if let Term::Str(s) = self {
                 Some(s)
             } else {
@@ -255,7 +255,7 @@ pub mod erl_term {
     }
 
     /// Parse the first term of `text`, which must end with a `.`.
-    pub fn parse(text: &str) -> Result<Term, String> {
+    pub(crate) fn parse(text: &str) -> Result<Term, String> {
         let mut p = Parser {
             s: text.as_bytes(),
             i: 0,
@@ -428,7 +428,10 @@ pub struct PlanOptions {
 pub type Warnings = Vec<String>;
 
 /// Split the release into layers. Entries in each layer are sorted with parents before children.
-pub fn plan_layers(release: &Release, opts: &PlanOptions) -> Result<(Vec<LayerPlan>, Warnings)> {
+pub(crate) fn plan_layers(
+    release: &Release,
+    opts: &PlanOptions,
+) -> Result<(Vec<LayerPlan>, Warnings)> {
     let workdir = opts.workdir.trim_matches('/');
     if workdir.is_empty()
         || workdir

@@ -56,11 +56,11 @@ const OTP_APPS: &[&str] = &[
 /// The applications Elixir ships.
 const ELIXIR_APPS: &[&str] = &["eex", "elixir", "ex_unit", "iex", "logger", "mix"];
 
-pub fn is_otp_app(name: &str) -> bool {
+pub(crate) fn is_otp_app(name: &str) -> bool {
     OTP_APPS.contains(&name)
 }
 
-pub fn is_elixir_app(name: &str) -> bool {
+pub(crate) fn is_elixir_app(name: &str) -> bool {
     ELIXIR_APPS.contains(&name)
 }
 
@@ -73,7 +73,7 @@ pub struct OtpRelease {
 }
 
 /// The OTP release of `release`'s ERTS and OTP applications (see the module's comment).
-pub fn otp_release(release: &Release) -> Option<OtpRelease> {
+pub(crate) fn otp_release(release: &Release) -> Option<OtpRelease> {
     let apps: Vec<(&str, &str)> = release
         .applications
         .iter()
@@ -133,7 +133,7 @@ fn exact_in(root: &Path, erts: &str, apps: &[(&str, &str)]) -> Option<String> {
 
 /// The OTP major release an ERTS version belongs to (ERTS 11 came with OTP 23, and each major
 /// since with the next; OTP 21 and 22 shared ERTS 10).
-pub fn major_of_erts(erts: &str) -> Option<u32> {
+pub(crate) fn major_of_erts(erts: &str) -> Option<u32> {
     let mut parts = erts.split('.');
     let major: u32 = parts.next()?.parse().ok()?;
     let minor: u32 = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);

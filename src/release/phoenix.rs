@@ -16,12 +16,16 @@ pub struct Advice {
 }
 
 /// Whether the release runs Phoenix (it carries the `phoenix` application).
-pub fn uses_phoenix(release: &Release) -> bool {
+pub(crate) fn uses_phoenix(release: &Release) -> bool {
     release.applications.iter().any(|a| a.name == "phoenix")
 }
 
 /// The advice for `release`, given the command and environment the user set.
-pub fn advise(release: &Release, cmd: Option<&[String]>, env: &[(String, String)]) -> Advice {
+pub(crate) fn advise(
+    release: &Release,
+    cmd: Option<&[String]>,
+    env: &[(String, String)],
+) -> Advice {
     let mut advice = Advice::default();
     if !uses_phoenix(release) {
         return advice;
@@ -56,7 +60,7 @@ pub fn advise(release: &Release, cmd: Option<&[String]>, env: &[(String, String)
 
 /// The environment variables the release's `runtime.exs` requires at boot: those read with
 /// `System.fetch_env!` and those read with `System.get_env` and followed by a `raise`.
-pub fn runtime_env(release: &Release) -> Vec<String> {
+pub(crate) fn runtime_env(release: &Release) -> Vec<String> {
     let path = release
         .root
         .join("releases")

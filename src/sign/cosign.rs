@@ -23,7 +23,7 @@ pub const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 pub const SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 
 /// The in-toto statement a Sigstore bundle signature of an image carries.
-pub fn sign_statement(d: &Digest) -> Result<Vec<u8>> {
+pub(crate) fn sign_statement(d: &Digest) -> Result<Vec<u8>> {
     canonical_json(&serde_json::json!({
         "_type": super::provenance::STATEMENT_TYPE,
         "subject": [{"digest": {d.algorithm().as_ref(): d.digest()}, "annotations": {}}],
@@ -34,7 +34,7 @@ pub fn sign_statement(d: &Digest) -> Result<Vec<u8>> {
 
 /// A Sigstore bundle (v0.3) of `statement` in a DSSE envelope signed with `key`; the key is
 /// named by its hint (the SHA-256 of its public key), with no transparency-log entry.
-pub fn bundle(statement: &[u8], key: &Key) -> Result<Vec<u8>> {
+pub(crate) fn bundle(statement: &[u8], key: &Key) -> Result<Vec<u8>> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let sig = key.sign(&pae(IN_TOTO, statement));
     canonical_json(&serde_json::json!({
@@ -49,7 +49,7 @@ pub fn bundle(statement: &[u8], key: &Key) -> Result<Vec<u8>> {
 }
 
 /// The tag cosign looks under for `digest`'s signatures (`sig`) or attestations (`att`).
-pub fn tag_for(d: &Digest, suffix: &str) -> String {
+pub(crate) fn tag_for(d: &Digest, suffix: &str) -> String {
     format!("{}-{}.{suffix}", d.algorithm(), d.digest())
 }
 
@@ -84,7 +84,7 @@ pub fn signatures(
 }
 
 /// The payload cosign signs for an image: its repository and manifest digest.
-pub fn simple_signing_payload(repo: &Reference, d: &Digest) -> Result<Vec<u8>> {
+pub(crate) fn simple_signing_payload(repo: &Reference, d: &Digest) -> Result<Vec<u8>> {
     canonical_json(&serde_json::json!({
         "critical": {
             "identity": {"docker-reference": format!("{}/{}", repo.registry, repo.repository)},
@@ -96,7 +96,7 @@ pub fn simple_signing_payload(repo: &Reference, d: &Digest) -> Result<Vec<u8>> {
 }
 
 /// DSSE's pre-authentication encoding: what a DSSE signature signs.
-pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     let mut out = format!(
         "DSSEv1 {} {payload_type} {} ",
         payload_type.len(),
@@ -108,7 +108,7 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
 }
 
 /// A DSSE envelope of an in-toto statement, signed with `key`.
-pub fn dsse_envelope(statement: &[u8], key: &Key) -> Result<Vec<u8>> {
+pub(crate) fn dsse_envelope(statement: &[u8], key: &Key) -> Result<Vec<u8>> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let sig = key.sign(&pae(IN_TOTO, statement));
     canonical_json(&serde_json::json!({
@@ -122,7 +122,7 @@ pub use crate::oci::SignatureEntry as Entry;
 
 /// The image that carries `entries` (payloads or envelopes) as layers, cosign's shape: an OCI
 /// manifest whose config lists the layers as diff_ids. Blobs go into the cache.
-pub fn carrier_image(entries: &[Entry], cache: &Cache) -> Result<Image> {
+pub(crate) fn carrier_image(entries: &[Entry], cache: &Cache) -> Result<Image> {
     let mut layers = Vec::new();
     let mut descriptors = Vec::new();
     for e in entries {
@@ -182,7 +182,7 @@ pub fn carrier_image(entries: &[Entry], cache: &Cache) -> Result<Image> {
 }
 
 /// A signature entry: the simple-signing payload for `d` in `repo`, signed.
-pub fn signature_entry(repo: &Reference, d: &Digest, key: &Key) -> Result<Entry> {
+pub(crate) fn signature_entry(repo: &Reference, d: &Digest, key: &Key) -> Result<Entry> {
     let payload = simple_signing_payload(repo, d)?;
     let sig = key.sign(&payload);
     let mut annotations = serde_json::Map::new();
@@ -198,7 +198,11 @@ pub fn signature_entry(repo: &Reference, d: &Digest, key: &Key) -> Result<Entry>
 }
 
 /// An attestation entry: a statement in a signed DSSE envelope.
-pub fn attestation_entry(statement: &[u8], predicate_type: &str, key: &Key) -> Result<Entry> {
+pub(crate) fn attestation_entry(
+    statement: &[u8],
+    predicate_type: &str,
+    key: &Key,
+) -> Result<Entry> {
     let mut annotations = serde_json::Map::new();
     annotations.insert("predicateType".into(), predicate_type.into());
     // cosign looks for the annotation on every layer; an attestation's signature is inside
@@ -212,7 +216,12 @@ pub fn attestation_entry(statement: &[u8], predicate_type: &str, key: &Key) -> R
 }
 
 /// Whether a simple-signing payload and its base64 signature prove that `key` signed `d`.
-pub fn signature_holds(payload: &[u8], signature_b64: &str, d: &Digest, key: &PublicKey) -> bool {
+pub(crate) fn signature_holds(
+    payload: &[u8],
+    signature_b64: &str,
+    d: &Digest,
+    key: &PublicKey,
+) -> bool {
     let Ok(sig) = base64::engine::general_purpose::STANDARD.decode(signature_b64.trim()) else {
         return false;
     };
@@ -223,7 +232,7 @@ pub fn signature_holds(payload: &[u8], signature_b64: &str, d: &Digest, key: &Pu
 }
 
 /// The statement inside a DSSE envelope, when `key` signed it.
-pub fn envelope_statement(envelope: &[u8], key: &PublicKey) -> Option<serde_json::Value> {
+pub(crate) fn envelope_statement(envelope: &[u8], key: &PublicKey) -> Option<serde_json::Value> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let env: serde_json::Value = serde_json::from_slice(envelope).ok()?;
     let payload_type = env["payloadType"].as_str()?;
@@ -243,7 +252,7 @@ pub fn envelope_statement(envelope: &[u8], key: &PublicKey) -> Option<serde_json
 /// The annotation text that describes `signatures` inside a file: for each signed manifest,
 /// its descriptor and the digests of its entries and bundles (their bytes are blobs of the
 /// file).
-pub fn describe(signatures: &[crate::oci::Signatures]) -> String {
+pub(crate) fn describe(signatures: &[crate::oci::Signatures]) -> String {
     let entry = |e: &Entry| {
         serde_json::json!({
             "digest": digest::sha256_of(&e.bytes).to_string(),
@@ -267,7 +276,7 @@ pub fn describe(signatures: &[crate::oci::Signatures]) -> String {
 
 /// The signatures a file carries, from its annotation; `blob` reads (and verifies) a blob of
 /// the file.
-pub fn carried(
+pub(crate) fn carried(
     text: &str,
     blob: &dyn Fn(&Digest) -> Result<Vec<u8>>,
 ) -> Result<Vec<crate::oci::Signatures>> {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use base64::Engine;
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey, signature::Signer, signature::Verifier};
-use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey, LineEnding};
+use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey};
 
 use crate::error::{Error, IoContext, Result};
 
@@ -84,12 +84,12 @@ impl Key {
     }
 
     /// The ASN.1 DER ECDSA signature of `message` (SHA-256), as cosign stores it.
-    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+    pub(crate) fn sign(&self, message: &[u8]) -> Vec<u8> {
         let sig: Signature = self.key.sign(message);
         sig.to_der().as_bytes().to_vec()
     }
 
-    pub fn public(&self) -> PublicKey {
+    pub(crate) fn public(&self) -> PublicKey {
         PublicKey {
             key: *self.key.verifying_key(),
             source: self.source.clone(),
@@ -110,13 +110,13 @@ impl PublicKey {
     }
 
     /// Whether `signature` (DER, or the raw 64-byte form) signs `message`.
-    pub fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+    pub(crate) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
         let sig = Signature::from_der(signature).or_else(|_| Signature::from_slice(signature));
         sig.is_ok_and(|s| self.key.verify(message, &s).is_ok())
     }
 
     /// Sigstore's key hint: the base64 SHA-256 of the public key's DER.
-    pub fn hint(&self) -> String {
+    pub(crate) fn hint(&self) -> String {
         use sha2::Digest as _;
         let der = self
             .key
@@ -126,9 +126,10 @@ impl PublicKey {
         base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(der))
     }
 
-    pub fn pem(&self) -> String {
+    #[cfg(test)]
+    pub(crate) fn pem(&self) -> String {
         self.key
-            .to_public_key_pem(LineEnding::LF)
+            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
             .unwrap_or_default()
     }
 }
@@ -201,7 +202,8 @@ mod tests {
     fn pkcs8_keys_sign_and_verify() {
         let dir = tempfile::tempdir().unwrap();
         let sk = SigningKey::from_slice(&[7u8; 32]).unwrap();
-        let pem = p256::pkcs8::EncodePrivateKey::to_pkcs8_pem(&sk, LineEnding::LF).unwrap();
+        let pem =
+            p256::pkcs8::EncodePrivateKey::to_pkcs8_pem(&sk, p256::pkcs8::LineEnding::LF).unwrap();
         std::fs::write(dir.path().join("k.pem"), pem.as_bytes()).unwrap();
         let key = Key::load(&dir.path().join("k.pem"), None).unwrap();
         let sig = key.sign(b"payload");

@@ -177,7 +177,7 @@ impl Engine {
 }
 
 /// Load `artifact` under `tags` into `engine` (an index gives the engine's platform image).
-pub async fn load(
+pub(crate) async fn load(
     engine: &Engine,
     artifact: &Artifact,
     local: Local,

@@ -46,7 +46,7 @@ impl Bytes<'_> {
 /// (known before a build is done, so an [`Early`] tarball starts with them), then per image
 /// its config, other layers, attachments and manifest, then the index. `local` turns a
 /// registry blob into a local range (fetched first).
-pub fn blobs<'a>(
+pub(crate) fn blobs<'a>(
     artifact: &'a Artifact,
     local: &dyn Fn(&Digest) -> Option<FileRange>,
 ) -> Result<Vec<(Digest, Bytes<'a>)>> {
@@ -94,7 +94,7 @@ pub fn blobs<'a>(
 }
 
 /// The blobs of the signatures a file carries (entries and bundles), each once.
-pub fn signature_blobs(naming: &Naming) -> Vec<(Digest, Bytes<'_>)> {
+pub(crate) fn signature_blobs(naming: &Naming) -> Vec<(Digest, Bytes<'_>)> {
     let mut seen = HashSet::new();
     naming
         .signatures
@@ -129,7 +129,7 @@ pub struct Naming {
 
 /// `index.json`: one entry per tag, named for containerd (`io.containerd.image.name`) and the
 /// OCI layout (`ref.name` = the tag); one unnamed entry without tags.
-pub fn index_json(artifact: &Artifact, naming: &Naming) -> Result<Vec<u8>> {
+pub(crate) fn index_json(artifact: &Artifact, naming: &Naming) -> Result<Vec<u8>> {
     let entry = |tag: Option<&Reference>| {
         let mut desc = serde_json::json!({
             "mediaType": artifact.media_type(),
@@ -175,7 +175,7 @@ pub fn index_json(artifact: &Artifact, naming: &Naming) -> Result<Vec<u8>> {
 /// naming's platform), every tag fully qualified (`docker.io/team/hello:0.1.0`). Docker reads
 /// that form as well as the short one, and podman would file a short `team/hello` under
 /// `localhost/`.
-pub fn docker_manifest_json(artifact: &Artifact, naming: &Naming) -> Result<Vec<u8>> {
+pub(crate) fn docker_manifest_json(artifact: &Artifact, naming: &Naming) -> Result<Vec<u8>> {
     let image = artifact
         .image_for(naming.platform.as_ref())
         .ok_or_else(|| {
@@ -497,7 +497,7 @@ impl Early {
 
     /// What was written, once it is: `None` when nothing was started. A blob whose bytes do
     /// not match its digest is an error here, as it would be in the sink.
-    pub fn take(&self) -> Option<Result<Prefix>> {
+    pub(crate) fn take(&self) -> Option<Result<Prefix>> {
         let mut state = self.state.lock().ok()?;
         match std::mem::replace(&mut *state, EarlyState::Taken) {
             EarlyState::Writing(job) => job.join().ok(),
@@ -519,7 +519,7 @@ impl Drop for Early {
 /// end waits for the last one only. (Writers side by side gain nothing: a file takes one
 /// write at a time.) With a `prefix` that holds the archive's first blobs, the rest is
 /// written after it.
-pub fn write_tarball(
+pub(crate) fn write_tarball(
     dest: &Path,
     artifact: &Artifact,
     blobs: &[(Digest, Bytes)],
@@ -584,7 +584,7 @@ fn start_writeback(file: &fs::File, from: u64, len: u64) {
 fn start_writeback(_: &fs::File, _: u64, _: u64) {}
 
 /// Write `artifact` as an OCI layout directory at `dest` (replacing an earlier layout there).
-pub fn write_layout(
+pub(crate) fn write_layout(
     dest: &Path,
     artifact: &Artifact,
     blobs: &[(Digest, Bytes)],
@@ -640,7 +640,7 @@ pub fn write_layout(
 
 /// Stream the tarball of `artifact` into `out` (an engine's load endpoint), blobs verified on
 /// the way; nothing touches the disk.
-pub fn stream_tarball(
+pub(crate) fn stream_tarball(
     mut out: impl Write,
     artifact: &Artifact,
     blobs: &[(Digest, Bytes)],

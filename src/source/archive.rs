@@ -28,7 +28,7 @@ pub struct Archive {
 
 impl Archive {
     /// Index the members of `path`; `what` names the file in errors (`oci-archive:base.tar`).
-    pub fn open(path: &Path, what: &str) -> Result<Archive> {
+    pub(crate) fn open(path: &Path, what: &str) -> Result<Archive> {
         let file = File::open(path)
             .map_err(|e| Error::Input(format!("{what}: cannot open {}: {e}", path.display())))?;
         let bad = |e: std::io::Error| {
@@ -54,7 +54,7 @@ impl Archive {
         })
     }
 
-    pub fn has(&self, member: &str) -> bool {
+    pub(crate) fn has(&self, member: &str) -> bool {
         self.members.contains_key(member)
     }
 
@@ -67,7 +67,7 @@ impl Archive {
     }
 
     /// A small member (index.json, manifest.json, a legacy config) read whole.
-    pub fn read_member(&self, member: &str) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn read_member(&self, member: &str) -> Result<Option<Vec<u8>>> {
         let Some(at) = self.range_of(member) else {
             return Ok(None);
         };
@@ -81,7 +81,7 @@ impl Archive {
     }
 
     /// The OCI side: `index.json` over `blobs/`.
-    pub fn read_oci(&self, name: Option<&str>, platforms: &Platforms) -> Result<Artifact> {
+    pub(crate) fn read_oci(&self, name: Option<&str>, platforms: &Platforms) -> Result<Artifact> {
         let index = self.read_member("index.json")?.ok_or_else(|| {
             Error::from(ImageError::Invalid(format!(
                 "{} has no index.json: it is not an OCI archive (save images with `imgbuild pull`, `imgbuild build -o`, `skopeo copy … oci-archive:` or `docker save` from Docker 25 on)",
@@ -93,7 +93,7 @@ impl Archive {
 
     /// The names the file carries: index.json's `io.containerd.image.name` annotations and
     /// manifest.json's RepoTags, each once, in order.
-    pub fn names(&self) -> Vec<Reference> {
+    pub(crate) fn names(&self) -> Vec<Reference> {
         let mut names: Vec<String> = Vec::new();
         if let Ok(Some(bytes)) = self.read_member("index.json")
             && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -124,7 +124,7 @@ impl Archive {
     /// The Docker side: `manifest.json`'s entry for `name` (`NAME:TAG` or `TAG`; the only one
     /// when `None`), its config and layers. The manifest is made up, so the image has no
     /// origin digest.
-    pub fn read_docker(&self, name: Option<&str>, platforms: &Platforms) -> Result<Image> {
+    pub(crate) fn read_docker(&self, name: Option<&str>, platforms: &Platforms) -> Result<Image> {
         let what = &self.what;
         let bytes = self.read_member("manifest.json")?.ok_or_else(|| {
             Error::from(ImageError::Invalid(format!(

@@ -30,14 +30,14 @@ pub struct Dir {
 }
 
 impl Dir {
-    pub fn new(root: &Path) -> Dir {
+    pub(crate) fn new(root: &Path) -> Dir {
         Dir {
             root: root.to_path_buf(),
             what: format!("oci:{}", root.display()),
         }
     }
 
-    pub fn index(&self) -> Result<Vec<u8>> {
+    pub(crate) fn index(&self) -> Result<Vec<u8>> {
         let p = self.root.join("index.json");
         let meta = std::fs::metadata(&p).map_err(|e| {
             Error::Input(format!(
@@ -88,7 +88,7 @@ fn read_blob(store: &dyn Store, d: &Digest) -> Result<Vec<u8>> {
 
 /// Walk `index.json` to the image or index it names: by `name` (an entry's `ref.name` or
 /// `io.containerd.image.name`), else its only entry (or the only digest its entries name).
-pub fn read(
+pub(crate) fn read(
     store: &dyn Store,
     index_json: &[u8],
     name: Option<&str>,
@@ -230,7 +230,7 @@ pub struct Fetched {
 }
 
 /// The media type a document declares, else the one it was served or described as.
-pub fn document_media_type(bytes: &[u8], fallback: &str) -> String {
+pub(crate) fn document_media_type(bytes: &[u8], fallback: &str) -> String {
     serde_json::from_slice::<serde_json::Value>(bytes)
         .ok()
         .and_then(|v| v["mediaType"].as_str().map(str::to_string))
@@ -240,7 +240,7 @@ pub fn document_media_type(bytes: &[u8], fallback: &str) -> String {
 
 /// An image from its manifest and config: layers located by `locate`, kinds read from the
 /// history imgbuild writes, and the SBOM the manifest names attached when it can be found.
-pub fn image_from(
+pub(crate) fn image_from(
     fetched: Fetched,
     manifest: &ImageManifest,
     config_bytes: Vec<u8>,
@@ -355,7 +355,11 @@ fn check_wanted(image: &Image, platforms: &Platforms, what: &str) -> Result<()> 
 }
 
 /// A single image must be for the platform asked for.
-pub fn check_platform(config: &ImageConfiguration, want: &Platform, what: &str) -> Result<()> {
+pub(crate) fn check_platform(
+    config: &ImageConfiguration,
+    want: &Platform,
+    what: &str,
+) -> Result<()> {
     let (os, arch) = (config.os().to_string(), config.architecture().to_string());
     if want.matches(&os, &arch, config.variant().as_deref()) {
         Ok(())

@@ -198,7 +198,7 @@ pub async fn read(
 }
 
 /// Read one image (for a platform) from the source.
-pub async fn read_image(
+pub(crate) async fn read_image(
     source: &Source,
     platform: Option<&Platform>,
     cache: &Cache,
@@ -254,7 +254,7 @@ pub fn file_signatures(path: &Path) -> Result<Vec<crate::oci::Signatures>> {
 }
 
 /// The empty image for `platform`: no layers, a minimal config.
-pub fn scratch(p: &Platform) -> Result<Image> {
+pub(crate) fn scratch(p: &Platform) -> Result<Image> {
     let mut config = serde_json::json!({
         "architecture": p.architecture, "os": p.os, "rootfs": {"type": "layers", "diff_ids": []}
     });
@@ -289,7 +289,11 @@ pub fn scratch(p: &Platform) -> Result<Image> {
 
 /// A local file range holding `blob`'s bytes: where it already lies, or the cache after a
 /// verified download from its registry.
-pub async fn localize(blob: &Blob, cache: &Cache, client: &RegistryClient) -> Result<FileRange> {
+pub(crate) async fn localize(
+    blob: &Blob,
+    cache: &Cache,
+    client: &RegistryClient,
+) -> Result<FileRange> {
     match &blob.source {
         BlobSource::File(at) => Ok(at.clone()),
         BlobSource::Registry(r) => {

@@ -12,7 +12,7 @@ use crate::oci::{Artifact, BlobSource, Image, Index, Origin, digest};
 use crate::registry::RegistryClient;
 use crate::source::layout::{Fetched, check_platform, image_from};
 
-pub async fn read(
+pub(crate) async fn read(
     r: &Reference,
     platforms: &Platforms,
     cache: &Cache,
