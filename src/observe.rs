@@ -1,7 +1,7 @@
 //! What a build tells as soon as it knows it, so that writing can begin before the image is
 //! whole: a tarball starts on a platform's base while the release's layers are made
-//! ([`crate::sink::tarball::Early`]), and a push sends each new layer to its registries while
-//! the build goes on ([`crate::sink::registry::SendAhead`]). One mechanism for both.
+//! (`sink::tarball::Early`), and a push sends each new layer to its registries while
+//! the build goes on (`sink::registry::SendAhead`). One mechanism for both.
 
 use futures_util::future::BoxFuture;
 
