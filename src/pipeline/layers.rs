@@ -35,7 +35,7 @@ impl Origin {
 
 /// The layers of `plans`, in order, each with where it came from. The observer is told of
 /// each layer written here as soon as it is made, while the rest of the build goes on (a push
-/// sends it ahead: [`crate::sink::registry::SendAhead`]).
+/// sends it ahead: `sink::registry::SendAhead`).
 pub(crate) async fn release_layers(
     plans: Vec<LayerPlan>,
     opts: TarOptions,
