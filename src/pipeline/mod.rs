@@ -10,6 +10,8 @@ pub mod layers;
 pub mod rebase;
 mod report;
 mod stages;
+#[cfg(test)]
+mod tests;
 pub mod transplant;
 
 use std::path::PathBuf;
