@@ -77,7 +77,7 @@ impl Reporter for Prefixed<'_> {
 }
 
 /// A byte count for people: `1.5 MB`, `12.0 kB`, `17 B`.
-pub(crate) fn human_size(n: u64) -> String {
+pub fn human_size(n: u64) -> String {
     match n {
         n if n >= 1 << 20 => format!("{:.1} MB", n as f64 / 1_048_576.0),
         n if n >= 1 << 10 => format!("{:.1} kB", n as f64 / 1024.0),

@@ -22,6 +22,7 @@ use super::common::*;
 use super::image::{CompressionArgs, Extras, ImageArgs, replace};
 use super::progress;
 use super::project::ProjectFile;
+use super::summary;
 
 #[derive(Args, Debug, Default)]
 pub struct BuildArgs {
@@ -43,6 +44,11 @@ pub struct BuildArgs {
     /// Also write the image's SBOM (SPDX 2.3 JSON) to this file.
     #[arg(long)]
     pub sbom: Option<PathBuf>,
+    /// Write a Markdown summary of the build (digest, tags, layers, push, check, packages,
+    /// SBOM, signatures, warnings) to this file. Under GitHub Actions the same summary is
+    /// appended to GITHUB_STEP_SUMMARY without asking.
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
     /// Skip the start-up check of the release against the base (not recommended).
     #[arg(long)]
     pub no_check: bool,
@@ -270,6 +276,15 @@ pub(crate) async fn run_build(args: BuildArgs) -> Result<()> {
             _ => {}
         }
     }
+    let markdown = summary::markdown(&summary::Facts {
+        report: &json.report,
+        output: json.output.as_deref(),
+        oci_layout: json.oci_layout.as_deref(),
+        push: json.push.as_ref(),
+        load: json.load.as_ref(),
+        signed: signing.as_ref().map_or(0, |s| s.signatures.len()),
+    });
+    summary::write(&markdown, args.summary.as_deref())?;
     if args.print.json {
         print_json(&json)?;
     } else if !args.print.quiet {

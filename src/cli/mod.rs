@@ -17,6 +17,7 @@ mod pull;
 mod push;
 mod rebase;
 mod sign;
+mod summary;
 
 use clap::{Parser, Subcommand};
 

@@ -122,7 +122,7 @@ pub enum LayerKind {
 }
 
 impl LayerKind {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             LayerKind::Erts => "erts",
             LayerKind::Deps => "deps",

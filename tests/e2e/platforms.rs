@@ -281,9 +281,35 @@ pub fn test_transplanted_index() -> TestResult {
         .chain([out.display().to_string()])
         .collect()
     };
-    let a: Vec<String> = args(&tar);
+    let summary = dir.join("summary.md");
+    let mut a: Vec<String> = args(&tar);
+    a.extend(["--summary".to_string(), summary.display().to_string()]);
     let report = build(&a.iter().map(String::as_str).collect::<Vec<_>>())?;
     let index_digest = report["index"].as_str().unwrap_or("?").to_string();
+    // The Markdown summary: the index, its platforms, then each platform's own facts.
+    let md = std::fs::read_to_string(&summary)?;
+    let tag = report["tags"][0].as_str().unwrap_or_default();
+    assert!(md.starts_with(&format!("### imgbuild: `{tag}`\n")), "{md}");
+    assert!(
+        md.contains(&format!("| index | `{index_digest}` |")),
+        "{md}"
+    );
+    assert!(
+        md.contains("| platforms | linux/amd64, linux/arm64 |"),
+        "{md}"
+    );
+    for p in report["platforms"].as_array().into_iter().flatten() {
+        let head = format!(
+            "#### {}: `{}`",
+            p["platform"].as_str().unwrap_or("?"),
+            p["digest"].as_str().unwrap_or("?")
+        );
+        let section = md
+            .split_once(&head)
+            .map(|(_, rest)| rest.split("\n#### ").next().unwrap_or(rest))
+            .ok_or_else(|| fail(format!("no section {head}:\n{md}")))?;
+        crate::push::assert_image_summary(&format!("{head}{section}"), p)?;
+    }
     assert_eq!(report["digest"], index_digest.as_str());
     let platforms = report["platforms"].as_array().cloned().unwrap_or_default();
     assert_eq!(platforms.len(), 2, "{report}");

@@ -334,10 +334,14 @@ pub fn test_incremental_push_uploads_only_changed_layers() -> TestResult {
     let rel2 = lab::build_release(&lab::workdir().join("hello-push-v2"), Some("hello again"))?;
     let dir = lab::scratch_dir("push-v2");
     let proxy = servers::start_proxy(lab::registry()?.port)?;
-    let build_and_push = || {
+    // Both runs append their Markdown summary to GITHUB_STEP_SUMMARY, as on GitHub Actions.
+    let step_summary = dir.join("step-summary.md");
+    let build_and_push = |extra: &[&str]| {
         run(lab::imgbuild()
             .env("IMGBUILD_CACHE", dir.join("cache"))
+            .env("GITHUB_STEP_SUMMARY", &step_summary)
             .arg("build")
+            .args(extra)
             .arg(&rel2)
             // The same base name as v1 (through the fixture's proxy), so only the code differs.
             .args([
@@ -347,7 +351,7 @@ pub fn test_incremental_push_uploads_only_changed_layers() -> TestResult {
             .args(["-t", &format!("{}/app/hello:v2", proxy.host())])
             .args(["--push", "--json"]))
     };
-    let report = json_of(&build_and_push()?)?;
+    let report = json_of(&build_and_push(&[])?)?;
     let seen = proxy.seen();
     let repo = &report["push"]["repositories"][0];
     // app + release layers and the config; base, erts, deps and the SBOM already there.
@@ -395,8 +399,41 @@ pub fn test_incremental_push_uploads_only_changed_layers() -> TestResult {
 
     // Nothing changed: the same build and push again compresses nothing, uploads no blob
     // (no POST, PATCH or blob PUT), and gives the same digest.
+    let first_summary = std::fs::read_to_string(&step_summary)?;
+    assert_summary(&first_summary, &report)?;
+    // A fresh layer cache: every layer but the base's was written by this run.
+    assert_eq!(
+        first_summary.matches("new: written by this build").count(),
+        report["layers"].as_array().map_or(0, |l| l.len()) - 1,
+        "{first_summary}"
+    );
+    assert!(
+        first_summary.contains("| `") && first_summary.contains("| 3 | 0 | 4 |"),
+        "the push row (3 uploaded, 0 mounted, 4 there):\n{first_summary}"
+    );
     let before = proxy.seen().len();
-    let again = json_of(&build_and_push()?)?;
+    let summary_file = dir.join("summary.md");
+    let again = json_of(&build_and_push(&[
+        "--summary",
+        summary_file.to_str().unwrap_or_default(),
+    ])?)?;
+    // --summary FILE holds the same Markdown GITHUB_STEP_SUMMARY got appended.
+    let second = std::fs::read_to_string(&summary_file)?;
+    assert_summary(&second, &again)?;
+    assert_eq!(
+        std::fs::read_to_string(&step_summary)?,
+        format!("{first_summary}{second}\n"),
+        "GITHUB_STEP_SUMMARY is appended to, run after run"
+    );
+    assert_eq!(
+        second.matches("reused: the local layer cache").count(),
+        5,
+        "{second}"
+    );
+    assert!(
+        second.contains("| 0 | 0 | 7 |"),
+        "nothing uploaded:\n{second}"
+    );
     assert_eq!(again["digest"], report["digest"]);
     assert_eq!(again["reused_layers"], 5, "{again}");
     assert_eq!(again["push"]["repositories"][0]["uploaded"], 0, "{again}");
@@ -412,6 +449,51 @@ pub fn test_incremental_push_uploads_only_changed_layers() -> TestResult {
         "blob writes on a no-change push: {writes:?}"
     );
     Ok(())
+}
+
+/// The Markdown summary of one image's build tells what its `--json` report does: the first
+/// tag, the digest, each layer in order with its kind and where it came from, and the check.
+pub fn assert_image_summary(md: &str, report: &serde_json::Value) -> TestResult {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let digest = text(&report["digest"]);
+    assert!(
+        !digest.is_empty() && md.contains(&format!("`{digest}`")),
+        "digest {digest} missing:\n{md}"
+    );
+    for (i, l) in report["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let from = match l["origin"].as_str() {
+            None => "the base",
+            Some("written") => "new: written by this build",
+            Some("cache") => "reused: the local layer cache",
+            Some("cache-repo") => "reused: the cache repository",
+            Some(o) => return Err(fail(format!("unknown layer origin {o}"))),
+        };
+        let row = format!("| {} | {} |", i + 1, text(&l["kind"]));
+        let line = md.lines().find(|line| line.starts_with(&row));
+        assert!(
+            line.is_some_and(|line| line.ends_with(&format!("| {from} |"))),
+            "layer row {row} … {from} missing:\n{md}"
+        );
+    }
+    if report["check"].is_object() {
+        assert!(
+            md.contains("| start-up check | passed: the release can start here ("),
+            "{md}"
+        );
+    }
+    Ok(())
+}
+
+/// [`assert_image_summary`], headed by the first tag.
+pub fn assert_summary(md: &str, report: &serde_json::Value) -> TestResult {
+    let tag = report["tags"][0].as_str().unwrap_or_default();
+    assert!(md.starts_with(&format!("### imgbuild: `{tag}`\n")), "{md}");
+    assert_image_summary(md, report)
 }
 
 pub fn test_push_tarball_same_digest_elsewhere() -> TestResult {
