@@ -11,6 +11,11 @@ pub trait Reporter: Send + Sync {
     fn warn(&self, message: &str);
     /// A transfer of `size` bytes, labelled e.g. `ab12cd34ef56 app`.
     fn transfer(&self, label: &str, size: u64) -> Transfer;
+    /// Other work on `size` bytes that can take a while, e.g. `writing` `layer assets`: shown
+    /// as a transfer is.
+    fn task(&self, verb: &str, label: &str, size: u64) -> Transfer {
+        self.transfer(&format!("{verb} {label}"), size)
+    }
 }
 
 /// How one transfer's progress is shown.
@@ -73,6 +78,10 @@ impl Reporter for Prefixed<'_> {
     }
     fn transfer(&self, label: &str, size: u64) -> Transfer {
         self.inner.transfer(label, size)
+    }
+    fn task(&self, verb: &str, label: &str, size: u64) -> Transfer {
+        self.inner
+            .task(verb, &format!("{}{label}", self.prefix), size)
     }
 }
 

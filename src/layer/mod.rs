@@ -15,6 +15,7 @@ use crate::oci::digest::HashWriter;
 
 pub mod pgzip;
 use crate::release::{Entry, EntryKind};
+use crate::report::Transfer;
 
 pub use crate::oci::media::Codec;
 
@@ -166,6 +167,7 @@ pub(crate) fn write_keyed(
     opts: TarOptions,
     cache: &Cache,
     key: &Digest,
+    progress: &Transfer,
 ) -> Result<(LayerBlob, bool)> {
     // Builds of several platforms run at once and share most layers: the first to reach a
     // key writes it, the others wait for it and reuse its record.
@@ -176,7 +178,7 @@ pub(crate) fn write_keyed(
     if let Some(blob) = record(cache, key)? {
         return Ok((blob, true));
     }
-    let blob = write_layer(entries, opts, cache)?;
+    let blob = write_layer_showing(entries, opts, cache, progress)?;
     let text = format!(
         "{}\n{}\n{}\n{}\n",
         blob.digest, blob.diff_id, blob.size, blob.media_type
@@ -188,7 +190,13 @@ pub(crate) fn write_keyed(
 /// The diff_id `entries` would have as a layer: the tar is made and hashed, not compressed or
 /// stored (a fraction of the cost of writing the layer). Checks a layer found elsewhere.
 pub(crate) fn diff_id(entries: &[Entry], opts: TarOptions) -> Result<Digest> {
-    let (_, d) = write_tar(entries, opts, io::sink(), std::path::Path::new("layer"))?;
+    let (_, d) = write_tar(
+        entries,
+        opts,
+        io::sink(),
+        std::path::Path::new("layer"),
+        &Transfer::default(),
+    )?;
     Ok(d)
 }
 
@@ -248,20 +256,41 @@ fn record(cache: &Cache, key: &Digest) -> Result<Option<LayerBlob>> {
 
 /// Write `entries` as one compressed layer into `cache`.
 pub fn write_layer(entries: &[Entry], opts: TarOptions, cache: &Cache) -> Result<LayerBlob> {
+    write_layer_showing(entries, opts, cache, &Transfer::default())
+}
+
+/// The bytes of the files `entries` hold: what writing their layer reads.
+pub(crate) fn input_size(entries: &[Entry]) -> u64 {
+    entries
+        .iter()
+        .map(|e| match (&e.kind, &e.source) {
+            (EntryKind::File { size }, Some(_)) => *size,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// [`write_layer`], telling `progress` of every byte of the files read.
+fn write_layer_showing(
+    entries: &[Entry],
+    opts: TarOptions,
+    cache: &Cache,
+    progress: &Transfer,
+) -> Result<LayerBlob> {
     let tmp = cache.temp_file()?;
     let tmp_path = tmp.path().to_path_buf();
     let compressed = HashWriter::new(BufWriter::with_capacity(1 << 20, tmp));
     let compressed = match opts.codec {
         Codec::Gzip => {
             let gz = ParallelGzWriter::new(compressed, opts.level, 0);
-            let (gz, diff_id) = write_tar(entries, opts, gz, &tmp_path)?;
+            let (gz, diff_id) = write_tar(entries, opts, gz, &tmp_path, progress)?;
             (gz.finish().ctx("compress layer", &tmp_path)?, diff_id)
         }
-        Codec::Plain => write_tar(entries, opts, compressed, &tmp_path)?,
+        Codec::Plain => write_tar(entries, opts, compressed, &tmp_path, progress)?,
         Codec::Zstd => {
             let z = zstd_writer(compressed, opts.level, pgzip::default_threads() as u32)
                 .ctx("compress layer", &tmp_path)?;
-            let (z, diff_id) = write_tar(entries, opts, z, &tmp_path)?;
+            let (z, diff_id) = write_tar(entries, opts, z, &tmp_path, progress)?;
             (z.finish().ctx("compress layer", &tmp_path)?, diff_id)
         }
     };
@@ -284,10 +313,11 @@ fn write_tar<W: Write>(
     opts: TarOptions,
     out: W,
     tmp_path: &std::path::Path,
+    progress: &Transfer,
 ) -> Result<(W, Digest)> {
     let mut builder = tar::Builder::new(HashWriter::new(out));
     for entry in entries {
-        append_entry(&mut builder, entry, opts.mtime)?;
+        append_entry(&mut builder, entry, opts.mtime, progress)?;
     }
     let tar = builder.into_inner().ctx("write layer", tmp_path)?;
     let (out, diff_id, _) = tar.finish();
@@ -309,10 +339,11 @@ fn zstd_writer<W: Write>(
 
 /// Append one entry with a fully controlled header: numeric ids, no user or group names,
 /// one mtime, and PAX records for names ustar cannot hold.
-pub(crate) fn append_entry<W: Write>(
+fn append_entry<W: Write>(
     builder: &mut tar::Builder<W>,
     entry: &Entry,
     mtime: u64,
+    progress: &Transfer,
 ) -> Result<()> {
     let mut header = tar::Header::new_ustar();
     header.set_mode(entry.mode);
@@ -358,6 +389,7 @@ pub(crate) fn append_entry<W: Write>(
                 inner: file,
                 remaining: *size,
                 path: source,
+                progress,
             };
             builder.append(&header, &mut reader).map_err(|e| {
                 if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -416,6 +448,8 @@ struct ExactReader<'a> {
     inner: File,
     remaining: u64,
     path: &'a std::path::Path,
+    /// Told of every byte read.
+    progress: &'a Transfer,
 }
 
 impl Read for ExactReader<'_> {
@@ -434,6 +468,7 @@ impl Read for ExactReader<'_> {
             ));
         }
         self.remaining -= n as u64;
+        self.progress.advance(n as u64);
         Ok(n)
     }
 }
@@ -452,7 +487,7 @@ mod tests {
         cache: &Cache,
     ) -> Result<(LayerBlob, bool)> {
         let key = layer_key(entries, opts, cache)?;
-        write_keyed(entries, opts, cache, &key)
+        write_keyed(entries, opts, cache, &key, &Transfer::default())
     }
 
     #[test]

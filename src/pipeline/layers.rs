@@ -109,8 +109,20 @@ pub(crate) async fn release_layers(
                 return Ok(None);
             };
             let (c, k, p) = (cache.clone(), key.clone(), plans.clone());
+            let progress = reporter.task(
+                "writing",
+                &format!("layer {}", plans[i].kind.as_str()),
+                layer::input_size(&plans[i].entries),
+            );
+            let shown = progress.clone();
             let (blob, reused) =
-                crate::blocking(move || layer::write_keyed(&p[i].entries, opts, &c, &k)).await?;
+                crate::blocking(move || layer::write_keyed(&p[i].entries, opts, &c, &k, &shown))
+                    .await?;
+            progress.done(&if reused {
+                "done by another platform's build".to_string()
+            } else {
+                format!("done: {} compressed", human_size(blob.size))
+            });
             if !reused {
                 if let Some(o) = observer {
                     o.layer_written(&local_layer(&blob, &plans[i], cache), cx)

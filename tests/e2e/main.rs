@@ -11,6 +11,7 @@ mod lab;
 mod model;
 mod phoenix;
 mod platforms;
+mod progress;
 mod push;
 mod rebase;
 mod recipes;
@@ -1377,6 +1378,11 @@ fn main() {
             faults::test_twenty_concurrent_pushes,
         )
         .needs(&["docker-registry", "skopeo", "mix"]),
+        lab::trial(
+            "progress::bars_and_log_lines_for_a_large_layer",
+            progress::test_progress_of_a_large_layer,
+        )
+        .needs(progress::TOOLS),
         lab::trial("push::build_push_pull_run", push::test_build_push_pull_run)
             .needs(&[push::TOOLS, &["dockerd", "docker"]].concat()),
         lab::trial(
