@@ -9,7 +9,7 @@ use pgp::composed::{CleartextSignedMessage, PublicOrSecret, SignedPublicKey};
 pub type Stanza = BTreeMap<String, String>;
 
 /// Parse RFC 822-style stanzas separated by blank lines.
-pub(crate) fn stanzas(text: &str) -> Vec<Stanza> {
+pub fn stanzas(text: &str) -> Vec<Stanza> {
     let mut out = Vec::new();
     let mut cur = Stanza::new();
     let mut last: Option<String> = None;
@@ -56,7 +56,7 @@ pub(crate) fn keys_from(bytes: &[u8]) -> Vec<SignedPublicKey> {
 }
 
 /// Verify a clearsigned `InRelease` against `keys`; returns the signed text.
-pub(crate) fn verify_inrelease(text: &str, keys: &[SignedPublicKey]) -> Result<String, String> {
+pub fn verify_inrelease(text: &str, keys: &[SignedPublicKey]) -> Result<String, String> {
     let (msg, _) = CleartextSignedMessage::from_string(text)
         .map_err(|e| format!("not a clearsigned OpenPGP message: {e}"))?;
     for key in keys {
@@ -108,7 +108,7 @@ pub(crate) fn verify_detached(
 }
 
 /// The `SHA256` section of a Release file: path → (sha256 hex, size).
-pub(crate) fn release_hashes(release: &Stanza) -> BTreeMap<String, (String, u64)> {
+pub fn release_hashes(release: &Stanza) -> BTreeMap<String, (String, u64)> {
     release
         .get("SHA256")
         .map(|v| {
@@ -131,7 +131,7 @@ pub struct Dep {
 }
 
 /// `a (>= 1) | b, c` → [[a>=1, b], [c]].
-pub(crate) fn parse_depends(field: &str) -> Vec<Vec<Dep>> {
+pub fn parse_depends(field: &str) -> Vec<Vec<Dep>> {
     field
         .split(',')
         .map(str::trim)
@@ -175,7 +175,7 @@ pub(crate) fn parse_depends(field: &str) -> Vec<Vec<Dep>> {
 }
 
 /// `Provides: a (= 1), b` → [(a, Some(1)), (b, None)].
-pub(crate) fn parse_provides(field: &str) -> Vec<(String, Option<String>)> {
+pub fn parse_provides(field: &str) -> Vec<(String, Option<String>)> {
     parse_depends(field)
         .into_iter()
         .flatten()

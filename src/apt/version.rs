@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use debversion::Version;
 
-pub(crate) fn compare(a: &str, b: &str) -> Ordering {
+pub fn compare(a: &str, b: &str) -> Ordering {
     match (Version::from_str(a), Version::from_str(b)) {
         (Ok(x), Ok(y)) => x.cmp(&y),
         _ => a.cmp(b),
@@ -16,7 +16,7 @@ pub(crate) fn compare(a: &str, b: &str) -> Ordering {
 
 /// Whether `have` satisfies `op want` (`>=`, `<=`, `>>`, `<<`, `=`; also `>` and `<` as dpkg
 /// still reads them).
-pub(crate) fn satisfies(have: &str, op: &str, want: &str) -> bool {
+pub fn satisfies(have: &str, op: &str, want: &str) -> bool {
     let o = compare(have, want);
     match op {
         ">=" => o != Ordering::Less,

@@ -27,7 +27,7 @@ pub(crate) fn is_elf(head: &[u8]) -> bool {
 }
 
 impl ElfInfo {
-    pub(crate) fn parse(bytes: &[u8]) -> Result<ElfInfo, String> {
+    pub fn parse(bytes: &[u8]) -> Result<ElfInfo, String> {
         if !is_elf(bytes) {
             return Err("not an ELF file".into());
         }
@@ -91,7 +91,7 @@ impl ElfInfo {
     }
 
     /// The glibc release of a `libc.so.6`: its banner, else the highest `GLIBC_x.y` it defines.
-    pub(crate) fn glibc_release(&self) -> Option<String> {
+    pub fn glibc_release(&self) -> Option<String> {
         if let Some(r) = &self.libc_release {
             return Some(r.clone());
         }

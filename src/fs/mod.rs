@@ -150,14 +150,14 @@ fn maybe_library(path: &str) -> bool {
 }
 
 impl RootFs {
-    pub(crate) fn new() -> RootFs {
+    pub fn new() -> RootFs {
         let mut fs = RootFs::default();
         fs.nodes.insert("/".into(), Node::Dir);
         fs
     }
 
     /// Apply one layer, given as an uncompressed tar stream, on top of what is there.
-    pub(crate) fn apply_layer(&mut self, tar: impl Read, what: &str) -> Result<()> {
+    pub fn apply_layer(&mut self, tar: impl Read, what: &str) -> Result<()> {
         let bad = |e: std::io::Error| {
             Error::from(ImageError::Invalid(format!(
                 "{what}: unreadable layer: {e}"
@@ -392,7 +392,7 @@ impl RootFs {
 
     /// Follow symlinks in every component of `path`, inside the tree. Returns the final path
     /// when it exists, or `None` (missing, dangling, or a loop).
-    pub(crate) fn resolve(&self, path: &str) -> Option<String> {
+    pub fn resolve(&self, path: &str) -> Option<String> {
         let mut pending: Vec<String> = normalize(path)
             .split('/')
             .filter(|c| !c.is_empty())
@@ -491,7 +491,7 @@ impl RootFs {
     }
 
     /// Paths directly inside `dir` (after following links), sorted.
-    pub(crate) fn list(&self, dir: &str) -> Vec<String> {
+    pub fn list(&self, dir: &str) -> Vec<String> {
         let Some(real) = self.resolve(dir) else {
             return vec![];
         };

@@ -122,7 +122,7 @@ impl Reference {
     }
 
     /// What to ask the registry for: the digest when pinned, else the tag.
-    pub(crate) fn manifest_reference(&self) -> String {
+    pub fn manifest_reference(&self) -> String {
         match &self.digest {
             Some(d) => d.to_string(),
             None => self.tag_or_latest().to_string(),
@@ -159,7 +159,7 @@ impl Reference {
         )
     }
 
-    pub(crate) fn familiar_tagged(&self) -> String {
+    pub fn familiar_tagged(&self) -> String {
         let name = self.familiar();
         let name = name.split('@').next().unwrap_or(&name).to_string();
         if self.tag.is_none() && self.digest.is_some() {

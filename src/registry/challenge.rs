@@ -12,7 +12,7 @@ pub struct Challenge {
 }
 
 impl Challenge {
-    pub(crate) fn param(&self, key: &str) -> Option<&str> {
+    pub fn param(&self, key: &str) -> Option<&str> {
         self.params.get(key).map(String::as_str)
     }
 }
