@@ -61,8 +61,33 @@ fn request(dir: &Path, check: bool) -> BuildRequest {
     }
 }
 
-fn client() -> RegistryClient {
-    RegistryClient::new(ClientOptions::default(), Arc::new(Anonymous)).unwrap()
+/// A release on disk, an empty cache and a client that is never asked for anything.
+struct Lab {
+    release: tempfile::TempDir,
+    _store: tempfile::TempDir,
+    cache: Cache,
+    client: RegistryClient,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let (rel, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        release(rel.path());
+        Lab {
+            cache: Cache::open(store.path()).unwrap(),
+            client: RegistryClient::new(ClientOptions::default(), Arc::new(Anonymous)).unwrap(),
+            release: rel,
+            _store: store,
+        }
+    }
+
+    fn context(&self) -> Context<'_> {
+        Context {
+            cache: &self.cache,
+            client: &self.client,
+            reporter: &Silent,
+        }
+    }
 }
 
 /// Told of every base and every layer written.
@@ -98,15 +123,9 @@ fn image(built: &Built) -> &Image {
 
 #[tokio::test]
 async fn a_release_on_scratch_builds_without_a_registry_and_again_to_the_same_bytes() {
-    let (rel, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    release(rel.path());
-    let cache = Cache::open(store.path()).unwrap();
-    let client = client();
-    let cx = Context {
-        cache: &cache,
-        client: &client,
-        reporter: &Silent,
-    };
+    let lab = Lab::new();
+    let (rel, cache) = (&lab.release, &lab.cache);
+    let cx = lab.context();
     let seen = Seen::default();
     let first = build(&request(rel.path(), false), cx, Some(&seen))
         .await
@@ -154,15 +173,9 @@ async fn a_release_on_scratch_builds_without_a_registry_and_again_to_the_same_by
 
 #[tokio::test]
 async fn the_check_stage_refuses_scratch_for_a_release_that_starts_through_sh() {
-    let (rel, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    release(rel.path());
-    let cache = Cache::open(store.path()).unwrap();
-    let client = client();
-    let cx = Context {
-        cache: &cache,
-        client: &client,
-        reporter: &Silent,
-    };
+    let lab = Lab::new();
+    let rel = &lab.release;
+    let cx = lab.context();
     let err = build(&request(rel.path(), true), cx, None)
         .await
         .err()
