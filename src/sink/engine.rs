@@ -15,7 +15,7 @@ pub use crate::error::EngineError;
 use crate::error::{Error, ImageError, Result};
 use crate::oci::reference::Reference;
 use crate::oci::{Artifact, digest};
-use crate::report::Reporter;
+use crate::report::{Reporter, Transfer};
 
 use super::Local;
 use super::tarball::{Naming, blobs, stream_tarball};
@@ -248,8 +248,15 @@ pub(crate) async fn load(
     // The archive goes straight from a writer thread into the request body.
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Chunk>>(8);
     let (art, nm, c) = (artifact.clone(), naming.clone(), cache.clone());
+    let size =
+        image.layers.iter().map(|l| l.blob.size).sum::<u64>() + image.config_bytes.len() as u64;
+    let progress = reporter.task("loading", &format!("into {}", engine.name()), size);
+    let shown = progress.clone();
     let writer = tokio::task::spawn_blocking(move || {
-        let out = ChannelWriter { tx: tx.clone() };
+        let out = ChannelWriter {
+            tx: tx.clone(),
+            progress: shown,
+        };
         let r = blobs(&art, &|d| local.get(d).cloned()).and_then(|blobs| {
             stream_tarball(
                 std::io::BufWriter::with_capacity(1 << 20, out),
@@ -314,6 +321,7 @@ pub(crate) async fn load(
         }
         .into());
     }
+    progress.done("done");
     reporter.step(&format!(
         "loaded {} into {} as {}",
         digest::short(&image.config_digest),
@@ -344,6 +352,8 @@ fn engine_error(answer: &[u8]) -> Option<String> {
 /// A writer that hands its bytes to the request body, chunk by chunk.
 struct ChannelWriter {
     tx: tokio::sync::mpsc::Sender<std::io::Result<Chunk>>,
+    /// Told of every byte sent.
+    progress: Transfer,
 }
 
 impl std::io::Write for ChannelWriter {
@@ -353,6 +363,7 @@ impl std::io::Write for ChannelWriter {
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the engine stopped reading")
             })?;
+        self.progress.advance(buf.len() as u64);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
