@@ -495,6 +495,96 @@ mod tests {
         );
     }
 
+    /// The exact bytes of two documents, one with every kind of package and one with the
+    /// fewest, pinned by their SHA-256 (with the tool's version, which a document names, read
+    /// as `VERSION`): a change of the output is then a decision, never an accident.
+    #[test]
+    fn documents_are_pinned_byte_for_byte() {
+        let lock = mix_lock::parse(&format!(
+            "%{{\n  \"my_json\": {{:hex, :jason, \"1.4.1\", \"{s}\", [:mix], [], \"hexpm\", \"{s}\"}},\n  \"git_dep\": {{:git, \"https://github.com/o/git_dep.git\", \"{c}\", [branch: \"main\"]}},\n}}\n",
+            s = "c".repeat(64),
+            c = "a".repeat(40)
+        ));
+        assert_eq!(lock.len(), 2);
+        let mut rich = release();
+        for (n, v) in [("git_dep", "0.1.0"), ("path_dep", "0.3.0")] {
+            rich.applications.push(crate::release::AppVersion {
+                name: n.into(),
+                version: v.into(),
+            });
+        }
+        let otp = OtpRelease {
+            version: "25.2.3".into(),
+            exact: true,
+        };
+        let debs = [
+            DebPackage {
+                name: "libc6".into(),
+                version: "2.36-9+deb12u4".into(),
+                architecture: "amd64".into(),
+                source: Some("glibc".into()),
+            },
+            DebPackage {
+                name: "tzdata".into(),
+                version: "1:2024a-0".into(),
+                architecture: "all".into(),
+                source: None,
+            },
+        ];
+        let digest = format!("sha256:{}", "b".repeat(64));
+        let rich = document(&SbomInput {
+            release: &rich,
+            base_name: "debian:bookworm-slim",
+            base_digest: Some(&digest),
+            architecture: "amd64",
+            debs: &debs,
+            os: Some(("debian".into(), "12".into())),
+            epoch: 1_700_000_000,
+            mix_lock: Some(&lock),
+            otp: Some(&otp),
+        })
+        .unwrap();
+        let mut bare = Release::for_tests("tiny", "1.0.0");
+        bare.includes_erts = false;
+        for (n, v) in [("kernel", "8.5.3"), ("tiny", "1.0.0"), ("other", "2.0.0")] {
+            bare.applications.push(crate::release::AppVersion {
+                name: n.into(),
+                version: v.into(),
+            });
+        }
+        let bare = document(&SbomInput {
+            release: &bare,
+            base_name: "scratch",
+            base_digest: None,
+            architecture: "arm64",
+            debs: &[],
+            os: None,
+            epoch: 0,
+            mix_lock: None,
+            otp: None,
+        })
+        .unwrap();
+        let pin = |doc: &[u8]| {
+            let text = String::from_utf8(doc.to_vec()).unwrap().replace(
+                concat!("imgbuild-", env!("CARGO_PKG_VERSION")),
+                "imgbuild-VERSION",
+            );
+            crate::oci::digest::sha256_of(text.as_bytes()).to_string()
+        };
+        assert_eq!(
+            pin(&rich),
+            "sha256:765e23a7768f1846fce5557f7190f1a8cc9e3e4a81019f8331ed6a5954fcb1a9",
+            "{}",
+            String::from_utf8_lossy(&rich)
+        );
+        assert_eq!(
+            pin(&bare),
+            "sha256:b169af0509fa707a60a21dfbcaadc95d12bb0c375c45821f1d58664526809473",
+            "{}",
+            String::from_utf8_lossy(&bare)
+        );
+    }
+
     #[test]
     fn ids_are_valid() {
         assert_eq!(
