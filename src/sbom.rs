@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::fs::RootFs;
 use crate::oci::document::{canonical_json, rfc3339};
 use crate::release::otp::{self, OtpRelease};
-use crate::release::{Release, mix_lock};
+use crate::release::{AppVersion, Release, mix_lock};
 
 /// Where the SBOM lives inside the image (the directory apko/Wolfi use, which scanners read).
 pub const SBOM_DIR: &str = "var/lib/db/sbom";
@@ -167,24 +167,83 @@ pub struct SbomInput<'a> {
 
 /// The SPDX 2.3 document, as canonical JSON bytes.
 pub fn document(input: &SbomInput) -> Result<Vec<u8>> {
-    let r = input.release;
-    let release_id = spdx_id("release", &r.name);
-    let mut packages = vec![package(&release_id, &r.name, &r.version, "APPLICATION")];
-    let mut relationships = vec![json!({
-        "spdxElementId": "SPDXRef-DOCUMENT",
-        "relationshipType": "DESCRIBES",
-        "relatedSpdxElement": release_id,
-    })];
-    let contains = |rels: &mut Vec<Value>, from: &str, to: &str| {
-        rels.push(json!({
+    let mut graph = Graph::new(input.release);
+    let runtime = runtime(&mut graph, input);
+    applications(&mut graph, input, &runtime);
+    base_and_debs(&mut graph, input);
+    graph.finish(input)
+}
+
+const OTP_ID: &str = "SPDXRef-runtime-erlang-otp";
+const ELIXIR_ID: &str = "SPDXRef-runtime-elixir";
+
+/// The packages of the document so far and how they relate, the release first.
+struct Graph {
+    release_id: String,
+    packages: Vec<Value>,
+    relationships: Vec<Value>,
+}
+
+impl Graph {
+    /// The release, which the document describes.
+    fn new(r: &Release) -> Graph {
+        let release_id = spdx_id("release", &r.name);
+        Graph {
+            packages: vec![package(&release_id, &r.name, &r.version, "APPLICATION")],
+            relationships: vec![json!({
+                "spdxElementId": "SPDXRef-DOCUMENT",
+                "relationshipType": "DESCRIBES",
+                "relatedSpdxElement": release_id,
+            })],
+            release_id,
+        }
+    }
+
+    fn contains(&mut self, from: &str, to: &str) {
+        self.relationships.push(json!({
             "spdxElementId": from, "relationshipType": "CONTAINS", "relatedSpdxElement": to,
         }));
-    };
-    // Erlang/OTP and Elixir, each with the identifiers their advisories use; the applications
-    // they ship are theirs, the others the project's (Hex packages, Git or path dependencies).
-    let otp_id = "SPDXRef-runtime-erlang-otp";
+    }
+
+    /// The document around the packages and relationships, with a namespace unique to this
+    /// content and stable across rebuilds of the same content.
+    fn finish(self, input: &SbomInput) -> Result<Vec<u8>> {
+        let r = input.release;
+        let fingerprint = crate::oci::digest::sha256_of(&canonical_json(&self.packages)?);
+        let namespace = format!(
+            "https://imgbuild.invalid/spdx/{}-{}-{}",
+            r.name,
+            r.version,
+            &fingerprint.digest()[..16]
+        );
+        canonical_json(&json!({
+            "spdxVersion": "SPDX-2.3",
+            "dataLicense": "CC0-1.0",
+            "SPDXID": "SPDXRef-DOCUMENT",
+            "name": format!("{} {} ({})", r.name, r.version, input.architecture),
+            "documentNamespace": namespace,
+            "creationInfo": {
+                "created": rfc3339(input.epoch),
+                "creators": [concat!("Tool: imgbuild-", env!("CARGO_PKG_VERSION"))],
+            },
+            "packages": self.packages,
+            "relationships": self.relationships,
+        }))
+    }
+}
+
+/// Where the runtime's applications go: the parent of Erlang/OTP's, and Elixir when the
+/// release has it.
+struct Runtime<'a> {
+    otp_parent: String,
+    elixir: Option<&'a AppVersion>,
+}
+
+/// Erlang/OTP, ERTS and Elixir, each with the identifiers their advisories use.
+fn runtime<'a>(graph: &mut Graph, input: &SbomInput<'a>) -> Runtime<'a> {
+    let r = input.release;
     if let Some(otp) = input.otp {
-        let mut p = package(otp_id, "Erlang/OTP", &otp.version, "FRAMEWORK");
+        let mut p = package(OTP_ID, "Erlang/OTP", &otp.version, "FRAMEWORK");
         let mut refs = vec![cpe(&format!(
             "cpe:2.3:a:erlang:erlang\\/otp:{}:*:*:*:*:*:*:*",
             cpe_escape(&otp.version)
@@ -198,25 +257,25 @@ pub fn document(input: &SbomInput) -> Result<Vec<u8>> {
             ));
         }
         p["externalRefs"] = json!(refs);
-        packages.push(p);
-        contains(&mut relationships, &release_id, otp_id);
+        graph.packages.push(p);
+        let release_id = graph.release_id.clone();
+        graph.contains(&release_id, OTP_ID);
     }
     let otp_parent = if input.otp.is_some() {
-        otp_id
+        OTP_ID.to_string()
     } else {
-        release_id.as_str()
+        graph.release_id.clone()
     };
     if r.includes_erts {
         let id = spdx_id("erts", &r.erts_version);
         let mut p = package(&id, "erts", &r.erts_version, "FRAMEWORK");
         p["externalRefs"] = json!([purl(&format!("pkg:otp/erts@{}", r.erts_version))]);
-        packages.push(p);
-        contains(&mut relationships, otp_parent, &id);
+        graph.packages.push(p);
+        graph.contains(&otp_parent, &id);
     }
-    let elixir_id = "SPDXRef-runtime-elixir";
     let elixir = r.applications.iter().find(|a| a.name == "elixir");
     if let Some(ex) = elixir {
-        let mut p = package(elixir_id, "Elixir", &ex.version, "FRAMEWORK");
+        let mut p = package(ELIXIR_ID, "Elixir", &ex.version, "FRAMEWORK");
         p["externalRefs"] = json!([
             cpe(&format!(
                 "cpe:2.3:a:elixir-lang:elixir:{}:*:*:*:*:*:*:*",
@@ -224,53 +283,79 @@ pub fn document(input: &SbomInput) -> Result<Vec<u8>> {
             )),
             purl(&format!("pkg:github/elixir-lang/elixir@v{}", ex.version)),
         ]);
-        packages.push(p);
-        contains(&mut relationships, &release_id, elixir_id);
+        graph.packages.push(p);
+        let release_id = graph.release_id.clone();
+        graph.contains(&release_id, ELIXIR_ID);
     }
-    for app in &r.applications {
+    Runtime { otp_parent, elixir }
+}
+
+/// Every application of the release: the applications Erlang/OTP and Elixir ship are theirs,
+/// the others the project's (Hex packages, Git or path dependencies).
+fn applications(graph: &mut Graph, input: &SbomInput, runtime: &Runtime) {
+    for app in &input.release.applications {
         let id = spdx_id("otp-app", &app.name);
         let mut p = package(&id, &app.name, &app.version, "LIBRARY");
-        let otp_purl = || purl(&format!("pkg:otp/{}@{}", app.name, app.version));
-        let (parent, comment, reference) = if app.name == r.name {
-            (release_id.as_str(), None, otp_purl())
-        } else if otp::is_otp_app(&app.name) {
-            (otp_parent, Some("an application of Erlang/OTP"), otp_purl())
-        } else if otp::is_elixir_app(&app.name) && elixir.is_some() {
-            (elixir_id, Some("an application of Elixir"), otp_purl())
-        } else {
-            match input.mix_lock {
-                Some(lock) => match lock.iter().find(|d| d.app == app.name) {
-                    Some(dep) => {
-                        let what = match dep.source {
-                            mix_lock::Source::Hex { .. } => "a Hex package (mix.lock)",
-                            mix_lock::Source::Git { .. } => "a Git dependency (mix.lock)",
-                        };
-                        (release_id.as_str(), Some(what), purl(&dep.purl()))
-                    }
-                    None => (
-                        release_id.as_str(),
-                        Some(
-                            "an application of the project (a path or umbrella dependency: not in mix.lock)",
-                        ),
-                        otp_purl(),
-                    ),
-                },
-                None => (
-                    release_id.as_str(),
-                    Some(
-                        "a Hex package by its application's name (no mix.lock beside the release)",
-                    ),
-                    purl(&format!("pkg:hex/{}@{}", app.name, app.version)),
-                ),
-            }
-        };
+        let (parent, comment, reference) = origin(app, input, &graph.release_id, runtime);
+        let parent = parent.to_string();
         if let Some(c) = comment {
             p["comment"] = json!(c);
         }
         p["externalRefs"] = json!([reference]);
-        packages.push(p);
-        contains(&mut relationships, parent, &id);
+        graph.packages.push(p);
+        graph.contains(&parent, &id);
     }
+}
+
+/// Whose application `app` is (the id of its parent), what to say about that, and the package
+/// URL scanners match it by.
+fn origin<'a>(
+    app: &AppVersion,
+    input: &SbomInput,
+    release_id: &'a str,
+    runtime: &'a Runtime,
+) -> (&'a str, Option<&'static str>, Value) {
+    let otp_purl = || purl(&format!("pkg:otp/{}@{}", app.name, app.version));
+    if app.name == input.release.name {
+        (release_id, None, otp_purl())
+    } else if otp::is_otp_app(&app.name) {
+        (
+            &runtime.otp_parent,
+            Some("an application of Erlang/OTP"),
+            otp_purl(),
+        )
+    } else if otp::is_elixir_app(&app.name) && runtime.elixir.is_some() {
+        (ELIXIR_ID, Some("an application of Elixir"), otp_purl())
+    } else {
+        match input.mix_lock {
+            Some(lock) => match lock.iter().find(|d| d.app == app.name) {
+                Some(dep) => {
+                    let what = match dep.source {
+                        mix_lock::Source::Hex { .. } => "a Hex package (mix.lock)",
+                        mix_lock::Source::Git { .. } => "a Git dependency (mix.lock)",
+                    };
+                    (release_id, Some(what), purl(&dep.purl()))
+                }
+                None => (
+                    release_id,
+                    Some(
+                        "an application of the project (a path or umbrella dependency: not in mix.lock)",
+                    ),
+                    otp_purl(),
+                ),
+            },
+            None => (
+                release_id,
+                Some("a Hex package by its application's name (no mix.lock beside the release)"),
+                purl(&format!("pkg:hex/{}@{}", app.name, app.version)),
+            ),
+        }
+    }
+}
+
+/// The base image, which the release depends on, and the Debian packages it holds (with any
+/// package layer's).
+fn base_and_debs(graph: &mut Graph, input: &SbomInput) {
     let base_id = spdx_id("base", input.base_name);
     let mut base = package(
         &base_id,
@@ -279,9 +364,9 @@ pub fn document(input: &SbomInput) -> Result<Vec<u8>> {
         "CONTAINER",
     );
     base["comment"] = json!("the base image");
-    packages.push(base);
-    relationships.push(json!({
-        "spdxElementId": release_id, "relationshipType": "DEPENDS_ON", "relatedSpdxElement": base_id,
+    graph.packages.push(base);
+    graph.relationships.push(json!({
+        "spdxElementId": graph.release_id, "relationshipType": "DEPENDS_ON", "relatedSpdxElement": base_id,
     }));
     let distro = input
         .os
@@ -300,30 +385,9 @@ pub fn document(input: &SbomInput) -> Result<Vec<u8>> {
         if let Some(src) = &d.source {
             p["sourceInfo"] = json!(format!("built from Debian source package {src}"));
         }
-        packages.push(p);
-        contains(&mut relationships, &base_id, &id);
+        graph.packages.push(p);
+        graph.contains(&base_id, &id);
     }
-    // A namespace unique to this content, and stable across rebuilds of the same content.
-    let fingerprint = crate::oci::digest::sha256_of(&canonical_json(&packages)?);
-    let namespace = format!(
-        "https://imgbuild.invalid/spdx/{}-{}-{}",
-        r.name,
-        r.version,
-        &fingerprint.digest()[..16]
-    );
-    canonical_json(&json!({
-        "spdxVersion": "SPDX-2.3",
-        "dataLicense": "CC0-1.0",
-        "SPDXID": "SPDXRef-DOCUMENT",
-        "name": format!("{} {} ({})", r.name, r.version, input.architecture),
-        "documentNamespace": namespace,
-        "creationInfo": {
-            "created": rfc3339(input.epoch),
-            "creators": [concat!("Tool: imgbuild-", env!("CARGO_PKG_VERSION"))],
-        },
-        "packages": packages,
-        "relationships": relationships,
-    }))
 }
 
 fn purl_escape(s: &str) -> String {
