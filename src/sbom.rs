@@ -13,12 +13,13 @@ use crate::error::Result;
 use crate::fs::RootFs;
 use crate::oci::document::{canonical_json, rfc3339};
 use crate::release::otp::{self, OtpRelease};
-use crate::release::{Release, mix_lock};
+use crate::release::{AppVersion, Release, mix_lock};
 
 /// Where the SBOM lives inside the image (the directory apko/Wolfi use, which scanners read).
 pub const SBOM_DIR: &str = "var/lib/db/sbom";
+pub const MEDIA_TYPE: &str = "application/spdx+json";
 
-pub(crate) fn path_in_image(release: &Release) -> String {
+pub fn path_in_image(release: &Release) -> String {
     format!("{SBOM_DIR}/{}-{}.spdx.json", release.name, release.version)
 }
 
@@ -59,7 +60,7 @@ fn package_of(s: index::Stanza) -> DebPackage {
 }
 
 /// The installed stanzas of the image's dpkg database (`status` and distroless `status.d/`).
-pub(crate) fn dpkg_stanzas(fs: &RootFs) -> Vec<index::Stanza> {
+pub fn dpkg_stanzas(fs: &RootFs) -> Vec<index::Stanza> {
     let mut files = vec!["/var/lib/dpkg/status".to_string()];
     files.extend(fs.list("/var/lib/dpkg/status.d"));
     files
@@ -78,7 +79,7 @@ pub fn debian_packages(fs: &RootFs) -> Vec<DebPackage> {
 }
 
 /// The `VERSION_ID` of the image's os-release, for purls (`distro=debian-12`).
-pub(crate) fn os_version(fs: &RootFs) -> Option<(String, String)> {
+pub fn os_version(fs: &RootFs) -> Option<(String, String)> {
     let text = fs
         .contents("/etc/os-release")
         .or_else(|| fs.contents("/usr/lib/os-release"))?;
@@ -165,25 +166,84 @@ pub struct SbomInput<'a> {
 }
 
 /// The SPDX 2.3 document, as canonical JSON bytes.
-pub(crate) fn document(input: &SbomInput) -> Result<Vec<u8>> {
-    let r = input.release;
-    let release_id = spdx_id("release", &r.name);
-    let mut packages = vec![package(&release_id, &r.name, &r.version, "APPLICATION")];
-    let mut relationships = vec![json!({
-        "spdxElementId": "SPDXRef-DOCUMENT",
-        "relationshipType": "DESCRIBES",
-        "relatedSpdxElement": release_id,
-    })];
-    let contains = |rels: &mut Vec<Value>, from: &str, to: &str| {
-        rels.push(json!({
+pub fn document(input: &SbomInput) -> Result<Vec<u8>> {
+    let mut graph = Graph::new(input.release);
+    let runtime = runtime(&mut graph, input);
+    applications(&mut graph, input, &runtime);
+    base_and_debs(&mut graph, input);
+    graph.finish(input)
+}
+
+const OTP_ID: &str = "SPDXRef-runtime-erlang-otp";
+const ELIXIR_ID: &str = "SPDXRef-runtime-elixir";
+
+/// The packages of the document so far and how they relate, the release first.
+struct Graph {
+    release_id: String,
+    packages: Vec<Value>,
+    relationships: Vec<Value>,
+}
+
+impl Graph {
+    /// The release, which the document describes.
+    fn new(r: &Release) -> Graph {
+        let release_id = spdx_id("release", &r.name);
+        Graph {
+            packages: vec![package(&release_id, &r.name, &r.version, "APPLICATION")],
+            relationships: vec![json!({
+                "spdxElementId": "SPDXRef-DOCUMENT",
+                "relationshipType": "DESCRIBES",
+                "relatedSpdxElement": release_id,
+            })],
+            release_id,
+        }
+    }
+
+    fn contains(&mut self, from: &str, to: &str) {
+        self.relationships.push(json!({
             "spdxElementId": from, "relationshipType": "CONTAINS", "relatedSpdxElement": to,
         }));
-    };
-    // Erlang/OTP and Elixir, each with the identifiers their advisories use; the applications
-    // they ship are theirs, the others the project's (Hex packages, Git or path dependencies).
-    let otp_id = "SPDXRef-runtime-erlang-otp";
+    }
+
+    /// The document around the packages and relationships, with a namespace unique to this
+    /// content and stable across rebuilds of the same content.
+    fn finish(self, input: &SbomInput) -> Result<Vec<u8>> {
+        let r = input.release;
+        let fingerprint = crate::oci::digest::sha256_of(&canonical_json(&self.packages)?);
+        let namespace = format!(
+            "https://imgbuild.invalid/spdx/{}-{}-{}",
+            r.name,
+            r.version,
+            &fingerprint.digest()[..16]
+        );
+        canonical_json(&json!({
+            "spdxVersion": "SPDX-2.3",
+            "dataLicense": "CC0-1.0",
+            "SPDXID": "SPDXRef-DOCUMENT",
+            "name": format!("{} {} ({})", r.name, r.version, input.architecture),
+            "documentNamespace": namespace,
+            "creationInfo": {
+                "created": rfc3339(input.epoch),
+                "creators": [concat!("Tool: imgbuild-", env!("CARGO_PKG_VERSION"))],
+            },
+            "packages": self.packages,
+            "relationships": self.relationships,
+        }))
+    }
+}
+
+/// Where the runtime's applications go: the parent of Erlang/OTP's, and Elixir when the
+/// release has it.
+struct Runtime<'a> {
+    otp_parent: String,
+    elixir: Option<&'a AppVersion>,
+}
+
+/// Erlang/OTP, ERTS and Elixir, each with the identifiers their advisories use.
+fn runtime<'a>(graph: &mut Graph, input: &SbomInput<'a>) -> Runtime<'a> {
+    let r = input.release;
     if let Some(otp) = input.otp {
-        let mut p = package(otp_id, "Erlang/OTP", &otp.version, "FRAMEWORK");
+        let mut p = package(OTP_ID, "Erlang/OTP", &otp.version, "FRAMEWORK");
         let mut refs = vec![cpe(&format!(
             "cpe:2.3:a:erlang:erlang\\/otp:{}:*:*:*:*:*:*:*",
             cpe_escape(&otp.version)
@@ -197,25 +257,25 @@ pub(crate) fn document(input: &SbomInput) -> Result<Vec<u8>> {
             ));
         }
         p["externalRefs"] = json!(refs);
-        packages.push(p);
-        contains(&mut relationships, &release_id, otp_id);
+        graph.packages.push(p);
+        let release_id = graph.release_id.clone();
+        graph.contains(&release_id, OTP_ID);
     }
     let otp_parent = if input.otp.is_some() {
-        otp_id
+        OTP_ID.to_string()
     } else {
-        release_id.as_str()
+        graph.release_id.clone()
     };
     if r.includes_erts {
         let id = spdx_id("erts", &r.erts_version);
         let mut p = package(&id, "erts", &r.erts_version, "FRAMEWORK");
         p["externalRefs"] = json!([purl(&format!("pkg:otp/erts@{}", r.erts_version))]);
-        packages.push(p);
-        contains(&mut relationships, otp_parent, &id);
+        graph.packages.push(p);
+        graph.contains(&otp_parent, &id);
     }
-    let elixir_id = "SPDXRef-runtime-elixir";
     let elixir = r.applications.iter().find(|a| a.name == "elixir");
     if let Some(ex) = elixir {
-        let mut p = package(elixir_id, "Elixir", &ex.version, "FRAMEWORK");
+        let mut p = package(ELIXIR_ID, "Elixir", &ex.version, "FRAMEWORK");
         p["externalRefs"] = json!([
             cpe(&format!(
                 "cpe:2.3:a:elixir-lang:elixir:{}:*:*:*:*:*:*:*",
@@ -223,53 +283,79 @@ pub(crate) fn document(input: &SbomInput) -> Result<Vec<u8>> {
             )),
             purl(&format!("pkg:github/elixir-lang/elixir@v{}", ex.version)),
         ]);
-        packages.push(p);
-        contains(&mut relationships, &release_id, elixir_id);
+        graph.packages.push(p);
+        let release_id = graph.release_id.clone();
+        graph.contains(&release_id, ELIXIR_ID);
     }
-    for app in &r.applications {
+    Runtime { otp_parent, elixir }
+}
+
+/// Every application of the release: the applications Erlang/OTP and Elixir ship are theirs,
+/// the others the project's (Hex packages, Git or path dependencies).
+fn applications(graph: &mut Graph, input: &SbomInput, runtime: &Runtime) {
+    for app in &input.release.applications {
         let id = spdx_id("otp-app", &app.name);
         let mut p = package(&id, &app.name, &app.version, "LIBRARY");
-        let otp_purl = || purl(&format!("pkg:otp/{}@{}", app.name, app.version));
-        let (parent, comment, reference) = if app.name == r.name {
-            (release_id.as_str(), None, otp_purl())
-        } else if otp::is_otp_app(&app.name) {
-            (otp_parent, Some("an application of Erlang/OTP"), otp_purl())
-        } else if otp::is_elixir_app(&app.name) && elixir.is_some() {
-            (elixir_id, Some("an application of Elixir"), otp_purl())
-        } else {
-            match input.mix_lock {
-                Some(lock) => match lock.iter().find(|d| d.app == app.name) {
-                    Some(dep) => {
-                        let what = match dep.source {
-                            mix_lock::Source::Hex { .. } => "a Hex package (mix.lock)",
-                            mix_lock::Source::Git { .. } => "a Git dependency (mix.lock)",
-                        };
-                        (release_id.as_str(), Some(what), purl(&dep.purl()))
-                    }
-                    None => (
-                        release_id.as_str(),
-                        Some(
-                            "an application of the project (a path or umbrella dependency: not in mix.lock)",
-                        ),
-                        otp_purl(),
-                    ),
-                },
-                None => (
-                    release_id.as_str(),
-                    Some(
-                        "a Hex package by its application's name (no mix.lock beside the release)",
-                    ),
-                    purl(&format!("pkg:hex/{}@{}", app.name, app.version)),
-                ),
-            }
-        };
+        let (parent, comment, reference) = origin(app, input, &graph.release_id, runtime);
+        let parent = parent.to_string();
         if let Some(c) = comment {
             p["comment"] = json!(c);
         }
         p["externalRefs"] = json!([reference]);
-        packages.push(p);
-        contains(&mut relationships, parent, &id);
+        graph.packages.push(p);
+        graph.contains(&parent, &id);
     }
+}
+
+/// Whose application `app` is (the id of its parent), what to say about that, and the package
+/// URL scanners match it by.
+fn origin<'a>(
+    app: &AppVersion,
+    input: &SbomInput,
+    release_id: &'a str,
+    runtime: &'a Runtime,
+) -> (&'a str, Option<&'static str>, Value) {
+    let otp_purl = || purl(&format!("pkg:otp/{}@{}", app.name, app.version));
+    if app.name == input.release.name {
+        (release_id, None, otp_purl())
+    } else if otp::is_otp_app(&app.name) {
+        (
+            &runtime.otp_parent,
+            Some("an application of Erlang/OTP"),
+            otp_purl(),
+        )
+    } else if otp::is_elixir_app(&app.name) && runtime.elixir.is_some() {
+        (ELIXIR_ID, Some("an application of Elixir"), otp_purl())
+    } else {
+        match input.mix_lock {
+            Some(lock) => match lock.iter().find(|d| d.app == app.name) {
+                Some(dep) => {
+                    let what = match dep.source {
+                        mix_lock::Source::Hex { .. } => "a Hex package (mix.lock)",
+                        mix_lock::Source::Git { .. } => "a Git dependency (mix.lock)",
+                    };
+                    (release_id, Some(what), purl(&dep.purl()))
+                }
+                None => (
+                    release_id,
+                    Some(
+                        "an application of the project (a path or umbrella dependency: not in mix.lock)",
+                    ),
+                    otp_purl(),
+                ),
+            },
+            None => (
+                release_id,
+                Some("a Hex package by its application's name (no mix.lock beside the release)"),
+                purl(&format!("pkg:hex/{}@{}", app.name, app.version)),
+            ),
+        }
+    }
+}
+
+/// The base image, which the release depends on, and the Debian packages it holds (with any
+/// package layer's).
+fn base_and_debs(graph: &mut Graph, input: &SbomInput) {
     let base_id = spdx_id("base", input.base_name);
     let mut base = package(
         &base_id,
@@ -278,9 +364,9 @@ pub(crate) fn document(input: &SbomInput) -> Result<Vec<u8>> {
         "CONTAINER",
     );
     base["comment"] = json!("the base image");
-    packages.push(base);
-    relationships.push(json!({
-        "spdxElementId": release_id, "relationshipType": "DEPENDS_ON", "relatedSpdxElement": base_id,
+    graph.packages.push(base);
+    graph.relationships.push(json!({
+        "spdxElementId": graph.release_id, "relationshipType": "DEPENDS_ON", "relatedSpdxElement": base_id,
     }));
     let distro = input
         .os
@@ -299,30 +385,9 @@ pub(crate) fn document(input: &SbomInput) -> Result<Vec<u8>> {
         if let Some(src) = &d.source {
             p["sourceInfo"] = json!(format!("built from Debian source package {src}"));
         }
-        packages.push(p);
-        contains(&mut relationships, &base_id, &id);
+        graph.packages.push(p);
+        graph.contains(&base_id, &id);
     }
-    // A namespace unique to this content, and stable across rebuilds of the same content.
-    let fingerprint = crate::oci::digest::sha256_of(&canonical_json(&packages)?);
-    let namespace = format!(
-        "https://imgbuild.invalid/spdx/{}-{}-{}",
-        r.name,
-        r.version,
-        &fingerprint.digest()[..16]
-    );
-    canonical_json(&json!({
-        "spdxVersion": "SPDX-2.3",
-        "dataLicense": "CC0-1.0",
-        "SPDXID": "SPDXRef-DOCUMENT",
-        "name": format!("{} {} ({})", r.name, r.version, input.architecture),
-        "documentNamespace": namespace,
-        "creationInfo": {
-            "created": rfc3339(input.epoch),
-            "creators": [concat!("Tool: imgbuild-", env!("CARGO_PKG_VERSION"))],
-        },
-        "packages": packages,
-        "relationships": relationships,
-    }))
 }
 
 fn purl_escape(s: &str) -> String {
@@ -491,6 +556,96 @@ mod tests {
         assert_eq!(
             refs(&d, "Erlang/OTP"),
             ["cpe:2.3:a:erlang:erlang\\/otp:25:*:*:*:*:*:*:*"]
+        );
+    }
+
+    /// The exact bytes of two documents, one with every kind of package and one with the
+    /// fewest, pinned by their SHA-256 (with the tool's version, which a document names, read
+    /// as `VERSION`): a change of the output is then a decision, never an accident.
+    #[test]
+    fn documents_are_pinned_byte_for_byte() {
+        let lock = mix_lock::parse(&format!(
+            "%{{\n  \"my_json\": {{:hex, :jason, \"1.4.1\", \"{s}\", [:mix], [], \"hexpm\", \"{s}\"}},\n  \"git_dep\": {{:git, \"https://github.com/o/git_dep.git\", \"{c}\", [branch: \"main\"]}},\n}}\n",
+            s = "c".repeat(64),
+            c = "a".repeat(40)
+        ));
+        assert_eq!(lock.len(), 2);
+        let mut rich = release();
+        for (n, v) in [("git_dep", "0.1.0"), ("path_dep", "0.3.0")] {
+            rich.applications.push(crate::release::AppVersion {
+                name: n.into(),
+                version: v.into(),
+            });
+        }
+        let otp = OtpRelease {
+            version: "25.2.3".into(),
+            exact: true,
+        };
+        let debs = [
+            DebPackage {
+                name: "libc6".into(),
+                version: "2.36-9+deb12u4".into(),
+                architecture: "amd64".into(),
+                source: Some("glibc".into()),
+            },
+            DebPackage {
+                name: "tzdata".into(),
+                version: "1:2024a-0".into(),
+                architecture: "all".into(),
+                source: None,
+            },
+        ];
+        let digest = format!("sha256:{}", "b".repeat(64));
+        let rich = document(&SbomInput {
+            release: &rich,
+            base_name: "debian:bookworm-slim",
+            base_digest: Some(&digest),
+            architecture: "amd64",
+            debs: &debs,
+            os: Some(("debian".into(), "12".into())),
+            epoch: 1_700_000_000,
+            mix_lock: Some(&lock),
+            otp: Some(&otp),
+        })
+        .unwrap();
+        let mut bare = Release::for_tests("tiny", "1.0.0");
+        bare.includes_erts = false;
+        for (n, v) in [("kernel", "8.5.3"), ("tiny", "1.0.0"), ("other", "2.0.0")] {
+            bare.applications.push(crate::release::AppVersion {
+                name: n.into(),
+                version: v.into(),
+            });
+        }
+        let bare = document(&SbomInput {
+            release: &bare,
+            base_name: "scratch",
+            base_digest: None,
+            architecture: "arm64",
+            debs: &[],
+            os: None,
+            epoch: 0,
+            mix_lock: None,
+            otp: None,
+        })
+        .unwrap();
+        let pin = |doc: &[u8]| {
+            let text = String::from_utf8(doc.to_vec()).unwrap().replace(
+                concat!("imgbuild-", env!("CARGO_PKG_VERSION")),
+                "imgbuild-VERSION",
+            );
+            crate::oci::digest::sha256_of(text.as_bytes()).to_string()
+        };
+        assert_eq!(
+            pin(&rich),
+            "sha256:765e23a7768f1846fce5557f7190f1a8cc9e3e4a81019f8331ed6a5954fcb1a9",
+            "{}",
+            String::from_utf8_lossy(&rich)
+        );
+        assert_eq!(
+            pin(&bare),
+            "sha256:b169af0509fa707a60a21dfbcaadc95d12bb0c375c45821f1d58664526809473",
+            "{}",
+            String::from_utf8_lossy(&bare)
         );
     }
 

@@ -1,0 +1,169 @@
+//! Reading an apt archive: each source's signed `InRelease` (or `Release` with its detached
+//! signature), the `Packages` indexes it vouches for, and the `.deb` files a lock pins, every
+//! one verified by its hash.
+
+use std::io::Read;
+
+use sha2::{Digest as _, Sha256};
+
+use super::sources::{AptSource, keys_for};
+use super::{Candidate, Resolution, deb, index};
+use crate::cache::Cache;
+use crate::error::{Error, ImageError, Result};
+use crate::fs::RootFs;
+use crate::net::Policy;
+use crate::oci::digest;
+
+/// An index file, retried and watched like every request (indexes are a few MB at most).
+async fn fetch(http: &reqwest::Client, policy: &Policy, url: &str) -> Result<Vec<u8>> {
+    crate::net::get_small(http, policy, url, 512 << 20).await
+}
+
+/// Read every source's verified indexes and return the candidates for `arch`.
+pub(super) async fn candidates(
+    fs: &RootFs,
+    sources: &[AptSource],
+    arch: &str,
+    http: &reqwest::Client,
+    policy: &Policy,
+    cache: &Cache,
+) -> Result<Vec<Candidate>> {
+    let mut out = Vec::new();
+    for src in sources {
+        let base = format!("{}/dists/{}", src.uri, src.suite);
+        let keys = keys_for(fs, src);
+        let untrusted = |file: &str, why: String| {
+            Error::from(ImageError::Package(format!(
+                "{base}/{file}: signature check failed: {why}. Add the repository's key to the base image (/etc/apt/trusted.gpg.d or the source's Signed-By)"
+            )))
+        };
+        // InRelease (clearsigned), else Release with its detached Release.gpg, as apt does.
+        let text = match fetch(http, policy, &format!("{base}/InRelease")).await {
+            Ok(inrelease) => index::verify_inrelease(&String::from_utf8_lossy(&inrelease), &keys)
+                .map_err(|why| untrusted("InRelease", why))?,
+            Err(_) => {
+                let release = fetch(http, policy, &format!("{base}/Release")).await?;
+                let sig = fetch(http, policy, &format!("{base}/Release.gpg")).await?;
+                index::verify_detached(&release, &sig, &keys)
+                    .map_err(|why| untrusted("Release.gpg", why))?;
+                String::from_utf8_lossy(&release).into_owned()
+            }
+        };
+        let release = index::stanzas(&text).into_iter().next().unwrap_or_default();
+        let hashes = index::release_hashes(&release);
+        for comp in &src.components {
+            let stem = format!("{comp}/binary-{arch}/Packages");
+            let chosen = ["xz", "gz", ""].iter().find_map(|ext| {
+                let name = if ext.is_empty() {
+                    stem.clone()
+                } else {
+                    format!("{stem}.{ext}")
+                };
+                hashes.get(&name).map(|h| (name, h.clone()))
+            });
+            let Some((name, (sha, size))) = chosen else {
+                continue;
+            };
+            let url = format!("{base}/{name}");
+            // Indexes live in the content-addressed cache under the hash the Release names.
+            let cached = digest::parse(&format!("sha256:{sha}"))
+                .ok()
+                .filter(|d| cache.has_blob(d));
+            let bytes = match cached {
+                Some(d) => cache.read_verified(&d)?,
+                None => {
+                    let bytes = fetch(http, policy, &url).await?;
+                    let actual = hex::encode(Sha256::digest(&bytes));
+                    if actual != sha || bytes.len() as u64 != size {
+                        return Err(Error::DigestMismatch {
+                            what: format!("{url} (against the hash in its signed Release file)"),
+                            expected: format!("sha256:{sha}"),
+                            actual: format!("sha256:{actual}"),
+                        });
+                    }
+                    cache.put_bytes(&bytes)?;
+                    bytes
+                }
+            };
+            let mut raw = Vec::new();
+            deb::decoder(&name, std::io::Cursor::new(bytes), &url)?
+                .read_to_end(&mut raw)
+                .map_err(|e| Error::from(ImageError::Package(format!("{url}: {e}"))))?;
+            let text = String::from_utf8_lossy(&raw);
+            for s in index::stanzas(&text) {
+                let (Some(name), Some(version), Some(file), Some(sha)) = (
+                    s.get("Package"),
+                    s.get("Version"),
+                    s.get("Filename"),
+                    s.get("SHA256"),
+                ) else {
+                    continue;
+                };
+                let a = s.get("Architecture").cloned().unwrap_or_default();
+                if a != arch && a != "all" {
+                    continue;
+                }
+                out.push(Candidate {
+                    name: name.clone(),
+                    version: version.clone(),
+                    architecture: a,
+                    url: format!("{}/{}", src.uri, file.trim_start_matches('/')),
+                    filename: file.trim_start_matches('/').to_string(),
+                    sha256: sha.to_ascii_lowercase(),
+                    size: s.get("Size").and_then(|v| v.parse().ok()).unwrap_or(0),
+                    stanza: s.clone(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Download (or find in the cache) each locked `.deb`, verified by its SHA256.
+pub async fn fetch_debs(
+    res: &Resolution,
+    cache: &Cache,
+    http: &reqwest::Client,
+    policy: &Policy,
+) -> Result<()> {
+    for p in &res.lock.packages {
+        let d = digest::parse(&format!("sha256:{}", p.sha256))?;
+        if cache.has_blob(&d) {
+            continue;
+        }
+        // The mirrors first (an air-gapped site's own), then where the lock found it.
+        let mut urls: Vec<String> = res
+            .mirrors
+            .iter()
+            .filter(|_| !p.filename.is_empty())
+            .map(|m| format!("{m}/{}", p.filename))
+            .collect();
+        if !urls.contains(&p.url) {
+            urls.push(p.url.clone());
+        }
+        let mut tried = Vec::new();
+        for url in &urls {
+            let what = format!("{url} (against the SHA256 in Packages / imgbuild.lock)");
+            // Retried, watched for stalls, resumed with a range where it breaks off.
+            let got = crate::net::download(policy, url, &what, cache, &d, |offset| {
+                crate::net::get_url(http, policy, url, offset)
+            })
+            .await;
+            match got {
+                Ok(_) => break,
+                Err(e @ Error::DigestMismatch { .. }) => return Err(e),
+                Err(e) => tried.push(e.to_string()),
+            }
+        }
+        if !cache.has_blob(&d) {
+            return Err(crate::net::NetError::Unreachable {
+                who: format!("every source of {} {}", p.name, p.version),
+                detail: tried.join("; "),
+                attempts: urls.len() as u32,
+                hint: "check the apt sources (--apt-source) and the network".into(),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
