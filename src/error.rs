@@ -48,9 +48,9 @@ pub enum Error {
     #[error(transparent)]
     Engine(#[from] EngineError),
 
-    /// The start-up check found that the image cannot run.
+    /// The start-up check found that the image cannot run (on one platform or several).
     #[error("{0}")]
-    Check(String),
+    Check(crate::check::CheckFailure),
 }
 
 /// What is wrong with an image, an archive or a package, by kind.

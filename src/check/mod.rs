@@ -13,7 +13,7 @@ mod summary;
 pub use erts::base_erts;
 pub use files::{LayerFacts, add_entries, add_entries_cached, add_layer, release_scripts};
 pub use libs::debian_package_for;
-pub use report::{CheckReport, Problem};
+pub use report::{CheckFailure, CheckReport, Problem};
 pub use summary::{
     base_rootfs, cached_summary, keep_summary, summary_bytes, summary_key, summary_of,
 };
