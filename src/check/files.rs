@@ -2,7 +2,7 @@
 //! package files, their ELF facts read from disk or kept by stat key), a layer of an image
 //! being rebased (read from its bytes), and the release's start scripts.
 
-use std::io::{BufReader, Read};
+use std::io::Read;
 
 use oci_spec::image::Digest;
 
@@ -10,9 +10,8 @@ use crate::cache::Cache;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::elf::{self, ElfInfo};
 use crate::fs::{Node, RootFs, normalize};
+use crate::layer::VerifiedLayer;
 use crate::oci::FileRange;
-use crate::oci::digest::HashReader;
-use crate::oci::media::{self, LayerType};
 use crate::release::{EntryKind, LayerPlan};
 
 /// Put planned entries (release or package files) into the tree, reading ELF headers so that
@@ -131,7 +130,7 @@ pub fn add_layer(
     keep: &dyn Fn(&str) -> bool,
 ) -> Result<LayerFacts> {
     let what = format!("layer {}", layer.blob.digest);
-    let LayerType::Tar { codec, .. } = media::layer_type(&layer.blob.media_type) else {
+    let Some(verified) = VerifiedLayer::new(layer, at, &what) else {
         return Err(Error::from(crate::error::ImageError::Invalid(format!(
             "{what} is {}, not a file system layer",
             layer.blob.media_type
@@ -139,81 +138,60 @@ pub fn add_layer(
     };
     let bin = format!("/{}/bin/", workdir.trim_matches('/'));
     let mut facts = LayerFacts::default();
-    let mut hashed = HashReader::new(at.open()?);
-    let read = (|| -> Result<()> {
-        let raw = BufReader::with_capacity(1 << 16, &mut hashed);
-        let tar = codec.decoder(raw).ctx("read layer", &at.path)?;
-        let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 16, tar));
-        let bad = |e: std::io::Error| {
-            Error::from(crate::error::ImageError::Invalid(format!(
-                "{what}: unreadable layer: {e}"
-            )))
-        };
-        for entry in archive.entries().map_err(bad)? {
-            let mut entry = entry.map_err(bad)?;
-            let path = normalize(&String::from_utf8_lossy(&entry.path_bytes()));
-            let header = entry.header();
-            let mode = header.mode().unwrap_or(0o644);
-            let node = match header.entry_type() {
-                tar::EntryType::Directory => Node::Dir,
-                tar::EntryType::Symlink => Node::Symlink(
-                    entry
-                        .link_name_bytes()
-                        .map(|l| String::from_utf8_lossy(&l).into_owned())
-                        .unwrap_or_default(),
-                ),
-                t if t.is_file() => {
-                    let mut bytes = Vec::new();
-                    let mut head = [0u8; 4];
-                    let n = std::io::Read::read(&mut entry, &mut head).map_err(bad)?;
-                    bytes.extend_from_slice(&head[..n]);
-                    let is_elf = elf::is_elf(&bytes);
-                    let script = path.starts_with(&bin) && bytes.starts_with(b"#!");
-                    let wanted = keep(&path);
-                    if is_elf || script || wanted {
-                        entry.read_to_end(&mut bytes).map_err(bad)?;
-                    }
-                    let mut info = None;
-                    if is_elf {
-                        let i = ElfInfo::parse(&bytes).map_err(|why| {
-                            Error::from(crate::error::ImageError::Invalid(format!(
-                                "{what}: {path} looks like an ELF file but cannot be read ({why})"
-                            )))
-                        })?;
-                        facts.elves.push((path.clone(), i.clone()));
-                        info = Some(i);
-                    } else if script {
-                        facts
-                            .scripts
-                            .push((path.clone(), String::from_utf8_lossy(&bytes).into_owned()));
-                    }
-                    if wanted {
-                        facts
-                            .texts
-                            .insert(path.clone(), String::from_utf8_lossy(&bytes).into_owned());
-                    }
-                    Node::File {
-                        mode,
-                        not_elf: info.is_none(),
-                        elf: info,
-                    }
+    let bad = |e: std::io::Error| verified.corrupt(e);
+    verified.walk(|entry| {
+        let path = normalize(&String::from_utf8_lossy(&entry.path_bytes()));
+        let header = entry.header();
+        let mode = header.mode().unwrap_or(0o644);
+        let node = match header.entry_type() {
+            tar::EntryType::Directory => Node::Dir,
+            tar::EntryType::Symlink => Node::Symlink(
+                entry
+                    .link_name_bytes()
+                    .map(|l| String::from_utf8_lossy(&l).into_owned())
+                    .unwrap_or_default(),
+            ),
+            t if t.is_file() => {
+                let mut bytes = Vec::new();
+                let mut head = [0u8; 4];
+                let n = std::io::Read::read(entry, &mut head).map_err(bad)?;
+                bytes.extend_from_slice(&head[..n]);
+                let is_elf = elf::is_elf(&bytes);
+                let script = path.starts_with(&bin) && bytes.starts_with(b"#!");
+                let wanted = keep(&path);
+                if is_elf || script || wanted {
+                    entry.read_to_end(&mut bytes).map_err(bad)?;
                 }
-                _ => continue,
-            };
-            fs.insert_by(&path, node, &what);
-        }
-        // The rest of the stream (tar padding) is hashed too.
-        std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).ctx("read", &at.path)?;
+                let mut info = None;
+                if is_elf {
+                    let i = ElfInfo::parse(&bytes).map_err(|why| {
+                        Error::from(crate::error::ImageError::Invalid(format!(
+                            "{what}: {path} looks like an ELF file but cannot be read ({why})"
+                        )))
+                    })?;
+                    facts.elves.push((path.clone(), i.clone()));
+                    info = Some(i);
+                } else if script {
+                    facts
+                        .scripts
+                        .push((path.clone(), String::from_utf8_lossy(&bytes).into_owned()));
+                }
+                if wanted {
+                    facts
+                        .texts
+                        .insert(path.clone(), String::from_utf8_lossy(&bytes).into_owned());
+                }
+                Node::File {
+                    mode,
+                    not_elf: info.is_none(),
+                    elf: info,
+                }
+            }
+            _ => return Ok(()),
+        };
+        fs.insert_by(&path, node, &what);
         Ok(())
-    })();
-    std::io::copy(&mut hashed, &mut std::io::sink()).ctx("read layer", &at.path)?;
-    let (actual, _) = hashed.finish();
-    crate::oci::digest::verify(
-        format!("{what} in {}", at.path.display()),
-        &layer.blob.digest,
-        &actual,
-    )?;
-    read?;
+    })?;
     Ok(facts)
 }
 

@@ -1,15 +1,12 @@
 //! The base's summary: its file tree as the check, the SBOM and the package resolver read it,
 //! made once from the base's layers and kept in the cache under a key of those layers.
 
-use std::io::BufReader;
-
 use oci_spec::image::Digest;
 
 use crate::cache::Cache;
-use crate::error::{Error, IoContext, Result};
+use crate::error::Result;
 use crate::fs::RootFs;
-use crate::oci::digest::HashReader;
-use crate::oci::media::{self, LayerType};
+use crate::layer::VerifiedLayer;
 use crate::oci::{FileRange, Image};
 
 /// The key of a base's summary: the layers it is made of, by media type and digest. A
@@ -93,39 +90,18 @@ fn read_base_rootfs(
     let mut warnings = Vec::new();
     for (i, (layer, at)) in base.layers.iter().zip(local).enumerate() {
         let what = format!("base image {} layer {}", base.origin.name, i + 1);
-        let LayerType::Tar { codec, .. } = media::layer_type(&layer.blob.media_type) else {
+        // The layer is verified as it is read: the check must see exactly the bytes that ship,
+        // and a cache file damaged on disk is caught here rather than trusted.
+        let Some(layer) = VerifiedLayer::new(layer, at, &what) else {
             warnings.push(format!(
                 "{what} is {}: its files were not read, so the start-up check and SBOM may miss them",
                 layer.blob.media_type
             ));
             continue;
         };
-        let path = &at.path;
-        // The layer is hashed as it is read: the check must see exactly the bytes that ship,
-        // and a cache file damaged on disk is caught here rather than trusted.
-        let mut hashed = HashReader::new(at.open()?);
-        let applied = {
-            let raw = BufReader::with_capacity(1 << 16, &mut hashed);
-            codec.decoder(raw).ctx("read layer", path).and_then(|d| {
-                let mut tar = BufReader::with_capacity(1 << 16, d);
-                fs.apply_layer(&mut tar, &what)
-                    .and_then(|()| std::io::copy(&mut tar, &mut std::io::sink()).ctx("read", path))
-            })
-        };
-        std::io::copy(&mut hashed, &mut std::io::sink()).ctx("read layer", path)?;
-        let (actual, _) = hashed.finish();
-        if actual != layer.blob.digest {
-            return Err(if *path == cache.blob_path(&layer.blob.digest) {
-                cache.corrupted(&layer.blob.digest, &actual)
-            } else {
-                Error::DigestMismatch {
-                    what: format!("{what} in {}", path.display()),
-                    expected: layer.blob.digest.to_string(),
-                    actual: actual.to_string(),
-                }
-            });
-        }
-        applied?;
+        layer
+            .in_cache(cache)
+            .read(|tar| fs.apply_layer(tar, &what))?;
     }
     Ok((fs, warnings))
 }
@@ -133,6 +109,7 @@ fn read_base_rootfs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::media;
 
     /// Base layers compressed with gzip or zstd, or not at all, are all read into the tree
     /// (zstd bases are common now); another media type is named in a warning.

@@ -15,8 +15,8 @@ use crate::cache::Cache;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::elf::{machine_for, machine_name};
 use crate::fs::normalize;
-use crate::oci::digest::{HashReader, sha256_of};
-use crate::oci::media::{self, LayerType};
+use crate::layer::VerifiedLayer;
+use crate::oci::digest::sha256_of;
 use crate::oci::platform::Platform;
 use crate::registry::RegistryClient;
 use crate::release::{EntryKind, LayerPlan, Release};
@@ -573,70 +573,61 @@ fn scan_layers(
             })
     };
     for (i, (layer, at)) in layers.iter().zip(local).enumerate() {
-        let LayerType::Tar { codec, .. } = media::layer_type(&layer.blob.media_type) else {
+        let lw = format!("{what} layer {}", i + 1);
+        let Some(layer) = VerifiedLayer::new(layer, at, &lw) else {
             continue;
         };
-        let lw = format!("{what} layer {}", i + 1);
-        let bad = |e: std::io::Error| Error::Input(format!("{lw}: not a readable layer: {e}"));
-        let mut hashed = HashReader::new(at.open()?);
-        {
-            let decoded = codec.decoder(&mut hashed).map_err(bad)?;
-            let mut tar = tar::Archive::new(decoded);
-            for entry in tar.entries().map_err(bad)? {
-                let mut entry = entry.map_err(bad)?;
-                let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-                let path = normalize(&raw).trim_start_matches('/').to_string();
-                if path.is_empty() || path.split('/').any(|c| c.starts_with(".wh.")) {
-                    continue;
-                }
-                let comps: Vec<&str> = path.split('/').collect();
-                if let [.., e, b, f] = comps.as_slice()
-                    && *b == "bin"
-                    && *f == "beam.smp"
-                    && let Some(v) = e.strip_prefix("erts-")
+        layer.walk(|entry| {
+            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let path = normalize(&raw).trim_start_matches('/').to_string();
+            if path.is_empty() || path.split('/').any(|c| c.starts_with(".wh.")) {
+                return Ok(());
+            }
+            let comps: Vec<&str> = path.split('/').collect();
+            if let [.., e, b, f] = comps.as_slice()
+                && *b == "bin"
+                && *f == "beam.smp"
+                && let Some(v) = e.strip_prefix("erts-")
+            {
+                let root = path[..path.len() - format!("{e}/bin/beam.smp").len()].to_string();
+                scan.erts.push((root, v.to_string()));
+            }
+            for i in (0..comps.len().saturating_sub(1)).filter(|&i| comps[i] == "lib") {
+                if let Some((app, vsn)) = comps[i + 1].rsplit_once('-')
+                    && apps.contains(app)
                 {
-                    let root = path[..path.len() - format!("{e}/bin/beam.smp").len()].to_string();
-                    scan.erts.push((root, v.to_string()));
-                }
-                for i in (0..comps.len().saturating_sub(1)).filter(|&i| comps[i] == "lib") {
-                    if let Some((app, vsn)) = comps[i + 1].rsplit_once('-')
-                        && apps.contains(app)
-                    {
-                        let root = comps[..i]
-                            .iter()
-                            .map(|c| format!("{c}/"))
-                            .collect::<String>();
-                        scan.apps
-                            .entry((root, app.to_string()))
-                            .or_default()
-                            .insert(vsn.to_string());
-                    }
-                }
-                if !interesting(&path) {
-                    continue;
-                }
-                let kind = entry.header().entry_type();
-                if kind.is_symlink() || kind.is_hard_link() {
-                    if let Ok(Some(t)) = entry.link_name() {
-                        let t = t.to_string_lossy().into_owned();
-                        // Hard links name the other path from the image root.
-                        let t = if kind.is_hard_link() {
-                            format!("/{t}")
-                        } else {
-                            t
-                        };
-                        scan.links.insert(path, t);
-                    }
-                } else if kind.is_file() {
-                    let (d, _) = cache.put_stream(&mut entry, &lw)?;
-                    scan.staged.insert(path.clone(), cache.blob_path(&d));
-                    digests.insert(path, d.to_string());
+                    let root = comps[..i]
+                        .iter()
+                        .map(|c| format!("{c}/"))
+                        .collect::<String>();
+                    scan.apps
+                        .entry((root, app.to_string()))
+                        .or_default()
+                        .insert(vsn.to_string());
                 }
             }
-        }
-        std::io::copy(&mut hashed, &mut std::io::sink()).ctx("read layer", &at.path)?;
-        let (actual, _) = hashed.finish();
-        crate::oci::digest::verify(lw.clone(), &layer.blob.digest, &actual)?;
+            if !interesting(&path) {
+                return Ok(());
+            }
+            let kind = entry.header().entry_type();
+            if kind.is_symlink() || kind.is_hard_link() {
+                if let Ok(Some(t)) = entry.link_name() {
+                    let t = t.to_string_lossy().into_owned();
+                    // Hard links name the other path from the image root.
+                    let t = if kind.is_hard_link() {
+                        format!("/{t}")
+                    } else {
+                        t
+                    };
+                    scan.links.insert(path, t);
+                }
+            } else if kind.is_file() {
+                let (d, _) = cache.put_stream(&mut *entry, &lw)?;
+                scan.staged.insert(path.clone(), cache.blob_path(&d));
+                digests.insert(path, d.to_string());
+            }
+            Ok(())
+        })?;
     }
     Ok((scan, digests))
 }
