@@ -5,6 +5,9 @@
 # (these machines are noisy) and the script prints medians and ratios.
 #
 #   bash benches/macro.sh [RUNS]          (default 5 runs per case; needs root for dockerd)
+#   IMGBUILD_BEFORE=/path/to/old/imgbuild bash benches/macro.sh [RUNS]
+#                                         (also times an earlier binary in the same runs, for
+#                                          a before/after figure against the same peers)
 #
 # Cases: cold (empty caches) build+push; cold for the release with the base summarised; a fleet
 # runner (empty cache, warm --cache-repo); rebuild+push with nothing changed; rebuild+push after a
@@ -24,7 +27,8 @@ for tool in docker dockerd buildah docker-registry skopeo umoci debootstrap mix 
 done
 
 cargo build --release --quiet
-IMGBUILD=$ROOT/target/release/imgbuild
+IMGBUILD=${CARGO_TARGET_DIR:-$ROOT/target}/release/imgbuild
+BEFORE=${IMGBUILD_BEFORE:-}
 
 # ---- servers: a registry and a Docker Engine of our own, stopped on exit ----
 PIDS=()
@@ -125,6 +129,7 @@ timed() {
 
 ib() { IMGBUILD_CACHE=$W/ib-cache "$IMGBUILD" build "$REL" --from "$BASE" --quiet "$@"; }
 dk() { docker build --network=host -q -t "$REG/$1" "$W/rel" && docker push -q "$REG/$1"; }
+ibb() { IMGBUILD_CACHE=$W/ibb-cache "$BEFORE" build "$REL" --from "$BASE" --quiet "$@"; }
 bh() { "${BUILDAH[@]}" bud --tls-verify=false --layers -q -t "$REG/$1" "$W/rel" && "${BUILDAH[@]}" push -q --tls-verify=false "$REG/$1"; }
 
 # A runner that has seen the base once (its summary in the cache).
@@ -135,6 +140,7 @@ for run in $(seq "$RUNS"); do
   echo "run $run/$RUNS" >&2
   # Cold: nothing cached anywhere; a repository the registry has not seen.
   rm -rf "$W/ib-cache"; timed ib-cold ib -t "$REG/ib-$run:cold" --push
+  if [ -n "$BEFORE" ]; then rm -rf "$W/ibb-cache"; timed before-cold ibb -t "$REG/ibb-$run:cold" --push; fi
   docker image prune -af >/dev/null; docker builder prune -af >/dev/null
   timed docker-cold dk "dk-$run:cold"
   "${BUILDAH[@]}" rmi -af >/dev/null 2>&1 || true
@@ -150,16 +156,19 @@ for run in $(seq "$RUNS"); do
   timed ib-fleet env IMGBUILD_CACHE="$W/ib-fleet" "$IMGBUILD" build "$REL" --from "$BASE" --quiet -t "$REG/ibf-$run:fleet" --push --cache-repo "$REG/cache/hello"
   # Nothing changed, same repository.
   timed ib-same ib -t "$REG/ib-$run:cold" --push
+  if [ -n "$BEFORE" ]; then timed before-same ibb -t "$REG/ibb-$run:cold" --push; fi
   timed docker-same dk "dk-$run:cold"
   timed buildah-same bh "bh-$run:cold"
   # One module changed.
   touch_module "$run"
   timed ib-module ib -t "$REG/ib-$run:cold" --push
+  if [ -n "$BEFORE" ]; then timed before-module ibb -t "$REG/ibb-$run:cold" --push; fi
   timed docker-module dk "dk-$run:cold"
   timed buildah-module bh "bh-$run:cold"
   # Build to a tarball (warm caches).
   touch_module "t$run"
   timed ib-tar ib -t "app:$run" -o "$W/ib.tar"
+  if [ -n "$BEFORE" ]; then timed before-tar ibb -t "app:$run" -o "$W/ibb.tar"; fi
   timed docker-tar sh -c "docker build --network=host -q -t app:$run '$W/rel' && docker save -o '$W/dk.tar' app:$run"
   timed buildah-tar sh -c "${BUILDAH[*]} bud --tls-verify=false --layers -q -t app:$run '$W/rel' && ${BUILDAH[*]} push -q app:$run 'oci-archive:$W/bh.tar'"
   # The floor for a cold gzip build on this machine.
@@ -177,5 +186,8 @@ for case in ["cold", "same", "module", "tar"]:
 dc = m["docker-cold"]
 for case, what in [("summary", "cold, base summarised, release layers new"), ("fleet", "fleet: empty cache, warm cache repo")]:
     print(f"{case:7} imgbuild {m[f'ib-{case}']:6.2f}   docker cold {dc:6.2f} ({dc/m[f'ib-{case}']:5.1f}x)   ({what})")
+for case in ["cold", "same", "module", "tar"]:
+    if f"before-{case}" in m:
+        print(f"{case:7} before {m[f'before-{case}']:6.2f}   after {m[f'ib-{case}']:6.2f}   after/before {m[f'ib-{case}']/m[f'before-{case}']:5.2f}")
 print(f"floor   tar|pigz -6|sha256sum {m['floor']:.2f}   imgbuild cold / floor = {m['ib-cold']/m['floor']:.2f}   summarised / floor = {m['ib-summary']/m['floor']:.2f}")
 EOF

@@ -48,9 +48,9 @@ pub enum Error {
     #[error(transparent)]
     Engine(#[from] EngineError),
 
-    /// The start-up check found that the image cannot run.
+    /// The start-up check found that the image cannot run (on one platform or several).
     #[error("{0}")]
-    Check(String),
+    Check(crate::check::report::CheckFailure),
 }
 
 /// What is wrong with an image, an archive or a package, by kind.
@@ -67,6 +67,21 @@ pub enum ImageError {
     /// An image or archive that is inconsistent, incomplete, or of a kind imgbuild does not take.
     #[error("{0}")]
     Invalid(String),
+    /// A layer whose bytes are the ones its digest names, but that does not decompress or is
+    /// not a tar: the image itself is damaged.
+    #[error(
+        "{what}: unreadable layer: {detail}; the damage is in the image itself (its bytes are the ones its digest names): rebuild or replace the image"
+    )]
+    CorruptLayer { what: String, detail: String },
+    /// A layer whose uncompressed tar is not the one the image's config names (its diff_id).
+    #[error(
+        "{what}: its uncompressed tar hashes to {actual}, but the image's config names {expected} (the layer's diff_id): the image is inconsistent; rebuild or replace the image"
+    )]
+    DiffIdMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
     /// A `.deb` package or an apt index that cannot be read.
     #[error("{0}")]
     Package(String),

@@ -72,42 +72,18 @@ fn layer_entries(
     layer: &crate::oci::Layer,
     at: &crate::oci::FileRange,
 ) -> Result<Vec<(String, u64)>> {
-    use crate::error::IoContext;
-    use std::io::BufReader;
     let what = format!("layer {}", layer.blob.digest);
-    let crate::oci::media::LayerType::Tar { codec, .. } =
-        crate::oci::media::layer_type(&layer.blob.media_type)
-    else {
+    let Some(layer) = crate::layer::VerifiedLayer::new(layer, at, what) else {
         return Ok(vec![]);
     };
-    let mut hashed = crate::oci::digest::HashReader::new(at.open()?);
     let mut out = Vec::new();
-    let read = (|| -> Result<()> {
-        let raw = BufReader::with_capacity(1 << 16, &mut hashed);
-        let tar = codec.decoder(raw).ctx("read layer", &at.path)?;
-        let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 16, tar));
-        let bad = |e: std::io::Error| {
-            Error::from(ImageError::Invalid(format!(
-                "{what}: unreadable layer: {e}"
-            )))
-        };
-        for entry in archive.entries().map_err(bad)? {
-            let entry = entry.map_err(bad)?;
-            if entry.header().entry_type().is_file() {
-                let path = crate::fs::normalize(&String::from_utf8_lossy(&entry.path_bytes()));
-                out.push((path, entry.size()));
-            }
+    layer.walk(|entry| {
+        if entry.header().entry_type().is_file() {
+            let path = crate::fs::normalize(&String::from_utf8_lossy(&entry.path_bytes()));
+            out.push((path, entry.size()));
         }
-        std::io::copy(&mut archive.into_inner(), &mut std::io::sink()).ctx("read", &at.path)?;
         Ok(())
-    })();
-    std::io::copy(&mut hashed, &mut std::io::sink()).ctx("read layer", &at.path)?;
-    crate::oci::digest::verify(
-        format!("{what} in {}", at.path.display()),
-        &layer.blob.digest,
-        &hashed.finish().0,
-    )?;
-    read?;
+    })?;
     Ok(out)
 }
 

@@ -359,7 +359,7 @@ pub(crate) fn normalize_base(
                         "uncompressed base layer {d} was not fetched before normalizing"
                     )))
                 })?;
-                let (digest, size) = gzip_into_cache(at, &layer.diff_id, cache, &what)?;
+                let (digest, size) = gzip_into_cache(layer, at, cache, &what)?;
                 layer.blob = Blob::new(
                     digest.clone(),
                     size,
@@ -400,31 +400,36 @@ pub(crate) fn normalize_base(
 }
 
 /// gzip an uncompressed layer into the cache (deterministically, on every core), checking
-/// that the tar is the one the config's diff_id names. Returns the blob's digest and size.
+/// that the tar is the one the layer's digest and the config's diff_id name. Returns the
+/// blob's digest and size.
 fn gzip_into_cache(
+    layer: &crate::oci::Layer,
     at: &FileRange,
-    diff_id: &oci_spec::image::Digest,
     cache: &Cache,
     what: &str,
 ) -> Result<(oci_spec::image::Digest, u64)> {
-    use crate::oci::digest::{HashReader, HashWriter};
+    use crate::oci::digest::HashWriter;
+    let what = format!("{what}: uncompressed layer {}", layer.diff_id);
+    let layer = crate::layer::VerifiedLayer::new(layer, at, what).ok_or_else(|| {
+        Error::from(ImageError::Internal(format!(
+            "layer {} of media type {} is not a tar",
+            layer.blob.digest, layer.blob.media_type
+        )))
+    })?;
     let tmp = cache.temp_file()?;
-    let mut input = HashReader::new(at.open()?);
-    let mut gz = crate::layer::pgzip::ParallelGzWriter::new(
-        HashWriter::new(std::io::BufWriter::new(tmp)),
-        6,
-        0,
-    );
-    std::io::copy(&mut input, &mut gz).ctx("compress layer from", &at.path)?;
+    let gz = layer.read(|tar| {
+        let mut gz = crate::layer::pgzip::ParallelGzWriter::new(
+            HashWriter::new(std::io::BufWriter::new(tmp)),
+            6,
+            0,
+        );
+        std::io::copy(tar, &mut gz).ctx("compress layer from", &at.path)?;
+        Ok(gz)
+    })?;
     let (buffered, digest, size) = gz.finish().ctx("compress layer from", &at.path)?.finish();
     let tmp = buffered
         .into_inner()
         .map_err(|e| Error::io("write", &at.path, e.into_error()))?;
-    digest::verify(
-        format!("{what}: uncompressed layer {diff_id}"),
-        diff_id,
-        &input.finish().0,
-    )?;
     cache.commit(tmp, &digest)?;
     Ok((digest, size))
 }

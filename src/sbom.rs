@@ -17,9 +17,8 @@ use crate::release::{AppVersion, Release, mix_lock};
 
 /// Where the SBOM lives inside the image (the directory apko/Wolfi use, which scanners read).
 pub const SBOM_DIR: &str = "var/lib/db/sbom";
-pub const MEDIA_TYPE: &str = "application/spdx+json";
 
-pub fn path_in_image(release: &Release) -> String {
+pub(crate) fn path_in_image(release: &Release) -> String {
     format!("{SBOM_DIR}/{}-{}.spdx.json", release.name, release.version)
 }
 
@@ -60,7 +59,7 @@ fn package_of(s: index::Stanza) -> DebPackage {
 }
 
 /// The installed stanzas of the image's dpkg database (`status` and distroless `status.d/`).
-pub fn dpkg_stanzas(fs: &RootFs) -> Vec<index::Stanza> {
+pub(crate) fn dpkg_stanzas(fs: &RootFs) -> Vec<index::Stanza> {
     let mut files = vec!["/var/lib/dpkg/status".to_string()];
     files.extend(fs.list("/var/lib/dpkg/status.d"));
     files
@@ -79,7 +78,7 @@ pub fn debian_packages(fs: &RootFs) -> Vec<DebPackage> {
 }
 
 /// The `VERSION_ID` of the image's os-release, for purls (`distro=debian-12`).
-pub fn os_version(fs: &RootFs) -> Option<(String, String)> {
+pub(crate) fn os_version(fs: &RootFs) -> Option<(String, String)> {
     let text = fs
         .contents("/etc/os-release")
         .or_else(|| fs.contents("/usr/lib/os-release"))?;
@@ -166,7 +165,7 @@ pub struct SbomInput<'a> {
 }
 
 /// The SPDX 2.3 document, as canonical JSON bytes.
-pub fn document(input: &SbomInput) -> Result<Vec<u8>> {
+pub(crate) fn document(input: &SbomInput) -> Result<Vec<u8>> {
     let mut graph = Graph::new(input.release);
     let runtime = runtime(&mut graph, input);
     applications(&mut graph, input, &runtime);

@@ -42,7 +42,7 @@ pub struct LockFile {
 
 impl LockFile {
     /// The pins for `arch`, when the file has them.
-    pub fn for_arch(&self, arch: &str) -> Option<&LockFile> {
+    pub(crate) fn for_arch(&self, arch: &str) -> Option<&LockFile> {
         if self.architecture == arch {
             Some(self)
         } else {
@@ -51,7 +51,7 @@ impl LockFile {
     }
 
     /// This file with `section` (one architecture's pins) put in place of that architecture's.
-    pub fn with_section(self, mut section: LockFile) -> LockFile {
+    pub(crate) fn with_section(self, mut section: LockFile) -> LockFile {
         section.others.clear();
         if self.architecture == section.architecture {
             return LockFile {
@@ -68,7 +68,7 @@ impl LockFile {
         out
     }
 
-    pub fn load(path: &Path) -> Result<Option<LockFile>> {
+    pub(crate) fn load(path: &Path) -> Result<Option<LockFile>> {
         match std::fs::read_to_string(path) {
             Ok(t) => toml::from_str(&t).map(Some).map_err(|e| {
                 Error::Input(format!(
@@ -81,7 +81,7 @@ impl LockFile {
         }
     }
 
-    pub fn save(&self, path: &Path) -> Result<()> {
+    pub(crate) fn save(&self, path: &Path) -> Result<()> {
         let body = toml::to_string_pretty(self)
             .map_err(|e| Error::from(ImageError::Package(format!("internal: lock file: {e}"))))?;
         let text = format!(

@@ -74,7 +74,7 @@ pub struct Resolution {
 
 /// Decide what to install: from the lock file when it answers the request, else by resolving
 /// against the sources' indexes (and then writing the lock).
-pub async fn resolve_packages(
+pub(crate) async fn resolve_packages(
     req: &PackageRequest,
     fs: &RootFs,
     arch: &str,

@@ -180,7 +180,7 @@ struct BuildJson {
     load: Option<imgbuild::sink::engine::LoadReport>,
 }
 
-pub(crate) async fn run_build(args: BuildArgs) -> Result<()> {
+pub async fn run_build(args: BuildArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
     let (req, outputs, sign_key) = args.request(&project, &cwd)?;

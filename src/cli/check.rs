@@ -26,7 +26,7 @@ pub struct CheckArgs {
     pub registry: RegistryArgs,
 }
 
-pub(crate) async fn run_check(args: CheckArgs) -> Result<()> {
+pub async fn run_check(args: CheckArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
     let extras = Extras {

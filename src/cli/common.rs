@@ -37,7 +37,7 @@ pub(crate) fn parse_size(s: &str) -> std::result::Result<u64, String> {
     }
 }
 
-pub(crate) fn parse_compression(s: &str) -> std::result::Result<(Codec, u32), String> {
+pub fn parse_compression(s: &str) -> std::result::Result<(Codec, u32), String> {
     imgbuild::layer::parse_compression(s)
 }
 
@@ -101,7 +101,7 @@ pub(crate) struct Outputs {
 
 /// A client whose credentials come from the user's usual places; the CI variables apply to
 /// the registries in `targets`.
-pub(crate) fn client_for(opts: ClientOptions, targets: &[Reference]) -> Result<RegistryClient> {
+pub fn client_for(opts: ClientOptions, targets: &[Reference]) -> Result<RegistryClient> {
     let hosts: Vec<String> = targets.iter().map(|t| t.api_host().to_string()).collect();
     RegistryClient::new(opts, Arc::new(DockerCredentials::from_env(&hosts)?))
 }
@@ -114,7 +114,7 @@ pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<()> {
 }
 
 /// A signing key, its password from COSIGN_PASSWORD.
-pub(crate) fn load_key(path: &std::path::Path) -> Result<imgbuild::sign::keys::Key> {
+pub fn load_key(path: &std::path::Path) -> Result<imgbuild::sign::keys::Key> {
     let password = std::env::var("COSIGN_PASSWORD").ok();
     imgbuild::sign::keys::Key::load(path, password.as_deref())
 }
@@ -189,7 +189,7 @@ pub(crate) fn warn_tags(tags: &[Reference], reporter: &dyn Reporter, path: &std:
 }
 
 /// Destinations given on the command line: references without digests.
-pub(crate) fn destinations(given: &[String]) -> Result<Vec<Reference>> {
+pub fn destinations(given: &[String]) -> Result<Vec<Reference>> {
     let refs = given
         .iter()
         .map(|d| Reference::parse(d))

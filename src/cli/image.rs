@@ -245,7 +245,7 @@ pub struct Extras {
 impl ImageDef {
     /// The build request: the release found, sources, platforms and tags parsed, secrets
     /// refused. The check runs; nothing is pushed ahead and no SBOM written (build sets those).
-    pub(crate) fn request(&self, extras: Extras, cwd: &Path) -> Result<BuildRequest> {
+    pub fn request(&self, extras: Extras, cwd: &Path) -> Result<BuildRequest> {
         let release_dir = release::locate(self.release.as_deref(), cwd)?;
         let from = Source::parse(&self.from)?;
         let platforms = self.platforms()?;

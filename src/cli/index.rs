@@ -36,7 +36,7 @@ pub struct IndexCreateArgs {
     pub upload: UploadArgs,
 }
 
-pub(crate) async fn run_index_create(args: IndexCreateArgs) -> Result<()> {
+pub async fn run_index_create(args: IndexCreateArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
     let targets = destinations(std::slice::from_ref(&args.destination))?;

@@ -24,7 +24,7 @@ pub struct InspectArgs {
     pub registry: RegistryArgs,
 }
 
-pub(crate) async fn run_inspect(args: InspectArgs) -> Result<()> {
+pub async fn run_inspect(args: InspectArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
     let client = client_for(args.registry.merge(&project), &[])?;

@@ -87,7 +87,7 @@ pub(crate) async fn run_login(args: LoginArgs) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn run_logout(args: LogoutArgs) -> Result<()> {
+pub fn run_logout(args: LogoutArgs) -> Result<()> {
     let host = login_host(&args.registry)?;
     if credentials::remove_login(&host)? {
         eprintln!("imgbuild: removed the login for {host}");

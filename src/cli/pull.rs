@@ -68,7 +68,7 @@ pub(crate) struct CopyJson {
     written: Vec<Written>,
 }
 
-pub(crate) fn copy_json(source: &Source, artifact: &Artifact, written: Vec<Written>) -> CopyJson {
+pub fn copy_json(source: &Source, artifact: &Artifact, written: Vec<Written>) -> CopyJson {
     CopyJson {
         source: source.describe(),
         digest: artifact.digest().to_string(),
@@ -82,7 +82,7 @@ pub(crate) fn copy_json(source: &Source, artifact: &Artifact, written: Vec<Writt
     }
 }
 
-pub(crate) async fn run_pull(args: PullArgs) -> Result<()> {
+pub async fn run_pull(args: PullArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
     let reference = Reference::parse(&args.image)?;
@@ -212,7 +212,7 @@ fn destination_sink(
     ))
 }
 
-pub(crate) async fn run_copy(args: CopyArgs) -> Result<()> {
+pub async fn run_copy(args: CopyArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
     let src = Source::parse_any(&args.source)?;

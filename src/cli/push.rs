@@ -28,7 +28,7 @@ pub struct PushArgs {
     pub upload: UploadArgs,
 }
 
-pub(crate) async fn run_push(args: PushArgs) -> Result<()> {
+pub async fn run_push(args: PushArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
     if !args.tarball.is_file() {

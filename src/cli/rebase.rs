@@ -58,7 +58,7 @@ pub struct RebaseArgs {
     pub upload: UploadArgs,
 }
 
-pub(crate) async fn run_rebase(args: RebaseArgs) -> Result<()> {
+pub async fn run_rebase(args: RebaseArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
     let tags = args

@@ -43,7 +43,7 @@ pub struct VerifyArgs {
     pub registry: RegistryArgs,
 }
 
-pub(crate) async fn run_sign(args: SignArgs) -> Result<()> {
+pub async fn run_sign(args: SignArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
     let key = load_key(&args.key)?;
@@ -99,7 +99,7 @@ pub(crate) async fn run_sign(args: SignArgs) -> Result<()> {
     Ok(())
 }
 
-pub(crate) async fn run_verify(args: VerifyArgs) -> Result<()> {
+pub async fn run_verify(args: VerifyArgs) -> Result<()> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("read", ".", e))?;
     let project = ProjectFile::load(&cwd)?;
     let key = imgbuild::sign::keys::PublicKey::load(&args.key)?;

@@ -156,12 +156,14 @@ impl RootFs {
         fs
     }
 
-    /// Apply one layer, given as an uncompressed tar stream, on top of what is there.
+    /// Apply one layer, given as an uncompressed tar stream, on top of what is there. A tar that
+    /// cannot be read is an [`ImageError::CorruptLayer`].
     pub fn apply_layer(&mut self, tar: impl Read, what: &str) -> Result<()> {
         let bad = |e: std::io::Error| {
-            Error::from(ImageError::Invalid(format!(
-                "{what}: unreadable layer: {e}"
-            )))
+            Error::from(ImageError::CorruptLayer {
+                what: what.to_string(),
+                detail: e.to_string(),
+            })
         };
         let mut archive = tar::Archive::new(tar);
         let mut added: Vec<(String, Node)> = Vec::new();

@@ -14,10 +14,12 @@ use crate::error::{Error, IoContext, Result};
 use crate::oci::digest::HashWriter;
 
 pub mod pgzip;
+pub mod walk;
 use crate::release::{Entry, EntryKind};
 use crate::report::Transfer;
 
 pub use crate::oci::media::Codec;
+pub use walk::VerifiedLayer;
 
 /// `gzip`, `gzip:LEVEL` (1-9, default 6), `zstd` or `zstd:LEVEL` (1-19, default 3).
 pub fn parse_compression(s: &str) -> std::result::Result<(Codec, u32), String> {

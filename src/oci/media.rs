@@ -88,9 +88,11 @@ impl Codec {
     }
 
     /// A reader that decompresses `raw` (the one zstd implementation: libzstd through `zstd`).
+    /// A gzip stream may have several members, one after another, as a zstd stream may have
+    /// several frames: all of them are the stream.
     pub(crate) fn decoder<'a>(self, raw: impl Read + 'a) -> std::io::Result<Box<dyn Read + 'a>> {
         Ok(match self {
-            Codec::Gzip => Box::new(flate2::read::GzDecoder::new(raw)),
+            Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
             Codec::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(BufReader::new(
                 raw,
             ))?),

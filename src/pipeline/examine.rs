@@ -5,7 +5,7 @@ use super::base::Summary;
 use super::{BuildRequest, requested_names, stages, tar_options};
 use crate::apt::PackageRequest;
 use crate::blocking;
-use crate::check::{self, CheckReport, ImageEnv};
+use crate::check::{self, CheckFailure, CheckReport, ImageEnv};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::mutate;
@@ -197,7 +197,7 @@ pub(super) async fn inspect_image(
             "--no-check: the image was not checked against the base; it may fail at start".into(),
         ),
         Some(report) if !report.problems.is_empty() => {
-            return Err(Error::Check(report.render()));
+            return Err(Error::Check(CheckFailure::new(report.clone())));
         }
         Some(report) => reporter.step(&format!(
             "check: {} can start here ({} ELF files resolved{})",

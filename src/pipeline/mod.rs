@@ -17,7 +17,7 @@ pub mod transplant;
 use std::path::PathBuf;
 
 use crate::apt::PackageRequest;
-use crate::check::CheckReport;
+use crate::check::{CheckFailure, CheckReport};
 use crate::context::Context;
 use crate::error::{Error, ImageError, Result};
 use crate::layer::{Codec, TarOptions};
@@ -105,31 +105,23 @@ pub async fn build(
     let results = futures_util::future::join_all(builds).await;
     // Every platform's check failure is told, each naming its platform first; any other
     // error is the first in the order asked for.
-    let failed: Vec<String> = req
-        .platforms
-        .iter()
-        .zip(&results)
-        .filter_map(|(p, r)| match r {
-            Err(Error::Check(text)) => Some(format!("platform {p}: {text}")),
-            _ => None,
-        })
-        .collect();
+    let mut failed = Vec::new();
     let mut images = Vec::new();
     let mut reports = Vec::new();
     let mut locks = Vec::new();
-    for r in results {
+    for (p, r) in req.platforms.iter().zip(results) {
         match r {
             Ok(one) => {
                 images.push(one.image);
                 reports.push(one.report);
                 locks.extend(one.new_lock);
             }
-            Err(Error::Check(_)) => {}
+            Err(Error::Check(failure)) => failed.push(failure.on_platform(p)),
             Err(e) => return Err(e),
         }
     }
     if !failed.is_empty() {
-        return Err(Error::Check(failed.join("\n")));
+        return Err(Error::Check(CheckFailure::join(failed)));
     }
     save_lock(req, locks, reporter)?;
     let index = mutate::index(images)?;

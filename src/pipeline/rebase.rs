@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::{LayerRecord, layers};
 use crate::apt::{LockFile, PackageRequest};
 use crate::cache::Cache;
-use crate::check::{self, CheckReport, ImageEnv, LayerFacts};
+use crate::check::{self, CheckFailure, CheckReport, ImageEnv, LayerFacts};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::layer::{Codec, TarOptions};
@@ -117,8 +117,8 @@ pub async fn rebase(req: &RebaseRequest, cx: Context<'_>) -> Result<Rebased> {
             rebase_image(image, req, cx.reporting_to(r))
                 .await
                 .map_err(|e| match e {
-                    Error::Check(text) if several => {
-                        Error::Check(format!("platform {}: {text}", image.platform()))
+                    Error::Check(failure) if several => {
+                        Error::Check(failure.on_platform(image.platform()))
                     }
                     e => e,
                 })?;
@@ -708,7 +708,7 @@ fn check_on_new_base(
         &own.workdir,
     );
     if !report.problems.is_empty() {
-        return Err(Error::Check(report.render()));
+        return Err(Error::Check(CheckFailure::new(report)));
     }
     cx.reporter.step(&format!(
         "check: {} can start on {} ({} ELF files resolved{})",

@@ -26,7 +26,7 @@ pub(super) async fn status_failure(resp: Response) -> Failure {
 }
 
 impl RegistryClient {
-    pub fn status_error(
+    pub(crate) fn status_error(
         &self,
         host: &str,
         method: &str,

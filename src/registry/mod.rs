@@ -112,7 +112,7 @@ pub struct RegistryClient {
 }
 
 /// The repository scopes a request needs, e.g. `repository:team/app:pull,push`.
-pub fn scope(repository: &str, actions: &str) -> String {
+pub(crate) fn scope(repository: &str, actions: &str) -> String {
     format!("repository:{repository}:{actions}")
 }
 
@@ -155,17 +155,17 @@ impl RegistryClient {
         })
     }
 
-    pub fn http(&self) -> &reqwest::Client {
+    pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
     }
 
     /// The retry and idle policy every request of this client follows.
-    pub fn policy(&self) -> &Policy {
+    pub(crate) fn policy(&self) -> &Policy {
         &self.opts.policy
     }
 
     /// Plain HTTP is allowed only for loopback hosts and those the user named.
-    pub fn allows_plain_http(&self, host: &str) -> bool {
+    pub(crate) fn allows_plain_http(&self, host: &str) -> bool {
         is_loopback(host) || self.opts.insecure_registries.iter().any(|h| h == host)
     }
 
@@ -174,7 +174,7 @@ impl RegistryClient {
     /// cap). `make` builds the request against the base URL once per attempt. A 401 drops the
     /// cached token and tries once more with a fresh one. A response that is still retryable
     /// after the last attempt is an error naming the request, the answer and the attempts.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         host: &str,
         scopes: &[String],
@@ -298,7 +298,7 @@ impl RegistryClient {
     }
 
     /// Convenience for other modules: an authorised request of `method` to `path` on `r`'s registry.
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         r: &Reference,
         method: Method,

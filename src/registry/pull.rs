@@ -17,7 +17,7 @@ use crate::oci::reference::Reference;
 impl RegistryClient {
     /// Fetch a manifest (or index) by tag or digest. Returns its bytes, media type and digest;
     /// a manifest asked for by digest is verified against it.
-    pub async fn get_manifest(
+    pub(crate) async fn get_manifest(
         &self,
         r: &Reference,
         reference: &str,
@@ -87,7 +87,12 @@ impl RegistryClient {
     /// Download a blob into the cache, verifying it as it arrives; a download that breaks off
     /// resumes with a `Range` request (or starts over where the registry has no ranges).
     /// Cached blobs are not fetched.
-    pub async fn pull_blob(&self, r: &Reference, digest: &Digest, cache: &Cache) -> Result<()> {
+    pub(crate) async fn pull_blob(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        cache: &Cache,
+    ) -> Result<()> {
         if cache.has_blob(digest) {
             return Ok(());
         }

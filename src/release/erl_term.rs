@@ -11,14 +11,14 @@ pub enum Term {
 }
 
 impl Term {
-    pub fn atom(&self) -> Option<&str> {
+    pub(crate) fn atom(&self) -> Option<&str> {
         if let Term::Atom(a) = self {
             Some(a)
         } else {
             None
         }
     }
-    pub fn string(&self) -> Option<&str> {
+    pub(crate) fn string(&self) -> Option<&str> {
         if let Term::Str(s) = self {
             Some(s)
         } else {
@@ -28,7 +28,7 @@ impl Term {
 }
 
 /// Parse the first term of `text`, which must end with a `.`.
-pub fn parse(text: &str) -> Result<Term, String> {
+pub(crate) fn parse(text: &str) -> Result<Term, String> {
     let mut p = Parser {
         s: text.as_bytes(),
         i: 0,

@@ -44,7 +44,7 @@ pub struct Release {
 impl Release {
     /// A release with a name and version and nothing else, for tests of what is built on it.
     #[cfg(test)]
-    pub fn for_tests(name: &str, version: &str) -> Release {
+    pub(crate) fn for_tests(name: &str, version: &str) -> Release {
         Release {
             root: PathBuf::from("/nonexistent"),
             name: name.into(),

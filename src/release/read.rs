@@ -11,7 +11,7 @@ impl Release {
     /// A release as an image holds it (for `rebase`): `texts` has the files under `root` in
     /// the image (`releases/start_erl.data`, `releases/VSN/NAME.rel`); `exists` says whether
     /// a path is in the image.
-    pub fn from_image(
+    pub(crate) fn from_image(
         root: &str,
         texts: &std::collections::BTreeMap<String, String>,
         exists: &dyn Fn(&str) -> bool,

@@ -176,6 +176,67 @@ impl Engine {
     }
 }
 
+/// The engine already has the image as `id` under `have`: add the tags it lacks, and send
+/// nothing.
+async fn tag_existing(
+    engine: &Engine,
+    id: &str,
+    have: &[String],
+    naming: &Naming,
+    config_digest: &oci_spec::image::Digest,
+    wanted: &[String],
+    reporter: &dyn Reporter,
+) -> Result<LoadReport> {
+    let missing: Vec<&Reference> = naming
+        .tags
+        .iter()
+        .filter(|t| !have.contains(&t.canonical()))
+        .collect();
+    if missing.is_empty() {
+        reporter.step(&format!(
+            "{} already has {} as {}: nothing sent",
+            engine.name(),
+            config_digest,
+            wanted.join(", ")
+        ));
+        return Ok(LoadReport {
+            engine: engine.name(),
+            action: "present".into(),
+            tags: wanted.to_vec(),
+        });
+    }
+    for t in missing {
+        let path = format!(
+            "/images/{id}/tag?repo={}&tag={}",
+            crate::registry::urlencode(&t.familiar()),
+            crate::registry::urlencode(t.tag_or_latest())
+        );
+        let (status, body) = engine.request("POST", &path, None).await?;
+        if !status.is_success() {
+            return Err(EngineError::Refused {
+                engine: engine.name(),
+                message: format!(
+                    "tagging {id} as {}: {status} {}",
+                    t.familiar_tagged(),
+                    String::from_utf8_lossy(&body).trim()
+                ),
+            }
+            .into());
+        }
+    }
+    reporter.step(&format!(
+        "{} already had {}: tagged {} (no image sent)",
+        engine.name(),
+        config_digest,
+        wanted.join(", ")
+    ));
+    Ok(LoadReport {
+        engine: engine.name(),
+        action: "tagged".into(),
+        tags: wanted.to_vec(),
+    })
+}
+
 /// Load `artifact` under `tags` into `engine` (an index gives the engine's platform image).
 pub(crate) async fn load(
     engine: &Engine,
@@ -195,54 +256,16 @@ pub(crate) async fn load(
     let wanted: Vec<String> = naming.tags.iter().map(Reference::canonical).collect();
     let ids = [image.config_digest.to_string(), image.digest.to_string()];
     if let Some((id, have)) = engine.existing(&ids).await? {
-        let missing: Vec<&Reference> = naming
-            .tags
-            .iter()
-            .filter(|t| !have.contains(&t.canonical()))
-            .collect();
-        if missing.is_empty() {
-            reporter.step(&format!(
-                "{} already has {} as {}: nothing sent",
-                engine.name(),
-                image.config_digest,
-                wanted.join(", ")
-            ));
-            return Ok(LoadReport {
-                engine: engine.name(),
-                action: "present".into(),
-                tags: wanted,
-            });
-        }
-        for t in missing {
-            let path = format!(
-                "/images/{id}/tag?repo={}&tag={}",
-                crate::registry::urlencode(&t.familiar()),
-                crate::registry::urlencode(t.tag_or_latest())
-            );
-            let (status, body) = engine.request("POST", &path, None).await?;
-            if !status.is_success() {
-                return Err(EngineError::Refused {
-                    engine: engine.name(),
-                    message: format!(
-                        "tagging {id} as {}: {status} {}",
-                        t.familiar_tagged(),
-                        String::from_utf8_lossy(&body).trim()
-                    ),
-                }
-                .into());
-            }
-        }
-        reporter.step(&format!(
-            "{} already had {}: tagged {} (no image sent)",
-            engine.name(),
-            image.config_digest,
-            wanted.join(", ")
-        ));
-        return Ok(LoadReport {
-            engine: engine.name(),
-            action: "tagged".into(),
-            tags: wanted,
-        });
+        return tag_existing(
+            engine,
+            &id,
+            &have,
+            naming,
+            &image.config_digest,
+            &wanted,
+            reporter,
+        )
+        .await;
     }
 
     // The archive goes straight from a writer thread into the request body.

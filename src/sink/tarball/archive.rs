@@ -8,7 +8,6 @@ use std::path::Path;
 
 use oci_spec::image::Digest;
 
-use super::early::Prefix;
 use super::{
     Bytes, Naming, OCI_LAYOUT, copy_verified, docker_manifest_json, index_json, naming_output,
 };
@@ -163,6 +162,14 @@ pub(super) fn append(
     out.into_inner()
         .map_err(|e| Error::io("write", dest, e.into_error()))?;
     Ok(at)
+}
+
+/// The start of a tarball, written while its image was still being built: the temporary
+/// file, how far it is written, and the blobs in it (in order).
+pub struct Prefix {
+    pub(super) tmp: tempfile::NamedTempFile,
+    pub(super) at: u64,
+    pub(super) blobs: Vec<Digest>,
 }
 
 /// Write `artifact` as one tar file at `dest`: the bytes [`stream_tarball`] gives, each

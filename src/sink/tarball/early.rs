@@ -7,18 +7,10 @@ use std::path::Path;
 use oci_spec::image::Digest;
 
 use super::Bytes;
-use super::archive::{append, blob_entry, head_entries};
+use super::archive::{Prefix, append, blob_entry, head_entries};
 use crate::atomic::temp_beside;
 use crate::error::Result;
 use crate::oci::{BlobSource, FileRange, Image, LayerKind};
-
-/// The start of a tarball, written while its image was still being built: the temporary
-/// file, how far it is written, and the blobs in it (in order).
-pub struct Prefix {
-    pub(super) tmp: tempfile::NamedTempFile,
-    pub(super) at: u64,
-    pub(super) blobs: Vec<Digest>,
-}
 
 /// Write the entries every tarball of an image built on `bases` begins with (see [`blobs`]):
 /// the head and the bases' layers in order, each once, up to the first that is not local.
@@ -139,7 +131,7 @@ impl Early {
 
     /// What was written, once it is: `None` when nothing was started. A blob whose bytes do
     /// not match its digest is an error here, as it would be in the sink.
-    pub fn take(&self) -> Option<Result<Prefix>> {
+    pub(crate) fn take(&self) -> Option<Result<Prefix>> {
         let mut state = self.state.lock().ok()?;
         match std::mem::replace(&mut *state, EarlyState::Taken) {
             EarlyState::Writing(job) => job.join().ok(),

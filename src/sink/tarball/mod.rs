@@ -26,8 +26,9 @@ use crate::oci::{
     Artifact, BlobSource, FileRange, LayerKind, SIGNATURES_ANNOTATION, SOURCE_ANNOTATION, media,
 };
 
+pub use archive::Prefix;
 pub use archive::{stream_tarball, write_tarball};
-pub use early::{Early, Prefix};
+pub use early::Early;
 pub use layout::write_layout;
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -51,7 +52,7 @@ impl Bytes<'_> {
 /// (known before a build is done, so an [`Early`] tarball starts with them), then per image
 /// its config, other layers, attachments and manifest, then the index. `local` turns a
 /// registry blob into a local range (fetched first).
-pub fn blobs<'a>(
+pub(crate) fn blobs<'a>(
     artifact: &'a Artifact,
     local: &dyn Fn(&Digest) -> Option<FileRange>,
 ) -> Result<Vec<(Digest, Bytes<'a>)>> {
@@ -99,7 +100,7 @@ pub fn blobs<'a>(
 }
 
 /// The blobs of the signatures a file carries (entries and bundles), each once.
-pub fn signature_blobs(naming: &Naming) -> Vec<(Digest, Bytes<'_>)> {
+pub(crate) fn signature_blobs(naming: &Naming) -> Vec<(Digest, Bytes<'_>)> {
     let mut seen = HashSet::new();
     naming
         .signatures
@@ -134,7 +135,7 @@ pub struct Naming {
 
 /// `index.json`: one entry per tag, named for containerd (`io.containerd.image.name`) and the
 /// OCI layout (`ref.name` = the tag); one unnamed entry without tags.
-pub fn index_json(artifact: &Artifact, naming: &Naming) -> Result<Vec<u8>> {
+pub(crate) fn index_json(artifact: &Artifact, naming: &Naming) -> Result<Vec<u8>> {
     let entry = |tag: Option<&Reference>| {
         let mut desc = serde_json::json!({
             "mediaType": artifact.media_type(),
@@ -180,7 +181,7 @@ pub fn index_json(artifact: &Artifact, naming: &Naming) -> Result<Vec<u8>> {
 /// naming's platform), every tag fully qualified (`docker.io/team/hello:0.1.0`). Docker reads
 /// that form as well as the short one, and podman would file a short `team/hello` under
 /// `localhost/`.
-pub fn docker_manifest_json(artifact: &Artifact, naming: &Naming) -> Result<Vec<u8>> {
+pub(crate) fn docker_manifest_json(artifact: &Artifact, naming: &Naming) -> Result<Vec<u8>> {
     let image = artifact
         .image_for(naming.platform.as_ref())
         .ok_or_else(|| {
