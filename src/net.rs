@@ -341,12 +341,15 @@ where
 /// broke off: `get(offset)` sends the request (with `Range: bytes=offset-` when offset > 0;
 /// it retries the request itself). A `206` continues the file; a `200` to a ranged request
 /// (a server without ranges) starts it over. The blob becomes visible only when it matches.
+/// `progress` advances by the bytes as they arrive (several downloads may share one: a start
+/// over does not rewind it, so it may run past the total once in a while).
 pub(crate) async fn download<F, Fut>(
     policy: &Policy,
     who: &str,
     what: &str,
     cache: &crate::cache::Cache,
     digest: &oci_spec::image::Digest,
+    progress: &crate::report::Transfer,
     get: F,
 ) -> Result<Resumes>
 where
@@ -415,6 +418,7 @@ where
                         p.hasher.update(&chunk);
                         p.out.write_all(&chunk).await.map_err(io)?;
                         p.written += chunk.len() as u64;
+                        progress.advance(chunk.len() as u64);
                     }
                     Ok(None) => return Ok(Step::Done(())),
                     Err(f) => return Ok(Step::Failed((f, p.written))),

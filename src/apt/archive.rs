@@ -119,18 +119,29 @@ pub(super) async fn candidates(
     Ok(out)
 }
 
-/// Download (or find in the cache) each locked `.deb`, verified by its SHA256.
+/// Download (or find in the cache) each locked `.deb`, verified by its SHA256; the downloads
+/// shown by `reporter` as one task (`downloading N Debian packages`).
 pub async fn fetch_debs(
     res: &Resolution,
     cache: &Cache,
     http: &reqwest::Client,
     policy: &Policy,
+    reporter: &dyn crate::report::Reporter,
 ) -> Result<()> {
+    let mut missing = Vec::new();
     for p in &res.lock.packages {
         let d = digest::parse(&format!("sha256:{}", p.sha256))?;
-        if cache.has_blob(&d) {
-            continue;
+        if !cache.has_blob(&d) {
+            missing.push((p, d));
         }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let total: u64 = missing.iter().map(|(p, _)| p.size).sum();
+    let (n, plural) = (missing.len(), if missing.len() == 1 { "" } else { "s" });
+    let progress = reporter.task("downloading", &format!("{n} Debian package{plural}"), total);
+    for (p, d) in missing {
         // The mirrors first (an air-gapped site's own), then where the lock found it.
         let mut urls: Vec<String> = res
             .mirrors
@@ -145,7 +156,7 @@ pub async fn fetch_debs(
         for url in &urls {
             let what = format!("{url} (against the SHA256 in Packages / imgbuild.lock)");
             // Retried, watched for stalls, resumed with a range where it breaks off.
-            let got = crate::net::download(policy, url, &what, cache, &d, |offset| {
+            let got = crate::net::download(policy, url, &what, cache, &d, &progress, |offset| {
                 crate::net::get_url(http, policy, url, offset)
             })
             .await;
@@ -165,5 +176,9 @@ pub async fn fetch_debs(
             .into());
         }
     }
+    progress.done(&format!(
+        "done: {n} package{plural}, {}",
+        crate::report::human_size(total)
+    ));
     Ok(())
 }

@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::fs::RootFs;
 use crate::layer::VerifiedLayer;
 use crate::oci::{FileRange, Image};
+use crate::report::Transfer;
 
 /// The key of a base's summary: the layers it is made of, by media type and digest. A
 /// summary is a fact derived from exactly those bytes, so it holds for as long as the digests
@@ -53,13 +54,15 @@ fn layer_digests(base: &Image) -> Vec<String> {
 }
 
 /// The base's file system, read from its layers' bytes (`local`, one range per layer)
-/// without extracting them, and kept in the cache as the base's summary.
+/// without extracting them, and kept in the cache as the base's summary. `progress` advances
+/// by the layers' compressed bytes as they are read.
 pub fn base_rootfs(
     base: &Image,
     local: &[FileRange],
     cache: &Cache,
+    progress: &Transfer,
 ) -> Result<(RootFs, Vec<String>)> {
-    let (fs, warnings) = read_base_rootfs(base, local, cache)?;
+    let (fs, warnings) = read_base_rootfs(base, local, cache, progress)?;
     let record = SummaryRecord {
         layers: layer_digests(base),
         fs,
@@ -85,6 +88,7 @@ fn read_base_rootfs(
     base: &Image,
     local: &[FileRange],
     cache: &Cache,
+    progress: &Transfer,
 ) -> Result<(RootFs, Vec<String>)> {
     let mut fs = RootFs::new();
     let mut warnings = Vec::new();
@@ -101,6 +105,7 @@ fn read_base_rootfs(
         };
         layer
             .in_cache(cache)
+            .progress(progress)
             .read(|tar| fs.apply_layer(tar, &what))?;
     }
     Ok((fs, warnings))
@@ -155,7 +160,7 @@ mod tests {
                 diff_id: diff_id.clone(),
                 kind: LayerKind::Base,
             }];
-            let (fs, warnings) = base_rootfs(&base, &[at], &cache).unwrap();
+            let (fs, warnings) = base_rootfs(&base, &[at], &cache, &Transfer::default()).unwrap();
             if media.contains("example") {
                 assert!(!fs.exists("/etc/os-release"));
                 assert!(warnings[0].contains(media), "{warnings:?}");

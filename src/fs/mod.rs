@@ -156,6 +156,16 @@ impl RootFs {
         fs
     }
 
+    /// How many files, directories and links the tree holds (`/` aside).
+    pub fn len(&self) -> usize {
+        self.nodes.len().saturating_sub(1)
+    }
+
+    /// Whether the tree holds nothing but `/`.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Apply one layer, given as an uncompressed tar stream, on top of what is there. A tar that
     /// cannot be read is an [`ImageError::CorruptLayer`].
     pub fn apply_layer(&mut self, tar: impl Read, what: &str) -> Result<()> {

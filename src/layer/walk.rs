@@ -30,6 +30,7 @@ pub struct VerifiedLayer<'a> {
     codec: Codec,
     what: String,
     cache: Option<&'a Cache>,
+    progress: crate::report::Transfer,
 }
 
 /// An entry of a layer being walked ([`VerifiedLayer::walk`]).
@@ -52,6 +53,7 @@ impl<'a> VerifiedLayer<'a> {
             codec,
             what: what.into(),
             cache: None,
+            progress: crate::report::Transfer::default(),
         })
     }
 
@@ -59,6 +61,12 @@ impl<'a> VerifiedLayer<'a> {
     /// damaged blob is removed, so that it is fetched again (the error says so).
     pub(crate) fn in_cache(mut self, cache: &'a Cache) -> VerifiedLayer<'a> {
         self.cache = Some(cache);
+        self
+    }
+
+    /// Advance `progress` by the layer's (compressed) bytes as they are read.
+    pub(crate) fn progress(mut self, progress: &crate::report::Transfer) -> VerifiedLayer<'a> {
+        self.progress = progress.clone();
         self
     }
 
@@ -77,7 +85,10 @@ impl<'a> VerifiedLayer<'a> {
     /// `read` made of it.
     pub(crate) fn read<T>(&self, read: impl FnOnce(&mut dyn Read) -> Result<T>) -> Result<T> {
         let path = &self.at.path;
-        let mut raw = HashReader::new(self.at.open()?);
+        let mut raw = HashReader::new(Counted {
+            inner: self.at.open()?,
+            progress: &self.progress,
+        });
         let (result, tar_digest, broken) = {
             let mut tar = Decoded {
                 inner: self.codec.decoder(&mut raw).ctx("read layer", path)?,
@@ -170,6 +181,20 @@ impl<R: Read> Read for Decoded<R> {
                 Err(e)
             }
         }
+    }
+}
+
+/// A reader that advances a [`Transfer`](crate::report::Transfer) by what it reads.
+struct Counted<'p, R> {
+    inner: R,
+    progress: &'p crate::report::Transfer,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
     }
 }
 

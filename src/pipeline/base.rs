@@ -92,18 +92,19 @@ pub(crate) async fn base_image_of(
     blocking(move || mutate::normalize_base(base, &local, &c)).await
 }
 
-/// Where each layer's bytes lie locally (registry layers fetched into the cache, verified).
-pub(super) async fn local_layers(
-    base: &Image,
-    cache: &Cache,
-    client: &RegistryClient,
+/// Where each layer's bytes lie locally (registry layers fetched into the cache, verified),
+/// each download shown as `pulling WHAT layer I/N`.
+pub(crate) async fn local_layers(
+    image: &Image,
+    what: &str,
+    cx: Context<'_>,
 ) -> Result<Vec<FileRange>> {
     use futures_util::{StreamExt, TryStreamExt};
-    futures_util::stream::iter(
-        base.layers
-            .iter()
-            .map(|l| source::localize(&l.blob, cache, client)),
-    )
+    let n = image.layers.len();
+    futures_util::stream::iter(image.layers.iter().enumerate().map(|(i, l)| async move {
+        let label = format!("{what} layer {}/{n}", i + 1);
+        source::localize_shown(&l.blob, cx.cache, cx.client, cx.reporter, &label).await
+    }))
     .buffered(4)
     .try_collect()
     .await
@@ -150,13 +151,27 @@ pub(crate) async fn read_base(
     cx: Context<'_>,
 ) -> Result<(crate::fs::RootFs, Vec<String>)> {
     let Context {
-        cache,
-        client,
-        reporter,
+        cache, reporter, ..
     } = cx;
-    let local = local_layers(base, cache, client).await?;
-    let (b, c) = (base.clone(), cache.clone());
-    match blocking(move || check::base_rootfs(&b, &local, &c)).await {
+    let what = format!("base {}", base.origin.name);
+    let local = local_layers(base, &what, cx).await?;
+    let read = |local: Vec<FileRange>| {
+        let (b, c) = (base.clone(), cache.clone());
+        let progress = reporter.task(
+            "reading",
+            &what,
+            base.layers.iter().map(|l| l.blob.size).sum(),
+        );
+        async move {
+            let shown = progress.clone();
+            let r = blocking(move || check::base_rootfs(&b, &local, &c, &shown)).await;
+            if let Ok((fs, _)) = &r {
+                progress.done(&format!("done: {} files", fs.len()));
+            }
+            r
+        }
+    };
+    match read(local).await {
         Err(Error::DigestMismatch {
             expected, actual, ..
         }) if base.origin.reference.is_some() => {
@@ -164,9 +179,7 @@ pub(crate) async fn read_base(
             reporter.warn(&format!(
                 "base layer {expected} was damaged in the cache (it hashed to {actual}); fetching it again"
             ));
-            let local = local_layers(base, cache, client).await?;
-            let (b, c) = (base.clone(), cache.clone());
-            blocking(move || check::base_rootfs(&b, &local, &c)).await
+            read(local_layers(base, &what, cx).await?).await
         }
         r => r,
     }

@@ -536,8 +536,9 @@ async fn read_own_release(old: &Image, cx: Context<'_>) -> Result<OwnRelease> {
     // The own layers' bytes, fetched (verified) when they are in a registry.
     let own_layers = old.layers[start..].to_vec();
     let mut local = Vec::new();
-    for l in &own_layers {
-        local.push(source::localize(&l.blob, cache, client).await?);
+    for (i, l) in own_layers.iter().enumerate() {
+        let label = format!("image layer {}/{}", i + 1, own_layers.len());
+        local.push(source::localize_shown(&l.blob, cache, client, reporter, &label).await?);
     }
     let wd = workdir.clone();
     let own = blocking(move || read_own(&own_layers, &local, &wd)).await?;

@@ -58,7 +58,7 @@ pub(crate) async fn install_packages(
     for n in &resolution.notes {
         reporter.step(n);
     }
-    apt::fetch_debs(&resolution, cache, client.http(), client.policy()).await?;
+    apt::fetch_debs(&resolution, cache, client.http(), client.policy(), reporter).await?;
     let locked = resolution.lock.packages.clone();
     let new_lock = resolution.fresh.then(|| resolution.lock.clone());
     let (c, lock) = (cache.clone(), resolution.lock.clone());

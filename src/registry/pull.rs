@@ -13,6 +13,7 @@ use crate::net::{self, Failure, NetError, Step};
 use crate::oci::digest;
 use crate::oci::media::{MANIFEST_ACCEPT, MAX_JSON_BYTES};
 use crate::oci::reference::Reference;
+use crate::report::Transfer;
 
 impl RegistryClient {
     /// Fetch a manifest (or index) by tag or digest. Returns its bytes, media type and digest;
@@ -93,6 +94,18 @@ impl RegistryClient {
         digest: &Digest,
         cache: &Cache,
     ) -> Result<()> {
+        self.pull_blob_shown(r, digest, cache, &Transfer::default())
+            .await
+    }
+
+    /// As [`Self::pull_blob`], the bytes shown by `progress` as they arrive.
+    pub(crate) async fn pull_blob_shown(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        cache: &Cache,
+        progress: &Transfer,
+    ) -> Result<()> {
         if cache.has_blob(digest) {
             return Ok(());
         }
@@ -105,6 +118,7 @@ impl RegistryClient {
             &format!("blob {digest} served by {host}"),
             cache,
             digest,
+            progress,
             |offset| {
                 let (path, scopes) = (path.clone(), scopes.clone());
                 async move {

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::oci::reference::Reference;
-use crate::oci::{Artifact, BlobSource, FileRange};
+use crate::oci::{Artifact, Blob, BlobSource, FileRange};
 
 pub use self::tarball::Naming;
 
@@ -63,24 +63,29 @@ pub type Local = HashMap<Digest, FileRange>;
 /// bytes.
 async fn localize_all(artifact: &Artifact, cx: &Context<'_>) -> Result<Local> {
     use futures_util::{StreamExt, TryStreamExt};
-    let remote: Vec<_> = artifact
+    let remote: Vec<(&Blob, &str)> = artifact
         .images()
         .into_iter()
         .flat_map(|i| {
             i.layers
                 .iter()
-                .map(|l| &l.blob)
-                .chain(i.attachments.iter().map(|a| &a.blob))
+                .map(|l| (&l.blob, l.kind.as_str()))
+                .chain(i.attachments.iter().map(|a| (&a.blob, "attachment")))
         })
-        .filter(|b| matches!(b.source, BlobSource::Registry(_)))
+        .filter(|(b, _)| matches!(b.source, BlobSource::Registry(_)))
         .collect();
     // The futures are made first, so no closure type is held across an await (a future that
     // holds one cannot be proven Send for every lifetime).
     let jobs: Vec<_> = remote
         .into_iter()
-        .map(|b| {
+        .map(|(b, kind)| {
             Box::pin(async move {
-                crate::source::localize(b, cx.cache, cx.client)
+                // Shown as a push is: `pulling ab12cd34ef56 base`.
+                let label = format!(
+                    "{} {kind}",
+                    &b.digest.digest()[..12.min(b.digest.digest().len())]
+                );
+                crate::source::localize_shown(b, cx.cache, cx.client, cx.reporter, &label)
                     .await
                     .map(|at| (b.digest.clone(), at))
             })

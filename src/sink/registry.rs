@@ -682,7 +682,9 @@ impl Ctx<'_> {
                 return Ok(Outcome::Uploaded);
             }
             // Same registry, mount refused: fetch it, then upload.
-            BlobSource::Registry(_) => crate::source::localize(blob, cache, client).await?,
+            BlobSource::Registry(_) => {
+                crate::source::localize_shown(blob, cache, client, reporter, &label).await?
+            }
         };
         let transfer = reporter.transfer(&label, blob.size);
         match client

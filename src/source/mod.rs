@@ -294,10 +294,28 @@ pub(crate) async fn localize(
     cache: &Cache,
     client: &RegistryClient,
 ) -> Result<FileRange> {
+    localize_shown(blob, cache, client, &crate::report::Silent, "").await
+}
+
+/// As [`localize`], a download shown by `reporter` as `pulling LABEL` (nothing is shown for
+/// bytes already local).
+pub(crate) async fn localize_shown(
+    blob: &Blob,
+    cache: &Cache,
+    client: &RegistryClient,
+    reporter: &dyn crate::report::Reporter,
+    label: &str,
+) -> Result<FileRange> {
     match &blob.source {
         BlobSource::File(at) => Ok(at.clone()),
         BlobSource::Registry(r) => {
-            client.pull_blob(r, &blob.digest, cache).await?;
+            if !cache.has_blob(&blob.digest) {
+                let progress = reporter.task("pulling", label, blob.size);
+                client
+                    .pull_blob_shown(r, &blob.digest, cache, &progress)
+                    .await?;
+                progress.done(&format!("done: {}", crate::report::human_size(blob.size)));
+            }
             Ok(FileRange {
                 path: cache.blob_path(&blob.digest),
                 offset: 0,

@@ -80,6 +80,8 @@ struct Pushed {
     /// The image's name on the registry itself (not through the proxy).
     direct: String,
     base_layer: String,
+    /// What the tarball build printed (it downloads the base's layers).
+    saved_log: String,
 }
 
 fn pushed() -> Result<Pushed, Failed> {
@@ -107,9 +109,10 @@ fn pushed() -> Result<Pushed, Failed> {
                     .args(["--from", &from, "-t", &v1, "-t", &latest])
                     .args(["--push", "--json"]))?;
                 let seen = proxy.seen();
-                // The same image saved as a tarball (this fetches the base layers).
-                run(lab::imgbuild()
-                    .env("IMGBUILD_CACHE", &cache)
+                // The same image saved as a tarball, with a cache of its own (so this build
+                // fetches the base's layers and reads them, as a fresh CI runner does).
+                let saved = run(lab::imgbuild()
+                    .env("IMGBUILD_CACHE", dir.join("save-cache"))
                     .arg("build")
                     .arg(&rel)
                     .args(["--from", &from, "-t", &v1, "-t", &latest])
@@ -127,6 +130,7 @@ fn pushed() -> Result<Pushed, Failed> {
                     tarball,
                     direct: format!("{}/app/hello:v1", reg.host()),
                     base_layer,
+                    saved_log: String::from_utf8_lossy(&saved.stderr).into_owned(),
                 })
             })()
             .map_err(|e: Failed| e.message().unwrap_or("push failed").to_string())
@@ -142,6 +146,28 @@ pub fn test_build_push_pull_run() -> TestResult {
     let p = pushed()?;
     let digest = p.report["digest"].as_str().unwrap_or_default();
     assert_eq!(p.report["push"]["digest"], digest);
+    // The build on a fresh cache said what it was doing with the base: one line per layer
+    // downloaded, then the read of its files, as a CI log keeps them (a terminal shows bars).
+    let base_layers = p.report["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["kind"] == "base")
+        .count();
+    let log = &p.saved_log;
+    let pulled = log
+        .lines()
+        .filter(|l| l.starts_with("imgbuild: pulling base ") && l.contains(" done: "))
+        .count();
+    assert!(
+        base_layers > 0 && pulled == base_layers,
+        "{base_layers} base layers: {log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("imgbuild: reading base ") && l.ends_with(" files")),
+        "{log}"
+    );
     let tags: Vec<&str> = p.report["push"]["tags"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
