@@ -298,7 +298,8 @@ fn svg(out: &mut String, cells: &[Cell], found: &Inspection, limits: &Limits) {
                     esc(&text)
                 );
                 if r.h >= 26.0 && !matches!(c.what, What::Layer) {
-                    if let Some(size) = fit(&human_size(c.size), r.w) {
+                    let size = human_size(c.size);
+                    if fit(&size, r.w).as_ref() == Some(&size) {
                         let _ = writeln!(
                             out,
                             "<text x=\"{x}\" y=\"{}\">{size}</text>",
