@@ -315,6 +315,26 @@ pub fn test_page_of_a_real_image_in_chromium() -> TestResult {
         assert!(dom.contains(d.as_str()), "the DOM lacks {d}");
     }
 
+    // The script: a pointer over a cell puts its tooltip in the status line (a copy of the
+    // page with a line that moves the pointer there).
+    let hover = dir.join("hover.html");
+    let moved = "<script>var r=document.querySelectorAll('svg rect');\
+                 r[r.length-1].dispatchEvent(new MouseEvent('mouseover',{bubbles:true}));</script>";
+    std::fs::write(&hover, page.replace("</body>", &format!("{moved}</body>")))?;
+    let dom = chromium(
+        &dir,
+        &["--dump-dom".into(), format!("file://{}", hover.display())],
+    )?;
+    let status = dom
+        .split("<p id=\"status\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .unwrap_or("");
+    assert!(
+        status.contains(" · layer ") && status.ends_with('B'),
+        "status: {status:?}"
+    );
+
     // A screenshot of the window's size, not blank: far larger than a blank page's.
     let shot = screenshot(&dir, &url, "page.png")?;
     let blank_page = dir.join("blank.html");
