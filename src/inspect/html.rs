@@ -473,8 +473,15 @@ impl HtmlFile {
                 dest.display()
             )));
         }
+        // The temporary file's error, told of the page (tempfile's own names the temporary).
         let tmp = crate::atomic::temp_beside(dest).map_err(|e| match e {
-            Error::Io { source, .. } => Error::io("write", dest, source),
+            Error::Io { source, .. } => {
+                // tempfile's error ends with the temporary's path: " at path \"…\"".
+                let text = source.to_string();
+                let text = text.split(" at path \"").next().unwrap_or_default();
+                let why = std::io::Error::new(source.kind(), text.to_string());
+                Error::io("write", dest, why)
+            }
             other => other,
         })?;
         Ok(HtmlFile {
@@ -649,6 +656,10 @@ mod tests {
         let missing = dir.path().join("no/such/page.html");
         let err = HtmlFile::create(&missing).err().unwrap().to_string();
         assert!(err.contains("no/such/page.html"), "{err}");
+        assert!(
+            !err.contains("at path"),
+            "the temporary is not named: {err}"
+        );
         assert!(HtmlFile::create(dir.path()).is_err());
         // Dropped unwritten: nothing is left.
         drop(HtmlFile::create(&dir.path().join("later.html")).unwrap());
