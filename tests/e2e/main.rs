@@ -7,6 +7,7 @@ mod faults;
 mod fleet;
 mod guard;
 mod hostile;
+mod html;
 mod lab;
 mod model;
 mod phoenix;
@@ -1383,6 +1384,11 @@ fn main() {
             progress::test_progress_of_a_large_layer,
         )
         .needs(progress::TOOLS),
+        lab::trial(
+            "inspect::html_page_of_a_real_image_in_chromium",
+            html::test_page_of_a_real_image_in_chromium,
+        )
+        .needs(html::TOOLS),
         lab::trial("push::build_push_pull_run", push::test_build_push_pull_run)
             .needs(&[push::TOOLS, &["dockerd", "docker"]].concat()),
         lab::trial(

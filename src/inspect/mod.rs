@@ -1,5 +1,9 @@
 //! `imgbuild inspect`: what an image holds, from any source (a tarball, a layout, a registry):
-//! config, layers with their kinds and sizes, history, and the SBOM's summary.
+//! config, layers with their kinds and sizes, history, and the SBOM's summary; with
+//! [`inspect_files`], every file of every layer, for the page [`html`] writes.
+
+pub mod html;
+mod treemap;
 
 use serde::Serialize;
 
@@ -67,7 +71,37 @@ pub struct SizedPath {
     pub size: u64,
 }
 
-/// The regular files of a layer, (path, size), read from its bytes (verified by digest).
+/// Every regular file of each layer of an image, in the layers' order: what `--html`
+/// pictures. A file a later layer replaces or removes is still counted in the layer that holds
+/// it: its bytes are there.
+#[derive(Clone, Debug, Default)]
+pub struct ImageFiles {
+    /// Per layer, (absolute path, uncompressed size).
+    pub(crate) layers: Vec<Vec<(String, u64)>>,
+}
+
+impl ImageFiles {
+    /// The bytes of all the files of all the layers, uncompressed.
+    pub fn bytes(&self) -> u64 {
+        self.layers.iter().flatten().map(|(_, s)| s).sum()
+    }
+
+    /// How many files all the layers hold.
+    pub fn files(&self) -> usize {
+        self.layers.iter().map(Vec::len).sum()
+    }
+}
+
+/// Whether `path` is a whiteout (`.wh.NAME`, `.wh..wh..opq`): a mark that a lower layer's file
+/// is gone, not a file.
+fn whiteout(path: &str) -> bool {
+    path.rsplit('/')
+        .next()
+        .is_some_and(|n| n.starts_with(".wh."))
+}
+
+/// The regular files of a layer, (path, size), read from its bytes (verified by digest);
+/// whiteouts are not files.
 fn layer_entries(
     layer: &crate::oci::Layer,
     at: &crate::oci::FileRange,
@@ -80,7 +114,9 @@ fn layer_entries(
     layer.walk(|entry| {
         if entry.header().entry_type().is_file() {
             let path = crate::fs::normalize(&String::from_utf8_lossy(&entry.path_bytes()));
-            out.push((path, entry.size()));
+            if !whiteout(&path) {
+                out.push((path, entry.size()));
+            }
         }
         Ok(())
     })?;
@@ -151,13 +187,34 @@ pub async fn inspect(
     client: &RegistryClient,
     cache: &Cache,
 ) -> Result<Inspection> {
+    Ok(inspect_image(target, files, false, client, cache).await?.0)
+}
+
+/// As [`inspect`], and every file of every layer (the base's too) of the image described (for
+/// an index, the host's platform's, or the first): each layer is read whole and verified.
+pub async fn inspect_files(
+    target: &str,
+    files: Option<usize>,
+    client: &RegistryClient,
+    cache: &Cache,
+) -> Result<(Inspection, ImageFiles)> {
+    inspect_image(target, files, true, client, cache).await
+}
+
+async fn inspect_image(
+    target: &str,
+    files: Option<usize>,
+    every: bool,
+    client: &RegistryClient,
+    cache: &Cache,
+) -> Result<(Inspection, ImageFiles)> {
     let src = Source::parse_any(target).map_err(|e| {
         Error::Usage(format!(
             "{target:?} is neither an image file nor an image reference: {e}"
         ))
     })?;
     match source::read(&src, &source::Platforms::All, cache, client).await? {
-        Artifact::Image(image) => one(src.describe(), &image, files, cache, client).await,
+        Artifact::Image(image) => one(src.describe(), &image, files, every, cache, client).await,
         Artifact::Index(index) => {
             let mut platforms = Vec::new();
             for image in index
@@ -165,7 +222,8 @@ pub async fn inspect(
                 .iter()
                 .filter(|i| i.config.os().to_string() != "unknown")
             {
-                platforms.push(one(src.describe(), image, files, cache, client).await?);
+                let (found, _) = one(src.describe(), image, files, false, cache, client).await?;
+                platforms.push(found);
             }
             let host = Artifact::Index(index.clone());
             let main = host.image_for(None).ok_or_else(|| {
@@ -173,25 +231,26 @@ pub async fn inspect(
                     "{target}: the index holds no image"
                 )))
             })?;
-            let mut top = one(src.describe(), main, files, cache, client).await?;
+            let (mut top, all) = one(src.describe(), main, files, every, cache, client).await?;
             top.index = Some(IndexInfo {
                 digest: index.digest.to_string(),
                 media_type: index.media_type.clone(),
                 platforms,
             });
-            Ok(top)
+            Ok((top, all))
         }
     }
 }
 
-/// One image's inspection, its SBOM summarised.
+/// One image's inspection, its SBOM summarised; with `every`, the files of all its layers.
 async fn one(
     source: String,
     image: &Image,
     files: Option<usize>,
+    every: bool,
     cache: &Cache,
     client: &RegistryClient,
-) -> Result<Inspection> {
+) -> Result<(Inspection, ImageFiles)> {
     let sbom = match image.attachments.first() {
         Some(a) => {
             let at = source::localize(&a.blob, cache, client).await?;
@@ -213,9 +272,11 @@ async fn one(
         .and_then(|c| c.working_dir().clone())
         .unwrap_or_else(|| "/app".into());
     let migrate = format!("{}/bin/migrate", workdir.trim_end_matches('/'));
+    let mut all = ImageFiles::default();
     for layer in &image.layers {
         let release = layer.kind == crate::oci::LayerKind::Release;
-        if layer.kind == crate::oci::LayerKind::Base || (files.is_none() && !release) {
+        let base = layer.kind == crate::oci::LayerKind::Base;
+        if !every && (base || (files.is_none() && !release)) {
             continue;
         }
         let at = source::localize(&layer.blob, cache, client).await?;
@@ -224,11 +285,14 @@ async fn one(
         if release && entries.iter().any(|(p, _)| *p == migrate) {
             found.migrate = Some(migrate.clone());
         }
-        if let Some(n) = files {
+        if let Some(n) = files.filter(|_| !base) {
             found.files.push(by_size(layer, &entries, n));
         }
+        if every {
+            all.layers.push(entries);
+        }
     }
-    Ok(found)
+    Ok((found, all))
 }
 
 fn describe(source: String, image: &Image, sbom: Option<SbomSummary>) -> Result<Inspection> {
