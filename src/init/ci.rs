@@ -286,7 +286,8 @@ fn github(recipe: &Recipe, install_script: &str, install: &Install, branch: &str
         r#"# Builds the image on pull requests, and builds and pushes it on {branch}.
 # Written by `imgbuild init --ci github`. Credentials are the workflow's own GITHUB_TOKEN (for
 # ghcr.io); set the repository variable IMGBUILD_CACHE_REPO to share a registry cache between
-# runners.{variables_doc}
+# runners. The run's summary page shows what was built (digest, tags, each layer new or reused,
+# bytes pushed, the start-up check, packages, SBOM): imgbuild appends it to GITHUB_STEP_SUMMARY.{variables_doc}
 # {origin}
 name: image
 
