@@ -144,6 +144,81 @@ pub(crate) fn append(
     assemble(config, layers, annotations, attachments)
 }
 
+/// What `imgbuild append` sets on the image besides its new layer.
+#[derive(Clone, Debug, Default)]
+pub struct AppendSettings {
+    /// `KEY=VALUE` pairs set on top of the base's environment.
+    pub env: Vec<(String, String)>,
+    pub labels: BTreeMap<String, String>,
+    /// A new entrypoint resets the base's command (as a Dockerfile's `ENTRYPOINT` does).
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    /// Seconds since the epoch for `created` (`SOURCE_DATE_EPOCH`, else 0).
+    pub epoch: u64,
+    /// The history entry of the new layer (`imgbuild append: /usr/bin/app`).
+    pub created_by: String,
+}
+
+/// `layer` on top of `base`, with `settings`' config: the base's config otherwise kept.
+pub fn append_layer(base: &Image, layer: Layer, settings: &AppendSettings) -> Result<Image> {
+    let created = rfc3339(settings.epoch);
+    let mut config: ImageConfiguration = base.config.clone();
+    config.set_created(Some(created.clone()));
+    let mut c: Config = config.config().clone().unwrap_or_default();
+    let mut env = split_env(&c.env().clone().unwrap_or_default());
+    for (k, v) in &settings.env {
+        match env.iter_mut().find(|(have, _)| have == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => env.push((k.clone(), v.clone())),
+        }
+    }
+    if !env.is_empty() {
+        c.set_env(Some(
+            env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        ));
+    }
+    if let Some(e) = &settings.entrypoint {
+        c.set_entrypoint(Some(e.clone()));
+        c.set_cmd(None);
+    }
+    if let Some(cmd) = &settings.cmd {
+        c.set_cmd(Some(cmd.clone()));
+    }
+    if let Some(u) = &settings.user {
+        c.set_user(Some(u.clone()));
+    }
+    if let Some(w) = &settings.workdir {
+        c.set_working_dir(Some(w.clone()));
+    }
+    let mut oci = BTreeMap::new();
+    oci.insert(
+        "org.opencontainers.image.created".to_string(),
+        created.clone(),
+    );
+    if !base.layers.is_empty() {
+        oci.insert(BASE_NAME.to_string(), base.origin.name.clone());
+        if let Some(d) = &base.origin.digest {
+            oci.insert(BASE_DIGEST.to_string(), d.to_string());
+        }
+    }
+    let mut labels: BTreeMap<String, String> =
+        c.labels().clone().unwrap_or_default().into_iter().collect();
+    labels.extend(oci.clone());
+    labels.extend(settings.labels.clone());
+    c.set_labels(Some(labels.into_iter().collect()));
+    config.set_config(Some(c));
+    let mut diff_ids = config.rootfs().diff_ids().clone();
+    diff_ids.push(layer.diff_id.to_string());
+    config.rootfs_mut().set_diff_ids(diff_ids);
+    let mut history = base_history(base, &created);
+    history.push(history_entry(&created, &settings.created_by));
+    config.set_history(Some(history));
+    let layers: Vec<Layer> = base.layers.iter().cloned().chain([layer]).collect();
+    assemble(config, layers, oci, vec![])
+}
+
 /// The image of `config` and `layers`: the config and manifest serialised canonically.
 fn assemble(
     config: ImageConfiguration,

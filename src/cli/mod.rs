@@ -2,6 +2,7 @@
 //!
 //! One file per command (its flags and its `run_…`); `common` holds what several share.
 
+mod append;
 mod args;
 mod build;
 mod check;
@@ -23,6 +24,7 @@ use clap::{Parser, Subcommand};
 
 use imgbuild::error::Error;
 
+use append::{AppendArgs, run_append};
 use build::{BuildArgs, run_build};
 use check::{CheckArgs, run_check};
 use index::{IndexCommand, run_index_create};
@@ -37,7 +39,7 @@ use sign::{SignArgs, VerifyArgs, run_sign, run_verify};
 #[derive(Parser, Debug)]
 #[command(
     name = "imgbuild",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("IMGBUILD_COMMIT"), ")"),
     about = "Build OCI images from Elixir releases: no daemon, no root, no Dockerfile"
 )]
 pub struct Cli {
@@ -54,6 +56,9 @@ pub enum Command {
     Build(Box<BuildArgs>),
     /// Check that a release can start on a base image, without building.
     Check(Box<CheckArgs>),
+    /// Put local files (a static binary, a CA bundle) as one new layer on a base or scratch,
+    /// and write the image as a build does.
+    Append(Box<AppendArgs>),
     /// Push an image tarball (from `imgbuild build -o`) to one or more registries.
     Push(PushArgs),
     /// Put an image's release onto a new (patched) base without rebuilding it: the release's
@@ -101,6 +106,7 @@ pub(crate) fn main() -> i32 {
             Command::Init(args) => run_init(args),
             Command::Build(args) => run_build(*args).await,
             Command::Check(args) => run_check(*args).await,
+            Command::Append(args) => run_append(*args).await,
             Command::Push(args) => run_push(args).await,
             Command::Rebase(args) => run_rebase(args).await,
             Command::Pull(args) => run_pull(args).await,

@@ -13,6 +13,7 @@ use crate::cache::Cache;
 use crate::error::{Error, IoContext, Result};
 use crate::oci::digest::HashWriter;
 
+pub mod files;
 pub mod pgzip;
 pub mod walk;
 use crate::release::{Entry, EntryKind};

@@ -119,6 +119,8 @@ pub enum LayerKind {
     Release,
     /// The SBOM document under /var/lib/db/sbom.
     Sbom,
+    /// Local files added by `imgbuild append`.
+    Files,
 }
 
 impl LayerKind {
@@ -132,6 +134,7 @@ impl LayerKind {
             LayerKind::Base => "base",
             LayerKind::Sbom => "sbom",
             LayerKind::Packages => "packages",
+            LayerKind::Files => "files",
         }
     }
 
@@ -150,6 +153,7 @@ impl LayerKind {
             LayerKind::App,
             LayerKind::Release,
             LayerKind::Sbom,
+            LayerKind::Files,
         ]
         .into_iter()
         .find(|k| k.as_str() == word)
