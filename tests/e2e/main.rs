@@ -3,12 +3,14 @@
 
 mod apt;
 mod check;
+mod dist;
 mod faults;
 mod fleet;
 mod guard;
 mod hostile;
 mod html;
 mod lab;
+mod mixpkg;
 mod model;
 mod phoenix;
 mod platforms;
@@ -1384,6 +1386,16 @@ fn main() {
             progress::test_progress_of_a_large_layer,
         )
         .needs(progress::TOOLS),
+        lab::trial(
+            "dist::artifacts_checksums_and_own_image",
+            dist::test_artifacts_and_own_image,
+        )
+        .needs(dist::TOOLS),
+        lab::trial(
+            "mixpkg::mix_package_suite_and_release_step",
+            mixpkg::test_mix_package_suite_and_release_step,
+        )
+        .needs(mixpkg::TOOLS),
         lab::trial(
             "inspect::html_page_of_a_real_image_in_chromium",
             html::test_page_of_a_real_image_in_chromium,
