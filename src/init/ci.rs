@@ -19,9 +19,8 @@ const DEFAULT_BUILDER: &str = "elixir:1.17";
 const DEFAULT_BUILD_PACKAGES: &[&str] = &["build-essential", "git"];
 
 /// How the CI job gets imgbuild. Never a tool the job's image may lack (`cargo`): a download
-/// whose sha256 is checked before it runs. Another route (a Mix package's installer task, as
-/// Phoenix's esbuild and tailwind packages have) is one more variant here and one more arm in
-/// [`install_script`].
+/// whose sha256 is checked before it runs, by the recipe's own lines or by the project's Mix
+/// package (as Phoenix's esbuild and tailwind packages install their tools).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Install {
     /// The URL and sha256 from the CI variables `IMGBUILD_URL` and `IMGBUILD_SHA256`, read when
@@ -30,6 +29,10 @@ pub enum Install {
     Variables,
     /// A pinned download, written into the recipe.
     Pinned { url: String, sha256: String },
+    /// The project's Mix package (`{:imgbuild, ...}` in mix.exs): `mix imgbuild.install
+    /// --if-missing` once the dependencies are fetched (the archive checked against the
+    /// `checksums.txt` of the package's `base_url`), and `mix imgbuild` runs it.
+    Mix,
 }
 
 impl Install {
@@ -38,7 +41,7 @@ impl Install {
         let url = url.trim();
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             return Err(Error::Input(format!(
-                "--imgbuild-url {url:?} is not an http(s) URL: give the address the CI job downloads the imgbuild binary from"
+                "--imgbuild-url {url:?} is not an http(s) URL: give the address the CI job downloads imgbuild from (a release archive imgbuild-VERSION-TARGET.tar.gz, or the binary)"
             )));
         }
         // The URL is written into shell and YAML, and GitHub expands `${{ }}` in `run:`.
@@ -53,7 +56,7 @@ impl Install {
         let sha256 = sha256.trim().to_ascii_lowercase();
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::Input(format!(
-                "--imgbuild-sha256 {sha256:?} is not a sha256 (64 hex digits): give the output of `sha256sum` on the imgbuild binary at the URL"
+                "--imgbuild-sha256 {sha256:?} is not a sha256 (64 hex digits): give the archive's line in the release's checksums.txt (or `sha256sum` of the file at the URL)"
             )));
         }
         Ok(Install::Pinned {
@@ -170,6 +173,7 @@ pub(crate) fn workflow(ci: Ci, p: &Project, install: &Install) -> (PathBuf, Stri
     notes.push(match install {
         Install::Variables => "the CI job downloads imgbuild from the CI variable IMGBUILD_URL and checks it against IMGBUILD_SHA256: set both (or run init with --imgbuild-url and --imgbuild-sha256 to write them into the recipe)".to_string(),
         Install::Pinned { url, .. } => format!("the CI job downloads imgbuild from {url} and checks its sha256"),
+        Install::Mix => "the CI job installs imgbuild with the project's Mix package (mix imgbuild.install --if-missing: the version and base_url of config :imgbuild, the archive checked against checksums.txt) and runs it as mix imgbuild".to_string(),
     });
     let script = install_script(install);
     match ci {
@@ -201,6 +205,7 @@ pub(crate) fn install_script(install: &Install) -> String {
         )
         .to_string(),
         Install::Pinned { url, sha256 } => format!("url='{url}'\nsum='{sha256}'\n"),
+        Install::Mix => return "mix imgbuild.install --if-missing\n".to_string(),
     };
     let body = format!(
         "set -e\n\
@@ -221,7 +226,14 @@ pub(crate) fn install_script(install: &Install) -> String {
          \x20 exit 1\n\
          fi\n\
          mkdir -p \"$dir\"\n\
-         install -m 755 \"$tmp\" \"$dir/imgbuild\"\n"
+         case \"$url\" in\n\
+         \x20 *.tar.gz|*.tgz)\n\
+         \x20   x=\"$(mktemp -d)\"\n\
+         \x20   tar -xzf \"$tmp\" -C \"$x\"\n\
+         \x20   install -m 755 \"$x\"/imgbuild-*/imgbuild \"$dir/imgbuild\"\n\
+         \x20   rm -rf \"$x\" ;;\n\
+         \x20 *) install -m 755 \"$tmp\" \"$dir/imgbuild\" ;;\n\
+         esac\n"
     );
     let indented: String = body.lines().map(|l| format!("  {l}\n")).collect();
     format!("(\n{indented})\n")
@@ -274,14 +286,33 @@ fn github(recipe: &Recipe, install_script: &str, install: &Install, branch: &str
         Install::Variables => {
             "        env:\n          IMGBUILD_URL: ${{ vars.IMGBUILD_URL }}\n          IMGBUILD_SHA256: ${{ vars.IMGBUILD_SHA256 }}\n"
         }
-        Install::Pinned { .. } => "",
+        Install::Pinned { .. } | Install::Mix => "",
     };
     let variables_doc = match install {
         Install::Variables => {
             "\n# IMGBUILD_URL and IMGBUILD_SHA256 say where the job downloads imgbuild and its checksum."
         }
         Install::Pinned { .. } => "",
+        Install::Mix => {
+            "\n# imgbuild is installed by the project's Mix package (config :imgbuild, version and base_url)."
+        }
     };
+    // A download comes first; the Mix package's installer once the dependencies are there.
+    let download = format!(
+        "      - name: Install imgbuild\n{install_env}        run: |\n{}",
+        block(install_script, 10)
+    );
+    let (before, after) = match install {
+        Install::Mix => (
+            String::new(),
+            format!(
+                "      - name: Install imgbuild\n        run: {}\n",
+                install_script.trim()
+            ),
+        ),
+        _ => (download, String::new()),
+    };
+    let imgbuild = command(install);
     format!(
         r#"# Builds the image on pull requests, and builds and pushes it on {branch}.
 # Written by `imgbuild init --ci github`. Credentials are the workflow's own GITHUB_TOKEN (for
@@ -312,9 +343,7 @@ jobs:
       - uses: actions/checkout@v4
       - name: Build tools
         run: {tools}
-      - name: Install imgbuild
-{install_env}        run: |
-{script}      - name: Cache deps and _build
+{before}      - name: Cache deps and _build
         uses: actions/cache@v4
         with:
           path: |
@@ -323,23 +352,22 @@ jobs:
           key: ${{{{ runner.os }}}}-mix-${{{{ hashFiles('mix.lock') }}}}
           restore-keys: |
             ${{{{ runner.os }}}}-mix-
-{mix_steps}      - name: Image name
+{mix_steps}{after}      - name: Image name
         run: echo "IMAGE=ghcr.io/$(echo "$GITHUB_REPOSITORY" | tr '[:upper:]' '[:lower:]')" >> "$GITHUB_ENV"
       - name: Build the image
         if: github.event_name == 'pull_request'
-        run: imgbuild build -t "$IMAGE:pr-${{{{ github.event.number }}}}"
+        run: {imgbuild} build -t "$IMAGE:pr-${{{{ github.event.number }}}}"
       - name: Build and push the image
         if: github.event_name == 'push'
         env:
           IMGBUILD_USERNAME: ${{{{ github.actor }}}}
           IMGBUILD_PASSWORD: ${{{{ secrets.GITHUB_TOKEN }}}}
-        run: imgbuild build --push -t "$IMAGE:${{{{ github.sha }}}}" -t "$IMAGE:latest"
+        run: {imgbuild} build --push -t "$IMAGE:${{{{ github.sha }}}}" -t "$IMAGE:latest"
 "#,
         builder = recipe.builder,
         origin = origin(recipe),
         mix_env = yaml_single_quoted(&recipe.mix_env),
         tools = yaml_single_quoted(&build_tools(&recipe.packages)),
-        script = block(install_script, 10),
     )
 }
 
@@ -349,6 +377,28 @@ fn gitlab(recipe: &Recipe, install_script: &str, install: &Install) -> String {
         .iter()
         .map(|l| format!("    - {}\n", yaml_single_quoted(l)))
         .collect();
+    let variables = match install {
+        Install::Variables => " (the CI/CD variables IMGBUILD_URL and IMGBUILD_SHA256)",
+        _ => "",
+    };
+    // A download comes first; the Mix package's installer once the dependencies are there.
+    let (before, after) = match install {
+        Install::Mix => (
+            String::new(),
+            format!(
+                "    # imgbuild, installed by the project's Mix package (checked against checksums.txt).\n    - {}\n",
+                install_script.trim()
+            ),
+        ),
+        _ => (
+            format!(
+                "    # imgbuild, downloaded and checked against its sha256{variables}.\n    - |\n{}",
+                block(install_script, 6)
+            ),
+            String::new(),
+        ),
+    };
+    let imgbuild = command(install);
     format!(
         r#"# Builds the image on merge requests, and builds and pushes it on the default branch.
 # Written by `imgbuild init --ci gitlab`. Credentials are the job's own CI_REGISTRY_USER and
@@ -370,15 +420,13 @@ stages: [image]
     paths: [deps/, _build/]
   before_script:
     - {tools}
-    # imgbuild, downloaded and checked against its sha256{variables}.
-    - |
-{script}{mix_steps}
+{before}{mix_steps}{after}
 image:build:
   extends: .image
   rules:
     - if: $CI_PIPELINE_SOURCE == "merge_request_event"
   script:
-    - imgbuild build -t "$CI_REGISTRY_IMAGE:mr-$CI_MERGE_REQUEST_IID"
+    - {imgbuild} build -t "$CI_REGISTRY_IMAGE:mr-$CI_MERGE_REQUEST_IID"
 
 image:push:
   extends: .image
@@ -388,18 +436,21 @@ image:push:
     IMGBUILD_USERNAME: $CI_REGISTRY_USER
     IMGBUILD_PASSWORD: $CI_REGISTRY_PASSWORD
   script:
-    - imgbuild build --push -t "$CI_REGISTRY_IMAGE:$CI_COMMIT_SHA" -t "$CI_REGISTRY_IMAGE:latest"
+    - {imgbuild} build --push -t "$CI_REGISTRY_IMAGE:$CI_COMMIT_SHA" -t "$CI_REGISTRY_IMAGE:latest"
 "#,
         builder = recipe.builder,
         origin = origin(recipe),
-        variables = match install {
-            Install::Variables => " (the CI/CD variables IMGBUILD_URL and IMGBUILD_SHA256)",
-            Install::Pinned { .. } => "",
-        },
         mix_env = yaml_single_quoted(&recipe.mix_env),
         tools = yaml_single_quoted(&build_tools(&recipe.packages)),
-        script = block(install_script, 6),
     )
+}
+
+/// How the recipe runs imgbuild: through the Mix package's task when it installed it.
+fn command(install: &Install) -> &'static str {
+    match install {
+        Install::Mix => "mix imgbuild",
+        _ => "imgbuild",
+    }
 }
 
 /// A YAML single-quoted scalar (quotes doubled).
@@ -672,6 +723,99 @@ mod tests {
                 && err.contains("--imgbuild-url"),
             "{err}"
         );
+    }
+
+    /// A project with the Mix package: imgbuild is installed by `mix imgbuild.install` after
+    /// the dependencies are fetched and compiled, and run as `mix imgbuild`; no download line.
+    #[test]
+    fn the_mix_package_installs_and_runs_imgbuild() {
+        let p = Project {
+            mix_lock: true,
+            mix_package: true,
+            ..Project::default()
+        };
+        let (_, gh, notes) = workflow(Ci::Github, &p, &Install::Mix);
+        assert!(notes.iter().any(|n| n.contains("Mix package")), "{notes:?}");
+        assert!(
+            !gh.contains("sha256sum") && !gh.contains("IMGBUILD_URL"),
+            "{gh}"
+        );
+        let (_, steps) = github_steps(&gh);
+        let runs: Vec<&str> = steps
+            .iter()
+            .map(|s| s["run"].as_str().unwrap_or_default())
+            .collect();
+        let at = |want: &str| runs.iter().position(|r| r.starts_with(want)).unwrap();
+        let install = at("mix imgbuild.install --if-missing");
+        assert!(at("mix deps.compile") < install && install < at("mix imgbuild build"));
+        assert_eq!(
+            runs.iter().filter(|r| r.contains(" build ")).count(),
+            2,
+            "{runs:?}"
+        );
+        assert!(
+            runs.iter()
+                .filter(|r| r.contains(" build "))
+                .all(|r| r.starts_with("mix imgbuild build ")),
+            "{runs:?}"
+        );
+
+        let (_, gl, _) = workflow(Ci::Gitlab, &p, &Install::Mix);
+        let doc = parse(&gl);
+        let before = strs(&doc[".image"]["before_script"]);
+        let install = before
+            .iter()
+            .position(|l| l == "mix imgbuild.install --if-missing")
+            .unwrap();
+        let compiled = before.iter().position(|l| l == "mix deps.compile").unwrap();
+        assert!(compiled < install, "{before:?}");
+        assert!(!gl.contains("sha256sum"), "{gl}");
+        for job in ["image:build", "image:push"] {
+            let script = strs(&doc[job]["script"]);
+            assert!(script[0].starts_with("mix imgbuild build "), "{script:?}");
+        }
+    }
+
+    /// The download line installs a release archive's binary as it does a bare binary.
+    #[test]
+    fn a_release_archive_is_unpacked() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("imgbuild-9.9.9-x86_64-unknown-linux-gnu");
+        std::fs::create_dir(&top).unwrap();
+        std::fs::write(top.join("imgbuild"), "#!/bin/sh\necho fake\n").unwrap();
+        let archive = dir
+            .path()
+            .join("imgbuild-9.9.9-x86_64-unknown-linux-gnu.tar.gz");
+        let ok = std::process::Command::new("tar")
+            .arg("-czf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(dir.path())
+            .arg("imgbuild-9.9.9-x86_64-unknown-linux-gnu")
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let sum = {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(std::fs::read(&archive).unwrap()))
+        };
+        // curl and wget both read file:// URLs; the script only needs the name's ending.
+        let url = format!("file://{}", archive.display());
+        let script = install_script(&Install::Pinned { url, sha256: sum });
+        let bin = dir.path().join("bin");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env("IMGBUILD_INSTALL_DIR", &bin)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let installed = std::fs::read_to_string(bin.join("imgbuild")).unwrap();
+        assert!(installed.contains("echo fake"), "{installed}");
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct Project {
     pub assets_deploy: bool,
     /// A `mix.lock`: the project has dependencies to fetch (with Hex and rebar).
     pub mix_lock: bool,
+    /// mix.exs depends on imgbuild's Mix package (`{:imgbuild, ...}`): CI installs imgbuild
+    /// through it.
+    pub mix_package: bool,
 }
 
 /// What `init` wrote, and what the user should know about the translation.
@@ -111,6 +114,7 @@ pub(crate) fn scan(dir: &Path) -> Result<Project> {
         assets_setup: mix_alias(&text, "assets.setup"),
         assets_deploy: mix_alias(&text, "assets.deploy"),
         mix_lock: dir.join("mix.lock").is_file(),
+        mix_package: mix_dep(&text, "imgbuild"),
     })
 }
 
@@ -120,7 +124,12 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Written> {
     let (toml, mut notes) = project_file(&project);
     let mut files = vec![(dir.join(PROJECT_FILE), toml)];
     if let Some(ci) = opts.ci {
-        let (path, text, ci_notes) = ci::workflow(ci, &project, &opts.install);
+        // The project's Mix package installs imgbuild, unless a download was pinned.
+        let install = match &opts.install {
+            Install::Variables if project.mix_package => Install::Mix,
+            other => other.clone(),
+        };
+        let (path, text, ci_notes) = ci::workflow(ci, &project, &install);
         files.push((dir.join(path), text));
         notes.extend(ci_notes);
     }
@@ -353,6 +362,17 @@ fn mix_alias(mix: &str, name: &str) -> bool {
         })
 }
 
+/// mix.exs lists the dependency `name` (`{:name, ...}`), outside comments.
+fn mix_dep(mix: &str, name: &str) -> bool {
+    let tuple = format!("{{:{name},");
+    mix.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .any(|l| {
+            let l: String = l.split_whitespace().collect();
+            l.contains(&tuple)
+        })
+}
+
 /// `key: :atom` in mix.exs.
 fn mix_atom(mix: &str, key: &str) -> Option<String> {
     let pat = format!("{key}: :");
@@ -429,6 +449,12 @@ end
             "assets.deploy"
         ));
         assert!(!mix_alias(MIX, "assets.setup"));
+        // Dependencies: the Mix package, not a comment, not a longer name.
+        let deps = "defp deps do\n  [\n    {:phoenix, \"~> 1.7\"},\n    { :imgbuild, \"~> 0.1\", runtime: false },\n    # {:esbuild, \"~> 0.8\"}\n    {:imgbuild_extra, \"~> 1.0\"}\n  ]\nend\n";
+        assert!(mix_dep(deps, "imgbuild"));
+        assert!(mix_dep(deps, "phoenix"));
+        assert!(!mix_dep(deps, "esbuild"));
+        assert!(!mix_dep(deps, "imgbuild_ext"));
     }
 
     #[test]

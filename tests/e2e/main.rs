@@ -1491,6 +1491,11 @@ fn main() {
             recipes::test_gitlab_recipe_builds_the_assets_the_image_serves,
         )
         .needs(recipes::TOOLS),
+        lab::trial(
+            "recipes::gitlab_recipe_with_the_mix_package",
+            recipes::test_gitlab_recipe_with_the_mix_package,
+        )
+        .needs(recipes::TOOLS),
     ];
     let conclusion = libtest_mimic::run(&args, lab::trials(tests));
     lab::shutdown();

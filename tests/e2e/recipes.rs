@@ -1,14 +1,15 @@
 //! The CI recipe `imgbuild init --ci gitlab` writes, run for real: a Mix project whose
 //! `assets.setup` and `assets.deploy` aliases stand in for Phoenix's (a "tool" installed into
 //! `_build`, then digested copies and a cache manifest in `priv/static`), the recipe's own
-//! shell lines run in order on this machine's Debian Elixir (imgbuild downloaded from a
-//! loopback HTTP server and checked against its sha256, as a runner would), and the image
-//! the recipe's build line makes serves the digested files from Docker.
+//! shell lines run in order on this machine's Debian Elixir (imgbuild's release archive from
+//! `scripts/dist` downloaded from a loopback HTTP server and checked against its sha256, as a
+//! runner would; or, in a project that depends on imgbuild's Mix package, installed by
+//! `mix imgbuild.install` and run as `mix imgbuild`), and the image the recipe's build line
+//! makes serves the digested files from Docker.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sha2::{Digest, Sha256};
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::lab::{self, TestResult, fail, run};
@@ -25,6 +26,11 @@ pub const TOOLS: &[&str] = &[
     "debootstrap",
     "dockerd",
     "docker",
+    "docker-registry",
+    "skopeo",
+    "readelf",
+    "tar",
+    "gzip",
 ];
 
 const MIX_EXS: &str = r##"defmodule Shop.MixProject do
@@ -223,29 +229,12 @@ pub fn test_gitlab_recipe_builds_the_assets_the_image_serves() -> TestResult {
     let dir = lab::scratch_dir("recipe");
     let project = fixture_project(&dir)?;
 
-    // imgbuild as a release download: served over loopback HTTP, checked by its sha256.
-    let downloads = dir.join("downloads");
-    std::fs::create_dir_all(&downloads).map_err(|e| fail(e.to_string()))?;
-    let binary = downloads.join("imgbuild-linux-amd64");
-    std::fs::copy(env!("CARGO_BIN_EXE_imgbuild"), &binary).map_err(|e| fail(e.to_string()))?;
-    let bytes = std::fs::read(&binary).map_err(|e| fail(e.to_string()))?;
-    let sha256 = hex::encode(Sha256::digest(&bytes));
-    let port = lab::free_port();
-    lab::spawn(
-        Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .arg("--directory")
-            .arg(&downloads),
-        &dir.join("http.log"),
-    )?;
-    lab::wait_for_port(port, "python3 -m http.server")?;
-    let url = format!("http://127.0.0.1:{port}/imgbuild-linux-amd64");
+    // imgbuild's release archive (scripts/dist), served over loopback HTTP, checked by the
+    // sha256 its checksums.txt gives.
+    let served = serve_dist(&dir)?;
+    let url = format!("{}/{}", served.base_url, served.archive);
+    let sha256 = served.sha256.clone();
+    let bytes = served.binary.clone();
 
     let install_line = |steps: &[String]| -> Result<String, Failed> {
         steps
@@ -293,35 +282,77 @@ pub fn test_gitlab_recipe_builds_the_assets_the_image_serves() -> TestResult {
         vars.contains(&("MIX_ENV".to_string(), "prod".to_string())),
         "{vars:?}"
     );
-    // The image is built onto the test's base: the one setting a user edits for that.
-    let toml_path = project.join("imgbuild.toml");
-    let toml = std::fs::read_to_string(&toml_path).map_err(|e| fail(e.to_string()))?;
-    let base = format!("oci:{}:bookworm", lab::base_layout()?.display());
-    let toml = toml.replace(
-        "from = \"debian:bookworm-slim\"",
-        &format!("from = \"{base}\""),
-    );
-    assert!(toml.contains(&base), "{toml}");
-    std::fs::write(&toml_path, toml).map_err(|e| fail(e.to_string()))?;
-
+    use_lab_base(&project)?;
     let bin = dir.join("bin");
-    for line in &steps {
-        let out = run_line(&project, line, &vars, &bin)?;
-        if !out.status.success() {
-            return Err(fail(format!(
-                "the recipe's line failed ({}):\n{line}\nstdout: {}\nstderr: {}",
-                out.status,
-                lab::stdout(&out),
-                lab::stderr(&out)
-            )));
-        }
-    }
+    run_lines(&project, &steps, &vars, &bin)?;
     let installed = std::fs::read(bin.join("imgbuild")).map_err(|e| fail(e.to_string()))?;
     assert!(
         installed == bytes,
         "the installed imgbuild is not the one served"
     );
+    assert_serves_assets(&project)
+}
 
+/// The dist directory served over loopback: its URL, the archive for this machine, the
+/// archive's sha256 from checksums.txt, and the binary inside it.
+struct Served {
+    base_url: String,
+    archive: String,
+    sha256: String,
+    binary: Vec<u8>,
+}
+
+fn serve_dist(dir: &Path) -> Result<Served, Failed> {
+    let dist = crate::dist::dist_dir()?;
+    let archive = format!(
+        "imgbuild-{}-{}.tar.gz",
+        crate::dist::VERSION,
+        crate::dist::TARGET
+    );
+    let sums = std::fs::read_to_string(dist.join("checksums.txt"))?;
+    let sha256 = sums
+        .lines()
+        .find_map(|l| l.strip_suffix(&format!("  {archive}")))
+        .ok_or_else(|| fail(format!("no line for {archive} in checksums.txt:\n{sums}")))?
+        .to_string();
+    let unpacked = dir.join("unpacked");
+    std::fs::create_dir_all(&unpacked)?;
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(dist.join(&archive))
+        .arg("-C")
+        .arg(&unpacked))?;
+    let binary = std::fs::read(
+        unpacked
+            .join(archive.trim_end_matches(".tar.gz"))
+            .join("imgbuild"),
+    )?;
+    let port = lab::free_port();
+    lab::spawn(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(&dist),
+        &dir.join("http.log"),
+    )?;
+    lab::wait_for_port(port, "python3 -m http.server")?;
+    Ok(Served {
+        base_url: format!("http://127.0.0.1:{port}"),
+        archive,
+        sha256,
+        binary,
+    })
+}
+
+/// The image the recipe's merge-request job wrote into `_build/shop-image.tar`: Docker loads
+/// it and it serves the digested stylesheet and the cache manifest the release carries.
+fn assert_serves_assets(project: &Path) -> TestResult {
     // The release carries the digested files; the image serves them.
     let static_dir = project.join("_build/prod/rel/shop/lib/shop-0.2.0/priv/static");
     let manifest =
@@ -362,4 +393,106 @@ pub fn test_gitlab_recipe_builds_the_assets_the_image_serves() -> TestResult {
         .args(["rmi", "imgbuild-e2e/shop:mr-7"])
         .output();
     Ok(())
+}
+
+/// The image is built onto the test's base: the one setting of imgbuild.toml a user edits for
+/// that.
+fn use_lab_base(project: &Path) -> TestResult {
+    let toml_path = project.join("imgbuild.toml");
+    let toml = std::fs::read_to_string(&toml_path).map_err(|e| fail(e.to_string()))?;
+    let base = format!("oci:{}:bookworm", lab::base_layout()?.display());
+    let toml = toml.replace(
+        "from = \"debian:bookworm-slim\"",
+        &format!("from = \"{base}\""),
+    );
+    assert!(toml.contains(&base), "{toml}");
+    std::fs::write(&toml_path, toml).map_err(|e| fail(e.to_string()))?;
+    Ok(())
+}
+
+/// Every line of the recipe, in order, as the runner runs them; the first that fails fails
+/// the test with its output.
+fn run_lines(
+    project: &Path,
+    steps: &[String],
+    vars: &[(String, String)],
+    bin: &Path,
+) -> TestResult {
+    for line in steps {
+        let out = run_line(project, line, vars, bin)?;
+        if !out.status.success() {
+            return Err(fail(format!(
+                "the recipe's line failed ({}):\n{line}\nstdout: {}\nstderr: {}",
+                out.status,
+                lab::stdout(&out),
+                lab::stderr(&out)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A project that depends on imgbuild's Mix package (a path dependency on integrations/mix,
+/// configured with the version and the loopback base_url of the dist): `init --ci gitlab`
+/// installs imgbuild through it, no download line and no sha256 in the recipe; the recipe's
+/// lines run, the package installs the served archive's binary under _build, and the image
+/// serves the assets.
+pub fn test_gitlab_recipe_with_the_mix_package() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let dir = lab::scratch_dir("recipe-mix");
+    let project = fixture_project(&dir)?;
+    let served = serve_dist(&dir)?;
+    let package = Path::new(env!("CARGO_MANIFEST_DIR")).join("integrations/mix");
+    let mix_exs = MIX_EXS.replace(
+        "deps: [],",
+        &format!(
+            "deps: [{{:imgbuild, path: {:?}, runtime: false}}],",
+            package.display().to_string()
+        ),
+    );
+    assert_ne!(mix_exs, MIX_EXS);
+    write(&project.join("mix.exs"), &mix_exs)?;
+    write(
+        &project.join("config/config.exs"),
+        &format!(
+            "import Config\n\nconfig :imgbuild,\n  version: {:?},\n  base_url: {:?}\n",
+            crate::dist::VERSION,
+            served.base_url
+        ),
+    )?;
+    run(lab::imgbuild()
+        .args(["init", "--ci", "gitlab", "--force"])
+        .current_dir(&project))?;
+    let (vars, steps) = gitlab_recipe(&project, "image:build")?;
+    assert!(
+        steps
+            .iter()
+            .all(|l| !l.contains("sha256sum") && !l.contains("curl")),
+        "the recipe downloads imgbuild itself: {steps:?}"
+    );
+    let at = |want: &str| steps.iter().position(|l| l.starts_with(want));
+    let install = at("mix imgbuild.install --if-missing")
+        .ok_or_else(|| fail(format!("no mix imgbuild.install: {steps:?}")))?;
+    assert!(
+        at("mix deps.compile").is_some_and(|c| c < install),
+        "{steps:?}"
+    );
+    assert!(
+        at("mix imgbuild build ").is_some_and(|b| install < b),
+        "{steps:?}"
+    );
+    use_lab_base(&project)?;
+    // The imgbuild on PATH (the lab's own build directory) must not be what runs.
+    let bin = dir.join("bin");
+    run_lines(&project, &steps, &vars, &bin)?;
+    assert!(!bin.join("imgbuild").exists());
+    let installed =
+        std::fs::read(project.join(format!("_build/imgbuild-{}", crate::dist::TARGET)))?;
+    assert!(
+        installed == served.binary,
+        "the Mix package did not install the served archive's binary"
+    );
+    assert_serves_assets(&project)
 }
