@@ -156,7 +156,7 @@ impl std::fmt::Display for Failure {
 }
 
 /// `1 h 5 min`, `40 s`.
-pub fn human_duration(d: Duration) -> String {
+pub(crate) fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         s if s >= 3600 => format!("{} h {} min", s / 3600, s % 3600 / 60),

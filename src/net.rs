@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
 use crate::error::{Error, ImageError, Result};
-pub use crate::error::{Failure, NetError, human_duration};
+pub use crate::error::{Failure, NetError};
 
 /// How requests are retried and watched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +43,7 @@ impl Default for Policy {
 
 /// Statuses a server (or the proxy or load balancer in front of it) uses for "try again":
 /// 408, 429 and every 5xx.
-pub fn retryable_status(s: StatusCode) -> bool {
+pub(crate) fn retryable_status(s: StatusCode) -> bool {
     matches!(s.as_u16(), 408 | 429 | 500..=599)
 }
 
@@ -556,7 +556,7 @@ pub(crate) async fn get_small(
 }
 
 /// An error and its causes on one line (reqwest hides the useful part in the chain).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

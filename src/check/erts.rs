@@ -12,7 +12,7 @@ use super::{DEFAULT_PATH, ImageEnv, Problem};
 /// every OTP application the release boots but does not carry (Mix leaves them out with ERTS)
 /// at the version its `.rel` names. Gives that ERTS's ELF files, or the problem (no Erlang,
 /// another version, naming both, or the applications missing).
-pub fn base_erts(
+pub(crate) fn base_erts(
     fs: &RootFs,
     env: &ImageEnv,
     release: &crate::release::Release,

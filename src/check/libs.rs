@@ -9,7 +9,7 @@ use super::{ImageEnv, Problem};
 
 /// The Debian package that provides `lib` (a soname), when it is one Elixir releases commonly
 /// need.
-pub fn debian_package_for(lib: &str) -> Option<&'static str> {
+pub(crate) fn debian_package_for(lib: &str) -> Option<&'static str> {
     DEBIAN_PACKAGES
         .iter()
         .find(|(l, _)| *l == lib)

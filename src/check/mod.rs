@@ -10,11 +10,11 @@ pub(crate) mod report;
 mod scripts;
 mod summary;
 
-pub use erts::base_erts;
+pub(crate) use erts::base_erts;
 pub use files::{LayerFacts, add_entries, add_entries_cached, add_layer, release_scripts};
-pub use libs::debian_package_for;
+pub(crate) use libs::debian_package_for;
 pub use report::{CheckFailure, CheckReport, Problem};
-pub use summary::{
+pub(crate) use summary::{
     base_rootfs, cached_summary, keep_summary, summary_bytes, summary_key, summary_of,
 };
 

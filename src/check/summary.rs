@@ -13,7 +13,7 @@ use crate::report::Transfer;
 /// The key of a base's summary: the layers it is made of, by media type and digest. A
 /// summary is a fact derived from exactly those bytes, so it holds for as long as the digests
 /// do, wherever the layers are (another registry, a layout, a tarball).
-pub fn summary_key(base: &Image) -> Digest {
+pub(crate) fn summary_key(base: &Image) -> Digest {
     let mut text = String::from("base-summary-v2\n");
     for l in &base.layers {
         text.push_str(&format!("{} {}\n", l.blob.media_type, l.blob.digest));
@@ -25,24 +25,24 @@ pub fn summary_key(base: &Image) -> Digest {
 /// read (kinds, modes, links, ELF facts, the dpkg database, apt sources and keyrings) — when
 /// one was made before from the same layers. With it no base layer needs to be read, or
 /// downloaded, at all.
-pub fn cached_summary(base: &Image, cache: &Cache) -> Option<(RootFs, Vec<String>)> {
+pub(crate) fn cached_summary(base: &Image, cache: &Cache) -> Option<(RootFs, Vec<String>)> {
     summary_of(base, &summary_bytes(base, cache)?)
 }
 
 /// The stored form of the base's summary in the local cache, to share (`--cache-repo`).
-pub fn summary_bytes(base: &Image, cache: &Cache) -> Option<Vec<u8>> {
+pub(crate) fn summary_bytes(base: &Image, cache: &Cache) -> Option<Vec<u8>> {
     cache.record("trees", &summary_key(base))
 }
 
 /// `bytes` read as the summary of `base`: `None` when they are not a summary, or one made
 /// from other layers (a damaged, stale or planted entry is not this base's summary).
-pub fn summary_of(base: &Image, bytes: &[u8]) -> Option<(RootFs, Vec<String>)> {
+pub(crate) fn summary_of(base: &Image, bytes: &[u8]) -> Option<(RootFs, Vec<String>)> {
     let record = serde_json::from_slice::<SummaryRecord>(bytes).ok()?;
     (record.layers == layer_digests(base)).then_some((record.fs, record.warnings))
 }
 
 /// Keep a summary found elsewhere (already checked with [`summary_of`]) in the local cache.
-pub fn keep_summary(base: &Image, bytes: &[u8], cache: &Cache) {
+pub(crate) fn keep_summary(base: &Image, bytes: &[u8], cache: &Cache) {
     let _ = cache.put_record("trees", &summary_key(base), bytes);
 }
 
@@ -56,7 +56,7 @@ fn layer_digests(base: &Image) -> Vec<String> {
 /// The base's file system, read from its layers' bytes (`local`, one range per layer)
 /// without extracting them, and kept in the cache as the base's summary. `progress` advances
 /// by the layers' compressed bytes as they are read.
-pub fn base_rootfs(
+pub(crate) fn base_rootfs(
     base: &Image,
     local: &[FileRange],
     cache: &Cache,

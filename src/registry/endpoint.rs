@@ -174,7 +174,7 @@ pub(super) fn challenge_of(resp: &Response) -> Option<Challenge> {
         .find(|c| c.scheme == "bearer" || c.scheme == "basic")
 }
 
-pub fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     let h = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {
@@ -186,7 +186,7 @@ pub fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-pub fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -198,7 +198,7 @@ pub fn urlencode(s: &str) -> String {
     out
 }
 
-pub fn append_query(url: &str, pairs: &[(&str, &str)]) -> String {
+pub(crate) fn append_query(url: &str, pairs: &[(&str, &str)]) -> String {
     let mut out = url.to_string();
     for (k, v) in pairs {
         out.push(if out.contains('?') { '&' } else { '?' });

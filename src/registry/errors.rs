@@ -57,7 +57,7 @@ impl RegistryClient {
 }
 
 /// The text of a registry error body: the OCI `errors` array when present, else the body start.
-pub fn registry_error_text(body: &[u8]) -> String {
+pub(crate) fn registry_error_text(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Errors {
         errors: Vec<ErrorItem>,

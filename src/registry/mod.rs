@@ -26,8 +26,8 @@ use auth::{CachedToken, Gate, TokenKey};
 use endpoint::{Endpoint, challenge_of};
 use errors::{is_permanent, status_failure};
 
-pub use endpoint::{append_query, is_loopback, urlencode};
-pub use errors::registry_error_text;
+pub(crate) use endpoint::{append_query, is_loopback, urlencode};
+pub(crate) use errors::registry_error_text;
 
 /// A credential for one registry, and where it came from (for error messages).
 #[derive(Clone)]
@@ -89,7 +89,8 @@ pub struct ClientOptions {
     pub policy: Policy,
 }
 
-pub use crate::net::{DEFAULT_RETRIES, error_chain, retryable_status};
+pub use crate::net::DEFAULT_RETRIES;
+pub(crate) use crate::net::{error_chain, retryable_status};
 
 /// The method of the request `make` builds (for messages).
 fn method_of(
