@@ -26,6 +26,16 @@ pub struct InitArgs {
     /// `sha256sum -c` before installing.
     #[arg(long, value_name = "HEX", requires = "imgbuild_url")]
     pub imgbuild_sha256: Option<String>,
+    /// GitLab only: run the image jobs in imgbuild's own debug image (imgbuild:VERSION-debug
+    /// from the release, pushed to a registry the runners pull from), the release built by a
+    /// job of its own before them.
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        requires = "ci",
+        conflicts_with = "imgbuild_url"
+    )]
+    pub imgbuild_image: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -41,8 +51,20 @@ pub(crate) fn run_init(args: InitArgs) -> Result<()> {
             CiKind::Github => imgbuild::init::Ci::Github,
             CiKind::Gitlab => imgbuild::init::Ci::Gitlab,
         }),
-        install: match (&args.imgbuild_url, &args.imgbuild_sha256) {
-            (Some(url), Some(sum)) => imgbuild::init::ci::Install::pinned(url, sum)?,
+        install: match (
+            &args.imgbuild_url,
+            &args.imgbuild_sha256,
+            &args.imgbuild_image,
+        ) {
+            (Some(url), Some(sum), _) => imgbuild::init::ci::Install::pinned(url, sum)?,
+            (_, _, Some(image)) => {
+                if !matches!(args.ci, Some(CiKind::Gitlab)) {
+                    return Err(imgbuild::error::Error::Usage(
+                        "--imgbuild-image is for --ci gitlab (a GitHub job runs its steps in one container: use --imgbuild-url there)".into(),
+                    ));
+                }
+                imgbuild::init::ci::Install::image(image)?
+            }
             _ => imgbuild::init::ci::Install::Variables,
         },
     };

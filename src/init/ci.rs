@@ -33,9 +33,29 @@ pub enum Install {
     /// --if-missing` once the dependencies are fetched (the archive checked against the
     /// `checksums.txt` of the package's `base_url`), and `mix imgbuild` runs it.
     Mix,
+    /// imgbuild's own image (`imgbuild:VERSION-debug` from `scripts/dist`, pushed where the CI
+    /// pulls from): GitLab only. The release is built in a job of its own and handed on as an
+    /// artifact; the image jobs run in imgbuild's image.
+    Image { reference: String },
 }
 
 impl Install {
+    /// imgbuild's own image, by a reference the recipe can quote.
+    pub fn image(reference: &str) -> Result<Install> {
+        let r = reference.trim();
+        if r.is_empty()
+            || r.chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "'\"`\\$#{}".contains(c))
+        {
+            return Err(Error::Input(format!(
+                "--imgbuild-image {reference:?} is not an image reference the recipe can quote: give REGISTRY/REPO:TAG of imgbuild's debug image (imgbuild:VERSION-debug from the release, pushed to your registry)"
+            )));
+        }
+        Ok(Install::Image {
+            reference: r.to_string(),
+        })
+    }
+
     /// A pinned download of `url`, whose bytes must have the sha256 `sha256` (64 hex digits).
     pub fn pinned(url: &str, sha256: &str) -> Result<Install> {
         let url = url.trim();
@@ -173,6 +193,7 @@ pub(crate) fn workflow(ci: Ci, p: &Project, install: &Install) -> (PathBuf, Stri
     notes.push(match install {
         Install::Variables => "the CI job downloads imgbuild from the CI variable IMGBUILD_URL and checks it against IMGBUILD_SHA256: set both (or run init with --imgbuild-url and --imgbuild-sha256 to write them into the recipe)".to_string(),
         Install::Pinned { url, .. } => format!("the CI job downloads imgbuild from {url} and checks its sha256"),
+        Install::Image { reference } => format!("the release is built in the job `release` and handed to the image jobs, which run in {reference} (imgbuild's debug image, with a shell for GitLab's script)"),
         Install::Mix => "the CI job installs imgbuild with the project's Mix package (mix imgbuild.install --if-missing: the version and base_url of config :imgbuild, the archive checked against checksums.txt) and runs it as mix imgbuild".to_string(),
     });
     let script = install_script(install);
@@ -184,7 +205,10 @@ pub(crate) fn workflow(ci: Ci, p: &Project, install: &Install) -> (PathBuf, Stri
         ),
         Ci::Gitlab => (
             PathBuf::from(".gitlab-ci.yml"),
-            gitlab(&recipe, &script, install),
+            match install {
+                Install::Image { reference } => gitlab_in_image(&recipe, reference),
+                _ => gitlab(&recipe, &script, install),
+            },
             notes,
         ),
     }
@@ -206,6 +230,7 @@ pub(crate) fn install_script(install: &Install) -> String {
         .to_string(),
         Install::Pinned { url, sha256 } => format!("url='{url}'\nsum='{sha256}'\n"),
         Install::Mix => return "mix imgbuild.install --if-missing\n".to_string(),
+        Install::Image { .. } => return String::new(),
     };
     let body = format!(
         "set -e\n\
@@ -286,13 +311,14 @@ fn github(recipe: &Recipe, install_script: &str, install: &Install, branch: &str
         Install::Variables => {
             "        env:\n          IMGBUILD_URL: ${{ vars.IMGBUILD_URL }}\n          IMGBUILD_SHA256: ${{ vars.IMGBUILD_SHA256 }}\n"
         }
-        Install::Pinned { .. } | Install::Mix => "",
+        Install::Pinned { .. } | Install::Mix | Install::Image { .. } => "",
     };
     let variables_doc = match install {
         Install::Variables => {
             "\n# IMGBUILD_URL and IMGBUILD_SHA256 say where the job downloads imgbuild and its checksum."
         }
-        Install::Pinned { .. } => "",
+        // GitHub runs a job's steps in one container: the CLI refuses an image there.
+        Install::Pinned { .. } | Install::Image { .. } => "",
         Install::Mix => {
             "\n# imgbuild is installed by the project's Mix package (config :imgbuild, version and base_url)."
         }
@@ -442,6 +468,76 @@ image:push:
         origin = origin(recipe),
         mix_env = yaml_single_quoted(&recipe.mix_env),
         tools = yaml_single_quoted(&build_tools(&recipe.packages)),
+    )
+}
+
+/// The GitLab pipeline whose image jobs run in imgbuild's own image: the release is built in
+/// the builder image by the job `release` and handed on as an artifact (`_build/ENV/rel/`).
+fn gitlab_in_image(recipe: &Recipe, reference: &str) -> String {
+    let mix_steps: String = recipe
+        .mix
+        .iter()
+        .map(|l| format!("    - {}\n", yaml_single_quoted(l)))
+        .collect();
+    format!(
+        r#"# Builds the release, then the image on merge requests, and builds and pushes it on the
+# default branch. Written by `imgbuild init --ci gitlab --imgbuild-image`. Credentials are the
+# job's own CI_REGISTRY_USER and CI_REGISTRY_PASSWORD (the project's container registry); set
+# the CI/CD variable IMGBUILD_CACHE_REPO to share a registry cache between runners.
+# {origin}
+stages: [release, image]
+
+release:
+  stage: release
+  # The release is built where the Dockerfile built it: the same Erlang, on the base's Debian.
+  image: {builder}
+  variables:
+    MIX_ENV: {mix_env}
+  # Dependencies and compiled code, kept between pipelines until mix.lock changes.
+  cache:
+    key:
+      files: [mix.lock]
+    paths: [deps/, _build/]
+  before_script:
+    - {tools}
+  script:
+{mix_steps}  artifacts:
+    paths: [{rel}]
+    expire_in: 1 day
+
+# imgbuild's own image; its entrypoint is imgbuild, so GitLab's shell is asked for instead.
+.image:
+  stage: image
+  image:
+    name: {image}
+    entrypoint: [""]
+  needs: [release]
+  variables:
+    GIT_DEPTH: "1"
+
+image:build:
+  extends: .image
+  rules:
+    - if: $CI_PIPELINE_SOURCE == "merge_request_event"
+  script:
+    - imgbuild build -t "$CI_REGISTRY_IMAGE:mr-$CI_MERGE_REQUEST_IID"
+
+image:push:
+  extends: .image
+  rules:
+    - if: $CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH
+  variables:
+    IMGBUILD_USERNAME: $CI_REGISTRY_USER
+    IMGBUILD_PASSWORD: $CI_REGISTRY_PASSWORD
+  script:
+    - imgbuild build --push -t "$CI_REGISTRY_IMAGE:$CI_COMMIT_SHA" -t "$CI_REGISTRY_IMAGE:latest"
+"#,
+        builder = recipe.builder,
+        origin = origin(recipe),
+        mix_env = yaml_single_quoted(&recipe.mix_env),
+        tools = yaml_single_quoted(&build_tools(&recipe.packages)),
+        rel = yaml_single_quoted(&format!("_build/{}/rel/", recipe.mix_env)),
+        image = yaml_single_quoted(reference),
     )
 }
 
@@ -773,6 +869,50 @@ mod tests {
         for job in ["image:build", "image:push"] {
             let script = strs(&doc[job]["script"]);
             assert!(script[0].starts_with("mix imgbuild build "), "{script:?}");
+        }
+    }
+
+    /// GitLab with imgbuild's own image: a release job in the builder image hands the release on
+    /// as an artifact; the image jobs run in imgbuild's image with GitLab's shell as entrypoint.
+    #[test]
+    fn gitlab_in_imgbuilds_own_image() {
+        let p = Project {
+            mix_lock: true,
+            ..Project::default()
+        };
+        let install = Install::image("registry.example.com/tools/imgbuild:0.1.0-debug").unwrap();
+        let (_, gl, notes) = workflow(Ci::Gitlab, &p, &install);
+        assert!(
+            notes.iter().any(|n| n.contains("job `release`")),
+            "{notes:?}"
+        );
+        let doc = parse(&gl);
+        assert_eq!(strs(&doc["stages"]), ["release", "image"]);
+        let release = &doc["release"];
+        assert_eq!(release["image"].as_str(), Some(DEFAULT_BUILDER));
+        let script = strs(&release["script"]);
+        assert_eq!(
+            script.last().map(String::as_str),
+            Some("mix release --overwrite")
+        );
+        assert_eq!(strs(&release["artifacts"]["paths"]), ["_build/prod/rel/"]);
+        let image = &doc[".image"];
+        assert_eq!(
+            image["image"]["name"].as_str(),
+            Some("registry.example.com/tools/imgbuild:0.1.0-debug")
+        );
+        assert_eq!(strs(&image["image"]["entrypoint"]), [""]);
+        assert_eq!(strs(&image["needs"]), ["release"]);
+        assert!(
+            !gl.contains("sha256sum") && !gl.contains("mix imgbuild"),
+            "{gl}"
+        );
+        for job in ["image:build", "image:push"] {
+            assert_eq!(doc[job]["extends"].as_str(), Some(".image"));
+            assert!(strs(&doc[job]["script"])[0].starts_with("imgbuild build "));
+        }
+        for bad in ["", "a b", "x/${{y}}", "r/'q'"] {
+            assert!(Install::image(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -19,6 +19,7 @@ pub const TOOLS: &[&str] = &[
     "debootstrap",
     "mix",
     "readelf",
+    "busybox",
     "sha256sum",
     "tar",
     "gzip",
@@ -69,6 +70,7 @@ pub fn test_artifacts_and_own_image() -> TestResult {
     let dist = dist_dir()?;
     let archive = format!("imgbuild-{VERSION}-{TARGET}.tar.gz");
     let image_tar = format!("imgbuild-{VERSION}-image.tar");
+    let debug_tar = format!("imgbuild-{VERSION}-image-debug.tar");
     // checksums.txt names every other file, and sha256sum agrees with it.
     let sums = sha256_lines(&dist)?;
     let mut named: Vec<&str> = sums
@@ -76,7 +78,7 @@ pub fn test_artifacts_and_own_image() -> TestResult {
         .filter_map(|l| l.split_once("  ").map(|(_, f)| f))
         .collect();
     named.sort();
-    let mut want = vec![archive.as_str(), image_tar.as_str()];
+    let mut want = vec![archive.as_str(), image_tar.as_str(), debug_tar.as_str()];
     want.sort();
     assert_eq!(named, want, "{sums}");
     run(Command::new("sha256sum")

@@ -1496,6 +1496,11 @@ fn main() {
             recipes::test_gitlab_recipe_with_the_mix_package,
         )
         .needs(recipes::TOOLS),
+        lab::trial(
+            "recipes::gitlab_recipe_in_imgbuilds_own_image",
+            recipes::test_gitlab_recipe_in_imgbuilds_own_image,
+        )
+        .needs(recipes::TOOLS),
     ];
     let conclusion = libtest_mimic::run(&args, lab::trials(tests));
     lab::shutdown();

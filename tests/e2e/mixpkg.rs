@@ -16,6 +16,7 @@ pub const TOOLS: &[&str] = &[
     "umoci",
     "debootstrap",
     "readelf",
+    "busybox",
     "sha256sum",
     "tar",
     "gzip",

@@ -29,6 +29,7 @@ pub const TOOLS: &[&str] = &[
     "docker-registry",
     "skopeo",
     "readelf",
+    "busybox",
     "tar",
     "gzip",
 ];
@@ -494,5 +495,85 @@ pub fn test_gitlab_recipe_with_the_mix_package() -> TestResult {
         installed == served.binary,
         "the Mix package did not install the served archive's binary"
     );
+    assert_serves_assets(&project)
+}
+
+/// GitLab with imgbuild's own debug image (`init --ci gitlab --imgbuild-image`): the `release`
+/// job's lines run here (the builder image's part), its artifact (`_build/prod/rel/`) is what
+/// the image job sees, and the image job's script runs as GitLab runs it: each line by the
+/// image's own `sh`, entrypoint emptied, in the project's directory. The image it writes
+/// serves the assets.
+pub fn test_gitlab_recipe_in_imgbuilds_own_image() -> TestResult {
+    if !lab::require(TOOLS)? {
+        return Ok(());
+    }
+    let dir = lab::scratch_dir("recipe-image");
+    let project = fixture_project(&dir)?;
+    let dist = crate::dist::dist_dir()?;
+    let image = format!("imgbuild:{}-debug", crate::dist::VERSION);
+    run(lab::imgbuild()
+        .args([
+            "init",
+            "--ci",
+            "gitlab",
+            "--force",
+            "--imgbuild-image",
+            &image,
+        ])
+        .current_dir(&project))?;
+    use_lab_base(&project)?;
+    let doc = yaml(&project.join(".gitlab-ci.yml"))?;
+    let release = &doc["release"];
+    let vars: Variables = release["variables"]
+        .as_hash()
+        .ok_or_else(|| fail(format!("release has no variables: {release:?}")))?
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
+        .collect();
+    let mut steps = lines(&release["before_script"], "release.before_script")?;
+    steps.extend(lines(&release["script"], "release.script")?);
+    assert!(
+        steps.iter().all(|l| !l.contains("imgbuild")),
+        "the release job runs imgbuild: {steps:?}"
+    );
+    run_lines(&project, &steps, &vars, &dir.join("bin"))?;
+    assert_eq!(
+        lines(&release["artifacts"]["paths"], "release.artifacts.paths")?,
+        ["_build/prod/rel/"]
+    );
+    assert_eq!(
+        doc[".image"]["image"]["name"].as_str(),
+        Some(image.as_str())
+    );
+
+    let docker = lab::docker()?;
+    run(docker
+        .cmd()
+        .arg("load")
+        .arg("-i")
+        .arg(dist.join(format!("imgbuild-{}-image-debug.tar", crate::dist::VERSION))))?;
+    let base = lab::base_layout()?;
+    for line in lines(&doc["image:build"]["script"], "image:build.script")? {
+        let out = docker
+            .cmd()
+            .args(["run", "--rm", "--network=host", "--entrypoint", ""])
+            .arg("-v")
+            .arg(format!("{}:{}", project.display(), project.display()))
+            .arg("-v")
+            .arg(format!("{}:{}:ro", base.display(), base.display()))
+            .arg("-w")
+            .arg(&project)
+            .args(["-e", "CI_REGISTRY_IMAGE=imgbuild-e2e/shop"])
+            .args(["-e", "CI_MERGE_REQUEST_IID=7"])
+            .args([image.as_str(), "sh", "-c", &line])
+            .output()?;
+        if !out.status.success() {
+            return Err(fail(format!(
+                "the image job's line failed in {image} ({}):\n{line}\n{}",
+                out.status,
+                lab::stderr(&out)
+            )));
+        }
+    }
     assert_serves_assets(&project)
 }
