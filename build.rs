@@ -12,6 +12,13 @@ fn git(args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Whether git's work tree here is this crate's directory.
+fn own_repository() -> bool {
+    let top = git(&["rev-parse", "--show-toplevel"]).and_then(|t| std::fs::canonicalize(t).ok());
+    let here = std::env::var_os("CARGO_MANIFEST_DIR").and_then(|d| std::fs::canonicalize(d).ok());
+    top.is_some() && top == here
+}
+
 fn main() {
     println!("cargo:rerun-if-env-changed=IMGBUILD_COMMIT");
     // Again when the sources change, for the `-dirty` mark.
@@ -20,13 +27,13 @@ fn main() {
     }
     let commit = match std::env::var("IMGBUILD_COMMIT") {
         Ok(c) if !c.is_empty() => c,
+        // Only this crate's own repository: not one it was unpacked or vendored into.
+        _ if !own_repository() => "unknown".to_string(),
         _ => {
-            // Built again when HEAD moves or the index changes (a commit, a checkout).
+            // Built again when HEAD moves (a commit, a checkout).
             if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
                 let dir = PathBuf::from(dir);
-                for f in ["HEAD", "index"] {
-                    println!("cargo:rerun-if-changed={}", dir.join(f).display());
-                }
+                println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
                 if let Some(common) = git(&["rev-parse", "--git-common-dir"]) {
                     println!(
                         "cargo:rerun-if-changed={}",

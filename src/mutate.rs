@@ -205,6 +205,8 @@ pub fn append_layer(base: &Image, layer: Layer, settings: &AppendSettings) -> Re
     }
     let mut labels: BTreeMap<String, String> =
         c.labels().clone().unwrap_or_default().into_iter().collect();
+    // A base digest the base's own config carried names another image than this base.
+    labels.remove(BASE_DIGEST);
     labels.extend(oci.clone());
     labels.extend(settings.labels.clone());
     c.set_labels(Some(labels.into_iter().collect()));

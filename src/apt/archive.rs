@@ -162,11 +162,15 @@ pub async fn fetch_debs(
             .await;
             match got {
                 Ok(_) => break,
-                Err(e @ Error::DigestMismatch { .. }) => return Err(e),
+                Err(e @ Error::DigestMismatch { .. }) => {
+                    progress.done("failed");
+                    return Err(e);
+                }
                 Err(e) => tried.push(e.to_string()),
             }
         }
         if !cache.has_blob(&d) {
+            progress.done("failed");
             return Err(crate::net::NetError::Unreachable {
                 who: format!("every source of {} {}", p.name, p.version),
                 detail: tried.join("; "),

@@ -94,6 +94,12 @@ pub(crate) fn plan(adds: &[AddFiles]) -> Result<Vec<Entry>> {
     let mut entries: std::collections::BTreeMap<String, Entry> = Default::default();
     for add in adds {
         let meta = std::fs::metadata(&add.source).ctx("read", &add.source)?;
+        if !meta.is_file() && !meta.is_dir() {
+            return Err(Error::Usage(format!(
+                "--add {}: it is neither a file nor a directory (a device or a pipe cannot go in a layer)",
+                add.source.display()
+            )));
+        }
         let mut parent = String::new();
         for part in add
             .dest
@@ -107,10 +113,21 @@ pub(crate) fn plan(adds: &[AddFiles]) -> Result<Vec<Entry>> {
             } else {
                 format!("{parent}/{part}")
             };
-            entries
+            let at = entries
                 .entry(parent.clone())
                 .or_insert_with(|| dir_entry(&parent));
+            // A file or link an earlier --add put here cannot hold this one.
+            if at.kind != EntryKind::Dir {
+                return Err(Error::Usage(format!(
+                    "--add {}: /{} would go under /{parent}, which an earlier --add made a file or a link; give the two non-overlapping destinations",
+                    add.source.display(),
+                    add.dest
+                )));
+            }
         }
+        // What an earlier --add put at or under this destination is replaced, not merged.
+        let under = format!("{}/", add.dest);
+        entries.retain(|path, _| *path != add.dest && !path.starts_with(&under));
         if meta.is_dir() {
             entries.insert(add.dest.clone(), dir_of(&add.dest, &meta));
             walk(&add.source, &add.dest, &mut entries)?;
@@ -276,6 +293,33 @@ mod tests {
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
         let t = plan(&[AddFiles::parse(&format!("{}:/tmp", tmp.display())).unwrap()]).unwrap();
         assert_eq!((t[0].path.as_str(), t[0].mode), ("tmp", 0o1777));
+        // Overlaps: a later tree replaces what was at its destination; nothing goes under a file.
+        let at = |spec: String| AddFiles::parse(&spec).unwrap();
+        let replaced = plan(&[
+            at(format!("{}:/opt/t", tree.display())),
+            at(format!("{}:/opt/t", bin.display())),
+        ])
+        .unwrap();
+        assert_eq!(
+            replaced.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+            ["opt", "opt/t"]
+        );
+        let e = plan(&[
+            at(format!("{}:/opt/app", bin.display())),
+            at(format!("{}:/opt/app/config", bin.display())),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("made a file or a link"), "{e}");
+        let e = plan(&[
+            at(format!("{}:/t", tree.display())),
+            at(format!("{}:/t/a-link/x", bin.display())),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/t/a-link"), "{e}");
+        let e = plan(&[at("/dev/null:/x".into())]).unwrap_err().to_string();
+        assert!(e.contains("neither a file nor a directory"), "{e}");
         let missing = AddFiles::parse("/no/such/file:/x").unwrap();
         assert!(
             plan(&[missing])

@@ -165,9 +165,10 @@ pub(crate) async fn read_base(
         async move {
             let shown = progress.clone();
             let r = blocking(move || check::base_rootfs(&b, &local, &c, &shown)).await;
-            if let Ok((fs, _)) = &r {
-                progress.done(&format!("done: {} files", fs.len()));
-            }
+            progress.done(&match &r {
+                Ok((fs, _)) => format!("done: {} files", fs.len()),
+                Err(_) => "failed".to_string(),
+            });
             r
         }
     };

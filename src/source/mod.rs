@@ -311,10 +311,15 @@ pub(crate) async fn localize_shown(
         BlobSource::Registry(r) => {
             if !cache.has_blob(&blob.digest) {
                 let progress = reporter.task("pulling", label, blob.size);
-                client
+                let pulled = client
                     .pull_blob_shown(r, &blob.digest, cache, &progress)
-                    .await?;
-                progress.done(&format!("done: {}", crate::report::human_size(blob.size)));
+                    .await;
+                // A bar that ends says how, failed or not (none is left half drawn).
+                progress.done(&match &pulled {
+                    Ok(()) => format!("done: {}", crate::report::human_size(blob.size)),
+                    Err(_) => "failed".to_string(),
+                });
+                pulled?;
             }
             Ok(FileRange {
                 path: cache.blob_path(&blob.digest),

@@ -173,11 +173,13 @@ pub fn test_artifacts_and_own_image() -> TestResult {
     );
 
     // Inside that container: a build of the sample release on the lab's base, pushed to the
-    // lab's registry; skopeo sees the digest the container printed, and Docker runs it.
+    // lab's registry (no shell needed); skopeo sees the digest the container printed, and Docker runs it.
     let rel = lab::release()?;
     let layout = lab::base_layout()?;
     let reg = lab::registry()?;
-    let target = format!("{}/inside/hello:1", reg.host());
+    // By name, not address: the static binary resolves `localhost` through the container's
+    // /etc/hosts, as it resolves a registry's name through DNS.
+    let target = format!("localhost:{}/inside/hello:1", reg.port);
     let out = run(docker.cmd().args(["run", "--rm", "--network=host"]).args([
         "-v",
         &format!("{}:/rel:ro", rel.display()),

@@ -228,8 +228,9 @@ defmodule Imgbuild do
 
       extracted = Path.join(tmp, member)
 
-      unless File.regular?(extracted) do
-        Mix.raise("#{archive} holds no #{member}; nothing was installed")
+      # A regular file itself, not a link to one (a link would be followed by the chmod).
+      unless match?({:ok, %File.Stat{type: :regular}}, File.lstat(extracted)) do
+        Mix.raise("#{archive} holds no regular file #{member}; nothing was installed")
       end
 
       File.chmod!(extracted, 0o755)

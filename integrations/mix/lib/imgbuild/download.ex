@@ -124,13 +124,14 @@ defmodule Imgbuild.Download do
     Enum.map(["localhost", "127.0.0.1", "::1" | from_env], &String.to_charlist/1)
   end
 
-  defp ssl_opts(%URI{scheme: "https", host: host}) do
+  # SNI and the host name check follow each connection's own host (a release URL that
+  # redirects to another host is checked against that host).
+  defp ssl_opts(%URI{scheme: "https"}) do
     [
       ssl:
         [
           verify: :verify_peer,
           depth: 4,
-          server_name_indication: String.to_charlist(host),
           customize_hostname_check: [
             match_fun: :public_key.pkix_verify_hostname_match_fun(:https)
           ]
