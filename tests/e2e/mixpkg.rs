@@ -1,6 +1,7 @@
 //! The Mix package (`integrations/mix`), run by its own ExUnit suite with Debian's Elixir
 //! against `scripts/dist`'s real output served from loopback: install with its checksum, a
-//! refused checksum, `mix imgbuild --version`, exit statuses, proxies, and the release step on a
+//! refused checksum, HTTPS with a private CA (`cacerts_path:`) and without it, `mix imgbuild
+//! --version`, exit statuses, proxies, and the release step on a
 //! fixture app, whose image Docker then runs.
 
 use std::process::Command;
@@ -9,6 +10,7 @@ use crate::lab::{self, TestResult, fail, run, stdout};
 
 pub const TOOLS: &[&str] = &[
     "mix",
+    "openssl",
     "docker",
     "dockerd",
     "docker-registry",

@@ -115,6 +115,35 @@ defmodule ImgbuildTest do
     assert gets(server, ctx.archive) == 1
   end
 
+  # The failing handshake logs TLS alert notices; show them only if the test fails.
+  @tag :capture_log
+  test "HTTPS: cacerts_path: trusts a private CA; the system store alone does not", ctx do
+    certs = tls_certs!()
+    server = serve!(ctx.dist, tls: certs)
+    assert server.url =~ ~r{\Ahttps://localhost:\d+\z}
+    bin = project_bin!("https")
+    configure(version: ctx.version, base_url: server.url, path: bin, cacerts_path: certs.ca)
+
+    Imgbuild.install()
+    assert Imgbuild.installed_version() == {:ok, ctx.version}
+    assert leftovers(bin) == []
+    assert gets(server, ctx.archive) == 1
+    out = capture_io(fn -> assert Imgbuild.run(["--version"]) == 0 end)
+    assert out =~ "imgbuild #{ctx.version}"
+
+    # Without cacerts_path: the system store, which does not know the test CA.
+    File.rm!(bin)
+    Application.delete_env(:imgbuild, :cacerts_path)
+    error = assert_raise Mix.Error, fn -> Imgbuild.install() end
+    assert error.message =~ "cannot download #{server.url}/checksums.txt: TLS handshake failed"
+    assert error.message =~ "the system CA store"
+    assert error.message =~ "cacerts_path:"
+    refute String.contains?(error.message, "\n")
+    refute File.exists?(bin)
+    assert leftovers(bin) == []
+    assert gets(server, ctx.archive) == 1
+  end
+
   test "without base_url and path the error says how to configure", ctx do
     configure(version: ctx.version)
     error = assert_raise Mix.Error, fn -> Imgbuild.install() end

@@ -61,26 +61,110 @@ defmodule Imgbuild.TestSupport do
   @doc """
   Serves `doc_root` on 127.0.0.1 with :inets httpd; returns %{url:, log:}. Requests are
   logged (Common Log Format) to the `log` file. Stopped when the test ends.
+
+  With `tls: %{certfile:, keyfile:}` (see `tls_certs!/0`) it serves HTTPS, and the URL is
+  `https://localhost:<port>` so that the host name check has a name to match.
   """
-  def serve!(doc_root) do
+  def serve!(doc_root, opts \\ []) do
     {:ok, _} = Application.ensure_all_started(:inets)
     server_root = tmp_dir!("httpd")
     log = Path.join(server_root, "access.log")
 
+    {scheme, host, socket_opts} =
+      case Keyword.get(opts, :tls) do
+        nil ->
+          {"http", "127.0.0.1", []}
+
+        %{certfile: certfile, keyfile: keyfile} ->
+          {:ok, _} = Application.ensure_all_started(:ssl)
+
+          ssl = [
+            certfile: String.to_charlist(certfile),
+            keyfile: String.to_charlist(keyfile)
+          ]
+
+          {"https", "localhost", [socket_type: {:ssl, ssl}]}
+      end
+
     {:ok, pid} =
-      :inets.start(:httpd,
-        port: 0,
-        bind_address: {127, 0, 0, 1},
-        server_name: ~c"localhost",
-        server_root: String.to_charlist(server_root),
-        document_root: String.to_charlist(doc_root),
-        transfer_log: String.to_charlist(log),
-        mime_types: [{~c"gz", ~c"application/gzip"}, {~c"txt", ~c"text/plain"}]
+      :inets.start(
+        :httpd,
+        socket_opts ++
+          [
+            port: 0,
+            bind_address: {127, 0, 0, 1},
+            server_name: ~c"localhost",
+            server_root: String.to_charlist(server_root),
+            document_root: String.to_charlist(doc_root),
+            transfer_log: String.to_charlist(log),
+            mime_types: [{~c"gz", ~c"application/gzip"}, {~c"txt", ~c"text/plain"}]
+          ]
       )
 
     ExUnit.Callbacks.on_exit(fn -> :inets.stop(:httpd, pid) end)
     port = :httpd.info(pid)[:port]
-    %{url: "http://127.0.0.1:#{port}", log: log}
+    %{url: "#{scheme}://#{host}:#{port}", log: log}
+  end
+
+  @doc """
+  A throwaway CA and a server certificate for `localhost` (DNS:localhost, IP:127.0.0.1)
+  signed by it, made with the `openssl` CLI in a temp dir; returns
+  %{ca:, certfile:, keyfile:} (PEM file paths).
+  """
+  def tls_certs! do
+    dir = tmp_dir!("tls")
+
+    # Our own config, so the system openssl.cnf's defaults do not matter.
+    File.write!(Path.join(dir, "openssl.cnf"), """
+    [req]
+    distinguished_name = dn
+    prompt = no
+
+    [dn]
+    CN = imgbuild-mix test
+
+    [ca]
+    basicConstraints = critical, CA:TRUE
+    keyUsage = critical, keyCertSign, cRLSign
+    subjectKeyIdentifier = hash
+
+    [server]
+    basicConstraints = critical, CA:FALSE
+    keyUsage = critical, digitalSignature, keyEncipherment
+    extendedKeyUsage = serverAuth
+    subjectAltName = DNS:localhost, IP:127.0.0.1
+    authorityKeyIdentifier = keyid
+    """)
+
+    openssl!(
+      dir,
+      ~w(req -config openssl.cnf -x509 -extensions ca -newkey rsa:2048 -nodes) ++
+        ~w(-keyout ca.key -out ca.pem -days 2) ++ ["-subj", "/CN=imgbuild-mix test CA"]
+    )
+
+    openssl!(
+      dir,
+      ~w(req -config openssl.cnf -new -newkey rsa:2048 -nodes) ++
+        ~w(-keyout server.key -out server.csr -subj /CN=localhost)
+    )
+
+    openssl!(
+      dir,
+      ~w(x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial 2) ++
+        ~w(-days 2 -extfile openssl.cnf -extensions server -out server.pem)
+    )
+
+    %{
+      ca: Path.join(dir, "ca.pem"),
+      certfile: Path.join(dir, "server.pem"),
+      keyfile: Path.join(dir, "server.key")
+    }
+  end
+
+  defp openssl!(dir, args) do
+    {out, status} = System.cmd("openssl", args, cd: dir, stderr_to_stdout: true)
+    assert status == 0, "openssl #{Enum.join(args, " ")} exited #{status}:\n#{out}"
+    out
   end
 
   @doc "How many GETs of `file` (a file name, or an absolute URL as a proxy sees it) were logged."

@@ -34,10 +34,34 @@ defmodule Imgbuild.Download do
         )
 
       {:error, reason} ->
-        Mix.raise(
-          "cannot download #{url}: #{inspect(reason)}; check the network, " <>
-            "HTTP_PROXY/HTTPS_PROXY/NO_PROXY, and config :imgbuild, base_url:"
-        )
+        case tls_alert(reason) do
+          {alert, description} ->
+            Mix.raise(
+              "cannot download #{url}: TLS handshake failed (#{alert}: " <>
+                "#{description |> to_string() |> String.trim()}); the server certificate " <>
+                "was checked against #{trust_store()}; if the server uses a private CA, " <>
+                "set config :imgbuild, cacerts_path: to a PEM file holding that CA"
+            )
+
+          nil ->
+            Mix.raise(
+              "cannot download #{url}: #{inspect(reason)}; check the network, " <>
+                "HTTP_PROXY/HTTPS_PROXY/NO_PROXY, and config :imgbuild, base_url:"
+            )
+        end
+    end
+  end
+
+  # The {:tls_alert, {alert, description}} somewhere inside an :httpc error, if any.
+  defp tls_alert({:tls_alert, {alert, description}}), do: {alert, description}
+  defp tls_alert([head | tail]), do: tls_alert(head) || tls_alert(tail)
+  defp tls_alert(tuple) when is_tuple(tuple), do: tuple |> Tuple.to_list() |> tls_alert()
+  defp tls_alert(_), do: nil
+
+  defp trust_store do
+    case Application.get_env(:imgbuild, :cacerts_path) do
+      nil -> "the system CA store"
+      path -> "config :imgbuild, cacerts_path: #{inspect(Path.expand(to_string(path)))}"
     end
   end
 
