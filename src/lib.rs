@@ -24,6 +24,7 @@ mod fs;
 pub mod init;
 pub mod inspect;
 pub mod interrupt;
+mod launch;
 pub mod layer;
 pub mod mutate;
 pub mod net;

@@ -196,7 +196,10 @@ pub fn add_layer(
 }
 
 /// The release's start scripts (`bin/*` files that begin with `#!`): (image path, text).
-pub fn release_scripts(plans: &[LayerPlan], workdir: &str) -> Result<Vec<(String, String)>> {
+/// The release's scripts: each path in the image and its text.
+pub type Scripts = Vec<(String, String)>;
+
+pub fn release_scripts(plans: &[LayerPlan], workdir: &str) -> Result<Scripts> {
     let bin = format!("{}/bin/", workdir.trim_matches('/'));
     let mut out = Vec::new();
     for e in plans.iter().flat_map(|p| &p.entries) {

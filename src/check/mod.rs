@@ -11,7 +11,7 @@ mod scripts;
 mod summary;
 
 pub(crate) use erts::base_erts;
-pub use files::{LayerFacts, add_entries, add_entries_cached, add_layer, release_scripts};
+pub use files::{LayerFacts, Scripts, add_entries, add_entries_cached, add_layer, release_scripts};
 pub(crate) use libs::debian_package_for;
 pub use report::{CheckFailure, CheckReport, Problem};
 pub(crate) use summary::{

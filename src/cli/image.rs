@@ -13,7 +13,7 @@ use imgbuild::layer::Codec;
 use imgbuild::mutate::ImageSettings;
 use imgbuild::oci::platform::Platform;
 use imgbuild::oci::reference::Reference;
-use imgbuild::pipeline::BuildRequest;
+use imgbuild::pipeline::{BuildRequest, LauncherMode};
 use imgbuild::release;
 use imgbuild::secrets;
 use imgbuild::source::Source;
@@ -71,6 +71,10 @@ pub struct ImageArgs {
     /// Leave releases/COOKIE out of the image (then give RELEASE_COOKIE at run time).
     #[arg(long)]
     pub drop_cookie: bool,
+    /// Start the release through imgbuild's launcher (no shell needed; it replaces bin/NAME):
+    /// auto when the base has no /bin/sh, always, or never [default: auto].
+    #[arg(long, value_parser = ["auto", "always", "never"])]
+    pub launcher: Option<String>,
     /// A Debian package to install into the image, NAME or NAME=VERSION (repeatable).
     #[arg(long = "package")]
     pub packages: Vec<String>,
@@ -167,6 +171,16 @@ impl ImageArgs {
             packages: replace(&self.packages, &project.packages).unwrap_or_default(),
             apt_sources: replace(&self.apt_sources, &project.apt_sources).unwrap_or_default(),
             update_lock: self.update_lock,
+            launcher: match self.launcher.as_deref().or(project.launcher.as_deref()) {
+                None | Some("auto") => LauncherMode::Auto,
+                Some("always") => LauncherMode::Always,
+                Some("never") => LauncherMode::Never,
+                Some(other) => {
+                    return Err(Error::Usage(format!(
+                        "launcher = {other:?} in imgbuild.toml: give \"auto\", \"always\" or \"never\""
+                    )));
+                }
+            },
         })
     }
 }
@@ -232,6 +246,7 @@ pub struct ImageDef {
     pub packages: Vec<String>,
     pub apt_sources: Vec<String>,
     pub update_lock: bool,
+    pub launcher: LauncherMode,
 }
 
 /// What a build request needs besides the image definition.
@@ -296,6 +311,7 @@ impl ImageDef {
                 update_lock: self.update_lock,
             },
             cache_repo,
+            launcher: self.launcher,
         })
     }
 

@@ -45,6 +45,8 @@ pub struct ProjectFile {
     /// Applications besides the release's namesake that go into the app layer.
     pub apps: Option<Vec<String>>,
     pub drop_cookie: Option<bool>,
+    /// `auto`, `always` or `never`: see `--launcher`.
+    pub launcher: Option<String>,
     /// Runtime Debian packages, `NAME` or `NAME=VERSION`; `"auto"` (or `"auto"` in the list):
     /// those the start-up check finds missing.
     #[serde(default, deserialize_with = "one_or_many")]

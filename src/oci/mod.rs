@@ -121,6 +121,8 @@ pub enum LayerKind {
     Sbom,
     /// Local files added by `imgbuild append`.
     Files,
+    /// imgbuild's launcher at `bin/NAME`, for an image without a shell (see `launch`).
+    Launcher,
 }
 
 impl LayerKind {
@@ -135,6 +137,7 @@ impl LayerKind {
             LayerKind::Sbom => "sbom",
             LayerKind::Packages => "packages",
             LayerKind::Files => "files",
+            LayerKind::Launcher => "launcher",
         }
     }
 
@@ -154,6 +157,7 @@ impl LayerKind {
             LayerKind::Release,
             LayerKind::Sbom,
             LayerKind::Files,
+            LayerKind::Launcher,
         ]
         .into_iter()
         .find(|k| k.as_str() == word)

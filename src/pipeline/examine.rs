@@ -2,12 +2,13 @@
 //! chooses them from what the check finds missing), then the start-up check of the whole.
 
 use super::base::Summary;
-use super::{BuildRequest, requested_names, stages, tar_options};
+use super::{BuildRequest, LauncherMode, requested_names, stages, tar_options};
 use crate::apt::PackageRequest;
 use crate::blocking;
 use crate::check::{self, CheckFailure, CheckReport, ImageEnv};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::launch::{self, Launcher};
 use crate::mutate;
 use crate::oci::Image;
 use crate::release::{LayerPlan, Release};
@@ -30,6 +31,73 @@ pub(super) struct Seen {
     pub(super) requested: Vec<String>,
     /// Where the base's summary came from (see [`BaseReport::summary`]).
     pub(super) summary: &'static str,
+    /// imgbuild's launcher in place of the start script, when the image starts without a shell.
+    pub(super) launcher: Option<Launcher>,
+}
+
+/// Whether the image starts through imgbuild's launcher: as asked, or (`auto`) when the base
+/// has no `/bin/sh` for the release's scripts. A release the launcher cannot start (an env.sh
+/// that needs a shell, say) is refused here, before anything is written; only an unchecked
+/// `auto` build goes on without it, with a warning.
+pub(super) fn choose_launcher(
+    fs: &crate::fs::RootFs,
+    release: &Release,
+    req: &BuildRequest,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Launcher>> {
+    let wanted = match req.launcher {
+        LauncherMode::Always => true,
+        LauncherMode::Never => false,
+        LauncherMode::Auto => !fs.is_executable_file("/bin/sh"),
+    };
+    if !wanted {
+        return Ok(None);
+    }
+    match launch::for_release(release, &req.settings.workdir) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if req.launcher == LauncherMode::Auto && !req.check => {
+            warnings.push(format!(
+                "the base has no /bin/sh and imgbuild's launcher cannot start this release: {e}"
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The release's scripts the check looks at: with the launcher, none (it replaces the start
+/// script; the other scripts of `bin/`, Phoenix's `server` and `migrate`, cannot run without a
+/// shell and are told about, with what to run instead).
+fn scripts_to_check(
+    plans: &[LayerPlan],
+    workdir: &str,
+    launcher: Option<&Launcher>,
+    fs: &crate::fs::RootFs,
+) -> Result<(check::Scripts, Vec<String>)> {
+    let scripts = check::release_scripts(plans, workdir)?;
+    let Some(l) = launcher else {
+        return Ok((scripts, Vec::new()));
+    };
+    let mut warnings = Vec::new();
+    for (path, text) in scripts {
+        if path.trim_start_matches('/') == l.path {
+            continue;
+        }
+        let interp = text
+            .lines()
+            .next()
+            .and_then(|f| f.strip_prefix("#!"))
+            .and_then(|f| f.split_whitespace().next())
+            .unwrap_or("");
+        if !interp.is_empty() && !fs.is_executable_file(interp) {
+            warnings.push(format!(
+                "{path} is a script for {interp}, which the image does not have: run the release's commands through /{} instead (`start`, `eval EXPR`, `remote`, `rpc EXPR`{}), e.g. `docker run IMAGE eval 'MyApp.Release.migrate()'`",
+                l.path,
+                if l.default_command == "server" { ", `server`" } else { "" }
+            ));
+        }
+    }
+    Ok((Vec::new(), warnings))
 }
 
 /// `--package auto`: exactly the Debian packages the start-up check finds missing (by the
@@ -41,8 +109,8 @@ pub(super) async fn auto_packages(
     release: &Release,
     plans: &[LayerPlan],
     req: &BuildRequest,
-    arch: &str,
     base: &Image,
+    launcher: Option<&Launcher>,
     reporter: &dyn Reporter,
 ) -> Result<PackageRequest> {
     let explicit: Vec<String> = req
@@ -56,13 +124,14 @@ pub(super) async fn auto_packages(
         fs.clone(),
         plans.to_vec(),
         req.settings.workdir.clone(),
-        arch.to_string(),
+        base.config.architecture().to_string(),
     );
     let env = ImageEnv::from_env(&mutate::final_env(base, &req.settings));
+    let launcher = launcher.cloned();
     let report = blocking(move || {
         let mut fs = fs;
         let elves = check::add_entries(&mut fs, &plans)?;
-        let scripts = check::release_scripts(&plans, &workdir)?;
+        let (scripts, _) = scripts_to_check(&plans, &workdir, launcher.as_ref(), &fs)?;
         Ok((check::check(&fs, &elves, &scripts, &arch2, &env), fs))
     })
     .await?;
@@ -143,18 +212,22 @@ pub(super) async fn inspect_image(
     let mut packages = None;
     let mut locked = Vec::new();
     let mut new_lock = None;
+    let launcher = choose_launcher(&fs, release, req, &mut warnings)?;
+    if let Some(l) = &launcher {
+        reporter.step(&format!(
+            "{}: /{} is imgbuild's launcher (start, eval, remote, rpc … without a shell; `{}` when given no command)",
+            if matches!(req.launcher, LauncherMode::Always) {
+                "--launcher always"
+            } else {
+                "the base has no /bin/sh"
+            },
+            l.path,
+            l.default_command
+        ));
+    }
     let auto;
     let packages_req = if req.packages.packages.iter().any(|p| p == "auto") {
-        auto = auto_packages(
-            &fs,
-            release,
-            plans,
-            req,
-            &base.config.architecture().to_string(),
-            base,
-            reporter,
-        )
-        .await?;
+        auto = auto_packages(&fs, release, plans, req, base, launcher.as_ref(), reporter).await?;
         &auto
     } else {
         &req.packages
@@ -174,21 +247,23 @@ pub(super) async fn inspect_image(
         let env = ImageEnv::from_env(&mutate::final_env(base, &req.settings));
         let (c, opts) = (cache.clone(), tar_options(req));
         let release = release.clone();
-        Some(
-            blocking(move || {
-                let mut fs = fs;
-                let keys: Vec<_> = plans
-                    .iter()
-                    .map(|p| crate::layer::stat_key(&p.entries, opts))
-                    .collect();
-                let elves = check::add_entries_cached(&mut fs, &plans, &keys, &c)?;
-                let scripts = check::release_scripts(&plans, &workdir)?;
-                Ok(check::check_release(
-                    &fs, &elves, &scripts, &arch, &env, &release, &workdir,
-                ))
-            })
-            .await?,
-        )
+        let l = launcher.clone();
+        let (report, script_warnings) = blocking(move || {
+            let mut fs = fs;
+            let keys: Vec<_> = plans
+                .iter()
+                .map(|p| crate::layer::stat_key(&p.entries, opts))
+                .collect();
+            let elves = check::add_entries_cached(&mut fs, &plans, &keys, &c)?;
+            let (scripts, warnings) = scripts_to_check(&plans, &workdir, l.as_ref(), &fs)?;
+            Ok((
+                check::check_release(&fs, &elves, &scripts, &arch, &env, &release, &workdir),
+                warnings,
+            ))
+        })
+        .await?;
+        warnings.extend(script_warnings);
+        Some(report)
     } else {
         None
     };
@@ -220,5 +295,6 @@ pub(super) async fn inspect_image(
         new_lock,
         requested: requested_names(&packages_req.packages),
         summary: summary_from,
+        launcher,
     })
 }

@@ -66,6 +66,18 @@ pub struct BuildRequest {
     pub packages: PackageRequest,
     /// The registry cache shared by a fleet of runners (`--cache-repo`).
     pub cache_repo: Option<std::sync::Arc<cache_repo::CacheRepo>>,
+    /// Whether the image starts through imgbuild's launcher instead of the release's scripts.
+    pub launcher: LauncherMode,
+}
+
+/// `--launcher`: imgbuild's shell-less launcher at `bin/NAME`, when the base has no `/bin/sh`
+/// (`auto`, the default), always, or never (the release's own scripts, which need a shell).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LauncherMode {
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 /// Build the image, or for several platforms each platform's image and their index.
@@ -312,9 +324,19 @@ async fn build_one(
 
     let mix_lock = crate::release::mix_lock::beside(&release.root);
     let made_sbom = sbom_stage(req, &release, &base, &seen, mix_lock.as_deref(), cx)?;
+    let launcher = match &seen.launcher {
+        Some(l) => Some(stages::launcher_layer(
+            l,
+            &base.config.architecture().to_string(),
+            &plans,
+            cx.cache,
+        )?),
+        None => None,
+    };
     let made = layers_in_order(
         req,
         seen.packages.take(),
+        launcher,
         &made_sbom,
         release_made,
         cx,
@@ -326,7 +348,7 @@ async fn build_one(
         blob: made_sbom.blob.clone(),
     }];
     let new_layers = made.iter().map(|(l, _)| l.clone()).collect();
-    let settings = image_settings(req, &made_sbom, &seen.requested);
+    let settings = image_settings(req, &made_sbom, &seen);
     let image = mutate::append(&base, &release, new_layers, &settings, attachments)?;
     cx.reporter.step(&format!(
         "image {} ({} layers)",
@@ -388,10 +410,11 @@ fn sbom_stage(
 }
 
 /// The build's own layers in image order: the runtime packages' right above the base (they
-/// change least of all), then the release's, and the SBOM's on top.
+/// change least of all), then the release's, the launcher's and the SBOM's on top.
 async fn layers_in_order(
     req: &BuildRequest,
     packages: Option<stages::PackageLayer>,
+    launcher: Option<stages::LauncherLayer>,
     sbom: &stages::Sbom,
     release_made: Vec<(Layer, layers::Origin)>,
     cx: Context<'_>,
@@ -400,6 +423,7 @@ async fn layers_in_order(
     // `packages` holds the staging directory of its files: it lives until they are written.
     let mut plans: Vec<LayerPlan> = packages.iter().map(|p| p.plan.clone()).collect();
     let packages_count = plans.len();
+    plans.extend(launcher.iter().map(|l| l.plan.clone()));
     plans.push(sbom.plan.clone());
     let mut around = layers::release_layers(
         plans,
@@ -410,6 +434,7 @@ async fn layers_in_order(
     )
     .await?;
     drop(packages);
+    drop(launcher);
     let on_top = around.split_off(packages_count);
     Ok(around
         .into_iter()
@@ -419,9 +444,18 @@ async fn layers_in_order(
 }
 
 /// The image's settings as asked for, with the SBOM's annotation and the label that records
-/// the packages asked for.
-fn image_settings(req: &BuildRequest, sbom: &stages::Sbom, requested: &[String]) -> ImageSettings {
+/// the packages asked for. With the launcher and no command or entrypoint given, the launcher
+/// is the entrypoint and its default command the command: `docker run IMAGE eval EXPR` works.
+fn image_settings(req: &BuildRequest, sbom: &stages::Sbom, seen: &Seen) -> ImageSettings {
+    let requested = &seen.requested;
     let mut settings = req.settings.clone();
+    if let Some(l) = &seen.launcher
+        && settings.cmd.is_none()
+        && settings.entrypoint.is_none()
+    {
+        settings.entrypoint = Some(vec![format!("/{}", l.path)]);
+        settings.cmd = Some(vec![l.default_command.clone()]);
+    }
     settings
         .annotations
         .insert(SBOM_ANNOTATION.to_string(), sbom.digest.to_string());

@@ -178,3 +178,88 @@ fn sbom_layer_plan(release: &Release, source: PathBuf, size: u64) -> LayerPlan {
         entries,
     }
 }
+
+/// The launcher's layer: `bin/NAME` replaced by imgbuild's launcher for `arch` (owned as the
+/// release's start script is) and the files it needs. They stay in the cache's temporary
+/// directory (`_files`) until the layer is written.
+pub(crate) struct LauncherLayer {
+    pub(crate) plan: LayerPlan,
+    pub(crate) _files: Vec<tempfile::NamedTempFile>,
+}
+
+pub(crate) fn launcher_layer(
+    launcher: &crate::launch::Launcher,
+    arch: &str,
+    plans: &[LayerPlan],
+    cache: &Cache,
+) -> Result<LauncherLayer> {
+    use std::io::Write;
+    let release_entry = |path: &str| {
+        plans
+            .iter()
+            .flat_map(|p| &p.entries)
+            .find(|e| e.path == path)
+            .cloned()
+    };
+    let owner = release_entry(&launcher.path).map_or((0, 0), |s| (s.uid, s.gid));
+    let mut files = vec![(launcher.path.clone(), launcher.binary(arch)?, 0o755)];
+    files.extend(
+        launcher
+            .files
+            .iter()
+            .map(|(p, b)| (p.clone(), b.clone(), 0o644)),
+    );
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut temps = Vec::new();
+    for (path, bytes, mode) in files {
+        // The parents as the release layer has them (every ancestor, for tools that want them).
+        let mut parent = String::new();
+        for part in path
+            .split('/')
+            .rev()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            parent = if parent.is_empty() {
+                part.to_string()
+            } else {
+                format!("{parent}/{part}")
+            };
+            if !entries.iter().any(|e| e.path == parent) {
+                entries.push(release_entry(&parent).unwrap_or(Entry {
+                    path: parent.clone(),
+                    source: None,
+                    kind: EntryKind::Dir,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                }));
+            }
+        }
+        let mut file = cache.temp_file()?;
+        file.write_all(&bytes)
+            .and_then(|()| file.flush())
+            .ctx("write the launcher to", file.path())?;
+        entries.push(Entry {
+            path,
+            source: Some(file.path().to_path_buf()),
+            kind: EntryKind::File {
+                size: bytes.len() as u64,
+            },
+            mode,
+            uid: owner.0,
+            gid: owner.1,
+        });
+        temps.push(file);
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(LauncherLayer {
+        plan: LayerPlan {
+            kind: LayerKind::Launcher,
+            entries,
+        },
+        _files: temps,
+    })
+}

@@ -58,6 +58,7 @@ fn request(dir: &Path, check: bool) -> BuildRequest {
         sbom_out: None,
         packages: Default::default(),
         cache_repo: None,
+        launcher: Default::default(),
     }
 }
 
@@ -176,10 +177,21 @@ async fn the_check_stage_refuses_scratch_for_a_release_that_starts_through_sh() 
     let lab = Lab::new();
     let rel = &lab.release;
     let cx = lab.context();
-    let err = build(&request(rel.path(), true), cx, None)
+    // Without the launcher (the release's own scripts), the check names the missing shell.
+    let mut req = request(rel.path(), true);
+    req.launcher = crate::pipeline::LauncherMode::Never;
+    let err = build(&req, cx, None)
         .await
         .err()
         .expect("scratch has no /bin/sh");
     assert!(matches!(err, Error::Check(_)), "{err}");
     assert!(err.to_string().contains("/bin/sh"), "{err}");
+    // With it (auto), a release the launcher cannot start (this one names no Elixir) is refused
+    // before anything is written, saying why and what to do.
+    let err = build(&request(rel.path(), true), cx, None)
+        .await
+        .err()
+        .expect("no launcher for this release");
+    assert!(matches!(err, Error::Input(_)), "{err}");
+    assert!(err.to_string().contains("use a base with /bin/sh"), "{err}");
 }

@@ -10,6 +10,7 @@ mod guard;
 mod hostile;
 mod html;
 mod lab;
+mod launch;
 mod mixpkg;
 mod model;
 mod phoenix;
@@ -1102,6 +1103,21 @@ fn main() {
     lab::sweep_stale();
     let tests = vec![
         lab::trial("build::json_report_and_tarball_layout", test_json_report).needs(TOOLS),
+        lab::trial(
+            "launch::scripts_and_launcher_agree",
+            launch::test_scripts_and_launcher_agree,
+        )
+        .needs(launch::TOOLS),
+        lab::trial(
+            "launch::shellless_image_in_docker",
+            launch::test_shellless_image_in_docker,
+        )
+        .needs(&[launch::TOOLS, &["dockerd", "docker"]].concat()),
+        lab::trial(
+            "launch::launcher_binaries_match_source",
+            launch::test_launcher_binaries_match_source,
+        )
+        .needs(&["gcc", "aarch64-linux-gnu-gcc"]),
         lab::trial("build::docker_load_and_run", test_docker_load_and_run)
             .needs(&[TOOLS, &["dockerd", "docker"]].concat()),
         lab::trial("build::podman_load_and_run", test_podman_load_and_run)

@@ -4,6 +4,21 @@ defmodule Hello.Application do
 
   @impl true
   def start(_type, _args) do
+    # HELLO_DUMP_START=1: print how the VM was started and stop (the launcher's equivalence test).
+    if System.get_env("HELLO_DUMP_START") == "1" do
+      release_env =
+        System.get_env()
+        |> Enum.filter(fn {k, _} -> String.starts_with?(k, "RELEASE_") or k == "PHX_SERVER" end)
+        |> Enum.sort()
+
+      IO.puts("ARGS " <> inspect(:init.get_arguments(), limit: :infinity))
+      IO.puts("PLAIN " <> inspect(:init.get_plain_arguments(), limit: :infinity))
+      IO.puts("ENV " <> inspect(release_env, limit: :infinity))
+      IO.puts("NODE " <> inspect(node() |> Atom.to_string() |> String.split("@") |> hd()))
+      IO.puts("CWD " <> File.cwd!())
+      System.halt(0)
+    end
+
     port = String.to_integer(System.get_env("PORT", "4000"))
 
     {:ok, _pid} =
