@@ -19,10 +19,13 @@ async fn fetch(http: &reqwest::Client, policy: &Policy, url: &str) -> Result<Vec
     crate::net::get_small(http, policy, url, 512 << 20).await
 }
 
-/// Read every source's verified indexes and return the candidates for `arch`.
+/// Read every source's verified indexes and return the candidates for `arch`. Each source is
+/// verified against its keys in `fs` ([`keys_for`]), or against `trusted` when given (a `deb:`
+/// base's, which imgbuild carries).
 pub(super) async fn candidates(
     fs: &RootFs,
     sources: &[AptSource],
+    trusted: Option<&[pgp::composed::SignedPublicKey]>,
     arch: &str,
     http: &reqwest::Client,
     policy: &Policy,
@@ -31,10 +34,15 @@ pub(super) async fn candidates(
     let mut out = Vec::new();
     for src in sources {
         let base = format!("{}/dists/{}", src.uri, src.suite);
-        let keys = keys_for(fs, src);
+        let keys = trusted.map_or_else(|| keys_for(fs, src), <[_]>::to_vec);
+        let hint = if trusted.is_some() {
+            "A mirror that signs with a key of its own needs --deb-mirror-key; if Debian's keys have changed, refresh imgbuild's (scripts/refresh-debian-keys)"
+        } else {
+            "Add the repository's key to the base image (/etc/apt/trusted.gpg.d or the source's Signed-By)"
+        };
         let untrusted = |file: &str, why: String| {
             Error::from(ImageError::Package(format!(
-                "{base}/{file}: signature check failed: {why}. Add the repository's key to the base image (/etc/apt/trusted.gpg.d or the source's Signed-By)"
+                "{base}/{file}: signature check failed: {why}. {hint}"
             )))
         };
         // InRelease (clearsigned), else Release with its detached Release.gpg, as apt does.

@@ -14,6 +14,7 @@
 
 mod archive;
 pub mod deb;
+pub mod debian;
 pub mod index;
 mod layer;
 mod lock;
@@ -59,6 +60,9 @@ pub struct PackageRequest {
     pub sources: Vec<String>,
     pub lock_path: PathBuf,
     pub update_lock: bool,
+    /// A `deb:` base: its suite's sources and imgbuild's Debian keys in place of a base's apt
+    /// configuration, and the shell-less rules ([`debian::SHELL_LESS`]).
+    pub deb: Option<debian::DebBase>,
 }
 
 /// The packages to install, with notes for the user.
@@ -87,17 +91,21 @@ pub(crate) async fn resolve_packages(
     requested.dedup();
     let mut notes = Vec::new();
     let existing = LockFile::load(&req.lock_path)?;
+    let deb_sources = req.deb.as_ref().map(debian::DebBase::sources);
     if !req.update_lock
         && let Some(lock) = existing.as_ref().and_then(|f| f.for_arch(arch))
     {
         let lock = lock.clone();
         if lock.requested == requested {
-            let mirrors = req
-                .sources
-                .iter()
-                .filter_map(|s| parse_source_line(s))
-                .map(|s| s.uri)
-                .collect();
+            let mirrors = match &deb_sources {
+                Some(s) => s.iter().map(|s| s.uri.clone()).collect(),
+                None => req
+                    .sources
+                    .iter()
+                    .filter_map(|s| parse_source_line(s))
+                    .map(|s| s.uri)
+                    .collect(),
+            };
             return Ok(Resolution {
                 lock,
                 notes,
@@ -113,7 +121,9 @@ pub(crate) async fn resolve_packages(
             requested
         )));
     }
-    let sources: Vec<AptSource> = if req.sources.is_empty() {
+    let sources: Vec<AptSource> = if let Some(s) = deb_sources {
+        s
+    } else if req.sources.is_empty() {
         sources_of(fs)
     } else {
         req.sources
@@ -132,9 +142,11 @@ pub(crate) async fn resolve_packages(
             "the base image has no apt sources (/etc/apt/sources.list or sources.list.d): pass --apt-source \"URI SUITE COMPONENT\"".into(),
         ));
     }
-    let cands = candidates(fs, &sources, arch, http, policy, cache).await?;
+    let trusted = req.deb.as_ref().map(debian::DebBase::keys).transpose()?;
+    let cands = candidates(fs, &sources, trusted.as_deref(), arch, http, policy, cache).await?;
     let installed = resolve::installed_from(fs);
-    let chosen = resolve::resolve(&requested, &cands, &installed, &mut notes)?;
+    let rules = req.deb.as_ref().map(|_| &debian::SHELL_LESS);
+    let chosen = resolve::resolve(&requested, &cands, &installed, &mut notes, rules)?;
     let lock = LockFile {
         requested,
         architecture: arch.to_string(),

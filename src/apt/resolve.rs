@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::Candidate;
+use super::debian::Rules;
 use super::index::{self, Dep};
 use super::version;
 use crate::error::{Error, Result};
@@ -119,13 +120,39 @@ const SUCCESSORS: &[(&str, &str)] = &[
     ("libreadline7", "libreadline8"),
 ];
 
+/// The chain of packages that led to `name` (`libfoo → bar → name`), by who chose whom.
+fn chain(name: &str, chosen_by: &BTreeMap<String, String>) -> String {
+    let mut out = vec![name.to_string()];
+    let mut at = name;
+    while let Some(parent) = chosen_by.get(at) {
+        if out.contains(parent) {
+            break;
+        }
+        out.push(parent.clone());
+        at = parent;
+    }
+    out.reverse();
+    out.join(" → ")
+}
+
 /// Resolve `requested` (`name` or `name=version`) into the packages to install, sorted by name.
+/// With `rules` (a `deb:` base), the data-only packages' dependencies are left out (with a
+/// note) and a refused package (a shell, a package manager) is an error naming the chain that
+/// asked for it.
 pub(crate) fn resolve(
     requested: &[String],
     cands: &[Candidate],
     installed: &Installed,
     notes: &mut Vec<String>,
+    rules: Option<&Rules>,
 ) -> Result<Vec<Candidate>> {
+    let refused = |name: &str| rules.is_some_and(|r| r.refused.contains(&name));
+    let refusal = |what: String| {
+        Error::Input(format!(
+            "{what}: a deb: base has no shell and no package manager, so it cannot install that; leave the package out, or build on a Debian image with a shell (--from debian:SUITE-slim)"
+        ))
+    };
+    let mut chosen_by: BTreeMap<String, String> = BTreeMap::new();
     let mut by_name: BTreeMap<String, Vec<&Candidate>> = BTreeMap::new();
     for c in cands {
         by_name.entry(c.name.clone()).or_default().push(c);
@@ -171,6 +198,12 @@ pub(crate) fn resolve(
                 format!("package {r}: the sources have only versions {known:?}")
             }));
         };
+        if refused(&c.name) {
+            return Err(refusal(format!(
+                "package {} is a shell, a package manager or a tool of scripts",
+                c.name
+            )));
+        }
         chosen.insert(c.name.clone(), c.clone());
         queue.push_back((vec![], c.name.clone()));
     }
@@ -184,11 +217,40 @@ pub(crate) fn resolve(
             .filter_map(|f| c.stanza.get(*f))
             .flat_map(|v| index::parse_depends(v))
             .collect::<Vec<_>>();
+        if rules.is_some_and(|r| r.data_only.contains(&c.name.as_str())) {
+            let left: Vec<String> = fields
+                .iter()
+                .filter(|alts| !alts.iter().any(|d| satisfied(d, installed, &chosen)))
+                .filter_map(|alts| alts.first().map(|d| d.name.clone()))
+                .collect();
+            if !left.is_empty() {
+                notes.push(format!(
+                    "{}: unpacked for its data only; its dependencies {} are not installed (they serve its maintainer scripts, which a base without a shell does not run)",
+                    c.name,
+                    left.join(", ")
+                ));
+            }
+            continue;
+        }
         for alts in fields {
             if alts.iter().any(|d| satisfied(d, installed, &chosen)) {
                 continue;
             }
-            let Some(best) = alts.iter().find_map(|d| pick(d, &by_name)) else {
+            // A shell-less base takes an alternative it may install before one it may not.
+            let picks: Vec<&Candidate> = alts.iter().filter_map(|d| pick(d, &by_name)).collect();
+            if let Some(no) = picks
+                .first()
+                .filter(|_| picks.iter().all(|p| refused(&p.name)))
+            {
+                return Err(refusal(format!(
+                    "{} needs {} ({} → {})",
+                    c.name,
+                    no.name,
+                    chain(&c.name, &chosen_by),
+                    no.name
+                )));
+            }
+            let Some(best) = picks.into_iter().find(|p| !refused(&p.name)) else {
                 let text: Vec<String> = alts
                     .iter()
                     .map(|d| match &d.constraint {
@@ -204,6 +266,7 @@ pub(crate) fn resolve(
                 )));
             };
             if !chosen.contains_key(&best.name) {
+                chosen_by.insert(best.name.clone(), c.name.clone());
                 chosen.insert(best.name.clone(), best.clone());
                 queue.push_back((vec![], best.name.clone()));
             }
@@ -246,7 +309,7 @@ mod tests {
         let mut installed = Installed::default();
         installed.real.insert("libc6".into(), "2.36-9".into());
         let mut notes = vec![];
-        let got = resolve(&["openssl".into()], &cands, &installed, &mut notes).unwrap();
+        let got = resolve(&["openssl".into()], &cands, &installed, &mut notes, None).unwrap();
         let names: Vec<(&str, &str)> = got
             .iter()
             .map(|c| (c.name.as_str(), c.version.as_str()))
@@ -262,17 +325,24 @@ mod tests {
 
         // Already in the base: not installed again; a dependency the base cannot meet fails.
         installed.real.insert("libssl3".into(), "3.0.15-1".into());
-        let got = resolve(&["libssl3".into()], &cands, &installed, &mut notes).unwrap();
+        let got = resolve(&["libssl3".into()], &cands, &installed, &mut notes, None).unwrap();
         assert!(got.is_empty() && notes.iter().any(|n| n.contains("already in the base")));
         installed.real.insert("libc6".into(), "2.31-13".into());
-        let err = resolve(&["openssl".into()], &cands, &installed, &mut notes).unwrap_err();
+        let err = resolve(&["openssl".into()], &cands, &installed, &mut notes, None).unwrap_err();
         assert!(err.to_string().contains("libc6 (>= 2.34)"), "{err}");
-        let err = resolve(&["nosuch".into()], &cands, &installed, &mut notes).unwrap_err();
+        let err = resolve(&["nosuch".into()], &cands, &installed, &mut notes, None).unwrap_err();
         assert!(err.to_string().contains("not in the apt sources"), "{err}");
         // A pinned version.
         installed.real.remove("libssl3");
         installed.real.insert("libc6".into(), "2.36".into());
-        let got = resolve(&["libssl3=3.0.11-1".into()], &cands, &installed, &mut notes).unwrap();
+        let got = resolve(
+            &["libssl3=3.0.11-1".into()],
+            &cands,
+            &installed,
+            &mut notes,
+            None,
+        )
+        .unwrap();
         assert_eq!(got[0].version, "3.0.11-1");
     }
 
@@ -285,6 +355,7 @@ mod tests {
             &cands,
             &Installed::default(),
             &mut vec![],
+            None,
         )
         .unwrap_err()
         .to_string();
@@ -292,5 +363,100 @@ mod tests {
             err.contains("libncurses5") && err.contains("ask for libncurses6 instead"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_shell_less_base_drops_data_packages_deps_and_refuses_shells() {
+        use super::super::debian::SHELL_LESS;
+        let cands = vec![
+            cand("libc6", "2.36-9", "Depends: libgcc-s1\n"),
+            cand("libgcc-s1", "12.2.0-14", "Depends: libc6 (>= 2.35)\n"),
+            cand(
+                "ca-certificates",
+                "20230311",
+                "Depends: openssl (>= 1.1.1), debconf (>= 0.5) | debconf-2.0\n",
+            ),
+            cand("openssl", "3.0.15-1", "Depends: libc6\n"),
+            cand(
+                "debconf",
+                "1.5.82",
+                "Pre-Depends: perl-base (>= 5.20.1-3~)\n",
+            ),
+            cand(
+                "perl-base",
+                "5.36",
+                "Pre-Depends: libc6 (>= 2.35), dpkg (>= 1.17.17)\n",
+            ),
+            cand("dpkg", "1.21", "Pre-Depends: libc6\n"),
+            cand("dash", "0.5.12", "Pre-Depends: libc6\n"),
+            cand("tool", "1", "Depends: helper\n"),
+            cand("helper", "1", "Depends: dash | bash\n"),
+            cand("either", "1", "Depends: dash | mawk\n"),
+            cand("mawk", "1.3.4", ""),
+        ];
+        let installed = Installed::default();
+        let names = |got: Vec<Candidate>| got.into_iter().map(|c| c.name).collect::<Vec<_>>();
+        // Without rules, ca-certificates drags debconf, perl-base and dpkg along.
+        let got = resolve(
+            &["ca-certificates".into(), "libc6".into()],
+            &cands,
+            &installed,
+            &mut vec![],
+            None,
+        )
+        .unwrap();
+        assert!(names(got).contains(&"dpkg".to_string()));
+        // With them: its data only, the dependencies left out by name.
+        let mut notes = vec![];
+        let got = resolve(
+            &["ca-certificates".into(), "libc6".into()],
+            &cands,
+            &installed,
+            &mut notes,
+            Some(&SHELL_LESS),
+        )
+        .unwrap();
+        assert_eq!(names(got), ["ca-certificates", "libc6", "libgcc-s1"]);
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("ca-certificates") && n.contains("openssl, debconf")),
+            "{notes:?}"
+        );
+        // A package that needs a shell is refused with the chain that asked for it.
+        let err = resolve(
+            &["tool".into()],
+            &cands,
+            &installed,
+            &mut vec![],
+            Some(&SHELL_LESS),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("helper needs dash (tool → helper → dash)"),
+            "{err}"
+        );
+        assert!(err.contains("no shell"), "{err}");
+        // An alternative that is no shell is taken instead of the shell.
+        let got = resolve(
+            &["either".into()],
+            &cands,
+            &installed,
+            &mut vec![],
+            Some(&SHELL_LESS),
+        )
+        .unwrap();
+        assert_eq!(names(got), ["either", "mawk"]);
+        // Asked for by name: refused too.
+        let err = resolve(
+            &["dash".into()],
+            &cands,
+            &installed,
+            &mut vec![],
+            Some(&SHELL_LESS),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("package dash is a shell"), "{err}");
     }
 }

@@ -73,6 +73,9 @@ fn insert_plan(
             }
         };
         fs.insert_by(&path, node, &label);
+        if let (EntryKind::File { .. }, Some(src)) = (&e.kind, &e.source) {
+            fs.keep_file(&path, src)?;
+        }
     }
     Ok(elves)
 }

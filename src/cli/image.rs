@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use imgbuild::apt::PackageRequest;
+use imgbuild::apt::debian::{DebBase, DebMirror};
 use imgbuild::error::{Error, Result};
 use imgbuild::layer::Codec;
 use imgbuild::mutate::ImageSettings;
@@ -26,7 +27,8 @@ use super::project::ProjectFile;
 pub struct ImageArgs {
     /// The release directory (default: the one release under ./_build/prod/rel/).
     pub release_dir: Option<PathBuf>,
-    /// Base image: a registry reference, oci:DIR, oci-archive:PATH, docker-archive:PATH or scratch
+    /// Base image: a registry reference, oci:DIR, oci-archive:PATH, docker-archive:PATH, scratch,
+    /// or deb:SUITE (bullseye, bookworm, trixie: a base of that suite's packages alone, no shell)
     /// [default: debian:bookworm-slim].
     #[arg(long)]
     pub from: Option<String>,
@@ -85,6 +87,19 @@ pub struct ImageArgs {
     /// Resolve the packages again and rewrite imgbuild.lock.
     #[arg(long)]
     pub update_lock: bool,
+    /// For --from deb:SUITE: the Debian archive to take the packages from (SUITE and
+    /// SUITE-updates) [default: http://deb.debian.org/debian].
+    #[arg(long, env = "IMGBUILD_DEB_MIRROR", value_name = "URL")]
+    pub deb_mirror: Option<String>,
+    /// For --from deb:SUITE: the archive of SUITE-security [default: URL-security when
+    /// --deb-mirror ends in /debian, else --deb-mirror itself; without --deb-mirror
+    /// http://deb.debian.org/debian-security].
+    #[arg(long, env = "IMGBUILD_DEB_SECURITY_MIRROR", value_name = "URL")]
+    pub deb_security_mirror: Option<String>,
+    /// For --from deb:SUITE: a keyring the mirror signs with, trusted besides Debian's keys
+    /// (which imgbuild carries).
+    #[arg(long, value_name = "FILE")]
+    pub deb_mirror_key: Option<PathBuf>,
     /// Allow an --env or --label KEY that looks like a secret but is not (repeatable).
     #[arg(long = "allow-secret")]
     pub allow_secrets: Vec<String>,
@@ -181,6 +196,15 @@ impl ImageArgs {
                     )));
                 }
             },
+            deb_mirror: DebMirror {
+                url: self
+                    .deb_mirror
+                    .clone()
+                    .or_else(|| project.deb_mirror.clone()),
+                security: (self.deb_security_mirror.clone())
+                    .or_else(|| project.deb_security_mirror.clone()),
+                key: (self.deb_mirror_key.clone()).or_else(|| project.deb_mirror_key.clone()),
+            },
         })
     }
 }
@@ -247,6 +271,8 @@ pub struct ImageDef {
     pub apt_sources: Vec<String>,
     pub update_lock: bool,
     pub launcher: LauncherMode,
+    /// `--deb-mirror`, `--deb-security-mirror`, `--deb-mirror-key` (or the file's).
+    pub deb_mirror: DebMirror,
 }
 
 /// What a build request needs besides the image definition.
@@ -284,6 +310,19 @@ impl ImageDef {
             entrypoint: self.entrypoint.clone(),
             epoch: source_date_epoch()?,
         };
+        let deb = match &from {
+            Source::Deb { suite } => Some(DebBase {
+                suite: *suite,
+                mirror: self.deb_mirror.clone(),
+            }),
+            _ if self.deb_mirror != DebMirror::default() => {
+                return Err(Error::Usage(format!(
+                    "--deb-mirror, --deb-security-mirror and --deb-mirror-key (or deb-mirror in imgbuild.toml) are for a deb:SUITE base, not {}",
+                    from.describe()
+                )));
+            }
+            _ => None,
+        };
         let cache_repo = match extras.cache_repo {
             Some((repo, readonly)) => Some(Arc::new(
                 imgbuild::pipeline::cache_repo::CacheRepo::new(&repo, readonly)?,
@@ -309,6 +348,7 @@ impl ImageDef {
                 sources: self.apt_sources.clone(),
                 lock_path: cwd.join(imgbuild::apt::LOCK_FILE),
                 update_lock: self.update_lock,
+                deb,
             },
             cache_repo,
             launcher: self.launcher,

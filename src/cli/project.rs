@@ -53,6 +53,12 @@ pub struct ProjectFile {
     pub packages: Option<Vec<String>>,
     /// apt sources (`URI SUITE COMPONENT...`) replacing the base image's.
     pub apt_sources: Option<Vec<String>>,
+    /// For a `deb:SUITE` base: the Debian archive, as `--deb-mirror`.
+    pub deb_mirror: Option<String>,
+    /// For a `deb:SUITE` base: the security archive, as `--deb-security-mirror`.
+    pub deb_security_mirror: Option<String>,
+    /// For a `deb:SUITE` base: the mirror's own keyring, as `--deb-mirror-key`.
+    pub deb_mirror_key: Option<PathBuf>,
     /// `false` skips the start-up check, as `--no-check` does.
     pub check: Option<bool>,
     /// `gzip[:LEVEL]` or `zstd[:LEVEL]`, as `--compression`.

@@ -89,6 +89,7 @@ pub async fn run_rebase(args: RebaseArgs) -> Result<()> {
             },
             lock_path: cwd.join(imgbuild::apt::LOCK_FILE),
             update_lock: args.update_lock,
+            deb: None,
         },
         check: !args.no_check,
         compression: args.compression,

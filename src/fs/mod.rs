@@ -366,6 +366,22 @@ impl RootFs {
         self.insert(&path, node);
     }
 
+    /// Keep the text of a file an added layer puts at `path` (read from `source`) when it is
+    /// one whose contents the checks and the SBOM read (a package's `ld.so.conf.d` file, say),
+    /// as [`RootFs::apply_layer`] keeps a layer's.
+    pub(crate) fn keep_file(&mut self, path: &str, source: &std::path::Path) -> Result<()> {
+        let path = normalize(path);
+        if !keep_contents(&path) {
+            return Ok(());
+        }
+        let meta = std::fs::metadata(source).map_err(|e| Error::io("read", source, e))?;
+        if meta.len() <= MAX_KEPT {
+            let bytes = std::fs::read(source).map_err(|e| Error::io("read", source, e))?;
+            self.contents.insert(path, bytes);
+        }
+        Ok(())
+    }
+
     /// What added layers' entries replaced or went through, in the order they came.
     pub(crate) fn replaced(&self) -> &[Replaced] {
         &self.replaced

@@ -4,6 +4,7 @@
 use super::base::Summary;
 use super::{BuildRequest, LauncherMode, requested_names, stages, tar_options};
 use crate::apt::PackageRequest;
+use crate::apt::debian::DebBase;
 use crate::blocking;
 use crate::check::{self, CheckFailure, CheckReport, ImageEnv};
 use crate::context::Context;
@@ -14,6 +15,7 @@ use crate::oci::Image;
 use crate::release::{LayerPlan, Release};
 use crate::report::Reporter;
 use crate::sbom::{self, DebPackage};
+use crate::source::Source;
 
 /// What reading the base told: the check's report, the Debian packages, os-release.
 pub(super) struct Seen {
@@ -109,30 +111,45 @@ pub(super) async fn auto_packages(
     release: &Release,
     plans: &[LayerPlan],
     req: &BuildRequest,
+    asked: &PackageRequest,
     base: &Image,
-    launcher: Option<&Launcher>,
     reporter: &dyn Reporter,
 ) -> Result<PackageRequest> {
-    let explicit: Vec<String> = req
-        .packages
+    let explicit: Vec<String> = asked
         .packages
         .iter()
         .filter(|p| *p != "auto")
         .cloned()
         .collect();
-    let (fs, plans, workdir, arch2) = (
+    let (fs, plans, arch2) = (
         fs.clone(),
         plans.to_vec(),
-        req.settings.workdir.clone(),
         base.config.architecture().to_string(),
     );
     let env = ImageEnv::from_env(&mutate::final_env(base, &req.settings));
-    let launcher = launcher.cloned();
+    let deb_base = asked.deb.is_some();
     let report = blocking(move || {
         let mut fs = fs;
         let elves = check::add_entries(&mut fs, &plans)?;
-        let (scripts, _) = scripts_to_check(&plans, &workdir, launcher.as_ref(), &fs)?;
-        Ok((check::check(&fs, &elves, &scripts, &arch2, &env), fs))
+        if deb_base {
+            // A deb: base always gets libc6, whose loader is not in the skeleton yet: taken as
+            // there, the check names every library the programs need, not just the loader.
+            for interp in elves.iter().filter_map(|(_, e)| e.interpreter.as_deref()) {
+                if !fs.exists(interp) {
+                    let at = fs.physical(interp, false);
+                    fs.insert(
+                        &at,
+                        crate::fs::Node::File {
+                            mode: 0o755,
+                            elf: None,
+                            not_elf: false,
+                        },
+                    );
+                }
+            }
+        }
+        // Only libraries map to packages: the scripts are the check's, later.
+        Ok((check::check(&fs, &elves, &[], &arch2, &env), fs))
     })
     .await?;
     let (report, fs) = report;
@@ -182,8 +199,29 @@ pub(super) async fn auto_packages(
     }
     Ok(PackageRequest {
         packages,
-        ..req.packages.clone()
+        ..asked.clone()
     })
+}
+
+/// The packages asked for, as the base makes them: a `deb:` base's come from its suite (with
+/// imgbuild's Debian keys and the shell-less rules) and always include the C library, which
+/// the skeleton lacks; any other base's come from its own apt sources.
+pub(super) fn asked_packages(req: &BuildRequest) -> PackageRequest {
+    let mut asked = req.packages.clone();
+    match &req.from {
+        Source::Deb { suite } => {
+            let mirror = asked.deb.take().map(|d| d.mirror).unwrap_or_default();
+            asked.deb = Some(DebBase {
+                suite: *suite,
+                mirror,
+            });
+            if !asked.packages.iter().any(|p| p == "libc6") {
+                asked.packages.push("libc6".into());
+            }
+        }
+        _ => asked.deb = None,
+    }
+    asked
 }
 
 /// Read the base's files into a virtual tree (for the SBOM's packages), install the runtime
@@ -225,12 +263,13 @@ pub(super) async fn inspect_image(
             l.default_command
         ));
     }
+    let asked = asked_packages(req);
     let auto;
-    let packages_req = if req.packages.packages.iter().any(|p| p == "auto") {
-        auto = auto_packages(&fs, release, plans, req, base, launcher.as_ref(), reporter).await?;
+    let packages_req = if asked.packages.iter().any(|p| p == "auto") {
+        auto = auto_packages(&fs, release, plans, req, &asked, base, reporter).await?;
         &auto
     } else {
-        &req.packages
+        &asked
     };
     if !packages_req.packages.is_empty() {
         let env = mutate::final_env(base, &req.settings);

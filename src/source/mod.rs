@@ -9,8 +9,10 @@
 //! | Docker archive (`docker save`) | `docker-archive:FILE[:NAME:TAG]` |
 //! | an image file of either kind | `FILE` (push, inspect, copy) |
 //! | nothing | `scratch` |
+//! | Debian packages alone | `deb:SUITE` (`deb:bookworm`, see [`deb`]) |
 
 pub mod archive;
+pub mod deb;
 pub mod layout;
 pub mod registry;
 
@@ -46,6 +48,10 @@ pub enum Source {
     },
     /// An image tar file of either format (imgbuild's own tarballs, `docker save`, skopeo's).
     File(PathBuf),
+    /// A base made of a Debian suite's packages alone (`deb:bookworm`).
+    Deb {
+        suite: crate::apt::debian::Suite,
+    },
 }
 
 /// Transports of other tools, named in the error when one is given.
@@ -78,6 +84,11 @@ impl Source {
         }
         if s == "scratch" {
             return Ok(Source::Scratch);
+        }
+        if let Some(suite) = s.strip_prefix("deb:") {
+            return Ok(Source::Deb {
+                suite: crate::apt::debian::Suite::parse(suite)?,
+            });
         }
         type Make = fn(PathBuf, Option<String>) -> Source;
         let transports: [(&str, Make); 3] = [
@@ -134,6 +145,7 @@ impl Source {
             Source::OciArchive { path, .. } => format!("oci-archive:{}", path.display()),
             Source::DockerArchive { path, .. } => format!("docker-archive:{}", path.display()),
             Source::File(path) => path.display().to_string(),
+            Source::Deb { suite } => format!("deb:{}", suite.name()),
         }
     }
 }
@@ -155,6 +167,25 @@ pub async fn read(
                 _ => Platform::host(),
             };
             Ok(Artifact::Image(Box::new(scratch(&p)?)))
+        }
+        Source::Deb { suite } => {
+            let (suite, c) = (*suite, cache.clone());
+            crate::blocking(move || match platforms2 {
+                Platforms::One(p) => Ok(Artifact::Image(Box::new(deb::image(
+                    suite,
+                    &p.unwrap_or_else(Platform::host),
+                    &c,
+                )?))),
+                // Every platform a deb: base is made for.
+                Platforms::All => {
+                    let images = ["linux/amd64", "linux/arm64"]
+                        .into_iter()
+                        .map(|p| deb::image(suite, &Platform::parse(p)?, &c))
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(Artifact::Index(Box::new(crate::mutate::index(images)?)))
+                }
+            })
+            .await
         }
         Source::Registry(r) => registry::read(r, platforms, cache, client).await,
         Source::OciDir { path, name } => {
@@ -362,6 +393,22 @@ mod tests {
             Source::parse("docker:27").unwrap(),
             Source::Registry(_)
         ));
+        assert_eq!(
+            Source::parse("deb:trixie").unwrap(),
+            Source::Deb {
+                suite: crate::apt::debian::Suite::Trixie
+            }
+        );
+        assert_eq!(
+            Source::parse("deb:bookworm").unwrap().describe(),
+            "deb:bookworm"
+        );
+        let err = Source::parse("deb:buster").unwrap_err();
+        assert!(matches!(err, Error::Usage(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("deb:bullseye, deb:bookworm or deb:trixie")
+        );
     }
 
     #[test]

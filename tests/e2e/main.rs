@@ -3,6 +3,7 @@
 
 mod apt;
 mod check;
+mod debbase;
 mod dist;
 mod faults;
 mod fleet;
@@ -1278,6 +1279,21 @@ fn main() {
             check::test_release_without_erts_needs_the_bases_erlang,
         )
         .needs(&[check::TOOLS, &["dockerd", "docker"]].concat()),
+        lab::trial(
+            "debbase::bookworm_shell_less_reproducible",
+            debbase::test_bookworm_shell_less_reproducible,
+        )
+        .needs(&[debbase::TOOLS, &["dockerd", "docker"]].concat()),
+        lab::trial(
+            "debbase::trixie_shell_less",
+            debbase::test_trixie_shell_less,
+        )
+        .needs(&[debbase::TOOLS, &["dockerd", "docker"]].concat()),
+        lab::trial(
+            "debbase::arm64_packages_for_arm64",
+            debbase::test_arm64_packages_for_arm64,
+        )
+        .needs(debbase::TOOLS),
         lab::trial(
             "apt::libssl3_makes_crypto_start",
             apt::test_libssl3_makes_crypto_start,
