@@ -910,20 +910,26 @@ pub fn run_and_get_path(
     image: &str,
     path: &str,
 ) -> Result<(String, String), libtest_mimic::Failed> {
+    run_and_get_with(docker, image, path, &[])
+}
+
+/// As `run_and_get_path`, with more environment for the container.
+pub fn run_and_get_with(
+    docker: &Docker,
+    image: &str,
+    path: &str,
+    env: &[(&str, &str)],
+) -> Result<(String, String), libtest_mimic::Failed> {
     let port = free_port();
     let name = format!("imgbuild-e2e-{port}");
-    run(docker.cmd().args([
-        "run",
-        "-d",
-        "--name",
-        &name,
-        "--network=host",
-        "-e",
-        &format!("PORT={port}"),
-        "-e",
-        "RELEASE_DISTRIBUTION=none",
-        image,
-    ]))?;
+    let mut cmd = docker.cmd();
+    cmd.args(["run", "-d", "--name", &name, "--network=host", "-e"])
+        .arg(format!("PORT={port}"))
+        .args(["-e", "RELEASE_DISTRIBUTION=none"]);
+    for (k, v) in env {
+        cmd.arg("-e").arg(format!("{k}={v}"));
+    }
+    run(cmd.arg(image))?;
     let answer = http_get(port, path);
     let logs = docker
         .cmd()

@@ -368,6 +368,8 @@ pub fn test_shellless_image_in_docker() -> TestResult {
         "{a}"
     );
     assert!(a.contains("{\"PHX_SERVER\", \"true\"}"), "{a}");
+    // config/runtime.exs ran at boot in both (Config.Reader, as Phoenix releases have it).
+    assert!(a.contains("RUNTIME \"from-runtime-exs\""), "{a}");
     // It serves, evaluates (with :crypto's NIF) and tells its version.
     let (status, body) = lab::run_and_get(&docker, &images[1])?;
     assert!(status.contains("200"), "{status} {body}");

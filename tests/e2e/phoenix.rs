@@ -30,8 +30,8 @@ end
 "#;
 
 /// The sample release as a Phoenix one without `mix phx.gen.release`: a `phoenix` application
-/// in `lib/` and the `.rel`, no `bin/server`, a `runtime.exs` that needs two secrets. (The
-/// runtime.exs is not loaded at boot here: the sample's sys.config does not name it.)
+/// in `lib/` and the `.rel`, no `bin/server`, a `runtime.exs` that needs two secrets (read at
+/// boot: the sample has a config/runtime.exs, so its sys.config names the Config.Reader).
 fn phoenix_release(dir: &Path) -> Result<PathBuf, Failed> {
     let rel = dir.join("hello");
     run(Command::new("cp").arg("-a").arg(lab::release()?).arg(&rel))?;
@@ -103,7 +103,11 @@ pub fn test_phoenix_without_bin_server_serves() -> TestResult {
     );
     let docker = lab::docker()?;
     run(docker.cmd().arg("load").arg("-i").arg(&tar))?;
-    let (status, body) = lab::run_and_get(&docker, "imgbuild-e2e/phx:1")?;
+    let secrets = [
+        ("DATABASE_URL", "ecto://u:p@db/app"),
+        ("SECRET_KEY_BASE", "x"),
+    ];
+    let (status, body) = lab::run_and_get_with(&docker, "imgbuild-e2e/phx:1", "/", &secrets)?;
     assert!(status.contains("200"), "{status} {body}");
 
     // inspect names the migration command, and --files sizes each own layer's contents.

@@ -16,6 +16,7 @@ defmodule Hello.Application do
       IO.puts("ENV " <> inspect(release_env, limit: :infinity))
       IO.puts("NODE " <> inspect(node() |> Atom.to_string() |> String.split("@") |> hd()))
       IO.puts("CWD " <> File.cwd!())
+      IO.puts("RUNTIME " <> inspect(Application.get_env(:hello, :runtime_marker)))
       System.halt(0)
     end
 
