@@ -31,7 +31,7 @@ const NO_SHELL: &[&str] = &[
 ];
 
 /// (archive, security archive) from the machine's deb822 sources.
-fn mirrors() -> Result<(String, String), Failed> {
+pub fn mirrors() -> Result<(String, String), Failed> {
     let text = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources")
         .map_err(|e| fail(format!("/etc/apt/sources.list.d/debian.sources: {e}")))?;
     let (mut main, mut security) = (None, None);

@@ -448,3 +448,51 @@ pub fn test_launcher_binaries_match_source() -> TestResult {
     }
     Ok(())
 }
+
+/// `deb:bookworm` and `deb:trixie` images of the crypto release in podman: they serve, and
+/// evaluate with :crypto, through the launcher.
+pub fn test_deb_images_in_podman() -> TestResult {
+    if !lab::require(&[TOOLS, &["podman", "runc"]].concat())? {
+        return Ok(());
+    }
+    let dir = lab::scratch_dir("launch-podman");
+    let rel = lab::crypto_release()?;
+    let (main, security) = crate::debbase::mirrors()?;
+    for suite in ["bookworm", "trixie"] {
+        let tar = dir.join(format!("{suite}.tar"));
+        let tag = format!("imgbuild-e2e/deb-{suite}:1");
+        run(lab::imgbuild()
+            .current_dir(&dir)
+            .arg("build")
+            .arg(&rel)
+            .args(["--from", &format!("deb:{suite}"), "--package", "auto"])
+            .args(["--deb-mirror", &main, "--deb-security-mirror", &security])
+            .args(["-t", &tag, "-o"])
+            .arg(&tar))?;
+        let _ = std::fs::remove_file(dir.join("imgbuild.lock"));
+        run(lab::podman().arg("load").arg("-i").arg(&tar))?;
+        let image = format!("docker.io/{tag}");
+        let (status, body) = crate::podman_run_and_get(&image)?;
+        assert!(status.contains("200"), "{suite}: {status} {body}");
+        // As podman_run_and_get: this machine's podman cannot raise the container's rlimits.
+        let limits = [
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ];
+        let out = run(lab::podman().args(["run", "--rm"]).args(limits).args([
+            &image,
+            "eval",
+            ":crypto.start(); IO.puts(byte_size(:crypto.strong_rand_bytes(16)))",
+        ]))?;
+        assert_eq!(stdout(&out).trim(), "16", "{suite}: {}", stderr(&out));
+        let o = lab::podman()
+            .args(["run", "--rm"])
+            .args(limits)
+            .args(["--entrypoint", "/bin/sh", &image, "-c", "true"])
+            .output()?;
+        assert!(!o.status.success(), "{suite}: the image has a shell");
+    }
+    Ok(())
+}

@@ -1115,6 +1115,11 @@ fn main() {
         )
         .needs(&[launch::TOOLS, &["dockerd", "docker"]].concat()),
         lab::trial(
+            "launch::deb_images_in_podman",
+            launch::test_deb_images_in_podman,
+        )
+        .needs(&[launch::TOOLS, &["podman", "runc"]].concat()),
+        lab::trial(
             "launch::launcher_binaries_match_source",
             launch::test_launcher_binaries_match_source,
         )
