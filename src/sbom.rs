@@ -162,6 +162,8 @@ pub struct SbomInput<'a> {
     pub mix_lock: Option<&'a [mix_lock::Dep]>,
     /// The OTP release of the release's ERTS and OTP applications.
     pub otp: Option<&'a OtpRelease>,
+    /// imgbuild's launcher, when the image starts through it: its SHA-256 (hex) when known.
+    pub launcher: Option<Option<String>>,
 }
 
 /// The SPDX 2.3 document, as canonical JSON bytes.
@@ -169,8 +171,34 @@ pub(crate) fn document(input: &SbomInput) -> Result<Vec<u8>> {
     let mut graph = Graph::new(input.release);
     let runtime = runtime(&mut graph, input);
     applications(&mut graph, input, &runtime);
+    if let Some(sha256) = &input.launcher {
+        launcher(&mut graph, input.release, sha256.as_deref());
+    }
     base_and_debs(&mut graph, input);
     graph.finish(input)
+}
+
+/// imgbuild's launcher at `bin/NAME`: the program the image starts, so a scanner and an auditor
+/// see it (and, for a built image, which bytes it is).
+fn launcher(graph: &mut Graph, release: &Release, sha256: Option<&str>) {
+    let id = "SPDXRef-launcher-imgbuild";
+    let mut p = package(
+        id,
+        "imgbuild-launcher",
+        env!("CARGO_PKG_VERSION"),
+        "APPLICATION",
+    );
+    p["comment"] = json!(format!(
+        "imgbuild's shell-less start program, installed as bin/{} of the release",
+        release.name
+    ));
+    p["supplier"] = json!("Organization: imgbuild");
+    if let Some(sum) = sha256 {
+        p["checksums"] = json!([{ "algorithm": "SHA256", "checksumValue": sum }]);
+    }
+    graph.packages.push(p);
+    let release_id = graph.release_id.clone();
+    graph.contains(&release_id, id);
 }
 
 const OTP_ID: &str = "SPDXRef-runtime-erlang-otp";
@@ -504,6 +532,7 @@ mod tests {
             epoch: 0,
             mix_lock,
             otp: Some(otp),
+            launcher: None,
         })
         .unwrap();
         serde_json::from_slice(&bytes).unwrap()
@@ -605,6 +634,7 @@ mod tests {
             epoch: 1_700_000_000,
             mix_lock: Some(&lock),
             otp: Some(&otp),
+            launcher: None,
         })
         .unwrap();
         let mut bare = Release::for_tests("tiny", "1.0.0");
@@ -625,6 +655,7 @@ mod tests {
             epoch: 0,
             mix_lock: None,
             otp: None,
+            launcher: None,
         })
         .unwrap();
         let pin = |doc: &[u8]| {
@@ -646,6 +677,47 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&bare)
         );
+    }
+
+    #[test]
+    fn the_launcher_is_a_package_of_the_release() {
+        let r = release();
+        let input = |launcher| SbomInput {
+            release: &r,
+            base_name: "deb:bookworm",
+            base_digest: None,
+            architecture: "amd64",
+            debs: &[],
+            os: None,
+            epoch: 0,
+            mix_lock: None,
+            otp: None,
+            launcher,
+        };
+        let doc: Value =
+            serde_json::from_slice(&document(&input(Some(Some("ab".repeat(32))))).unwrap())
+                .unwrap();
+        let p = doc["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "imgbuild-launcher")
+            .expect("the launcher is listed");
+        assert_eq!(p["versionInfo"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(p["checksums"][0]["checksumValue"], "ab".repeat(32));
+        assert!(doc["relationships"].as_array().unwrap().iter().any(|r| {
+            r["relationshipType"] == "CONTAINS" && r["relatedSpdxElement"] == p["SPDXID"]
+        }));
+        // Known to be there (a rebased image) but not which bytes: no checksum.
+        let doc: Value = serde_json::from_slice(&document(&input(Some(None))).unwrap()).unwrap();
+        let listed = doc["packages"].as_array().unwrap();
+        let p = listed
+            .iter()
+            .find(|p| p["name"] == "imgbuild-launcher")
+            .unwrap();
+        assert!(p.get("checksums").is_none());
+        let doc: Value = serde_json::from_slice(&document(&input(None)).unwrap()).unwrap();
+        assert!(!doc.to_string().contains("imgbuild-launcher"));
     }
 
     #[test]

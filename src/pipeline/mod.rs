@@ -388,6 +388,15 @@ fn sbom_stage(
     cx: Context<'_>,
 ) -> Result<stages::Sbom> {
     let otp = crate::release::otp::otp_release(release);
+    let arch = base.config.architecture().to_string();
+    let launcher = match &seen.launcher {
+        Some(l) => Some(Some(
+            crate::oci::digest::sha256_of(&l.binary(&arch)?)
+                .digest()
+                .to_string(),
+        )),
+        None => None,
+    };
     let made = stages::sbom(
         &SbomInput {
             release,
@@ -399,6 +408,7 @@ fn sbom_stage(
             epoch: req.settings.epoch,
             mix_lock,
             otp: otp.as_ref(),
+            launcher,
         },
         cx.cache,
     )?;

@@ -464,6 +464,7 @@ async fn rebase_image(
             // The project is not at hand: Hex packages by their applications' names.
             mix_lock: None,
             otp: crate::release::otp::otp_release(&own.release).as_ref(),
+            launcher: (own.kept.iter().any(|l| l.kind == LayerKind::Launcher)).then_some(None),
         },
         cx.cache,
     )?;

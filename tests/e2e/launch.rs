@@ -330,7 +330,22 @@ pub fn test_shellless_image_in_docker() -> TestResult {
         let err = stderr(&out);
         let (paths, launcher) = layout_files(&layout, "app/bin/hello")?;
         let launcher = launcher.ok_or_else(|| fail("no app/bin/hello"))?;
+        let (_, sbom) = layout_files(&layout, "var/lib/db/sbom/hello-0.1.0.spdx.json")?;
+        let sbom: serde_json::Value =
+            serde_json::from_slice(&sbom.ok_or_else(|| fail("no SBOM in the image"))?)?;
+        let listed = sbom["packages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == "imgbuild-launcher");
         if name == "noshell" {
+            // The SBOM names the launcher by the bytes that are in the image.
+            let sum = {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(&launcher))
+            };
+            let p = listed.ok_or_else(|| fail("the SBOM does not list the launcher"))?;
+            assert_eq!(p["checksums"][0]["checksumValue"], sum.as_str(), "{p}");
             assert!(err.contains("the base has no /bin/sh"), "{err}");
             assert!(err.contains("bin/server is a script for /bin/sh"), "{err}");
             assert!(launcher.starts_with(b"\x7fELF"));
@@ -338,6 +353,7 @@ pub fn test_shellless_image_in_docker() -> TestResult {
                 assert!(!paths.iter().any(|p| p == sh), "{sh} is in a layer");
             }
         } else {
+            assert!(listed.is_none(), "a shell image lists the launcher");
             assert!(!err.contains("launcher"), "{err}");
             assert!(launcher.starts_with(b"#!/bin/sh"));
         }
