@@ -203,9 +203,14 @@ pub(super) async fn auto_packages(
     })
 }
 
+/// What a `deb:` base always installs: the C library, which the skeleton lacks, and libc-bin,
+/// which ships the `C.UTF-8` locale the image's `LANG` names (without it glibc falls back to
+/// `C` and the VM's filename encoding is latin1). libc-bin needs nothing but libc6.
+const DEB_BASE_PACKAGES: [&str; 2] = ["libc6", "libc-bin"];
+
 /// The packages asked for, as the base makes them: a `deb:` base's come from its suite (with
-/// imgbuild's Debian keys and the shell-less rules) and always include the C library, which
-/// the skeleton lacks; any other base's come from its own apt sources.
+/// imgbuild's Debian keys and the shell-less rules) and always include
+/// [`DEB_BASE_PACKAGES`]; any other base's come from its own apt sources.
 pub(super) fn asked_packages(req: &BuildRequest) -> PackageRequest {
     let mut asked = req.packages.clone();
     match &req.from {
@@ -215,8 +220,10 @@ pub(super) fn asked_packages(req: &BuildRequest) -> PackageRequest {
                 suite: *suite,
                 mirror,
             });
-            if !asked.packages.iter().any(|p| p == "libc6") {
-                asked.packages.push("libc6".into());
+            for always in DEB_BASE_PACKAGES {
+                if !asked.packages.iter().any(|p| p == always) {
+                    asked.packages.push(always.into());
+                }
             }
         }
         _ => asked.deb = None,

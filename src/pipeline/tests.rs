@@ -195,3 +195,23 @@ async fn the_check_stage_refuses_scratch_for_a_release_that_starts_through_sh() 
     assert!(matches!(err, Error::Input(_)), "{err}");
     assert!(err.to_string().contains("use a base with /bin/sh"), "{err}");
 }
+
+#[test]
+fn a_deb_base_always_asks_for_the_c_library_and_its_c_utf8_locale() {
+    let dir = Path::new("/nonexistent");
+    let mut req = request(dir, true);
+    req.from = Source::Deb {
+        suite: crate::apt::debian::Suite::parse("bookworm").unwrap(),
+    };
+    req.packages.packages = vec!["libssl3".into(), "libc6".into()];
+    let asked = super::examine::asked_packages(&req);
+    // libc-bin ships /usr/lib/locale/C.utf8, which the image's LANG=C.UTF-8 needs for UTF-8
+    // filename encoding; each is asked for once, after what the user asked for.
+    assert_eq!(asked.packages, ["libssl3", "libc6", "libc-bin"]);
+    assert!(asked.deb.is_some());
+    // Any other base: its own packages, nothing added.
+    req.from = Source::Scratch;
+    let asked = super::examine::asked_packages(&req);
+    assert_eq!(asked.packages, ["libssl3", "libc6"]);
+    assert!(asked.deb.is_none());
+}

@@ -80,6 +80,15 @@ fn build(dir: &Path, from: &str, out: &str, extra: &[&str]) -> Result<(String, f
 
 /// The image tarball unpacked: its manifest's layers (paths of the blobs) and config.
 fn layers_of(tar: &Path, dir: &Path) -> Result<(Vec<PathBuf>, Value), Failed> {
+    platform_layers(tar, dir, None)
+}
+
+/// As [`layers_of`]; in a multi-platform tarball, the image of architecture `arch`.
+fn platform_layers(
+    tar: &Path,
+    dir: &Path,
+    arch: Option<&str>,
+) -> Result<(Vec<PathBuf>, Value), Failed> {
     let x = dir.join(format!(
         "x-{}",
         tar.file_name().unwrap_or_default().to_string_lossy()
@@ -93,9 +102,19 @@ fn layers_of(tar: &Path, dir: &Path) -> Result<(Vec<PathBuf>, Value), Failed> {
     };
     let blob = |d: &str| x.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
     let index = read(x.join("index.json"))?;
-    let manifest = read(blob(
+    let mut manifest = read(blob(
         index["manifests"][0]["digest"].as_str().unwrap_or_default(),
     ))?;
+    if let Some(arch) = arch {
+        let entry = manifest["manifests"]
+            .as_array()
+            .and_then(|ms| {
+                ms.iter()
+                    .find(|m| m["platform"]["architecture"].as_str() == Some(arch))
+            })
+            .ok_or_else(|| fail(format!("no {arch} image in the index: {manifest}")))?;
+        manifest = read(blob(entry["digest"].as_str().unwrap_or_default()))?;
+    }
     let config = read(blob(
         manifest["config"]["digest"].as_str().unwrap_or_default(),
     ))?;
@@ -185,6 +204,8 @@ fn locked(dir: &Path, arch: &str) -> Result<Vec<(String, String, String, String)
 fn run_image(docker: &lab::Docker, image: &str) -> TestResult {
     let (status, body) = lab::run_and_get(docker, image)?;
     assert!(status.contains("200"), "{status} {body}");
+    // uid 65534, and UTF-8 filename encoding: LANG=C.UTF-8 finds libc-bin's locale.
+    crate::check_body(&body)?;
     let out = run(docker.cmd().args([
         "run",
         "--rm",
@@ -262,8 +283,9 @@ pub fn test_bookworm_shell_less_reproducible() -> TestResult {
     ] {
         assert!(!names.contains(&never), "{never} in {names:?}");
     }
-    // The C library, what ERTS and crypto link and their own dependencies (epmd's libsystemd0
-    // brings six): no more.
+    // The C library and libc-bin (its C.UTF-8 locale), what ERTS and crypto link and their own
+    // dependencies (epmd's libsystemd0 brings six): no more.
+    assert!(names.contains(&"libc-bin"), "{names:?}");
     assert!(pkgs.len() <= 16, "{names:?}");
 
     // The SBOM lists each package with its purl.
@@ -375,4 +397,246 @@ pub fn test_arm64_packages_for_arm64() -> TestResult {
         "{packages}"
     );
     assert_shell_less(&layers).map(|_| ())
+}
+
+/// `podman run` of an arm64 image under QEMU: the host's network, podman's ulimits refused
+/// here, and `+JPperf true` for OTP 25's JIT under Debian's qemu-user (LAB.md).
+fn podman_arm64(extra: &[&str]) -> Command {
+    let mut c = lab::podman();
+    c.args(["run", "--platform", "linux/arm64"])
+        .args([
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ])
+        .args(["-e", "ERL_FLAGS=+JPperf true"])
+        .args(extra);
+    c
+}
+
+/// The ELF machine of a file in a gzip layer, if it is an ELF file.
+fn elf_machine(layer: &Path, path: &str) -> Result<Option<u16>, Failed> {
+    let out = run(Command::new("tar").arg("-xzOf").arg(layer).arg(path))?;
+    let head = &out.stdout;
+    Ok((head.len() >= 20 && head.starts_with(b"\x7fELF"))
+        .then(|| u16::from_le_bytes([head[18], head[19]])))
+}
+
+/// amd64 + arm64 from `deb:bookworm` (the arm64 ERTS transplanted from Debian's arm64
+/// `erlang-base` and `erlang-crypto`), checked, and the arm64 image run under QEMU: it starts
+/// through the aarch64 launcher with no shell in any layer, serves, evaluates with crypto's
+/// NIF, answers `version`, and with distribution on (its own epmd, in a network of its own)
+/// answers `rpc`. Both platforms' packages are the same versions from the same suite.
+pub fn test_arm64_runs_under_qemu() -> TestResult {
+    let started = Instant::now();
+    let dir = lab::scratch_dir("debbase-qemu");
+    let otp = format!(
+        "oci:{}:otp",
+        crate::platforms::otp_layout("good", None)?.display()
+    );
+    let (said, secs) = build(
+        &dir,
+        "deb:bookworm",
+        "multi.tar",
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--otp-from",
+            &otp,
+            "-t",
+            "debbase/qemu:1",
+        ],
+    )?;
+    eprintln!("deb:bookworm amd64+arm64 build: {secs:.1} s\n{said}");
+    // The start-up check ran (no --no-check) for both, with the launcher as bin/hello.
+    for p in ["linux/amd64", "linux/arm64"] {
+        assert!(
+            said.contains(&format!("{p}: check: hello can start here")),
+            "{said}"
+        );
+        assert!(
+            said.contains(&format!(
+                "{p}: the base has no /bin/sh: /app/bin/hello is imgbuild's launcher"
+            )),
+            "{said}"
+        );
+    }
+    let tar = dir.join("multi.tar");
+
+    // One suite for both: the same packages at the same versions, each of its architecture.
+    let (amd, arm) = (locked(&dir, "amd64")?, locked(&dir, "arm64")?);
+    let versions = |ps: &[(String, String, String, String)]| {
+        let mut v: Vec<(String, String)> = ps.iter().map(|p| (p.0.clone(), p.1.clone())).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        versions(&amd),
+        versions(&arm),
+        "amd64 and arm64 locks differ"
+    );
+    for (name, want) in [("libc6", 1), ("libc-bin", 1), ("libssl3", 1)] {
+        assert_eq!(arm.iter().filter(|p| p.0 == name).count(), want, "{arm:?}");
+    }
+    for (pkgs, deb_arch) in [(&amd, "amd64"), (&arm, "arm64")] {
+        for p in pkgs {
+            assert!(
+                p.2 == deb_arch && p.3.ends_with(&format!("_{deb_arch}.deb"))
+                    || p.2 == "all" && p.3.ends_with("_all.deb"),
+                "{deb_arch}: {p:?}"
+            );
+        }
+    }
+
+    // The arm64 image: no shell in any layer, a bookworm skeleton, the aarch64 launcher as
+    // bin/hello, and every ELF file of every layer AArch64 (ERTS, epmd, crypto.so, packages).
+    let (layers, config) = platform_layers(&tar, &dir, Some("arm64"))?;
+    assert_eq!(config["architecture"], "arm64", "{config}");
+    let lists = assert_shell_less(&layers)?;
+    let os = file_in(&layers[0], "usr/lib/os-release")?;
+    assert!(os.contains("VERSION_CODENAME=bookworm"), "{os}");
+    let with_hello = layers
+        .iter()
+        .zip(&lists)
+        .rev()
+        .find(|(_, list)| {
+            list.lines()
+                .any(|l| l.starts_with('-') && l.trim_end().ends_with(" app/bin/hello"))
+        })
+        .map(|(l, _)| l)
+        .ok_or_else(|| fail("no layer has app/bin/hello"))?;
+    assert_eq!(
+        elf_machine(with_hello, "app/bin/hello")?,
+        Some(crate::platforms::EM_AARCH64),
+        "/app/bin/hello of the arm64 image is not the aarch64 launcher"
+    );
+    let mut elves = 0;
+    for layer in &layers {
+        let digest = layer
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for (path, machine) in crate::platforms::elf_files(&tar, &digest)? {
+            assert_eq!(machine, crate::platforms::EM_AARCH64, "{path} in {digest}");
+            elves += 1;
+        }
+    }
+    assert!(elves > 20, "{elves} ELF files in the arm64 image");
+    let (amd_layers, _) = platform_layers(&tar, &dir, Some("amd64"))?;
+    let amd_hello = amd_layers
+        .iter()
+        .rev()
+        .find_map(|l| elf_machine(l, "app/bin/hello").ok().flatten());
+    assert_eq!(amd_hello, Some(crate::platforms::EM_X86_64));
+
+    // Under QEMU.
+    let pulled = run(lab::podman()
+        .args(["pull", "--quiet", "--platform", "linux/arm64"])
+        .arg(format!("oci-archive:{}", tar.display())))?;
+    let id = stdout(&pulled).trim().to_string();
+    let result = run_arm64(&id);
+    let _ = lab::podman().args(["rmi", "-f", &id]).output();
+    result?;
+    eprintln!(
+        "debbase arm64 under QEMU: {:.1} s in all",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The arm64 image `id` (pulled into podman) under QEMU: version, eval with crypto, HTTP, rpc.
+fn run_arm64(id: &str) -> TestResult {
+    let arch = run(lab::podman().args(["image", "inspect", "--format", "{{.Architecture}}", id]))?;
+    assert_eq!(stdout(&arch).trim(), "arm64");
+    let none = ["--rm", "--network=none", "-e", "RELEASE_DISTRIBUTION=none"];
+    let out = run(podman_arm64(&none).args([id, "version"]))?;
+    assert_eq!(stdout(&out).trim(), "hello 0.1.0", "{}", stderr(&out));
+    let out = run(podman_arm64(&none).args([
+        id,
+        "eval",
+        ":ok = :crypto.start(); IO.inspect(:crypto.info_lib()); IO.inspect(:erlang.system_info(:system_architecture))",
+    ]))?;
+    let said = stdout(&out);
+    assert!(said.contains("\"OpenSSL 3."), "{said}{}", stderr(&out));
+    assert!(said.contains("aarch64"), "{said}{}", stderr(&out));
+
+    // Serving (the image's own command), on the host's network.
+    let port = lab::free_port();
+    let name = format!("imgbuild-e2e-debbase-arm64-{port}");
+    run(&mut podman_arm64(&[
+        "-d",
+        "--name",
+        &name,
+        "--network=host",
+        "-e",
+        &format!("PORT={port}"),
+        "-e",
+        "RELEASE_DISTRIBUTION=none",
+        id,
+    ]))?;
+    let answer = lab::http_get(port, "/");
+    let logs = container_logs(&name);
+    let _ = lab::podman().args(["rm", "-f", &name]).output();
+    let (status, body) =
+        answer.map_err(|e| fail(format!("{}; logs:\n{logs}", e.message().unwrap_or(""))))?;
+    assert!(status.contains("200"), "{status} {body}");
+    crate::check_body(&body)?;
+
+    // Distribution on (the launcher starts the arm64 epmd), in a network namespace of its own
+    // so that no other test's node or epmd is in the way; `rpc` reaches the node.
+    let name = format!("imgbuild-e2e-debbase-arm64-dist-{port}");
+    run(&mut podman_arm64(&[
+        "-d",
+        "--name",
+        &name,
+        "--network=none",
+        id,
+    ]))?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    let mut last = String::new();
+    let answered = loop {
+        let o = lab::podman()
+            .args(["exec", &name, "/app/bin/hello", "rpc"])
+            .arg("[{_, _, v}] = :crypto.info_lib(); IO.puts(\"rpc #{node()} #{v}\")")
+            .output();
+        match o {
+            Ok(o) if o.status.success() && stdout(&o).contains("rpc hello@") => {
+                break Some(stdout(&o));
+            }
+            Ok(o) => last = format!("{}{}", stdout(&o), stderr(&o)),
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    };
+    let epmd = lab::podman()
+        .args(["top", &name, "args"])
+        .output()
+        .map(|o| stdout(&o))
+        .unwrap_or_default();
+    let logs = container_logs(&name);
+    let _ = lab::podman().args(["rm", "-f", &name]).output();
+    let said = answered.ok_or_else(|| {
+        fail(format!(
+            "rpc did not answer within 120 s: {last}\nprocesses:\n{epmd}\nlogs:\n{logs}"
+        ))
+    })?;
+    assert!(said.contains("OpenSSL 3."), "{said}");
+    assert!(
+        epmd.lines()
+            .any(|l| l.contains("/app/erts-") && l.contains("bin/epmd")),
+        "no epmd of the release's ERTS running:\n{epmd}"
+    );
+    Ok(())
+}
+
+fn container_logs(name: &str) -> String {
+    lab::podman()
+        .args(["logs", name])
+        .output()
+        .map(|o| format!("{}{}", stdout(&o), stderr(&o)))
+        .unwrap_or_default()
 }

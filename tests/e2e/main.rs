@@ -1300,6 +1300,24 @@ fn main() {
         )
         .needs(debbase::TOOLS),
         lab::trial(
+            "debbase::arm64_runs_under_qemu",
+            debbase::test_arm64_runs_under_qemu,
+        )
+        .needs(
+            &[
+                debbase::TOOLS,
+                &[
+                    "umoci",
+                    "debootstrap",
+                    "dpkg-deb",
+                    "qemu-aarch64-static",
+                    "podman",
+                    "runc",
+                ],
+            ]
+            .concat(),
+        ),
+        lab::trial(
             "apt::libssl3_makes_crypto_start",
             apt::test_libssl3_makes_crypto_start,
         )

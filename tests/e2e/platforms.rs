@@ -21,8 +21,8 @@ pub const TOOLS: &[&str] = &[
     "mix",
     "dpkg-deb",
 ];
-const EM_AARCH64: u16 = 183;
-const EM_X86_64: u16 = 62;
+pub(crate) const EM_AARCH64: u16 = 183;
+pub(crate) const EM_X86_64: u16 = 62;
 
 /// How many distinct configs and layers the images of an index tarball name.
 fn distinct_blobs(tar: &Path) -> Result<u64, Failed> {
@@ -216,7 +216,7 @@ pub(crate) fn multi_base() -> Result<PathBuf, Failed> {
 }
 
 /// Every ELF file in a gzip layer blob of `tar` (an image tarball): (path, machine).
-fn elf_files(tarball: &Path, digest: &str) -> Result<Vec<(String, u16)>, Failed> {
+pub(crate) fn elf_files(tarball: &Path, digest: &str) -> Result<Vec<(String, u16)>, Failed> {
     let member = format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
     let out = run(Command::new("tar").arg("-xOf").arg(tarball).arg(&member))?;
     let gz = flate2::read::GzDecoder::new(&out.stdout[..]);
