@@ -31,6 +31,10 @@ pub struct LockFile {
     pub architecture: String,
     #[serde(default, rename = "package")]
     pub packages: Vec<Locked>,
+    /// `--debug`: what the debug image adds (Debian's `busybox-static`), pinned apart from the
+    /// runtime packages, which it never joins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub debug: Vec<Locked>,
     /// The same pins for the other architectures of a multi-platform build, one entry each.
     #[serde(
         default,
@@ -50,16 +54,40 @@ impl LockFile {
         }
     }
 
+    /// Whether this section pins runtime packages (a section may hold the debug pins alone).
+    pub(crate) fn pins_packages(&self) -> bool {
+        !self.requested.is_empty() || !self.packages.is_empty()
+    }
+
     /// This file with `section` (one architecture's pins) put in place of that architecture's.
+    /// A part the section does not pin (its runtime packages, or its debug pins) stays as it
+    /// was: a build resolves one part afresh without forgetting the other.
     pub(crate) fn with_section(self, mut section: LockFile) -> LockFile {
         section.others.clear();
+        let keep = |section: &mut LockFile, old: &LockFile| {
+            if !section.pins_packages() {
+                section.requested = old.requested.clone();
+                section.packages = old.packages.clone();
+            }
+            if section.debug.is_empty() {
+                section.debug = old.debug.clone();
+            }
+        };
         if self.architecture == section.architecture {
+            keep(&mut section, &self);
             return LockFile {
                 others: self.others,
                 ..section
             };
         }
         let mut out = self;
+        if let Some(old) = out
+            .others
+            .iter()
+            .find(|o| o.architecture == section.architecture)
+        {
+            keep(&mut section, old);
+        }
         out.others
             .retain(|o| o.architecture != section.architecture);
         out.others.push(section);
@@ -125,6 +153,7 @@ mod tests {
                 url: String::new(),
                 filename: String::new(),
             }],
+            debug: vec![],
             others: vec![],
         };
         let file = section("amd64", "a")

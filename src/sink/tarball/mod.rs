@@ -303,7 +303,7 @@ mod tests {
         let tar = dir.path().join("small.tar");
         write_tarball(&tar, &artifact, &blobs, &names, 0, &cache, None).unwrap();
         let lay = dir.path().join("layout");
-        write_layout(&lay, &artifact, &blobs, &names, &cache).unwrap();
+        write_layout(&lay, &artifact, &blobs, &names, &cache, false).unwrap();
 
         let one = Platforms::One(None);
         let archive = Archive::open(&tar, "small.tar").unwrap();
