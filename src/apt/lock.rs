@@ -186,4 +186,50 @@ mod tests {
         save_sections(&path, vec![]).unwrap();
         assert_eq!(LockFile::load(&path).unwrap().unwrap(), saved);
     }
+
+    #[test]
+    fn debug_pins_and_package_pins_are_kept_apart() {
+        let pin = |name: &str| Locked {
+            name: name.into(),
+            version: "1".into(),
+            architecture: "amd64".into(),
+            sha256: "0".repeat(64),
+            size: 1,
+            url: String::new(),
+            filename: String::new(),
+        };
+        let packages = LockFile {
+            requested: vec!["libssl3".into()],
+            architecture: "amd64".into(),
+            packages: vec![pin("libssl3")],
+            ..Default::default()
+        };
+        let debug = LockFile {
+            architecture: "amd64".into(),
+            debug: vec![pin("busybox-static")],
+            ..Default::default()
+        };
+        // A debug-only section keeps the packages; a packages-only one keeps the debug pins.
+        let both = packages.clone().with_section(debug.clone());
+        assert_eq!(both.packages, packages.packages);
+        assert_eq!(both.requested, packages.requested);
+        assert_eq!(both.debug, debug.debug);
+        let again = both.clone().with_section(packages.clone());
+        assert_eq!(again.debug, debug.debug);
+        // Another architecture's section: the same, among `others`.
+        let arm = |f: LockFile| LockFile {
+            architecture: "arm64".into(),
+            ..f
+        };
+        let file = both
+            .with_section(arm(packages.clone()))
+            .with_section(arm(debug.clone()));
+        let a = file.for_arch("arm64").unwrap();
+        assert!(a.pins_packages() && a.debug.len() == 1);
+        // A debug-only section pins no packages, and round-trips as `[[debug]]`.
+        assert!(!debug.pins_packages());
+        let text = toml::to_string_pretty(&file).unwrap();
+        assert!(text.contains("[[debug]]"), "{text}");
+        assert_eq!(toml::from_str::<LockFile>(&text).unwrap(), file);
+    }
 }
