@@ -221,6 +221,62 @@ pub fn append_layer(base: &Image, layer: Layer, settings: &AppendSettings) -> Re
     assemble(config, layers, oci, vec![])
 }
 
+/// The debug variant of `image` (`--debug`): `layer` on top, `dir` at the end of `PATH` (the
+/// image's own programs first), `what` in the label and annotation `dev.imgbuild.debug`; the
+/// rest of the config (`created` too) and the manifest's annotations are the image's. No
+/// attachment: the image's SBOM describes the image, not its debug variant.
+pub(crate) fn debug_variant(
+    image: &Image,
+    layer: Layer,
+    dir: &str,
+    created_by: &str,
+    what: &str,
+) -> Result<Image> {
+    const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    let mut config: ImageConfiguration = image.config.clone();
+    let created = config.created().clone().unwrap_or_else(|| rfc3339(0));
+    let mut c: Config = config.config().clone().unwrap_or_default();
+    let mut env = split_env(&c.env().clone().unwrap_or_default());
+    match env.iter_mut().find(|(k, _)| k == "PATH") {
+        Some((_, v)) if v.split(':').any(|p| p == dir) => {}
+        Some((_, v)) if v.is_empty() => *v = dir.to_string(),
+        Some((_, v)) => *v = format!("{v}:{dir}"),
+        None => env.push(("PATH".into(), format!("{DEFAULT_PATH}:{dir}"))),
+    }
+    c.set_env(Some(
+        env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+    ));
+    let mut labels = c.labels().clone().unwrap_or_default();
+    labels.insert(DEBUG_LABEL.to_string(), what.to_string());
+    c.set_labels(Some(labels));
+    config.set_config(Some(c));
+    let mut diff_ids = config.rootfs().diff_ids().clone();
+    diff_ids.push(layer.diff_id.to_string());
+    config.rootfs_mut().set_diff_ids(diff_ids);
+    let mut history = config.history().clone().unwrap_or_default();
+    history.push(history_entry(&created, created_by));
+    config.set_history(Some(history));
+    let manifest: serde_json::Value = serde_json::from_slice(&image.manifest)
+        .map_err(|e| Error::from(ImageError::Internal(format!("the image's manifest: {e}"))))?;
+    let mut annotations: BTreeMap<String, String> = manifest
+        .get("annotations")
+        .and_then(|a| a.as_object())
+        .map(|a| {
+            a.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    annotations.insert(DEBUG_LABEL.to_string(), what.to_string());
+    let layers: Vec<Layer> = image.layers.iter().cloned().chain([layer]).collect();
+    let mut out = assemble(config, layers, annotations, vec![])?;
+    out.origin = image.origin.clone();
+    Ok(out)
+}
+
+/// The label and annotation of a debug image: the package its shell came from.
+pub(crate) const DEBUG_LABEL: &str = "dev.imgbuild.debug";
+
 /// The image of `config` and `layers`: the config and manifest serialised canonically.
 fn assemble(
     config: ImageConfiguration,

@@ -31,6 +31,10 @@ pub struct LockFile {
     pub architecture: String,
     #[serde(default, rename = "package")]
     pub packages: Vec<Locked>,
+    /// `--debug`: what the debug image adds (Debian's `busybox-static`), pinned apart from the
+    /// runtime packages, which it never joins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub debug: Vec<Locked>,
     /// The same pins for the other architectures of a multi-platform build, one entry each.
     #[serde(
         default,
@@ -50,16 +54,40 @@ impl LockFile {
         }
     }
 
+    /// Whether this section pins runtime packages (a section may hold the debug pins alone).
+    pub(crate) fn pins_packages(&self) -> bool {
+        !self.requested.is_empty() || !self.packages.is_empty()
+    }
+
     /// This file with `section` (one architecture's pins) put in place of that architecture's.
+    /// A part the section does not pin (its runtime packages, or its debug pins) stays as it
+    /// was: a build resolves one part afresh without forgetting the other.
     pub(crate) fn with_section(self, mut section: LockFile) -> LockFile {
         section.others.clear();
+        let keep = |section: &mut LockFile, old: &LockFile| {
+            if !section.pins_packages() {
+                section.requested = old.requested.clone();
+                section.packages = old.packages.clone();
+            }
+            if section.debug.is_empty() {
+                section.debug = old.debug.clone();
+            }
+        };
         if self.architecture == section.architecture {
+            keep(&mut section, &self);
             return LockFile {
                 others: self.others,
                 ..section
             };
         }
         let mut out = self;
+        if let Some(old) = out
+            .others
+            .iter()
+            .find(|o| o.architecture == section.architecture)
+        {
+            keep(&mut section, old);
+        }
         out.others
             .retain(|o| o.architecture != section.architecture);
         out.others.push(section);
@@ -125,6 +153,7 @@ mod tests {
                 url: String::new(),
                 filename: String::new(),
             }],
+            debug: vec![],
             others: vec![],
         };
         let file = section("amd64", "a")
@@ -156,5 +185,51 @@ mod tests {
         assert_eq!(saved.for_arch("arm64").unwrap().packages[0].name, "b");
         save_sections(&path, vec![]).unwrap();
         assert_eq!(LockFile::load(&path).unwrap().unwrap(), saved);
+    }
+
+    #[test]
+    fn debug_pins_and_package_pins_are_kept_apart() {
+        let pin = |name: &str| Locked {
+            name: name.into(),
+            version: "1".into(),
+            architecture: "amd64".into(),
+            sha256: "0".repeat(64),
+            size: 1,
+            url: String::new(),
+            filename: String::new(),
+        };
+        let packages = LockFile {
+            requested: vec!["libssl3".into()],
+            architecture: "amd64".into(),
+            packages: vec![pin("libssl3")],
+            ..Default::default()
+        };
+        let debug = LockFile {
+            architecture: "amd64".into(),
+            debug: vec![pin("busybox-static")],
+            ..Default::default()
+        };
+        // A debug-only section keeps the packages; a packages-only one keeps the debug pins.
+        let both = packages.clone().with_section(debug.clone());
+        assert_eq!(both.packages, packages.packages);
+        assert_eq!(both.requested, packages.requested);
+        assert_eq!(both.debug, debug.debug);
+        let again = both.clone().with_section(packages.clone());
+        assert_eq!(again.debug, debug.debug);
+        // Another architecture's section: the same, among `others`.
+        let arm = |f: LockFile| LockFile {
+            architecture: "arm64".into(),
+            ..f
+        };
+        let file = both
+            .with_section(arm(packages.clone()))
+            .with_section(arm(debug.clone()));
+        let a = file.for_arch("arm64").unwrap();
+        assert!(a.pins_packages() && a.debug.len() == 1);
+        // A debug-only section pins no packages, and round-trips as `[[debug]]`.
+        assert!(!debug.pins_packages());
+        let text = toml::to_string_pretty(&file).unwrap();
+        assert!(text.contains("[[debug]]"), "{text}");
+        assert_eq!(toml::from_str::<LockFile>(&text).unwrap(), file);
     }
 }

@@ -94,8 +94,10 @@ pub(crate) async fn resolve_packages(
     let deb_sources = req.deb.as_ref().map(debian::DebBase::sources);
     if !req.update_lock
         && let Some(lock) = existing.as_ref().and_then(|f| f.for_arch(arch))
+        && lock.pins_packages()
     {
-        let lock = lock.clone();
+        let mut lock = lock.clone();
+        lock.debug.clear();
         if lock.requested == requested {
             let mirrors = match &deb_sources {
                 Some(s) => s.iter().map(|s| s.uri.clone()).collect(),
@@ -162,12 +164,80 @@ pub(crate) async fn resolve_packages(
                 filename: c.filename,
             })
             .collect(),
+        debug: Vec::new(),
         others: Vec::new(),
     };
     Ok(Resolution {
         lock,
         notes,
         mirrors: sources.iter().map(|s| s.uri.clone()).collect(),
+        fresh: true,
+    })
+}
+
+/// The package a debug image's shell comes from (`--debug`): one static binary, no dependency.
+pub const DEBUG_PACKAGE: &str = "busybox-static";
+
+/// `--debug`'s pins for `arch`: the lock's when it has them (and `--update-lock` was not given),
+/// else [`DEBUG_PACKAGE`] resolved afresh from `deb`'s suite, verified as a `deb:` base's
+/// packages are (imgbuild's Debian keys, `Packages` by hash). Nothing of any base's own apt
+/// configuration is read.
+pub(crate) async fn resolve_debug(
+    deb: &debian::DebBase,
+    lock_path: &std::path::Path,
+    update_lock: bool,
+    arch: &str,
+    http: &reqwest::Client,
+    policy: &Policy,
+    cache: &Cache,
+) -> Result<Resolution> {
+    let sources = deb.sources();
+    let mirrors: Vec<String> = sources.iter().map(|s| s.uri.clone()).collect();
+    let section = |packages: Vec<Locked>| LockFile {
+        requested: Vec::new(),
+        architecture: arch.to_string(),
+        packages,
+        debug: Vec::new(),
+        others: Vec::new(),
+    };
+    let pinned = LockFile::load(lock_path)?
+        .and_then(|f| f.for_arch(arch).map(|s| s.debug.clone()))
+        .filter(|d| !update_lock && !d.is_empty());
+    if let Some(packages) = pinned {
+        return Ok(Resolution {
+            lock: section(packages),
+            notes: Vec::new(),
+            mirrors,
+            fresh: false,
+        });
+    }
+    let keys = deb.keys()?;
+    let empty = RootFs::new();
+    let cands = candidates(&empty, &sources, Some(&keys), arch, http, policy, cache).await?;
+    let mut notes = Vec::new();
+    let chosen = resolve::resolve(
+        &[DEBUG_PACKAGE.to_string()],
+        &cands,
+        &resolve::Installed::default(),
+        &mut notes,
+        None,
+    )?;
+    let packages = chosen
+        .into_iter()
+        .map(|c| Locked {
+            name: c.name,
+            version: c.version,
+            architecture: c.architecture,
+            sha256: c.sha256,
+            size: c.size,
+            url: c.url,
+            filename: c.filename,
+        })
+        .collect();
+    Ok(Resolution {
+        lock: section(packages),
+        notes,
+        mirrors,
         fresh: true,
     })
 }

@@ -58,6 +58,14 @@ pub struct BuildArgs {
     /// Load the image into the local Docker Engine or podman (their API socket), no tarball.
     #[arg(long)]
     pub load: bool,
+    /// Also make the debug image: the same image plus one layer with Debian's static busybox
+    /// under /busybox (sh, ls, ps … as links; /busybox at the end of PATH), for `docker exec`
+    /// and `kubectl exec`. It goes wherever the image goes: each -t REPO:TAG as REPO:TAG-debug,
+    /// -o NAME.tar as NAME-debug.tar, a second ref in --oci-layout, pushed and loaded too. The
+    /// image itself is unchanged. busybox-static is verified and pinned in imgbuild.lock like
+    /// --package (from a deb: base's suite, else bookworm; --deb-mirror says where from).
+    #[arg(long)]
+    pub debug: bool,
     /// Sign every pushed manifest (and the index) and attest its SLSA provenance, the way
     /// cosign does, with this key: cosign's encrypted key (password in COSIGN_PASSWORD) or a
     /// PEM ECDSA P-256 key. Needs --push.
@@ -80,6 +88,7 @@ pub struct Writes {
     pub oci_layout: Option<PathBuf>,
     pub sign_key: Option<PathBuf>,
     pub check: bool,
+    pub debug: bool,
 }
 
 impl BuildArgs {
@@ -93,6 +102,7 @@ impl BuildArgs {
                 .or_else(|| project.oci_layout.clone()),
             sign_key: self.sign_key.clone().or_else(|| project.sign_key.clone()),
             check: !self.no_check && project.check.unwrap_or(true),
+            debug: self.debug || project.debug.unwrap_or(false),
         }
     }
 
@@ -108,6 +118,7 @@ impl BuildArgs {
             tags: writes.tags,
             compression: self.compression.merge(project)?,
             cache_repo: self.cache.merge(project),
+            debug: writes.debug,
         };
         if writes.output.is_none() && writes.oci_layout.is_none() && !self.push && !self.load {
             return Err(Error::Usage(
@@ -121,6 +132,7 @@ impl BuildArgs {
         let outputs = Outputs {
             output: writes.output,
             oci_layout: writes.oci_layout,
+            add_to_layout: false,
         };
         Ok((req, outputs, writes.sign_key))
     }
@@ -178,6 +190,34 @@ struct BuildJson {
     push: Option<imgbuild::sink::registry::PushReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     load: Option<imgbuild::sink::engine::LoadReport>,
+    /// `--debug`: the debug image and where it went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    debug: Option<DebugJson>,
+}
+
+#[derive(Serialize)]
+struct DebugJson {
+    #[serde(flatten)]
+    report: imgbuild::pipeline::debug::DebugReport,
+    output: Option<String>,
+    oci_layout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    push: Option<imgbuild::sink::registry::PushReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load: Option<imgbuild::sink::engine::LoadReport>,
+}
+
+/// `-o NAME.tar`'s debug image: `NAME-debug.tar` beside it (`NAME-debug` without an extension).
+fn debug_output(path: &std::path::Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-debug.{}", ext.to_string_lossy()),
+        None => format!("{stem}-debug"),
+    };
+    path.with_file_name(name)
 }
 
 pub async fn run_build(args: BuildArgs) -> Result<()> {
@@ -252,6 +292,7 @@ pub async fn run_build(args: BuildArgs) -> Result<()> {
         signing: signing.clone(),
         sent_ahead: sent_ahead.clone(),
     });
+    let debug_engine = engine.clone();
     let sinks = sinks_for(
         &outputs,
         early,
@@ -262,12 +303,63 @@ pub async fn run_build(args: BuildArgs) -> Result<()> {
         reporter.as_ref(),
     );
     let written = sink::write_all(&sinks, &artifact, &cx).await?;
+    // The debug image after the image, to the same sinks under its own names.
+    let debug = match built.debug {
+        Some(d) => {
+            let tags = imgbuild::pipeline::debug::debug_tags(&req.tags)?;
+            let signing = signing_for(signer.as_deref(), &d.artifact, &built.report, &tags)?;
+            let outputs = Outputs {
+                output: outputs.output.as_deref().map(debug_output),
+                oci_layout: outputs.oci_layout.clone(),
+                add_to_layout: true,
+            };
+            let naming = Naming {
+                tags: tags.clone(),
+                signatures: signing
+                    .as_ref()
+                    .map(|s| s.signatures.clone())
+                    .unwrap_or_default(),
+                ..naming.clone()
+            };
+            let push = args.push.then(|| Push {
+                opts: args.upload.push_options(),
+                signing,
+                sent_ahead: None,
+            });
+            let sinks = sinks_for(
+                &outputs,
+                None,
+                debug_engine,
+                push,
+                &naming,
+                req.settings.epoch,
+                reporter.as_ref(),
+            );
+            let mut json = DebugJson {
+                report: d.report,
+                output: outputs.output.as_ref().map(|p| p.display().to_string()),
+                oci_layout: outputs.oci_layout.as_ref().map(|p| p.display().to_string()),
+                push: None,
+                load: None,
+            };
+            for w in sink::write_all(&sinks, &d.artifact, &cx).await? {
+                match w {
+                    Written::Registry(r) => json.push = Some(r),
+                    Written::Engine(l) => json.load = Some(l),
+                    _ => {}
+                }
+            }
+            Some(json)
+        }
+        None => None,
+    };
     let mut json = BuildJson {
         report: built.report,
         output: outputs.output.as_ref().map(|p| p.display().to_string()),
         oci_layout: outputs.oci_layout.as_ref().map(|p| p.display().to_string()),
         push: None,
         load: None,
+        debug,
     };
     for w in written {
         match w {

@@ -34,6 +34,7 @@ pub async fn run_check(args: CheckArgs) -> Result<()> {
         tags: project.tags.clone().unwrap_or_default(),
         compression: CompressionArgs::default().merge(&project)?,
         cache_repo: args.cache.merge(&project),
+        debug: project.debug.unwrap_or(false),
     };
     let req = args.image.merge(&project)?.request(extras, &cwd)?;
     let cache = Cache::from_env()?;

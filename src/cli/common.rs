@@ -97,6 +97,8 @@ pub(crate) fn source_date_epoch() -> Result<u64> {
 pub(crate) struct Outputs {
     pub output: Option<PathBuf>,
     pub oci_layout: Option<PathBuf>,
+    /// Add to the layout (a second ref) instead of replacing it.
+    pub add_to_layout: bool,
 }
 
 /// A client whose credentials come from the user's usual places; the CI variables apply to
@@ -151,6 +153,7 @@ pub(crate) fn sinks_for(
         sinks.push(Box::new(sink::LayoutSink {
             path: path.clone(),
             naming: naming.clone(),
+            add: outputs.add_to_layout,
         }));
     }
     if let Some(engine) = engine {

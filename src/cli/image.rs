@@ -281,6 +281,9 @@ pub struct Extras {
     pub tags: Vec<String>,
     pub compression: (Codec, u32),
     pub cache_repo: Option<(String, bool)>,
+    /// `--debug`: also the debug image (its busybox from the `deb:` base's suite and mirror,
+    /// else bookworm from `--deb-mirror`).
+    pub debug: bool,
 }
 
 impl ImageDef {
@@ -315,14 +318,20 @@ impl ImageDef {
                 suite: *suite,
                 mirror: self.deb_mirror.clone(),
             }),
-            _ if self.deb_mirror != DebMirror::default() => {
+            _ if self.deb_mirror != DebMirror::default() && !extras.debug => {
                 return Err(Error::Usage(format!(
-                    "--deb-mirror, --deb-security-mirror and --deb-mirror-key (or deb-mirror in imgbuild.toml) are for a deb:SUITE base, not {}",
+                    "--deb-mirror, --deb-security-mirror and --deb-mirror-key (or deb-mirror in imgbuild.toml) are for a deb:SUITE base or --debug, not {}",
                     from.describe()
                 )));
             }
             _ => None,
         };
+        let debug = extras.debug.then(|| {
+            deb.clone().unwrap_or(DebBase {
+                suite: imgbuild::apt::debian::Suite::Bookworm,
+                mirror: self.deb_mirror.clone(),
+            })
+        });
         let cache_repo = match extras.cache_repo {
             Some((repo, readonly)) => Some(Arc::new(
                 imgbuild::pipeline::cache_repo::CacheRepo::new(&repo, readonly)?,
@@ -352,6 +361,7 @@ impl ImageDef {
             },
             cache_repo,
             launcher: self.launcher,
+            debug,
         })
     }
 

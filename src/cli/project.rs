@@ -47,6 +47,8 @@ pub struct ProjectFile {
     pub drop_cookie: Option<bool>,
     /// `auto`, `always` or `never`: see `--launcher`.
     pub launcher: Option<String>,
+    /// `true`: also the debug image (busybox under /busybox, tags `TAG-debug`), as `--debug`.
+    pub debug: Option<bool>,
     /// Runtime Debian packages, `NAME` or `NAME=VERSION`; `"auto"` (or `"auto"` in the list):
     /// those the start-up check finds missing.
     #[serde(default, deserialize_with = "one_or_many")]

@@ -123,6 +123,7 @@ pub async fn run_pull(args: PullArgs) -> Result<()> {
         sinks.push(Box::new(sink::LayoutSink {
             path: path.clone(),
             naming,
+            add: false,
         }));
     }
     let cx = sink::Context {
@@ -189,6 +190,7 @@ fn destination_sink(
             Box::new(sink::LayoutSink {
                 path: path_of(rest, "oci:")?,
                 naming: naming(),
+                add: false,
             }),
             vec![],
         ));

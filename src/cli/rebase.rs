@@ -116,6 +116,7 @@ pub async fn run_rebase(args: RebaseArgs) -> Result<()> {
     let outputs = Outputs {
         output: args.output.clone(),
         oci_layout: args.oci_layout.clone(),
+        add_to_layout: false,
     };
     let push = args.push.then(|| Push {
         opts: args.upload.push_options(),

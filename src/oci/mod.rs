@@ -123,6 +123,8 @@ pub enum LayerKind {
     Files,
     /// imgbuild's launcher at `bin/NAME`, for an image without a shell (see `launch`).
     Launcher,
+    /// `--debug`: a static busybox under `/busybox`, in the debug image only.
+    Debug,
 }
 
 impl LayerKind {
@@ -138,6 +140,7 @@ impl LayerKind {
             LayerKind::Packages => "packages",
             LayerKind::Files => "files",
             LayerKind::Launcher => "launcher",
+            LayerKind::Debug => "debug",
         }
     }
 
@@ -158,6 +161,7 @@ impl LayerKind {
             LayerKind::Sbom,
             LayerKind::Files,
             LayerKind::Launcher,
+            LayerKind::Debug,
         ]
         .into_iter()
         .find(|k| k.as_str() == word)

@@ -5,6 +5,7 @@
 
 mod base;
 pub mod cache_repo;
+pub mod debug;
 mod examine;
 pub mod layers;
 pub mod rebase;
@@ -68,6 +69,8 @@ pub struct BuildRequest {
     pub cache_repo: Option<std::sync::Arc<cache_repo::CacheRepo>>,
     /// Whether the image starts through imgbuild's launcher instead of the release's scripts.
     pub launcher: LauncherMode,
+    /// `--debug`: also the debug image, with busybox-static from this Debian suite and mirror.
+    pub debug: Option<crate::apt::debian::DebBase>,
 }
 
 /// `--launcher`: imgbuild's shell-less launcher at `bin/NAME`, when the base has no `/bin/sh`
@@ -90,10 +93,27 @@ pub async fn build(
     if req.platforms.len() <= 1 {
         let platform = req.platforms.first().or(req.platform.as_ref());
         let one = build_platform(req, (0, platform), cx, observer).await?;
-        save_lock(req, one.new_lock.into_iter().collect(), reporter)?;
+        let mut locks: Vec<crate::apt::LockFile> = one.new_lock.into_iter().collect();
+        let debug = match &req.debug {
+            Some(_) => {
+                let (image, report, lock) = debug::debug_image(req, &one.image, cx).await?;
+                locks.extend(lock);
+                Some(debug::DebugBuilt {
+                    report: debug::DebugReport {
+                        digest: image.digest.to_string(),
+                        tags: debug_tag_names(req)?,
+                        platforms: vec![report],
+                    },
+                    artifact: Artifact::Image(Box::new(image)),
+                })
+            }
+            None => None,
+        };
+        save_lock(req, locks, reporter)?;
         return Ok(Built {
             artifact: Artifact::Image(Box::new(one.image)),
             report: Report::Image(Box::new(one.report)),
+            debug,
         });
     }
     require_base_platforms(req, cx).await?;
@@ -135,6 +155,29 @@ pub async fn build(
     if !failed.is_empty() {
         return Err(Error::Check(CheckFailure::join(failed)));
     }
+    let debug = match &req.debug {
+        Some(_) => {
+            let mut debug_images = Vec::new();
+            let mut debug_reports = Vec::new();
+            for (image, r) in images.iter().zip(&reporters) {
+                let (d, report, lock) = debug::debug_image(req, image, cx.reporting_to(r)).await?;
+                debug_images.push(d);
+                debug_reports.push(report);
+                locks.extend(lock);
+            }
+            let index = mutate::index(debug_images)?;
+            reporter.step(&format!("debug index {}", index.digest));
+            Some(debug::DebugBuilt {
+                report: debug::DebugReport {
+                    digest: index.digest.to_string(),
+                    tags: debug_tag_names(req)?,
+                    platforms: debug_reports,
+                },
+                artifact: Artifact::Index(Box::new(index)),
+            })
+        }
+        None => None,
+    };
     save_lock(req, locks, reporter)?;
     let index = mutate::index(images)?;
     reporter.step(&format!(
@@ -153,7 +196,16 @@ pub async fn build(
             warnings,
         }),
         artifact: Artifact::Index(Box::new(index)),
+        debug,
     })
+}
+
+/// The debug image's tags, as the report names them.
+fn debug_tag_names(req: &BuildRequest) -> Result<Vec<String>> {
+    Ok(debug::debug_tags(&req.tags)?
+        .iter()
+        .map(Reference::canonical)
+        .collect())
 }
 
 /// One platform's image: its release (given natively with `--release`, else the main one,

@@ -800,7 +800,7 @@ mod tests {
                 pin("libssl3", "3.0.11-1~deb12u2"),
                 pin("openssl", "3.0.11-1~deb12u2"),
             ],
-            others: vec![],
+            ..Default::default()
         }
     }
 

@@ -96,6 +96,8 @@ pub struct BuildReport {
 pub struct Built {
     pub artifact: Artifact,
     pub report: Report,
+    /// `--debug`: the debug image (or index) beside it.
+    pub debug: Option<super::debug::DebugBuilt>,
 }
 
 /// The report of one image, or of an index and each of its platforms.

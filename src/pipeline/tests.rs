@@ -59,6 +59,7 @@ fn request(dir: &Path, check: bool) -> BuildRequest {
         packages: Default::default(),
         cache_repo: None,
         launcher: Default::default(),
+        debug: None,
     }
 }
 

@@ -160,6 +160,8 @@ impl Sink for TarballSink {
 pub struct LayoutSink {
     pub path: PathBuf,
     pub naming: Naming,
+    /// Add to the layout at `path` (a second ref: `--debug`'s image) instead of replacing it.
+    pub add: bool,
 }
 
 impl Sink for LayoutSink {
@@ -172,13 +174,13 @@ impl Sink for LayoutSink {
         cx: &'a Context<'a>,
     ) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
-            let path = self.path.clone();
+            let (path, add) = (self.path.clone(), self.add);
             write_files(
                 artifact,
                 &self.naming,
                 cx,
                 move |art, blobs, naming, cache| {
-                    tarball::write_layout(&path, art, blobs, naming, cache)
+                    tarball::write_layout(&path, art, blobs, naming, cache, add)
                 },
             )
             .await?;

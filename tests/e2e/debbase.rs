@@ -17,7 +17,7 @@ type Failed = libtest_mimic::Failed;
 pub const TOOLS: &[&str] = &["mix", "tar"];
 
 /// Paths that must be in no layer of a deb: image.
-const NO_SHELL: &[&str] = &[
+pub(crate) const NO_SHELL: &[&str] = &[
     "bin/sh",
     "usr/bin/sh",
     "usr/bin/dash",
@@ -31,7 +31,7 @@ const NO_SHELL: &[&str] = &[
 ];
 
 /// (archive, security archive) from the machine's deb822 sources.
-pub fn mirrors() -> Result<(String, String), Failed> {
+pub(crate) fn mirrors() -> Result<(String, String), Failed> {
     let text = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources")
         .map_err(|e| fail(format!("/etc/apt/sources.list.d/debian.sources: {e}")))?;
     let (mut main, mut security) = (None, None);
@@ -79,7 +79,7 @@ fn build(dir: &Path, from: &str, out: &str, extra: &[&str]) -> Result<(String, f
 }
 
 /// The image tarball unpacked: its manifest's layers (paths of the blobs) and config.
-fn layers_of(tar: &Path, dir: &Path) -> Result<(Vec<PathBuf>, Value), Failed> {
+pub(crate) fn layers_of(tar: &Path, dir: &Path) -> Result<(Vec<PathBuf>, Value), Failed> {
     platform_layers(tar, dir, None)
 }
 
@@ -128,12 +128,12 @@ fn platform_layers(
 }
 
 /// `tar -tvzf` of one layer.
-fn listing(layer: &Path) -> Result<String, Failed> {
+pub(crate) fn listing(layer: &Path) -> Result<String, Failed> {
     Ok(stdout(&run(Command::new("tar").arg("-tvzf").arg(layer))?))
 }
 
 /// One file of a layer.
-fn file_in(layer: &Path, path: &str) -> Result<String, Failed> {
+pub(crate) fn file_in(layer: &Path, path: &str) -> Result<String, Failed> {
     Ok(stdout(&run(Command::new("tar")
         .arg("-xzOf")
         .arg(layer)
@@ -142,7 +142,7 @@ fn file_in(layer: &Path, path: &str) -> Result<String, Failed> {
 
 /// No shell or package manager in any layer; `/tmp` 1777; passwd with nobody. Returns every
 /// layer's listing.
-fn assert_shell_less(layers: &[PathBuf]) -> Result<Vec<String>, Failed> {
+pub(crate) fn assert_shell_less(layers: &[PathBuf]) -> Result<Vec<String>, Failed> {
     let lists: Vec<String> = layers
         .iter()
         .map(|l| listing(l))

@@ -4,6 +4,7 @@
 mod apt;
 mod check;
 mod debbase;
+mod debug;
 mod dist;
 mod faults;
 mod fleet;
@@ -1317,6 +1318,11 @@ fn main() {
             ]
             .concat(),
         ),
+        lab::trial(
+            "debug::debug_image_beside_the_image",
+            debug::test_debug_image_beside_the_image,
+        )
+        .needs(&[debug::TOOLS, &["dockerd", "docker"]].concat()),
         lab::trial(
             "apt::libssl3_makes_crypto_start",
             apt::test_libssl3_makes_crypto_start,

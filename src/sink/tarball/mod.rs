@@ -293,6 +293,55 @@ mod tests {
     use crate::source::layout::{self, Dir};
 
     #[test]
+    fn a_second_ref_added_to_a_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().join("cache")).unwrap();
+        let image = small_image(&cache);
+        let artifact = Artifact::Image(Box::new(image.clone()));
+        let blobs = blobs(&artifact, &|_| None).unwrap();
+        let lay = dir.path().join("layout");
+        let refs = |lay: &Path| -> Vec<String> {
+            let index: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(lay.join("index.json")).unwrap()).unwrap();
+            index["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["annotations"]["org.opencontainers.image.ref.name"].to_string())
+                .collect()
+        };
+        write_layout(
+            &lay,
+            &artifact,
+            &blobs,
+            &naming(&["a/small:1"]),
+            &cache,
+            false,
+        )
+        .unwrap();
+        let debug = naming(&["a/small:1-debug"]);
+        // Added: both refs, every blob; added again: replaced, not repeated.
+        for _ in 0..2 {
+            write_layout(&lay, &artifact, &blobs, &debug, &cache, true).unwrap();
+            assert_eq!(refs(&lay), ["\"1\"", "\"1-debug\""]);
+        }
+        for (d, _) in &blobs {
+            assert!(lay.join("blobs/sha256").join(d.digest()).is_file());
+        }
+        let d = Dir::new(&lay);
+        let one = Platforms::One(None);
+        let Artifact::Image(read) =
+            layout::read(&d, &d.index().unwrap(), Some("1-debug"), &one).unwrap()
+        else {
+            panic!("an index")
+        };
+        assert_eq!(read.digest, image.digest);
+        // Without `add`, the layout is replaced as before.
+        write_layout(&lay, &artifact, &blobs, &debug, &cache, false).unwrap();
+        assert_eq!(refs(&lay), ["\"1-debug\""]);
+    }
+
+    #[test]
     fn tarball_and_layout_read_back_by_every_file_source() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path().join("cache")).unwrap();
@@ -303,7 +352,7 @@ mod tests {
         let tar = dir.path().join("small.tar");
         write_tarball(&tar, &artifact, &blobs, &names, 0, &cache, None).unwrap();
         let lay = dir.path().join("layout");
-        write_layout(&lay, &artifact, &blobs, &names, &cache).unwrap();
+        write_layout(&lay, &artifact, &blobs, &names, &cache, false).unwrap();
 
         let one = Platforms::One(None);
         let archive = Archive::open(&tar, "small.tar").unwrap();
