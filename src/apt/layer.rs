@@ -27,13 +27,19 @@ pub struct PackageLayer {
 
 /// The package layer: every package's files, dpkg's database with the new entries, and what
 /// maintainer scripts would have made that a runtime image needs.
+/// With `slim` (a `deb:` base), the files [`left_out_of_slim`] names are left out of the layer
+/// (dpkg's lists still name them, as with dpkg's `path-exclude`).
 pub fn package_layer(
     lock: &LockFile,
     fs: &RootFs,
     cache: &Cache,
     staging: &Path,
+    slim: bool,
 ) -> Result<PackageLayer> {
-    let mut unpacked = Unpacked::default();
+    let mut unpacked = Unpacked {
+        slim,
+        ..Unpacked::default()
+    };
     // The tree as dpkg would see it while unpacking: the base, then each package's directories
     // and links as they come, so that a path goes through every directory link before it.
     let mut view = fs.clone();
@@ -47,7 +53,14 @@ pub fn package_layer(
         debs,
         installed_names,
         scripts_not_run,
+        left_out,
+        ..
     } = unpacked;
+    if left_out > 0 {
+        notes.push(format!(
+            "left out {left_out} files a runtime image does not read (documentation but the copyright files, manual pages, translations, glibc's iconv modules)"
+        ));
+    }
     let status = dpkg_status(fs, &installed_names, status_stanzas);
     let meta = staging.join("dpkg");
     std::fs::create_dir_all(&meta).ctx("create", &meta)?;
@@ -85,6 +98,37 @@ struct Unpacked {
     debs: Vec<DebPackage>,
     installed_names: BTreeSet<String>,
     scripts_not_run: Vec<String>,
+    /// Leave out what [`left_out_of_slim`] names.
+    slim: bool,
+    left_out: usize,
+}
+
+/// What a `deb:` base leaves out of its packages. As Docker's slim Debian images do:
+/// documentation (but each package's `copyright`, its licence), manual and info pages,
+/// translations, lintian overrides. Beyond them: glibc's iconv modules (`gconv/`, about 8 MB),
+/// which the BEAM never loads (its encodings are its own; UTF-8, ASCII and Latin-1 stay built
+/// into glibc), so only a NIF converting other charsets with iconv(3) would miss them.
+pub(crate) fn left_out_of_slim(path: &str) -> bool {
+    let p = path.trim_start_matches('/');
+    const TREES: &[&str] = &[
+        "usr/share/man",
+        "usr/share/info",
+        "usr/share/locale",
+        "usr/share/lintian",
+        "usr/share/linda",
+        "usr/share/groff",
+    ];
+    let under = |dir: &str| p == dir || p.strip_prefix(dir).is_some_and(|r| r.starts_with('/'));
+    if TREES.iter().any(|t| under(t)) {
+        return true;
+    }
+    if let Some(rest) = p.strip_prefix("usr/share/doc/") {
+        // The package's directory stays, with its copyright file.
+        return rest.contains('/') && !rest.ends_with("/copyright");
+    }
+    // usr/lib/<triplet>/gconv and everything in it.
+    let parts: Vec<&str> = p.split('/').collect();
+    parts.len() >= 4 && parts[0] == "usr" && parts[1] == "lib" && parts[3] == "gconv"
 }
 
 impl Unpacked {
@@ -133,6 +177,12 @@ impl Unpacked {
         }
         for f in files {
             let f = through_links(view, f);
+            if self.slim && left_out_of_slim(&f.path) {
+                if !matches!(f.kind, EntryKind::Dir) {
+                    self.left_out += 1;
+                }
+                continue;
+            }
             if let Some(have) = self.entries.get(&f.path)
                 && !matches!(have.kind, EntryKind::Dir)
                 && !matches!(f.kind, EntryKind::Dir)
@@ -400,6 +450,37 @@ mod tests {
             entry("lib/x86_64-linux-gnu/libtinfo.so.5.9", file),
         );
         assert_eq!(e.path, "lib/x86_64-linux-gnu/libtinfo.so.5.9");
+    }
+
+    #[test]
+    fn slim_leaves_out_docs_translations_and_iconv_modules_but_not_licences() {
+        for gone in [
+            "usr/share/doc/libc6/changelog.Debian.gz",
+            "usr/share/doc/libssl3/NEWS.gz",
+            "usr/share/man/man1/x.1.gz",
+            "usr/share/man",
+            "usr/share/info/libc.info.gz",
+            "usr/share/locale/de/LC_MESSAGES/libc.mo",
+            "usr/share/lintian/overrides/libc6",
+            "usr/lib/x86_64-linux-gnu/gconv",
+            "usr/lib/x86_64-linux-gnu/gconv/ISO8859-15.so",
+            "usr/lib/aarch64-linux-gnu/gconv/gconv-modules",
+        ] {
+            assert!(left_out_of_slim(gone), "{gone}");
+        }
+        for kept in [
+            "usr/share/doc/libc6/copyright",
+            "usr/share/doc/libc6",
+            "usr/share/doc",
+            "usr/lib/x86_64-linux-gnu/libc.so.6",
+            "usr/lib/locale/C.utf8/LC_CTYPE",
+            "usr/share/manual",
+            "usr/lib/x86_64-linux-gnu/gconvert.so",
+            "usr/share/zoneinfo/UTC",
+            "etc/ssl/certs/ca-certificates.crt",
+        ] {
+            assert!(!left_out_of_slim(kept), "{kept}");
+        }
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub(crate) async fn install_packages(
     let locked = resolution.lock.packages.clone();
     let new_lock = resolution.fresh.then(|| resolution.lock.clone());
     let (c, lock) = (cache.clone(), resolution.lock.clone());
+    let slim = packages_req.deb.is_some();
     let staging = crate::interrupt::guarded(|| {
         tempfile::Builder::new()
             .prefix(&format!("{}packages-", crate::interrupt::marker()))
@@ -70,7 +71,7 @@ pub(crate) async fn install_packages(
     .ctx("create staging directory in", cache.root())?;
     let dir = staging.path().to_path_buf();
     let (fs, out) = blocking(move || {
-        let out = apt::package_layer(&lock, &fs, &c, &dir)?;
+        let out = apt::package_layer(&lock, &fs, &c, &dir, slim)?;
         let mut fs = fs;
         check::add_entries(&mut fs, std::slice::from_ref(&out.plan))?;
         Ok((fs, out))
