@@ -3,6 +3,8 @@ defmodule Hello.MixProject do
 
   # HELLO_WITH_CRYPTO=1 builds a variant whose boot loads :crypto (needs libcrypto.so.3).
   @crypto if System.get_env("HELLO_WITH_CRYPTO") in ["1", "true"], do: [:crypto], else: []
+  # HELLO_WITH_SSL=1: a variant that uses :ssl (TLS clients need the CA bundle).
+  @ssl if System.get_env("HELLO_WITH_SSL") in ["1", "true"], do: [:ssl], else: []
 
   def project do
     [
@@ -23,6 +25,6 @@ defmodule Hello.MixProject do
   end
 
   def application do
-    [mod: {Hello.Application, []}, extra_applications: [:logger, :inets] ++ @crypto]
+    [mod: {Hello.Application, []}, extra_applications: [:logger, :inets] ++ @crypto ++ @ssl]
   end
 end

@@ -640,3 +640,50 @@ fn container_logs(name: &str) -> String {
         .map(|o| format!("{}{}", stdout(&o), stderr(&o)))
         .unwrap_or_default()
 }
+
+/// A release that uses :ssl on `deb:bookworm --package auto`: ca-certificates is installed for
+/// its data alone (no openssl, no debconf), imgbuild writes the bundle, and the VM reads it.
+pub fn test_ssl_release_gets_the_ca_bundle() -> TestResult {
+    let dir = lab::scratch_dir("debbase-ssl");
+    let rel = lab::ssl_release()?;
+    let (main, security) = mirrors()?;
+    let tar = dir.join("ssl.tar");
+    let o = run(lab::imgbuild()
+        .current_dir(&dir)
+        .arg("build")
+        .arg(&rel)
+        .args(["--from", "deb:bookworm", "--package", "auto"])
+        .args(["--deb-mirror", &main, "--deb-security-mirror", &security])
+        .args(["-t", "hello-ssl:deb", "-o"])
+        .arg(&tar))?;
+    let said = stderr(&o);
+    assert!(
+        said.contains("ca-certificates (the release uses :"),
+        "{said}"
+    );
+    let names: Vec<String> = locked(&dir, "amd64")?.into_iter().map(|p| p.0).collect();
+    assert!(names.iter().any(|n| n == "ca-certificates"), "{names:?}");
+    for never in ["openssl", "debconf", "perl-base", "dash"] {
+        assert!(!names.iter().any(|n| n == never), "{never} in {names:?}");
+    }
+    let (layers, _) = layers_of(&tar, &dir)?;
+    assert_shell_less(&layers)?;
+    let bundle = file_in(&layers[1], "etc/ssl/certs/ca-certificates.crt")?;
+    let certs = bundle.matches("-----BEGIN CERTIFICATE-----").count();
+    assert!(certs > 100, "{certs} certificates in the bundle");
+    let docker = lab::docker()?;
+    run(docker.cmd().arg("load").arg("-i").arg(&tar))?;
+    let out = run(docker.cmd().args([
+        "run",
+        "--rm",
+        "hello-ssl:deb",
+        "eval",
+        "IO.puts(length(:public_key.cacerts_get()))",
+    ]))?;
+    let n: usize = stdout(&out)
+        .trim()
+        .parse()
+        .map_err(|e| fail(format!("{e}: {}{}", stdout(&out), stderr(&out))))?;
+    assert_eq!(n, certs, "the VM reads the bundle imgbuild wrote");
+    Ok(())
+}

@@ -831,6 +831,18 @@ pub fn crypto_release() -> Result<PathBuf, libtest_mimic::Failed> {
     })
 }
 
+/// The variant that uses :ssl (and so :crypto and :public_key), built once.
+pub fn ssl_release() -> Result<PathBuf, libtest_mimic::Failed> {
+    static REL: Shared<PathBuf> = OnceLock::new();
+    shared(&REL, || {
+        build_release_env(
+            &workdir().join("hello-ssl"),
+            None,
+            &[("HELLO_WITH_SSL", "1")],
+        )
+    })
+}
+
 /// The sample release, built once.
 pub fn release() -> Result<PathBuf, libtest_mimic::Failed> {
     static REL: Shared<PathBuf> = OnceLock::new();

@@ -1319,6 +1319,11 @@ fn main() {
             .concat(),
         ),
         lab::trial(
+            "debbase::ssl_release_gets_the_ca_bundle",
+            debbase::test_ssl_release_gets_the_ca_bundle,
+        )
+        .needs(&[debbase::TOOLS, &["dockerd", "docker"]].concat()),
+        lab::trial(
             "debug::debug_image_beside_the_image",
             debug::test_debug_image_beside_the_image,
         )
