@@ -19,13 +19,22 @@ async fn fetch(http: &reqwest::Client, policy: &Policy, url: &str) -> Result<Vec
     crate::net::get_small(http, policy, url, 512 << 20).await
 }
 
+/// Keys given for every source (a `deb:` base's: Debian's, which imgbuild carries, and a
+/// mirror's own), with what to tell the user when none of them signed an index.
+pub(super) struct Trusted<'a> {
+    pub(super) keys: &'a [pgp::composed::SignedPublicKey],
+    pub(super) hint: String,
+}
+
+/// What a failed signature check says to do, for a base image's own sources.
+const BASE_KEYS_HINT: &str = "The keys are the base image's (/etc/apt/trusted.gpg.d and the source's Signed-By): add the repository's key there";
+
 /// Read every source's verified indexes and return the candidates for `arch`. Each source is
-/// verified against its keys in `fs` ([`keys_for`]), or against `trusted` when given (a `deb:`
-/// base's, which imgbuild carries).
+/// verified against its keys in `fs` ([`keys_for`]), or against `trusted` when given.
 pub(super) async fn candidates(
     fs: &RootFs,
     sources: &[AptSource],
-    trusted: Option<&[pgp::composed::SignedPublicKey]>,
+    trusted: Option<&Trusted<'_>>,
     arch: &str,
     http: &reqwest::Client,
     policy: &Policy,
@@ -34,12 +43,8 @@ pub(super) async fn candidates(
     let mut out = Vec::new();
     for src in sources {
         let base = format!("{}/dists/{}", src.uri, src.suite);
-        let keys = trusted.map_or_else(|| keys_for(fs, src), <[_]>::to_vec);
-        let hint = if trusted.is_some() {
-            "A mirror that signs with a key of its own needs --deb-mirror-key; if Debian's keys have changed, refresh imgbuild's (scripts/refresh-debian-keys)"
-        } else {
-            "Add the repository's key to the base image (/etc/apt/trusted.gpg.d or the source's Signed-By)"
-        };
+        let keys = trusted.map_or_else(|| keys_for(fs, src), |t| t.keys.to_vec());
+        let hint = trusted.map_or(BASE_KEYS_HINT, |t| t.hint.as_str());
         let untrusted = |file: &str, why: String| {
             Error::from(ImageError::Package(format!(
                 "{base}/{file}: signature check failed: {why}. {hint}"
@@ -172,7 +177,7 @@ pub async fn fetch_debs(
                 Ok(_) => break,
                 Err(e @ Error::DigestMismatch { .. }) => {
                     progress.done("failed");
-                    return Err(e);
+                    return Err(naming_the_package(p, e));
                 }
                 Err(e) => tried.push(e.to_string()),
             }
@@ -193,4 +198,56 @@ pub async fn fetch_debs(
         crate::report::human_size(total)
     ));
     Ok(())
+}
+
+/// A `.deb` that is not the bytes its index and the lock pin: the error names the package
+/// and its version before the URL and the two SHA256 sums.
+fn naming_the_package(p: &super::Locked, e: Error) -> Error {
+    match e {
+        Error::DigestMismatch {
+            what,
+            expected,
+            actual,
+        } => Error::DigestMismatch {
+            what: format!("package {} {}: {what}", p.name, p.version),
+            expected,
+            actual,
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_deb_is_named_by_package() {
+        let p = super::super::Locked {
+            name: "libssl3".into(),
+            version: "3.0.17-1~deb12u2".into(),
+            architecture: "amd64".into(),
+            sha256: "ab".repeat(32),
+            size: 1,
+            url:
+                "http://mirror.local/debian/pool/main/o/openssl/libssl3_3.0.17-1~deb12u2_amd64.deb"
+                    .into(),
+            filename: "pool/main/o/openssl/libssl3_3.0.17-1~deb12u2_amd64.deb".into(),
+        };
+        let e = Error::DigestMismatch {
+            what: format!("{} (against the SHA256 in Packages / imgbuild.lock)", p.url),
+            expected: format!("sha256:{}", p.sha256),
+            actual: format!("sha256:{}", "cd".repeat(32)),
+        };
+        let said = naming_the_package(&p, e).to_string();
+        assert!(
+            said.starts_with("package libssl3 3.0.17-1~deb12u2: http://mirror.local/debian/pool/")
+                && said.contains("SHA256")
+                && said.contains(&format!("expected sha256:{}", "ab".repeat(32))),
+            "{said}"
+        );
+        // Other errors pass through as they are.
+        let other = naming_the_package(&p, Error::Usage("x".into()));
+        assert!(matches!(other, Error::Usage(m) if m == "x"));
+    }
 }

@@ -169,11 +169,34 @@ impl DebBase {
         .collect()
     }
 
+    /// What a signature that none of [`DebBase::keys`] verifies calls for: the mirror's key
+    /// (with `--deb-mirror-key`, or another one than given), or Debian's keys refreshed.
+    pub(crate) fn untrusted_hint(&self) -> String {
+        let refresh = "refresh imgbuild's Debian keys (scripts/refresh-debian-keys)";
+        match &self.mirror {
+            DebMirror { key: Some(key), .. } => format!(
+                "The keys tried are Debian's (carried by imgbuild) and those in --deb-mirror-key {}: check that it holds the public key the mirror signs its InRelease with",
+                key.display()
+            ),
+            DebMirror {
+                url: None,
+                security: None,
+                ..
+            } => format!(
+                "The keys tried are Debian's, carried by imgbuild: if Debian has rotated them, {refresh}"
+            ),
+            DebMirror { .. } => format!(
+                "The keys tried are Debian's, carried by imgbuild: a mirror that signs with a key of its own needs its public key given with --deb-mirror-key FILE (or deb-mirror-key in imgbuild.toml); if it is a copy of Debian's archive, signed by Debian, {refresh}"
+            ),
+        }
+    }
+
     /// The keys its sources are verified against: Debian's, and the mirror's own if given.
     pub(crate) fn keys(&self) -> Result<Vec<pgp::composed::SignedPublicKey>> {
         let mut keys = debian_keys();
         if let Some(path) = &self.mirror.key {
-            let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+            let bytes =
+                std::fs::read(path).map_err(|e| Error::io("read --deb-mirror-key", path, e))?;
             let own = super::index::keys_from(&bytes);
             if own.is_empty() {
                 return Err(Error::Input(format!(
@@ -255,7 +278,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bad = dir.path().join("k.gpg");
         std::fs::write(&bad, b"not a key").unwrap();
-        let base = DebBase {
+        let mut base = DebBase {
             suite: Suite::Bookworm,
             mirror: DebMirror {
                 key: Some(bad),
@@ -263,6 +286,44 @@ mod tests {
             },
         };
         assert!(base.keys().unwrap_err().to_string().contains("no OpenPGP"));
+        // A key file that cannot be read is named with the flag, its cause kept.
+        base.mirror.key = Some(dir.path().join("missing.gpg"));
+        let err = base.keys().unwrap_err();
+        assert!(
+            err.to_string().starts_with("read --deb-mirror-key ")
+                && err.to_string().contains("missing.gpg"),
+            "{err}"
+        );
+        assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[test]
+    fn an_untrusted_signature_says_what_to_give() {
+        let mut base = DebBase {
+            suite: Suite::Bookworm,
+            mirror: DebMirror::default(),
+        };
+        let hint = base.untrusted_hint();
+        assert!(hint.contains("scripts/refresh-debian-keys"), "{hint}");
+        assert!(!hint.contains("--deb-mirror-key"), "{hint}");
+        // A mirror (or only a security mirror) without its key: give it.
+        for (url, security) in [
+            (Some("http://m.local/debian"), None),
+            (None, Some("http://s.local")),
+        ] {
+            base.mirror.url = url.map(Into::into);
+            base.mirror.security = security.map(Into::into);
+            let hint = base.untrusted_hint();
+            assert!(hint.contains("--deb-mirror-key FILE"), "{hint}");
+            assert!(hint.contains("deb-mirror-key in imgbuild.toml"), "{hint}");
+        }
+        // With a key that did not sign it: that key named.
+        base.mirror.key = Some("/etc/site/mirror.gpg".into());
+        let hint = base.untrusted_hint();
+        assert!(
+            hint.contains("--deb-mirror-key /etc/site/mirror.gpg"),
+            "{hint}"
+        );
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub fn verify_inrelease(text: &str, keys: &[SignedPublicKey]) -> Result<String, 
         }
     }
     Err(format!(
-        "no signature on it verifies with the {} key{} the base image trusts",
+        "no signature on it verifies with any of the {} trusted key{}",
         keys.len(),
         if keys.len() == 1 { "" } else { "s" }
     ))
@@ -99,7 +99,7 @@ pub(crate) fn verify_detached(
         }
     }
     Err(format!(
-        "none of its {} signature{} verifies with the {} key{} the base image trusts",
+        "none of its {} signature{} verifies with any of the {} trusted key{}",
         sigs.len(),
         if sigs.len() == 1 { "" } else { "s" },
         keys.len(),

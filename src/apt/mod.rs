@@ -30,7 +30,7 @@ use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::fs::RootFs;
 use crate::net::Policy;
-use archive::candidates;
+use archive::{Trusted, candidates};
 use index::Stanza;
 
 pub use archive::fetch_debs;
@@ -144,8 +144,16 @@ pub(crate) async fn resolve_packages(
             "the base image has no apt sources (/etc/apt/sources.list or sources.list.d): pass --apt-source \"URI SUITE COMPONENT\"".into(),
         ));
     }
-    let trusted = req.deb.as_ref().map(debian::DebBase::keys).transpose()?;
-    let cands = candidates(fs, &sources, trusted.as_deref(), arch, http, policy, cache).await?;
+    let keys = req.deb.as_ref().map(debian::DebBase::keys).transpose()?;
+    let trusted = req
+        .deb
+        .as_ref()
+        .zip(keys.as_deref())
+        .map(|(deb, keys)| Trusted {
+            keys,
+            hint: deb.untrusted_hint(),
+        });
+    let cands = candidates(fs, &sources, trusted.as_ref(), arch, http, policy, cache).await?;
     let installed = resolve::installed_from(fs);
     let rules = req.deb.as_ref().map(|_| &debian::SHELL_LESS);
     let chosen = resolve::resolve(&requested, &cands, &installed, &mut notes, rules)?;

@@ -4,6 +4,7 @@
 mod apt;
 mod check;
 mod debbase;
+mod debmirror;
 mod debug;
 mod dist;
 mod faults;
@@ -1295,6 +1296,16 @@ fn main() {
             debbase::test_trixie_shell_less,
         )
         .needs(&[debbase::TOOLS, &["dockerd", "docker"]].concat()),
+        lab::trial(
+            "debmirror::own_mirror_offline",
+            debmirror::test_own_mirror_offline,
+        )
+        .needs(&[debmirror::TOOLS, &["dockerd", "docker"]].concat()),
+        lab::trial(
+            "debmirror::own_mirror_refusals",
+            debmirror::test_own_mirror_refusals,
+        )
+        .needs(debmirror::TOOLS),
         lab::trial(
             "debbase::arm64_packages_for_arm64",
             debbase::test_arm64_packages_for_arm64,
