@@ -221,7 +221,11 @@ pub(crate) async fn resolve_debug(
     }
     let keys = deb.keys()?;
     let empty = RootFs::new();
-    let cands = candidates(&empty, &sources, Some(&keys), arch, http, policy, cache).await?;
+    let trusted = Trusted {
+        keys: &keys,
+        hint: deb.untrusted_hint(),
+    };
+    let cands = candidates(&empty, &sources, Some(&trusted), arch, http, policy, cache).await?;
     let mut notes = Vec::new();
     let chosen = resolve::resolve(
         &[DEBUG_PACKAGE.to_string()],
