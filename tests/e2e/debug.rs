@@ -5,13 +5,14 @@
 //! debug container), and refuses it in the image.
 
 use std::path::Path;
+use std::process::Command;
 
 use serde_json::Value;
 
 use crate::debbase::{assert_shell_less, layers_of, listing, mirrors};
 use crate::lab::{self, TestResult, fail, json_of, run, stderr, stdout};
 
-pub const TOOLS: &[&str] = &["mix", "tar"];
+pub const TOOLS: &[&str] = &["mix", "tar", "docker-registry", "skopeo"];
 
 /// `imgbuild build --json` of the crypto release on deb:bookworm into `dir/out`.
 fn build(dir: &Path, out: &str, extra: &[&str]) -> Result<(Value, String), libtest_mimic::Failed> {
@@ -173,5 +174,36 @@ pub fn test_debug_image_beside_the_image() -> TestResult {
         .output()
         .map_err(|e| fail(e.to_string()))?;
     assert!(!refused.status.success(), "{}", stdout(&refused));
+
+    // --push sends the -debug tag too, --load loads it too.
+    let reg = lab::registry()?;
+    let tag = format!("{}/e2e/hello-dbg:2", reg.host());
+    let rel = lab::crypto_release()?;
+    let (main, security) = mirrors()?;
+    let pushed = json_of(&run(lab::imgbuild()
+        .current_dir(&dir)
+        .env("DOCKER_HOST", &docker.host)
+        .arg("build")
+        .arg(&rel)
+        .args(["--from", "deb:bookworm", "--package", "auto"])
+        .args(["--deb-mirror", &main, "--deb-security-mirror", &security])
+        .args(["-t", &tag, "--push", "--load", "--debug", "--json"]))?)?;
+    let want = pushed["debug"]["digest"].as_str().unwrap_or_default();
+    assert_eq!(want, debug_digest, "the same debug image: {pushed}");
+    let seen = run(Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{tag}-debug")))?;
+    let seen: Value = serde_json::from_slice(&seen.stdout).map_err(|e| fail(e.to_string()))?;
+    assert_eq!(seen["Digest"].as_str().unwrap_or_default(), want, "{seen}");
+    let out = run(docker.cmd().args([
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/busybox/sh",
+        &format!("{tag}-debug"),
+        "-c",
+        "/app/bin/hello version",
+    ]))?;
+    assert_eq!(stdout(&out).trim(), "hello 0.1.0");
     Ok(())
 }
