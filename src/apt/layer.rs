@@ -27,17 +27,19 @@ pub struct PackageLayer {
 
 /// The package layer: every package's files, dpkg's database with the new entries, and what
 /// maintainer scripts would have made that a runtime image needs.
-/// With `slim` (a `deb:` base), the files [`left_out_of_slim`] names are left out of the layer
-/// (dpkg's lists still name them, as with dpkg's `path-exclude`).
+/// With `slim` (a `deb:` base; the sonames the release's programs link), what [`Slim`] leaves
+/// out is left out of the layer (dpkg's lists still name it, as with dpkg's `path-exclude`).
 pub fn package_layer(
     lock: &LockFile,
     fs: &RootFs,
     cache: &Cache,
     staging: &Path,
-    slim: bool,
+    slim: Option<&[String]>,
 ) -> Result<PackageLayer> {
     let mut unpacked = Unpacked {
-        slim,
+        slim: slim.map(|linked| Slim {
+            linked: linked.iter().cloned().collect(),
+        }),
         ..Unpacked::default()
     };
     // The tree as dpkg would see it while unpacking: the base, then each package's directories
@@ -58,7 +60,7 @@ pub fn package_layer(
     } = unpacked;
     if left_out > 0 {
         notes.push(format!(
-            "left out {left_out} files a runtime image does not read (documentation but the copyright files, manual pages, translations, glibc's iconv modules)"
+            "left out {left_out} files a runtime image does not read (documentation but the copyright files, manual pages, translations, glibc's iconv modules and tools, libraries nothing links)"
         ));
     }
     let status = dpkg_status(fs, &installed_names, status_stanzas);
@@ -98,9 +100,50 @@ struct Unpacked {
     debs: Vec<DebPackage>,
     installed_names: BTreeSet<String>,
     scripts_not_run: Vec<String>,
-    /// Leave out what [`left_out_of_slim`] names.
-    slim: bool,
+    /// Leave out what [`Slim`] says.
+    slim: Option<Slim>,
     left_out: usize,
+}
+
+/// What a `deb:` base leaves out: [`left_out_of_slim`]'s paths; libc-bin's programs (only its
+/// `C.UTF-8` locale and configuration are of use without a shell: `ldconfig`, `localedef`,
+/// `iconv` … are tools, `ldd` a bash script); glibc's libraries that only a program linking them
+/// (or a developer preloading one) loads, unless the release links them.
+#[derive(Default)]
+struct Slim {
+    linked: BTreeSet<String>,
+}
+
+/// libc6's libraries glibc itself never loads: vector maths, NIS, the compat and hesiod NSS
+/// modules (the deb: base's nsswitch.conf names neither), the preload and debugger helpers.
+const LIBC_ON_REQUEST: &[&str] = &[
+    "libmvec.so.1",
+    "libnsl.so.1",
+    "libnss_compat.so.2",
+    "libnss_hesiod.so.2",
+    "libBrokenLocale.so.1",
+    "libc_malloc_debug.so.0",
+    "libmemusage.so",
+    "libpcprofile.so",
+    "libthread_db.so.1",
+    "sotruss-lib.so",
+];
+
+impl Slim {
+    fn leaves_out(&self, package: &str, path: &str, dir: bool) -> bool {
+        if left_out_of_slim(path) {
+            return true;
+        }
+        if dir {
+            return false;
+        }
+        let name = path.rsplit('/').next().unwrap_or(path);
+        match package {
+            "libc-bin" => !(path.starts_with("usr/lib/locale/") || path.starts_with("etc/")),
+            "libc6" => LIBC_ON_REQUEST.contains(&name) && !self.linked.contains(name),
+            _ => false,
+        }
+    }
 }
 
 /// What a `deb:` base leaves out of its packages. As Docker's slim Debian images do:
@@ -177,8 +220,11 @@ impl Unpacked {
         }
         for f in files {
             let f = through_links(view, f);
-            if self.slim && left_out_of_slim(&f.path) {
-                if !matches!(f.kind, EntryKind::Dir) {
+            let dir = matches!(f.kind, EntryKind::Dir);
+            if let Some(slim) = &self.slim
+                && slim.leaves_out(&p.name, &f.path, dir)
+            {
+                if !dir {
                     self.left_out += 1;
                 }
                 continue;
@@ -481,6 +527,35 @@ mod tests {
         ] {
             assert!(!left_out_of_slim(kept), "{kept}");
         }
+    }
+
+    #[test]
+    fn slim_keeps_of_libc_bin_the_locale_and_of_libc6_what_is_linked() {
+        let slim = Slim {
+            linked: ["libm.so.6".to_string(), "libnsl.so.1".to_string()].into(),
+        };
+        let out = |pkg: &str, path: &str| slim.leaves_out(pkg, path, false);
+        assert!(out("libc-bin", "usr/sbin/ldconfig"));
+        assert!(out("libc-bin", "usr/bin/ldd"));
+        assert!(!out("libc-bin", "usr/lib/locale/C.utf8/LC_CTYPE"));
+        assert!(!out("libc-bin", "etc/gai.conf"));
+        assert!(!slim.leaves_out("libc-bin", "usr/bin", true));
+        assert!(out("libc6", "usr/lib/x86_64-linux-gnu/libmvec.so.1"));
+        assert!(out(
+            "libc6",
+            "usr/lib/x86_64-linux-gnu/audit/sotruss-lib.so"
+        ));
+        assert!(
+            !out("libc6", "usr/lib/x86_64-linux-gnu/libnsl.so.1"),
+            "linked"
+        );
+        assert!(!out("libc6", "usr/lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(!out("libc6", "usr/lib/x86_64-linux-gnu/libm.so.6"));
+        assert!(
+            !out("libssl3", "usr/lib/x86_64-linux-gnu/libmvec.so.1"),
+            "only libc6's"
+        );
+        assert!(out("libssl3", "usr/share/doc/libssl3/changelog.gz"));
     }
 
     #[test]

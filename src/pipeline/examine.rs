@@ -102,6 +102,29 @@ fn scripts_to_check(
     Ok((Vec::new(), warnings))
 }
 
+/// The sonames the release's programs link (its ELF files read as the check reads them, from
+/// the check's cache), for what a slim `deb:` base keeps.
+async fn release_links(
+    plans: &[LayerPlan],
+    req: &BuildRequest,
+    cache: &crate::cache::Cache,
+) -> Result<Vec<String>> {
+    let (plans, opts, c) = (plans.to_vec(), tar_options(req), cache.clone());
+    blocking(move || {
+        let mut fs = crate::fs::RootFs::new();
+        let keys: Vec<_> = plans
+            .iter()
+            .map(|p| crate::layer::stat_key(&p.entries, opts))
+            .collect();
+        let elves = check::add_entries_cached(&mut fs, &plans, &keys, &c)?;
+        let mut linked: Vec<String> = elves.into_iter().flat_map(|(_, e)| e.needed).collect();
+        linked.sort();
+        linked.dedup();
+        Ok(linked)
+    })
+    .await
+}
+
 /// `--package auto`: exactly the Debian packages the start-up check finds missing (by the
 /// libraries the release needs and the base lacks), plus `ca-certificates` when the release
 /// uses `:ssl` or `:public_key` and the base has no CA bundle. Says which and why; the lock
@@ -280,8 +303,12 @@ pub(super) async fn inspect_image(
     };
     if !packages_req.packages.is_empty() {
         let env = mutate::final_env(base, &req.settings);
+        let linked = match packages_req.deb {
+            Some(_) => release_links(plans, req, cache).await?,
+            None => Vec::new(),
+        };
         let installed =
-            stages::install_packages(packages_req, fs, &arch, &env, &mut debs, cx).await?;
+            stages::install_packages(packages_req, fs, &arch, &env, &mut debs, &linked, cx).await?;
         fs = installed.fs;
         locked = installed.locked;
         new_lock = installed.new_lock;

@@ -32,13 +32,15 @@ pub(crate) struct Installed {
 /// The packages stage, shared by build and rebase: resolve the packages asked for against the
 /// tree's package lists (or the lock), fetch them (verified), and plan their layer. `debs` (the
 /// tree's Debian packages, for the SBOM) gets the installed ones in place of any older; `env`
-/// is the image's environment, which says what skipped maintainer scripts mean.
+/// is the image's environment, which says what skipped maintainer scripts mean. For a `deb:`
+/// base the layer is slim; `linked` (the sonames the release's programs link) is kept in it.
 pub(crate) async fn install_packages(
     packages_req: &PackageRequest,
     fs: RootFs,
     arch: &str,
     env: &[String],
     debs: &mut Vec<DebPackage>,
+    linked: &[String],
     cx: Context<'_>,
 ) -> Result<Installed> {
     let Context {
@@ -62,7 +64,7 @@ pub(crate) async fn install_packages(
     let locked = resolution.lock.packages.clone();
     let new_lock = resolution.fresh.then(|| resolution.lock.clone());
     let (c, lock) = (cache.clone(), resolution.lock.clone());
-    let slim = packages_req.deb.is_some();
+    let slim = packages_req.deb.is_some().then(|| linked.to_vec());
     let staging = crate::interrupt::guarded(|| {
         tempfile::Builder::new()
             .prefix(&format!("{}packages-", crate::interrupt::marker()))
@@ -71,7 +73,7 @@ pub(crate) async fn install_packages(
     .ctx("create staging directory in", cache.root())?;
     let dir = staging.path().to_path_buf();
     let (fs, out) = blocking(move || {
-        let out = apt::package_layer(&lock, &fs, &c, &dir, slim)?;
+        let out = apt::package_layer(&lock, &fs, &c, &dir, slim.as_deref())?;
         let mut fs = fs;
         check::add_entries(&mut fs, std::slice::from_ref(&out.plan))?;
         Ok((fs, out))

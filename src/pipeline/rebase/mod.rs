@@ -658,7 +658,8 @@ async fn rebase_packages(
     if !packages_req.packages.is_empty() {
         let env = mutate::rebased_env(base, old);
         let installed =
-            super::stages::install_packages(&packages_req, fs, &arch, &env, &mut debs, cx).await?;
+            super::stages::install_packages(&packages_req, fs, &arch, &env, &mut debs, &[], cx)
+                .await?;
         fs = installed.fs;
         locked = installed.locked;
         // The lock is rewritten only when asked to.
