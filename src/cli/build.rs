@@ -198,7 +198,7 @@ struct BuildJson {
 #[derive(Serialize)]
 struct DebugJson {
     #[serde(flatten)]
-    report: imgbuild::pipeline::debug::DebugReport,
+    report: imgbuild::pipeline::DebugReport,
     output: Option<String>,
     oci_layout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -11,9 +11,7 @@
 //! `imgbuild.lock` per architecture; the layer's entries have mtime 0 and root owners, so it is
 //! the same bytes for every project (one blob in a registry, whatever image it debugs).
 
-use serde::Serialize;
-
-use super::report::LayerRecord;
+use super::report::{DebugImageReport, LayerRecord};
 use super::{BuildRequest, layers};
 use crate::apt::debian::DebBase;
 use crate::apt::{self, DEBUG_PACKAGE, LockFile};
@@ -21,41 +19,12 @@ use crate::blocking;
 use crate::context::Context;
 use crate::error::{Error, ImageError, IoContext, Result};
 use crate::layer::TarOptions;
+use crate::oci::Image;
 use crate::oci::reference::{Reference, valid_tag};
-use crate::oci::{Artifact, Image};
 use crate::release::{Entry, EntryKind, LayerKind, LayerPlan};
 
 /// Where the debug layer puts busybox and its applet links.
 pub const DEBUG_DIR: &str = "busybox";
-
-/// What `--debug` made: the debug image (or index) and what it reports.
-pub struct DebugBuilt {
-    pub artifact: Artifact,
-    pub report: DebugReport,
-}
-
-/// The debug image as `--json` names it: its digest (the index's for several platforms), its
-/// tags (each `-t` with `-debug` after the tag), and each platform's debug image.
-#[derive(Clone, Debug, Serialize)]
-pub struct DebugReport {
-    pub digest: String,
-    pub tags: Vec<String>,
-    pub platforms: Vec<DebugImageReport>,
-}
-
-/// One platform's debug image: its digest, the layer it adds, the package it came from.
-#[derive(Clone, Debug, Serialize)]
-pub struct DebugImageReport {
-    pub digest: String,
-    pub platform: String,
-    pub layer: LayerRecord,
-    pub package: String,
-    pub version: String,
-    pub sha256: String,
-    /// Where busybox is (`/busybox/busybox`) and how many applet links are beside it.
-    pub path: String,
-    pub applets: usize,
-}
 
 /// Each tag with `-debug` after its tag (`app:1.0` → `app:1.0-debug`, `app` → `app:latest-debug`).
 pub fn debug_tags(tags: &[Reference]) -> Result<Vec<Reference>> {

@@ -38,7 +38,8 @@ use self::base::{
 pub(crate) use self::base::{base_image_of, read_base};
 use self::examine::{Seen, inspect_image};
 pub use self::report::{
-    BaseReport, BuildReport, Built, IndexReport, LayerRecord, Report, SbomReport,
+    BaseReport, BuildReport, Built, DebugBuilt, DebugImageReport, DebugReport, IndexReport,
+    LayerRecord, Report, SbomReport,
 };
 
 #[derive(Clone, Debug)]
@@ -98,8 +99,8 @@ pub async fn build(
             Some(_) => {
                 let (image, report, lock) = debug::debug_image(req, &one.image, cx).await?;
                 locks.extend(lock);
-                Some(debug::DebugBuilt {
-                    report: debug::DebugReport {
+                Some(report::DebugBuilt {
+                    report: report::DebugReport {
                         digest: image.digest.to_string(),
                         tags: debug_tag_names(req)?,
                         platforms: vec![report],
@@ -167,8 +168,8 @@ pub async fn build(
             }
             let index = mutate::index(debug_images)?;
             reporter.step(&format!("debug index {}", index.digest));
-            Some(debug::DebugBuilt {
-                report: debug::DebugReport {
+            Some(report::DebugBuilt {
+                report: report::DebugReport {
                     digest: index.digest.to_string(),
                     tags: debug_tag_names(req)?,
                     platforms: debug_reports,

@@ -97,7 +97,7 @@ pub struct Built {
     pub artifact: Artifact,
     pub report: Report,
     /// `--debug`: the debug image (or index) beside it.
-    pub debug: Option<super::debug::DebugBuilt>,
+    pub debug: Option<DebugBuilt>,
 }
 
 /// The report of one image, or of an index and each of its platforms.
@@ -233,4 +233,33 @@ pub(super) fn image_report(f: ImageFacts<'_>) -> BuildReport {
             epoch: req.settings.epoch,
         },
     }
+}
+
+/// What `--debug` made: the debug image (or index) and what it reports.
+pub struct DebugBuilt {
+    pub artifact: Artifact,
+    pub report: DebugReport,
+}
+
+/// The debug image as `--json` names it: its digest (the index's for several platforms), its
+/// tags (each `-t` with `-debug` after the tag), and each platform's debug image.
+#[derive(Clone, Debug, Serialize)]
+pub struct DebugReport {
+    pub digest: String,
+    pub tags: Vec<String>,
+    pub platforms: Vec<DebugImageReport>,
+}
+
+/// One platform's debug image: its digest, the layer it adds, the package it came from.
+#[derive(Clone, Debug, Serialize)]
+pub struct DebugImageReport {
+    pub digest: String,
+    pub platform: String,
+    pub layer: LayerRecord,
+    pub package: String,
+    pub version: String,
+    pub sha256: String,
+    /// Where busybox is (`/busybox/busybox`) and how many applet links are beside it.
+    pub path: String,
+    pub applets: usize,
 }
