@@ -15,10 +15,15 @@ pub const TOOLS: &[&str] = &["umoci", "debootstrap", "mix"];
 
 /// Run `imgbuild check`, expecting exit 1; returns stderr.
 fn check_fails(rel: &Path, from: &str) -> Result<String, Failed> {
+    check_fails_with(rel, from, &[])
+}
+
+fn check_fails_with(rel: &Path, from: &str, extra: &[&str]) -> Result<String, Failed> {
     let out = lab::imgbuild()
         .arg("check")
         .arg(rel)
         .args(["--from", from])
+        .args(extra)
         .output()
         .map_err(|e| fail(e.to_string()))?;
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -153,10 +158,17 @@ pub fn test_base_without_shell_fails() -> TestResult {
         return Ok(());
     }
     let rel = lab::release()?;
-    let err = check_fails(&rel, "scratch")?;
+    // With the release's own scripts: their shell is missing, and the C library.
+    let err = check_fails_with(&rel, "scratch", &["--launcher", "never"])?;
     for want in ["the shell /bin/sh", "/app/bin/hello", "ld-linux"] {
         assert!(err.contains(want), "{want:?} missing from:\n{err}");
     }
+    // By default the launcher starts it without a shell: only the C library is missing.
+    let err = check_fails(&rel, "scratch")?;
+    for want in ["imgbuild's launcher", "ld-linux"] {
+        assert!(err.contains(want), "{want:?} missing from:\n{err}");
+    }
+    assert!(!err.contains("the shell /bin/sh"), "{err}");
     Ok(())
 }
 
