@@ -52,6 +52,21 @@ pub struct Candidate {
     pub stanza: Stanza,
 }
 
+/// A candidate as the lock pins it.
+impl From<Candidate> for Locked {
+    fn from(c: Candidate) -> Locked {
+        Locked {
+            name: c.name,
+            version: c.version,
+            architecture: c.architecture,
+            sha256: c.sha256,
+            size: c.size,
+            url: c.url,
+            filename: c.filename,
+        }
+    }
+}
+
 /// What the user asked for.
 #[derive(Clone, Debug, Default)]
 pub struct PackageRequest {
@@ -160,18 +175,7 @@ pub(crate) async fn resolve_packages(
     let lock = LockFile {
         requested,
         architecture: arch.to_string(),
-        packages: chosen
-            .into_iter()
-            .map(|c| Locked {
-                name: c.name,
-                version: c.version,
-                architecture: c.architecture,
-                sha256: c.sha256,
-                size: c.size,
-                url: c.url,
-                filename: c.filename,
-            })
-            .collect(),
+        packages: chosen.into_iter().map(Locked::from).collect(),
         debug: Vec::new(),
         others: Vec::new(),
     };
@@ -234,18 +238,7 @@ pub(crate) async fn resolve_debug(
         &mut notes,
         None,
     )?;
-    let packages = chosen
-        .into_iter()
-        .map(|c| Locked {
-            name: c.name,
-            version: c.version,
-            architecture: c.architecture,
-            sha256: c.sha256,
-            size: c.size,
-            url: c.url,
-            filename: c.filename,
-        })
-        .collect();
+    let packages = chosen.into_iter().map(Locked::from).collect();
     Ok(Resolution {
         lock: section(packages),
         notes,

@@ -184,12 +184,8 @@ fn signing_for(
 struct BuildJson {
     #[serde(flatten)]
     report: imgbuild::pipeline::Report,
-    output: Option<String>,
-    oci_layout: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    push: Option<imgbuild::sink::registry::PushReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    load: Option<imgbuild::sink::engine::LoadReport>,
+    #[serde(flatten)]
+    sinks: SinksJson,
     /// `--debug`: the debug image and where it went.
     #[serde(skip_serializing_if = "Option::is_none")]
     debug: Option<DebugJson>,
@@ -199,12 +195,38 @@ struct BuildJson {
 struct DebugJson {
     #[serde(flatten)]
     report: imgbuild::pipeline::DebugReport,
+    #[serde(flatten)]
+    sinks: SinksJson,
+}
+
+/// Where an image went: the files written, and what the registry and the engine said.
+#[derive(Serialize)]
+struct SinksJson {
     output: Option<String>,
     oci_layout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     push: Option<imgbuild::sink::registry::PushReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     load: Option<imgbuild::sink::engine::LoadReport>,
+}
+
+impl SinksJson {
+    fn of(outputs: &Outputs, written: Vec<Written>) -> SinksJson {
+        let mut json = SinksJson {
+            output: outputs.output.as_ref().map(|p| p.display().to_string()),
+            oci_layout: outputs.oci_layout.as_ref().map(|p| p.display().to_string()),
+            push: None,
+            load: None,
+        };
+        for w in written {
+            match w {
+                Written::Registry(r) => json.push = Some(r),
+                Written::Engine(l) => json.load = Some(l),
+                _ => {}
+            }
+        }
+        json
+    }
 }
 
 /// `-o NAME.tar`'s debug image: `NAME-debug.tar` beside it (`NAME-debug` without an extension).
@@ -335,45 +357,25 @@ pub async fn run_build(args: BuildArgs) -> Result<()> {
                 req.settings.epoch,
                 reporter.as_ref(),
             );
-            let mut json = DebugJson {
+            let written = sink::write_all(&sinks, &d.artifact, &cx).await?;
+            Some(DebugJson {
                 report: d.report,
-                output: outputs.output.as_ref().map(|p| p.display().to_string()),
-                oci_layout: outputs.oci_layout.as_ref().map(|p| p.display().to_string()),
-                push: None,
-                load: None,
-            };
-            for w in sink::write_all(&sinks, &d.artifact, &cx).await? {
-                match w {
-                    Written::Registry(r) => json.push = Some(r),
-                    Written::Engine(l) => json.load = Some(l),
-                    _ => {}
-                }
-            }
-            Some(json)
+                sinks: SinksJson::of(&outputs, written),
+            })
         }
         None => None,
     };
-    let mut json = BuildJson {
+    let json = BuildJson {
         report: built.report,
-        output: outputs.output.as_ref().map(|p| p.display().to_string()),
-        oci_layout: outputs.oci_layout.as_ref().map(|p| p.display().to_string()),
-        push: None,
-        load: None,
+        sinks: SinksJson::of(&outputs, written),
         debug,
     };
-    for w in written {
-        match w {
-            Written::Registry(r) => json.push = Some(r),
-            Written::Engine(l) => json.load = Some(l),
-            _ => {}
-        }
-    }
     let markdown = summary::markdown(&summary::Facts {
         report: &json.report,
-        output: json.output.as_deref(),
-        oci_layout: json.oci_layout.as_deref(),
-        push: json.push.as_ref(),
-        load: json.load.as_ref(),
+        output: json.sinks.output.as_deref(),
+        oci_layout: json.sinks.oci_layout.as_deref(),
+        push: json.sinks.push.as_ref(),
+        load: json.sinks.load.as_ref(),
         signed: signing.as_ref().map_or(0, |s| s.signatures.len()),
     });
     summary::write(&markdown, args.summary.as_deref())?;

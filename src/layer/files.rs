@@ -68,24 +68,9 @@ pub fn write(
     opts: super::TarOptions,
     cache: &crate::cache::Cache,
 ) -> Result<(crate::oci::Layer, usize)> {
-    use crate::oci::{Blob, BlobSource, FileRange, Layer, LayerKind};
     let entries = plan(adds)?;
     let b = super::write_layer(&entries, opts, cache)?;
-    let layer = Layer {
-        blob: Blob::new(
-            b.digest.clone(),
-            b.size,
-            b.media_type,
-            BlobSource::File(FileRange {
-                path: cache.blob_path(&b.digest),
-                offset: 0,
-                size: b.size,
-            }),
-        ),
-        diff_id: b.diff_id,
-        kind: LayerKind::Files,
-    };
-    Ok((layer, entries.len()))
+    Ok((b.layer(crate::oci::LayerKind::Files, cache), entries.len()))
 }
 
 /// The entries of a layer holding every `add` (a later one wins where two give the same path),

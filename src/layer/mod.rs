@@ -60,6 +60,27 @@ pub struct LayerBlob {
     pub size: u64,
 }
 
+impl LayerBlob {
+    /// The layer of `kind` whose bytes are this blob in `cache`.
+    pub(crate) fn layer(&self, kind: crate::oci::LayerKind, cache: &Cache) -> crate::oci::Layer {
+        use crate::oci::{Blob, BlobSource, FileRange, Layer};
+        Layer {
+            blob: Blob::new(
+                self.digest.clone(),
+                self.size,
+                self.media_type,
+                BlobSource::File(FileRange {
+                    path: cache.blob_path(&self.digest),
+                    offset: 0,
+                    size: self.size,
+                }),
+            ),
+            diff_id: self.diff_id.clone(),
+            kind,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct TarOptions {
     /// Every entry's mtime (`SOURCE_DATE_EPOCH`, else 0).

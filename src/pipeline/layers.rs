@@ -6,7 +6,7 @@ use crate::context::Context;
 use crate::error::{Error, ImageError, Result};
 use crate::layer::{self, LayerBlob, TarOptions};
 use crate::observe::Observer;
-use crate::oci::{Blob, BlobSource, FileRange, Layer};
+use crate::oci::{Blob, Layer};
 use crate::pipeline::cache_repo::{CacheRepo, RemoteLayer};
 use crate::release::LayerPlan;
 use crate::report::human_size;
@@ -190,20 +190,7 @@ fn cache_repo_blob(repo: Option<&CacheRepo>, hit: &RemoteLayer) -> Result<Blob> 
 }
 
 fn local_layer(b: &LayerBlob, plan: &LayerPlan, cache: &Cache) -> Layer {
-    Layer {
-        blob: Blob::new(
-            b.digest.clone(),
-            b.size,
-            b.media_type,
-            BlobSource::File(FileRange {
-                path: cache.blob_path(&b.digest),
-                offset: 0,
-                size: b.size,
-            }),
-        ),
-        diff_id: b.diff_id.clone(),
-        kind: plan.kind,
-    }
+    b.layer(plan.kind, cache)
 }
 
 /// `f` for every plan, one thread each (the layers are independent; hashing and compression

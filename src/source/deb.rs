@@ -17,7 +17,7 @@ use crate::error::{Error, ImageError, IoContext, Result};
 use crate::layer::{Codec, TarOptions};
 use crate::oci::document::canonical_json;
 use crate::oci::platform::Platform;
-use crate::oci::{Blob, BlobSource, FileRange, Image, Layer, LayerKind, Origin, digest, media};
+use crate::oci::{Image, LayerKind, Origin, digest, media};
 use crate::release::{Entry, EntryKind};
 
 /// The label a `deb:` base's config carries, naming it (`deb:bookworm`).
@@ -170,20 +170,7 @@ pub(crate) fn image(suite: Suite, platform: &Platform, cache: &Cache) -> Result<
         "config": {"mediaType": media::OCI_CONFIG, "digest": config_digest.to_string(), "size": config_bytes.len()},
         "layers": [{"mediaType": blob.media_type, "digest": blob.digest.to_string(), "size": blob.size}],
     }))?;
-    let layer = Layer {
-        blob: Blob::new(
-            blob.digest.clone(),
-            blob.size,
-            blob.media_type,
-            BlobSource::File(FileRange {
-                path: cache.blob_path(&blob.digest),
-                offset: 0,
-                size: blob.size,
-            }),
-        ),
-        diff_id: blob.diff_id,
-        kind: LayerKind::Base,
-    };
+    let layer = blob.layer(LayerKind::Base, cache);
     Ok(Image {
         digest: digest::sha256_of(&manifest),
         manifest,
@@ -207,7 +194,7 @@ mod tests {
     use super::*;
 
     fn tar_entries(image: &Image) -> Vec<(String, u32, u64, u64, u64, Vec<u8>)> {
-        let BlobSource::File(at) = &image.layers[0].blob.source else {
+        let crate::oci::BlobSource::File(at) = &image.layers[0].blob.source else {
             panic!("not local")
         };
         let gz = std::fs::File::open(&at.path).unwrap();

@@ -432,25 +432,10 @@ stages: [image]
 .image:
   stage: image
 {builder_keys}{before}{mix_steps}{after}
-image:build:
-  extends: .image
-  rules:
-    - if: $CI_PIPELINE_SOURCE == "merge_request_event"
-  script:
-    - {imgbuild} build -t "$CI_REGISTRY_IMAGE:mr-$CI_MERGE_REQUEST_IID"
-
-image:push:
-  extends: .image
-  rules:
-    - if: $CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH
-  variables:
-    IMGBUILD_USERNAME: $CI_REGISTRY_USER
-    IMGBUILD_PASSWORD: $CI_REGISTRY_PASSWORD
-  script:
-    - {imgbuild} build --push -t "$CI_REGISTRY_IMAGE:$CI_COMMIT_SHA" -t "$CI_REGISTRY_IMAGE:latest"
-"#,
+{image_jobs}"#,
         builder_keys = gitlab_builder_keys(recipe),
         origin = origin(recipe),
+        image_jobs = gitlab_image_jobs(imgbuild),
     )
 }
 
@@ -473,6 +458,30 @@ fn gitlab_builder_keys(recipe: &Recipe) -> String {
         builder = recipe.builder,
         mix_env = yaml_single_quoted(&recipe.mix_env),
         tools = yaml_single_quoted(&build_tools(&recipe.packages)),
+    )
+}
+
+/// The two image jobs of both GitLab recipes: build on merge requests, build and push on the
+/// default branch, running imgbuild as `imgbuild` says.
+fn gitlab_image_jobs(imgbuild: &str) -> String {
+    format!(
+        r#"image:build:
+  extends: .image
+  rules:
+    - if: $CI_PIPELINE_SOURCE == "merge_request_event"
+  script:
+    - {imgbuild} build -t "$CI_REGISTRY_IMAGE:mr-$CI_MERGE_REQUEST_IID"
+
+image:push:
+  extends: .image
+  rules:
+    - if: $CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH
+  variables:
+    IMGBUILD_USERNAME: $CI_REGISTRY_USER
+    IMGBUILD_PASSWORD: $CI_REGISTRY_PASSWORD
+  script:
+    - {imgbuild} build --push -t "$CI_REGISTRY_IMAGE:$CI_COMMIT_SHA" -t "$CI_REGISTRY_IMAGE:latest"
+"#
     )
 }
 
@@ -513,25 +522,10 @@ release:
   variables:
     GIT_DEPTH: "1"
 
-image:build:
-  extends: .image
-  rules:
-    - if: $CI_PIPELINE_SOURCE == "merge_request_event"
-  script:
-    - imgbuild build -t "$CI_REGISTRY_IMAGE:mr-$CI_MERGE_REQUEST_IID"
-
-image:push:
-  extends: .image
-  rules:
-    - if: $CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH
-  variables:
-    IMGBUILD_USERNAME: $CI_REGISTRY_USER
-    IMGBUILD_PASSWORD: $CI_REGISTRY_PASSWORD
-  script:
-    - imgbuild build --push -t "$CI_REGISTRY_IMAGE:$CI_COMMIT_SHA" -t "$CI_REGISTRY_IMAGE:latest"
-"#,
+{image_jobs}"#,
         builder_keys = gitlab_builder_keys(recipe),
         origin = origin(recipe),
+        image_jobs = gitlab_image_jobs("imgbuild"),
         rel = yaml_single_quoted(&format!("_build/{}/rel/", recipe.mix_env)),
         image = yaml_single_quoted(reference),
     )
