@@ -224,12 +224,15 @@ fn run_image(docker: &lab::Docker, image: &str) -> TestResult {
 
 pub fn test_bookworm_shell_less_reproducible() -> TestResult {
     let dir = lab::scratch_dir("debbase-bookworm");
-    let (said, first) = build(&dir, "deb:bookworm", "a.tar", &[])?;
+    // A tag of its own: the tests share one Docker daemon, and phoenix's test loads the
+    // default `hello:0.1.0`.
+    let tag = ["-t", "hello-bookworm:0.1.0"];
+    let (said, first) = build(&dir, "deb:bookworm", "a.tar", &tag)?;
     eprintln!("deb:bookworm build: {first:.1} s\n{said}");
     assert!(said.contains("wrote"), "{said}");
     let lock = std::fs::read(dir.join("imgbuild.lock")).map_err(|e| fail(e.to_string()))?;
     // Again, from the lock: the same bytes, the lock untouched.
-    let (said, second) = build(&dir, "deb:bookworm", "b.tar", &[])?;
+    let (said, second) = build(&dir, "deb:bookworm", "b.tar", &tag)?;
     eprintln!("second build (from the lock): {second:.1} s");
     assert!(!said.contains("imgbuild.lock"), "{said}");
     let (a, b) = (
@@ -334,7 +337,7 @@ pub fn test_bookworm_shell_less_reproducible() -> TestResult {
 
     let docker = lab::docker()?;
     run(docker.cmd().arg("load").arg("-i").arg(dir.join("a.tar")))?;
-    run_image(&docker, "hello:0.1.0")
+    run_image(&docker, "hello-bookworm:0.1.0")
 }
 
 pub fn test_trixie_shell_less() -> TestResult {

@@ -208,7 +208,7 @@ fn run_line(
     )
     .env("IMGBUILD_INSTALL_DIR", bin)
     .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-    .env("CI_REGISTRY_IMAGE", "imgbuild-e2e/shop")
+    .env("CI_REGISTRY_IMAGE", registry_image(project))
     .env("CI_MERGE_REQUEST_IID", "7");
     sh.stdin(std::process::Stdio::null())
         .output()
@@ -353,6 +353,18 @@ fn serve_dist(dir: &Path) -> Result<Served, Failed> {
 
 /// The image the recipe's merge-request job wrote into `_build/shop-image.tar`: Docker loads
 /// it and it serves the digested stylesheet and the cache manifest the release carries.
+/// The `CI_REGISTRY_IMAGE` a recipe test's jobs see: one per test (named after its scratch
+/// directory), because the tests share one Docker daemon and each removes its image at the
+/// end; a shared tag let one test's `docker rmi` take the image another was about to run.
+fn registry_image(project: &Path) -> String {
+    let scratch = project
+        .parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    format!("imgbuild-e2e/{scratch}")
+}
+
 fn assert_serves_assets(project: &Path) -> TestResult {
     // The release carries the digested files; the image serves them.
     let static_dir = project.join("_build/prod/rel/shop/lib/shop-0.2.0/priv/static");
@@ -374,25 +386,17 @@ fn assert_serves_assets(project: &Path) -> TestResult {
         "{digested}"
     );
     let tar = project.join("_build/shop-image.tar");
+    let image = format!("{}:mr-7", registry_image(project));
     let docker = lab::docker()?;
     let out = run(docker.cmd().arg("load").arg("-i").arg(&tar))?;
-    assert!(
-        lab::stdout(&out).contains("imgbuild-e2e/shop:mr-7"),
-        "{}",
-        lab::stdout(&out)
-    );
-    let (status, body) =
-        lab::run_and_get_path(&docker, "imgbuild-e2e/shop:mr-7", &format!("/{digested}"))?;
+    assert!(lab::stdout(&out).contains(&image), "{}", lab::stdout(&out));
+    let (status, body) = lab::run_and_get_path(&docker, &image, &format!("/{digested}"))?;
     assert!(status.contains("200"), "{status} {body}");
     assert_eq!(body, minified);
-    let (status, body) =
-        lab::run_and_get_path(&docker, "imgbuild-e2e/shop:mr-7", "/cache_manifest.json")?;
+    let (status, body) = lab::run_and_get_path(&docker, &image, "/cache_manifest.json")?;
     assert!(status.contains("200"), "{status} {body}");
     assert_eq!(body, manifest);
-    let _ = docker
-        .cmd()
-        .args(["rmi", "imgbuild-e2e/shop:mr-7"])
-        .output();
+    let _ = docker.cmd().args(["rmi", &image]).output();
     Ok(())
 }
 
@@ -563,7 +567,8 @@ pub fn test_gitlab_recipe_in_imgbuilds_own_image() -> TestResult {
             .arg(format!("{}:{}:ro", base.display(), base.display()))
             .arg("-w")
             .arg(&project)
-            .args(["-e", "CI_REGISTRY_IMAGE=imgbuild-e2e/shop"])
+            .arg("-e")
+            .arg(format!("CI_REGISTRY_IMAGE={}", registry_image(&project)))
             .args(["-e", "CI_MERGE_REQUEST_IID=7"])
             .args([image.as_str(), "sh", "-c", &line])
             .output()?;
