@@ -79,25 +79,13 @@ fn tar_reader(path: &Path, m: &Member, what: &str) -> Result<Box<dyn Read>> {
 }
 
 /// A decompressing reader chosen by `name`'s extension (`.gz`, `.xz`, `.zst`, else plain),
-/// shared by .deb members and apt's indexes. xz is spooled to an unnamed temporary file, since
-/// lzma-rs decodes whole streams, so memory stays flat.
+/// shared by .deb members and apt's indexes. Each streams: memory stays flat. xz is checked
+/// as it is read (its CRC64 or SHA-256 per block), so a damaged stream fails the read.
 pub(crate) fn decoder(name: &str, raw: impl Read + 'static, what: &str) -> Result<Box<dyn Read>> {
     Ok(if name.ends_with(".gz") {
         Box::new(flate2::read::GzDecoder::new(raw))
     } else if name.ends_with(".xz") {
-        let mut spool = tempfile::tempfile().map_err(|e| {
-            Error::from(ImageError::Package(format!(
-                "{what}: no temporary file to decode into: {e}"
-            )))
-        })?;
-        let mut input = BufReader::new(raw);
-        lzma_rs::xz_decompress(&mut input, &mut spool).map_err(|e| {
-            Error::from(ImageError::Package(format!("{what} is not valid xz: {e}")))
-        })?;
-        spool
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| Error::from(ImageError::Package(format!("{what}: {e}"))))?;
-        Box::new(BufReader::new(spool))
+        Box::new(liblzma::read::XzDecoder::new_multi_decoder(raw))
     } else if name.ends_with(".zst") {
         crate::oci::media::Codec::Zstd.decoder(raw).map_err(|e| {
             Error::from(ImageError::Package(format!(
@@ -271,4 +259,102 @@ pub(crate) fn staging_dir(root: &Path, name: &str) -> Result<PathBuf> {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).ctx("create", &dir)?;
     Ok(dir)
+}
+
+/// `.deb` files for tests, made as dpkg-deb lays them out: `debian-binary`, a gzip
+/// `control.tar.gz`, an xz `data.tar.xz`.
+#[cfg(test)]
+pub(crate) mod testdeb {
+    use std::io::Write;
+
+    fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, bytes) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, path, *bytes).expect("tar entry");
+        }
+        b.into_inner().expect("tar")
+    }
+
+    /// The xz stream of `bytes`, with a CRC64 per block as xz makes by default.
+    pub(crate) fn xz(bytes: &[u8]) -> Vec<u8> {
+        let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
+        e.write_all(bytes).expect("xz");
+        e.finish().expect("xz")
+    }
+
+    fn ar_member(out: &mut Vec<u8>, name: &str, data: &[u8]) {
+        let header = format!(
+            "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+            name,
+            0,
+            0,
+            0,
+            100644,
+            data.len()
+        );
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        if data.len() % 2 == 1 {
+            out.push(b'\n');
+        }
+    }
+
+    /// A package `name` whose data files are `files` (paths as dpkg-deb writes them, `./usr/…`).
+    pub(crate) fn deb(name: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
+        let control = format!(
+            "Package: {name}\nVersion: 1.0\nArchitecture: amd64\nMaintainer: t <t@t>\nDescription: test\n"
+        );
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar(&[("./control", control.as_bytes())]))
+            .expect("gzip");
+        let control_tar = gz.finish().expect("gzip");
+        let mut out = b"!<arch>\n".to_vec();
+        ar_member(&mut out, "debian-binary", b"2.0\n");
+        ar_member(&mut out, "control.tar.gz", &control_tar);
+        ar_member(&mut out, "data.tar.xz", &xz(&tar(files)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xz_data_is_unpacked_and_a_damaged_stream_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = b"the library's bytes".repeat(1000);
+        let bytes = testdeb::deb(
+            "libx",
+            &[("./usr/lib/libx.so.1", &body), ("./etc/x.conf", b"x = 1\n")],
+        );
+        let good = dir.path().join("good.deb");
+        std::fs::write(&good, &bytes).expect("write");
+        let control = read_control(&good, "libx.deb").expect("control");
+        assert!(control.control.starts_with("Package: libx\n"));
+        let staged = staging_dir(dir.path(), "good").expect("staging");
+        let files = unpack_data(&good, &staged, "libx.deb").expect("unpack");
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["usr/lib/libx.so.1", "etc/x.conf"]);
+        let src = files[0].source.as_ref().expect("a staged file");
+        assert_eq!(std::fs::read(src).expect("read"), body);
+
+        // One byte of the xz stream's compressed data changed: the check fails the read, and
+        // the error names the package.
+        let at = bytes.len() - 100;
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x55;
+        let damaged = dir.path().join("bad.deb");
+        std::fs::write(&damaged, &bad).expect("write");
+        let staged = staging_dir(dir.path(), "bad").expect("staging");
+        let err = unpack_data(&damaged, &staged, "libx_1.0_amd64.deb")
+            .expect_err("a damaged xz stream unpacked")
+            .to_string();
+        assert!(err.contains("libx_1.0_amd64.deb"), "{err}");
+        assert!(err.contains("unreadable data.tar"), "{err}");
+    }
 }

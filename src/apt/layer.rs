@@ -45,8 +45,12 @@ pub fn package_layer(
     // The tree as dpkg would see it while unpacking: the base, then each package's directories
     // and links as they come, so that a path goes through every directory link before it.
     let mut view = fs.clone();
-    for p in &lock.packages {
-        unpacked.add(p, cache, staging, &mut view)?;
+    for (p, files) in lock
+        .packages
+        .iter()
+        .zip(unpack_all(&lock.packages, cache, staging)?)
+    {
+        unpacked.add(p, files, &mut view)?;
     }
     let Unpacked {
         mut notes,
@@ -174,16 +178,78 @@ pub(crate) fn left_out_of_slim(path: &str) -> bool {
     parts.len() >= 4 && parts[0] == "usr" && parts[1] == "lib" && parts[3] == "gconv"
 }
 
-impl Unpacked {
-    /// Unpack the locked package `p` (its `.deb` in `cache`) into `staging`: its files, through
-    /// the links of `view`, and dpkg's `info/` files for it.
-    fn add(&mut self, p: &Locked, cache: &Cache, staging: &Path, view: &mut RootFs) -> Result<()> {
+/// One package's `.deb` unpacked into its own staging directory: its control files and its
+/// data files as layer entries, in the archive's order.
+struct Unpacking {
+    what: String,
+    dir: PathBuf,
+    control: deb::Control,
+    files: Vec<Entry>,
+}
+
+/// Unpack every locked package (its `.deb` in `cache`) into a directory of its own under
+/// `staging`, several at once: decompression (xz, one stream per package) is nearly all of a
+/// warm build's packages stage, and packages are independent until they are merged, in lock
+/// order, by [`Unpacked::add`]. Results are in `packages`' order; the first error in that
+/// order is returned.
+fn unpack_all(packages: &[Locked], cache: &Cache, staging: &Path) -> Result<Vec<Unpacking>> {
+    let one = |p: &Locked| -> Result<Unpacking> {
         let d = digest::parse(&format!("sha256:{}", p.sha256))?;
         let path = cache.blob_path(&d);
         let what = format!("{}_{}_{}.deb", p.name, p.version, p.architecture);
         let control = deb::read_control(&path, &what)?;
         let dir = deb::staging_dir(staging, &format!("{}-{}", p.name, p.architecture))?;
         let files = deb::unpack_data(&path, &dir, &what)?;
+        Ok(Unpacking {
+            what,
+            dir,
+            control,
+            files,
+        })
+    };
+    let workers = crate::layer::pgzip::default_threads().min(packages.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<Option<Result<Unpacking>>> = Vec::new();
+    done.resize_with(packages.len(), || None);
+    let done = std::sync::Mutex::new(done);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(p) = packages.get(i) else { break };
+                    let r = one(p);
+                    if let Ok(mut d) = done.lock() {
+                        d[i] = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    let done = done
+        .into_inner()
+        .map_err(|_| Error::from(ImageError::Internal("a package unpacker panicked".into())))?;
+    done.into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(Error::from(ImageError::Internal(
+                    "a package unpacker panicked".into(),
+                )))
+            })
+        })
+        .collect()
+}
+
+impl Unpacked {
+    /// Add the unpacked package `p`: its files, through the links of `view`, and dpkg's `info/`
+    /// files for it.
+    fn add(&mut self, p: &Locked, unpacking: Unpacking, view: &mut RootFs) -> Result<()> {
+        let Unpacking {
+            what,
+            dir,
+            control,
+            files,
+        } = unpacking;
         let stanza = index::stanzas(&control.control)
             .into_iter()
             .next()
@@ -496,6 +562,65 @@ mod tests {
             entry("lib/x86_64-linux-gnu/libtinfo.so.5.9", file),
         );
         assert_eq!(e.path, "lib/x86_64-linux-gnu/libtinfo.so.5.9");
+    }
+
+    /// Packages unpacked several at once are merged in lock order, as one at a time: the
+    /// file two packages ship is the later one's, with a note saying so, whatever order the
+    /// unpackers finish in.
+    #[test]
+    fn packages_unpacked_at_once_merge_in_lock_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(dir.path().join("cache")).expect("cache");
+        let mut packages = Vec::new();
+        for i in 0..9 {
+            let name = format!("pkg{i}");
+            // A large first package, so that the small ones finish first.
+            let big = vec![b'x'; if i == 0 { 4 << 20 } else { 10 }];
+            let shared = format!("from {name}");
+            let own = format!("./usr/lib/{name}.so");
+            let bytes = super::deb::testdeb::deb(
+                &name,
+                &[
+                    (own.as_str(), &big),
+                    ("./etc/shared.conf", shared.as_bytes()),
+                ],
+            );
+            let d = cache.put_bytes(&bytes).expect("put");
+            packages.push(Locked {
+                name,
+                version: "1.0".into(),
+                architecture: "amd64".into(),
+                sha256: d.digest().to_string(),
+                size: bytes.len() as u64,
+                url: String::new(),
+                filename: String::new(),
+            });
+        }
+        let lock = LockFile {
+            packages,
+            ..LockFile::default()
+        };
+        let staging = dir.path().join("staging");
+        let out =
+            package_layer(&lock, &RootFs::new(), &cache, &staging, None).expect("package layer");
+        let shared = out
+            .plan
+            .entries
+            .iter()
+            .find(|e| e.path == "etc/shared.conf")
+            .and_then(|e| e.source.clone())
+            .expect("etc/shared.conf");
+        assert_eq!(std::fs::read(shared).expect("read"), b"from pkg8");
+        let wins: Vec<&String> = out.notes.iter().filter(|n| n.contains("wins")).collect();
+        assert_eq!(wins.len(), 8, "{:?}", out.notes);
+        assert!(wins[0].ends_with("pkg1 wins"), "{wins:?}");
+        assert!(wins[7].ends_with("pkg8 wins"), "{wins:?}");
+        let names: Vec<&str> = out.debs.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, (0..9).map(|i| format!("pkg{i}")).collect::<Vec<_>>());
+        for i in 0..9 {
+            let list = format!("var/lib/dpkg/info/pkg{i}.list");
+            assert!(out.plan.entries.iter().any(|e| e.path == list), "no {list}");
+        }
     }
 
     #[test]

@@ -7,9 +7,8 @@
 //!
 //! Why not the `debian-packaging` crate for indexes and resolution: 0.18 runs on async-std
 //! beside our tokio, carries a second OpenPGP implementation (pgp 0.14 beside our 0.19) and a
-//! second zstd, and decodes xz through C liblzma; its resolver answers "what does this package
-//! need", not "what must be added to this root file system", which is what a runtime layer
-//! is. The parts here are small: stanzas ([`index`]), the resolver ([`resolve`]); version order
+//! second zstd; its resolver answers "what does this package need", not "what must be added
+//! to this root file system", which is what a runtime layer is. The parts here are small: stanzas ([`index`]), the resolver ([`resolve`]); version order
 //! is the `debversion` crate, certificates are walked with `x509-cert`.
 
 mod archive;
