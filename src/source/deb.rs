@@ -13,11 +13,10 @@ use std::path::Path;
 
 use crate::apt::debian::Suite;
 use crate::cache::Cache;
-use crate::error::{Error, ImageError, IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::layer::{Codec, TarOptions};
-use crate::oci::document::canonical_json;
 use crate::oci::platform::Platform;
-use crate::oci::{Image, LayerKind, Origin, digest, media};
+use crate::oci::{Image, LayerKind};
 use crate::release::{Entry, EntryKind};
 
 /// The label a `deb:` base's config carries, naming it (`deb:bookworm`).
@@ -162,31 +161,7 @@ pub(crate) fn image(suite: Suite, platform: &Platform, cache: &Cache) -> Result<
     if let Some(v) = &platform.variant {
         config["variant"] = serde_json::json!(v);
     }
-    let config_bytes = canonical_json(&config)?;
-    let config_digest = digest::sha256_of(&config_bytes);
-    let manifest = canonical_json(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": media::OCI_MANIFEST,
-        "config": {"mediaType": media::OCI_CONFIG, "digest": config_digest.to_string(), "size": config_bytes.len()},
-        "layers": [{"mediaType": blob.media_type, "digest": blob.digest.to_string(), "size": blob.size}],
-    }))?;
-    let layer = blob.layer(LayerKind::Base, cache);
-    Ok(Image {
-        digest: digest::sha256_of(&manifest),
-        manifest,
-        media_type: media::OCI_MANIFEST.into(),
-        config: serde_json::from_slice(&config_bytes)
-            .map_err(|e| Error::from(ImageError::Internal(format!("{name} config: {e}"))))?,
-        config_bytes,
-        config_digest,
-        layers: vec![layer],
-        attachments: vec![],
-        origin: Origin {
-            name,
-            reference: None,
-            digest: None,
-        },
-    })
+    super::image_of(&config, vec![blob.layer(LayerKind::Base, cache)], &name)
 }
 
 #[cfg(test)]

@@ -292,26 +292,45 @@ pub(crate) fn scratch(p: &Platform) -> Result<Image> {
     if let Some(v) = &p.variant {
         config["variant"] = serde_json::json!(v);
     }
-    let config_bytes = canonical_json(&config)?;
+    image_of(&config, vec![], "scratch")
+}
+
+/// An image a source makes itself (`scratch`, a `deb:` base): `config` and `layers` (whose
+/// diff_ids the config lists) serialised canonically into an OCI manifest, the image's origin
+/// `name`.
+pub(crate) fn image_of(
+    config: &serde_json::Value,
+    layers: Vec<crate::oci::Layer>,
+    name: &str,
+) -> Result<Image> {
+    let config_bytes = canonical_json(config)?;
     let config_digest = digest::sha256_of(&config_bytes);
+    let descriptors: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "mediaType": l.blob.media_type, "digest": l.blob.digest.to_string(), "size": l.blob.size
+            })
+        })
+        .collect();
     let manifest = canonical_json(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": media::OCI_MANIFEST,
         "config": {"mediaType": media::OCI_CONFIG, "digest": config_digest.to_string(), "size": config_bytes.len()},
-        "layers": [],
+        "layers": descriptors,
     }))?;
     Ok(Image {
         digest: digest::sha256_of(&manifest),
         manifest,
         media_type: media::OCI_MANIFEST.into(),
         config: serde_json::from_slice(&config_bytes)
-            .map_err(|e| Error::from(ImageError::Internal(format!("scratch config: {e}"))))?,
+            .map_err(|e| Error::from(ImageError::Internal(format!("{name} config: {e}"))))?,
         config_bytes,
         config_digest,
-        layers: vec![],
+        layers,
         attachments: vec![],
         origin: Origin {
-            name: "scratch".into(),
+            name: name.into(),
             reference: None,
             digest: None,
         },
