@@ -376,7 +376,6 @@ async fn build_one(
     warnings.extend(std::mem::take(&mut seen.warnings));
 
     let mix_lock = crate::release::mix_lock::beside(&release.root);
-    let made_sbom = sbom_stage(req, &release, &base, &seen, mix_lock.as_deref(), cx)?;
     let launcher = match &seen.launcher {
         Some(l) => Some(stages::launcher_layer(
             l,
@@ -386,6 +385,15 @@ async fn build_one(
         )?),
         None => None,
     };
+    let launcher_sha256 = launcher.as_ref().map(|l| l.sha256.clone());
+    let made_sbom = sbom_stage(
+        req,
+        &release,
+        &base,
+        &seen,
+        (mix_lock.as_deref(), launcher_sha256),
+        cx,
+    )?;
     let made = layers_in_order(
         req,
         seen.packages.take(),
@@ -431,25 +439,18 @@ async fn build_one(
 }
 
 /// The SBOM stage of a build: the document of the release, its base and packages (also written
-/// to `--sbom-out`).
+/// to `--sbom-out`), with the release's mix.lock and the launcher's SHA-256 (hex) when the image
+/// starts through it.
 fn sbom_stage(
     req: &BuildRequest,
     release: &Release,
     base: &Image,
     seen: &Seen,
-    mix_lock: Option<&[crate::release::mix_lock::Dep]>,
+    (mix_lock, launcher): (Option<&[crate::release::mix_lock::Dep]>, Option<String>),
     cx: Context<'_>,
 ) -> Result<stages::Sbom> {
     let otp = crate::release::otp::otp_release(release);
-    let arch = base.config.architecture().to_string();
-    let launcher = match &seen.launcher {
-        Some(l) => Some(Some(
-            crate::oci::digest::sha256_of(&l.binary(&arch)?)
-                .digest()
-                .to_string(),
-        )),
-        None => None,
-    };
+    let launcher = launcher.map(Some);
     let made = stages::sbom(
         &SbomInput {
             release,

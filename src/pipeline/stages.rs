@@ -187,6 +187,8 @@ fn sbom_layer_plan(release: &Release, source: PathBuf, size: u64) -> LayerPlan {
 /// directory (`_files`) until the layer is written.
 pub(crate) struct LauncherLayer {
     pub(crate) plan: LayerPlan,
+    /// The SHA-256 (hex) of the launcher's bytes in the layer, for the SBOM.
+    pub(crate) sha256: String,
     pub(crate) _files: Vec<tempfile::NamedTempFile>,
 }
 
@@ -205,7 +207,9 @@ pub(crate) fn launcher_layer(
             .cloned()
     };
     let owner = release_entry(&launcher.path).map_or((0, 0), |s| (s.uid, s.gid));
-    let mut files = vec![(launcher.path.clone(), launcher.binary(arch)?, 0o755)];
+    let binary = launcher.binary(arch)?;
+    let sha256 = crate::oci::digest::sha256_of(&binary).digest().to_string();
+    let mut files = vec![(launcher.path.clone(), binary, 0o755)];
     files.extend(
         launcher
             .files
@@ -263,6 +267,7 @@ pub(crate) fn launcher_layer(
             kind: LayerKind::Launcher,
             entries,
         },
+        sha256,
         _files: temps,
     })
 }
