@@ -87,19 +87,8 @@ pub struct ImageArgs {
     /// Resolve the packages again and rewrite imgbuild.lock.
     #[arg(long)]
     pub update_lock: bool,
-    /// For --from deb:SUITE: the Debian archive to take the packages from (SUITE and
-    /// SUITE-updates) [default: http://deb.debian.org/debian].
-    #[arg(long, env = "IMGBUILD_DEB_MIRROR", value_name = "URL")]
-    pub deb_mirror: Option<String>,
-    /// For --from deb:SUITE: the archive of SUITE-security [default: URL-security when
-    /// --deb-mirror ends in /debian, else --deb-mirror itself; without --deb-mirror
-    /// http://deb.debian.org/debian-security].
-    #[arg(long, env = "IMGBUILD_DEB_SECURITY_MIRROR", value_name = "URL")]
-    pub deb_security_mirror: Option<String>,
-    /// For --from deb:SUITE: a keyring the mirror signs with, trusted besides Debian's keys
-    /// (which imgbuild carries).
-    #[arg(long, value_name = "FILE")]
-    pub deb_mirror_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub deb: DebMirrorArgs,
     /// Allow an --env or --label KEY that looks like a secret but is not (repeatable).
     #[arg(long = "allow-secret")]
     pub allow_secrets: Vec<String>,
@@ -196,16 +185,55 @@ impl ImageArgs {
                     )));
                 }
             },
-            deb_mirror: DebMirror {
-                url: self
-                    .deb_mirror
-                    .clone()
-                    .or_else(|| project.deb_mirror.clone()),
-                security: (self.deb_security_mirror.clone())
-                    .or_else(|| project.deb_security_mirror.clone()),
-                key: (self.deb_mirror_key.clone()).or_else(|| project.deb_mirror_key.clone()),
-            },
+            deb_mirror: self.deb.merge(project),
         })
+    }
+}
+
+/// Where a `deb:SUITE` base's packages come from: build's and rebase's flags.
+#[derive(Args, Debug, Default, Clone)]
+pub struct DebMirrorArgs {
+    /// For a deb:SUITE base: the Debian archive to take the packages from (SUITE and
+    /// SUITE-updates) [default: http://deb.debian.org/debian].
+    #[arg(long, env = "IMGBUILD_DEB_MIRROR", value_name = "URL")]
+    pub deb_mirror: Option<String>,
+    /// For a deb:SUITE base: the archive of SUITE-security [default: URL-security when
+    /// --deb-mirror ends in /debian, else --deb-mirror itself; without --deb-mirror
+    /// http://deb.debian.org/debian-security].
+    #[arg(long, env = "IMGBUILD_DEB_SECURITY_MIRROR", value_name = "URL")]
+    pub deb_security_mirror: Option<String>,
+    /// For a deb:SUITE base: a keyring the mirror signs with, trusted besides Debian's keys
+    /// (which imgbuild carries).
+    #[arg(long, value_name = "FILE")]
+    pub deb_mirror_key: Option<PathBuf>,
+}
+
+/// The `deb:` side of a request: for a `deb:SUITE` base, its suite from `mirror`; for any
+/// other base, none, and the mirror flags refused unless `--debug` takes its busybox from them.
+pub fn deb_base(from: &Source, mirror: &DebMirror, debug: bool) -> Result<Option<DebBase>> {
+    match from {
+        Source::Deb { suite } => Ok(Some(DebBase {
+            suite: *suite,
+            mirror: mirror.clone(),
+        })),
+        _ if *mirror != DebMirror::default() && !debug => Err(Error::Usage(format!(
+            "--deb-mirror, --deb-security-mirror and --deb-mirror-key (or deb-mirror in imgbuild.toml) are for a deb:SUITE base or build --debug, not {}",
+            from.describe()
+        ))),
+        _ => Ok(None),
+    }
+}
+
+impl DebMirrorArgs {
+    /// The flags with `imgbuild.toml`'s `deb-mirror`, `deb-security-mirror` and
+    /// `deb-mirror-key` under them (a flag wins).
+    pub fn merge(&self, project: &ProjectFile) -> DebMirror {
+        DebMirror {
+            url: (self.deb_mirror.clone()).or_else(|| project.deb_mirror.clone()),
+            security: (self.deb_security_mirror.clone())
+                .or_else(|| project.deb_security_mirror.clone()),
+            key: (self.deb_mirror_key.clone()).or_else(|| project.deb_mirror_key.clone()),
+        }
     }
 }
 
@@ -313,19 +341,7 @@ impl ImageDef {
             entrypoint: self.entrypoint.clone(),
             epoch: source_date_epoch()?,
         };
-        let deb = match &from {
-            Source::Deb { suite } => Some(DebBase {
-                suite: *suite,
-                mirror: self.deb_mirror.clone(),
-            }),
-            _ if self.deb_mirror != DebMirror::default() && !extras.debug => {
-                return Err(Error::Usage(format!(
-                    "--deb-mirror, --deb-security-mirror and --deb-mirror-key (or deb-mirror in imgbuild.toml) are for a deb:SUITE base or --debug, not {}",
-                    from.describe()
-                )));
-            }
-            _ => None,
-        };
+        let deb = deb_base(&from, &self.deb_mirror, extras.debug)?;
         let debug = extras.debug.then(|| {
             deb.clone().unwrap_or(DebBase {
                 suite: imgbuild::apt::debian::Suite::Bookworm,

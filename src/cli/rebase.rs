@@ -15,6 +15,7 @@ use imgbuild::source::Source;
 
 use super::args::{OutputArgs, RegistryArgs, UploadArgs};
 use super::common::*;
+use super::image::{DebMirrorArgs, deb_base};
 use super::progress;
 use super::project::ProjectFile;
 
@@ -44,6 +45,8 @@ pub struct RebaseArgs {
     /// Resolve the packages again and rewrite imgbuild.lock.
     #[arg(long)]
     pub update_lock: bool,
+    #[command(flatten)]
+    pub deb: DebMirrorArgs,
     /// Skip the start-up check against the new base (not recommended).
     #[arg(long)]
     pub no_check: bool,
@@ -76,9 +79,11 @@ pub async fn run_rebase(args: RebaseArgs) -> Result<()> {
             "--push needs at least one -t NAME to push to".into(),
         ));
     }
+    let from = Source::parse(&args.from)?;
+    let deb = deb_base(&from, &args.deb.merge(&project), false)?;
     let req = imgbuild::pipeline::rebase::RebaseRequest {
         image: Source::parse_any(&args.image)?,
-        from: Source::parse(&args.from)?,
+        from,
         tags: tags.clone(),
         packages: PackageRequest {
             packages: vec![],
@@ -89,7 +94,7 @@ pub async fn run_rebase(args: RebaseArgs) -> Result<()> {
             },
             lock_path: cwd.join(imgbuild::apt::LOCK_FILE),
             update_lock: args.update_lock,
-            deb: None,
+            deb,
         },
         check: !args.no_check,
         compression: args.compression,

@@ -238,20 +238,30 @@ pub(super) fn asked_packages(req: &BuildRequest) -> PackageRequest {
     let mut asked = req.packages.clone();
     match &req.from {
         Source::Deb { suite } => {
-            let mirror = asked.deb.take().map(|d| d.mirror).unwrap_or_default();
-            asked.deb = Some(DebBase {
-                suite: *suite,
-                mirror,
-            });
-            for always in DEB_BASE_PACKAGES {
-                if !asked.packages.iter().any(|p| p == always) {
-                    asked.packages.push(always.into());
-                }
-            }
+            let deb = deb_request(*suite, asked.deb.take(), &mut asked.packages);
+            asked.deb = Some(deb);
         }
         _ => asked.deb = None,
     }
     asked
+}
+
+/// A `deb:SUITE` base's side of a package request, for build and rebase alike: the suite with
+/// the mirror `asked` gives (else Debian's), and [`DEB_BASE_PACKAGES`] added to `packages`.
+pub(super) fn deb_request(
+    suite: crate::apt::debian::Suite,
+    asked: Option<DebBase>,
+    packages: &mut Vec<String>,
+) -> DebBase {
+    for always in DEB_BASE_PACKAGES {
+        if !packages.iter().any(|p| p == always) {
+            packages.push(always.into());
+        }
+    }
+    DebBase {
+        suite,
+        mirror: asked.map(|d| d.mirror).unwrap_or_default(),
+    }
 }
 
 /// Read the base's files into a virtual tree (for the SBOM's packages), install the runtime

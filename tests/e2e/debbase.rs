@@ -690,3 +690,75 @@ pub fn test_ssl_release_gets_the_ca_bundle() -> TestResult {
     assert_eq!(n, certs, "the VM reads the bundle imgbuild wrote");
     Ok(())
 }
+
+/// `rebase --from deb:SUITE`: a deb:bookworm image rebased onto deb:bookworm (its lock kept)
+/// is the same image to the byte: the packages again from the suite under the shell-less
+/// rules and slim, the SBOM naming the launcher by its SHA-256. An image that starts through
+/// its /bin/sh scripts (built on a base with a shell) is refused with the way to build it, and
+/// nothing is written; the mirror flags with another base are refused.
+pub fn test_rebase_onto_deb() -> TestResult {
+    let dir = lab::scratch_dir("debbase-rebase");
+    let (main, security) = mirrors()?;
+    let tag = ["-t", "hello-rebase:0.1.0"];
+    build(&dir, "deb:bookworm", "a.tar", &tag)?;
+    let built = manifest_digest(&dir.join("a.tar"))?;
+    let rebase = |image: &Path, from: &str, out: &Path| {
+        lab::imgbuild()
+            .current_dir(&dir)
+            .arg("rebase")
+            .arg(image)
+            .args(["--from", from, "--json", "-o"])
+            .arg(out)
+            .args(["--deb-mirror", &main, "--deb-security-mirror", &security])
+            .output()
+            .map_err(|e| fail(e.to_string()))
+    };
+    let out = rebase(&dir.join("a.tar"), "deb:bookworm", &dir.join("r.tar"))?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = lab::json_of(&out)?;
+    assert_eq!(report["digest"], built.as_str(), "{report}");
+    assert_eq!(report["platforms"][0]["packages_from"], "lock", "{report}");
+    assert_eq!(manifest_digest(&dir.join("r.tar"))?, built);
+
+    // Built on a base with a shell: it starts through bin/hello, a /bin/sh script.
+    let shell = dir.join("shell");
+    std::fs::create_dir_all(&shell).map_err(|e| fail(e.to_string()))?;
+    run(lab::imgbuild()
+        .current_dir(&shell)
+        .arg("build")
+        .arg(lab::crypto_release()?)
+        .args([
+            "--from",
+            &format!("oci:{}:bookworm", lab::base_layout()?.display()),
+        ])
+        .args(["--package", "auto", "-o"])
+        .arg(shell.join("s.tar")))?;
+    let refused = dir.join("refused.tar");
+    let out = rebase(&shell.join("s.tar"), "deb:bookworm", &refused)?;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("/bin/sh scripts") && err.contains("--from deb:bookworm --package auto"),
+        "{err}"
+    );
+    assert!(!refused.exists());
+
+    // The mirror flags are for a deb: base.
+    let base = format!("oci:{}:bookworm", lab::base_layout()?.display());
+    let out = rebase(&dir.join("a.tar"), &base, &refused)?;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("are for a deb:SUITE base"), "{err}");
+    assert!(!refused.exists());
+    Ok(())
+}
+
+/// The digest of the one image an image tarball's index names.
+fn manifest_digest(tar: &Path) -> Result<String, Failed> {
+    let out = run(Command::new("tar").arg("-xOf").arg(tar).arg("index.json"))?;
+    let index: Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(e.to_string()))?;
+    index["manifests"][0]["digest"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| fail(format!("no manifest in {}: {index}", tar.display())))
+}

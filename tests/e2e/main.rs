@@ -1306,6 +1306,7 @@ fn main() {
             debmirror::test_own_mirror_refusals,
         )
         .needs(debmirror::TOOLS),
+        lab::trial("debbase::rebase_onto_deb", debbase::test_rebase_onto_deb).needs(debbase::TOOLS),
         lab::trial(
             "debbase::arm64_packages_for_arm64",
             debbase::test_arm64_packages_for_arm64,

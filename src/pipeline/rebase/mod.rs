@@ -225,6 +225,9 @@ struct Own {
     packages: Vec<String>,
     release: Release,
     fs_release: crate::fs::RootFs,
+    /// The SHA-256 (hex) of imgbuild's launcher, when the image starts through it: the SBOM
+    /// names it as the build's did.
+    launcher: Option<String>,
 }
 
 /// Is this a file whose text rebase needs (release metadata, dpkg's list of a package)?
@@ -245,6 +248,7 @@ fn read_own(layers: &[Layer], local: &[FileRange], workdir: &str) -> Result<Own>
     let mut packages = Vec::new();
     let mut texts = std::collections::BTreeMap::new();
     let mut fs = crate::fs::RootFs::new();
+    let mut launcher = None;
     for (layer, at) in layers.iter().zip(local) {
         // Each layer into a tree of its own first: the packages and SBOM layers are left out.
         let mut scratch = crate::fs::RootFs::new();
@@ -274,6 +278,9 @@ fn read_own(layers: &[Layer], local: &[FileRange], workdir: &str) -> Result<Own>
             LayerKind::Base => LayerKind::Deps,
             k => k,
         };
+        if kind == LayerKind::Launcher {
+            launcher = Some(launcher_sha256(layer, at)?);
+        }
         match kind {
             LayerKind::Packages => packages.extend(names),
             LayerKind::Sbom => {}
@@ -296,6 +303,33 @@ fn read_own(layers: &[Layer], local: &[FileRange], workdir: &str) -> Result<Own>
         packages,
         release,
         fs_release: fs,
+        launcher,
+    })
+}
+
+/// The SHA-256 (hex) of the launcher in its layer: the layer's one executable file.
+fn launcher_sha256(layer: &Layer, at: &FileRange) -> Result<String> {
+    use sha2::Digest;
+    let what = "the image's launcher layer";
+    let verified = crate::layer::VerifiedLayer::new(layer, at, what).ok_or_else(|| {
+        Error::from(crate::error::ImageError::Internal(format!(
+            "{what} is not a tar layer"
+        )))
+    })?;
+    let mut found = None;
+    verified.walk(|entry| {
+        let executable = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
+        if entry.header().entry_type().is_file() && executable {
+            let mut h = sha2::Sha256::new();
+            std::io::copy(entry, &mut h).map_err(|e| verified.corrupt(e))?;
+            found = Some(format!("{:x}", h.finalize()));
+        }
+        Ok(())
+    })?;
+    found.ok_or_else(|| {
+        Error::Input(format!(
+            "{what} holds no executable file: it is not imgbuild's"
+        ))
     })
 }
 
@@ -407,8 +441,16 @@ fn plan_packages(p: &PlanInput) -> Result<PackagePlan> {
     };
     if lock.requested != requested {
         return Err(Error::Usage(format!(
-            "{lock_name} pins {:?} for {}, but {} was built asking for {requested:?}: that lock belongs to another build. Rebase with --update-lock to resolve {requested:?} against the new base and pin them in {lock_name}, or run rebase in a directory without that lock",
-            lock.requested, p.arch, p.image
+            "{lock_name} pins {:?} for {}, but {} on {} asks for {requested:?} (what it was built asking for{}): that lock belongs to another build. Rebase with --update-lock to resolve {requested:?} against the new base and pin them in {lock_name}, or run rebase in a directory without that lock",
+            lock.requested,
+            p.arch,
+            p.image,
+            p.base,
+            if p.base.starts_with("deb:") {
+                ", and the C library a deb: base always installs"
+            } else {
+                ""
+            }
         )));
     }
     for pin in &lock.packages {
@@ -464,7 +506,7 @@ async fn rebase_image(
             // The project is not at hand: Hex packages by their applications' names.
             mix_lock: None,
             otp: crate::release::otp::otp_release(&own.release).as_ref(),
-            launcher: (own.kept.iter().any(|l| l.kind == LayerKind::Launcher)).then_some(None),
+            launcher: own.launcher.clone().map(Some),
         },
         cx.cache,
     )?;
@@ -636,8 +678,39 @@ async fn rebase_packages(
         .iter()
         .map(|d| (d.name.clone(), d.version.clone()))
         .collect();
+    // Onto a deb:SUITE base: its suite's packages under the shell-less rules, the C library
+    // always, and the layer slim with what the release's programs link kept.
+    let mut recorded = recorded_request(old);
+    let deb = match &req.from {
+        Source::Deb { suite } => {
+            // Without the launcher the release starts through its /bin/sh scripts, which a
+            // deb: base does not have; and the libraries the old base gave are not asked for.
+            if own.launcher.is_none() {
+                return Err(Error::Usage(format!(
+                    "{} starts through the release's /bin/sh scripts (it was built on {}), and deb:{} has no shell: build it again with --from deb:{} --package auto, which adds imgbuild's launcher and the libraries the release links; rebase onto a deb: base takes images built on one (or with --launcher always)",
+                    req.image.describe(),
+                    mutate::named_base(old)
+                        .0
+                        .as_deref()
+                        .unwrap_or("another base"),
+                    suite.name(),
+                    suite.name()
+                )));
+            }
+            let mut names = recorded.take().unwrap_or_else(|| own.packages.clone());
+            let deb = super::examine::deb_request(*suite, req.packages.deb.clone(), &mut names);
+            recorded = Some(super::requested_names(&names));
+            Some(deb)
+        }
+        _ => None,
+    };
+    let mut linked: Vec<String> = (own.facts.iter())
+        .flat_map(|f| f.elves.iter().flat_map(|(_, e)| e.needed.iter().cloned()))
+        .collect();
+    linked.sort();
+    linked.dedup();
     let chosen = plan_packages(&PlanInput {
-        recorded: recorded_request(old),
+        recorded,
         closure: &own.packages,
         lock: lock.as_ref().and_then(|f| f.for_arch(&arch)),
         base_has: &base_has,
@@ -652,13 +725,14 @@ async fn rebase_packages(
         packages: chosen.requested.clone(),
         // Resolved afresh unless the lock answers (and fits the new base).
         update_lock: chosen.from != PackagesFrom::Lock,
+        deb,
         ..req.packages.clone()
     };
     let (mut locked, mut new_lock, mut layer) = (Vec::new(), None, None);
     if !packages_req.packages.is_empty() {
         let env = mutate::rebased_env(base, old);
         let installed =
-            super::stages::install_packages(&packages_req, fs, &arch, &env, &mut debs, &[], cx)
+            super::stages::install_packages(&packages_req, fs, &arch, &env, &mut debs, &linked, cx)
                 .await?;
         fs = installed.fs;
         locked = installed.locked;
